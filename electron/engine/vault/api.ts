@@ -1,0 +1,127 @@
+/**
+ * The vault as the backup and restore pipelines see it. The vault implementation (packs, crypto,
+ * locks, manifests) lives beside this file; the pipelines depend only on these types.
+ *
+ * Terms
+ * - block: a fixed-size slice of a disk's guest view (`blockSize` bytes; a disk's last block may be
+ *   shorter). Block i covers [i*blockSize, min((i+1)*blockSize, virtualSize)).
+ * - chunk: the stored, deduplicated content of one data block, named by its keyed BLAKE3-256 id.
+ * - block map: one entry per block of a disk, in block order: UNALLOCATED, ZERO, or DATA (chunk id +
+ *   the block's XXH3-128 checksum used for change detection by the next backup).
+ * - recovery point (point): an immutable manifest naming a machine, its disks and their block maps.
+ */
+import type { ImageFormat } from '../formats/types.js'
+
+export type Consistency = 'application' | 'crash' | 'none'
+
+export type BlockEntry =
+  | { kind: 'unallocated' }
+  | { kind: 'zero' }
+  | {
+      kind: 'data'
+      /** 32-byte keyed BLAKE3 id of the plaintext block. */
+      chunkId: Buffer
+      /** 16-byte XXH3-128 of the plaintext block (change detection). */
+      checksum: Buffer
+    }
+
+/** Identity of the source file at backup time: an unchanged file (same values) need not be read. */
+export interface FileIdentity {
+  sizeBytes: number
+  mtimeMs: number
+  ctimeMs: number
+  inode: number
+}
+
+export interface PointDisk {
+  /** Position of the disk in the machine (0-based); block maps are addressed by it. */
+  index: number
+  name: string
+  virtualSize: number
+  /** Format of the source image (restore may write another). */
+  sourceFormat: ImageFormat
+  sourcePath: string
+  /** Allocated guest bytes (data + zero extents) at backup time. */
+  allocatedBytes: number
+  blockCount: number
+  fileIdentity?: FileIdentity
+  isSystem?: boolean
+}
+
+export interface PointStats {
+  bytesRead: number
+  /** Bytes of blocks whose content was not in the vault before this backup (plaintext). */
+  bytesNew: number
+  /** Bytes added to the vault on disk (compressed + encrypted + pack overhead). */
+  bytesStored: number
+  seconds: number
+}
+
+export interface PointManifest {
+  /** Assigned by the vault at commit. */
+  id: string
+  machineId: string
+  machineName: string
+  /** ISO 8601 UTC. */
+  createdAt: string
+  consistency: Consistency
+  blockSize: number
+  disks: PointDisk[]
+  stats: PointStats
+  /** Free-form labels (job id, policy, host). */
+  labels: Record<string, string>
+}
+
+export type NewPoint = Omit<PointManifest, 'id' | 'blockSize'>
+
+export interface PutResult {
+  chunkId: Buffer
+  /** False when the chunk was already in the vault (or already put in this session). */
+  isNew: boolean
+  /** Bytes this put adds to the vault (0 when deduplicated). */
+  storedBytes: number
+}
+
+/** Appends a disk's block map in block order; `finish` checks that `blockCount` entries came. */
+export interface BlockMapWriter {
+  append(entry: BlockEntry): void
+  finish(): Promise<void>
+}
+
+/**
+ * One backup's write access (holds a shared vault lock until commit/abort). Not reusable.
+ * Memory is bounded: `putBlock` applies back-pressure (its promise resolves once the block is
+ * accepted into a bounded in-flight set), so callers may await it in a loop with a small window.
+ */
+export interface BackupSession {
+  readonly blockSize: number
+  /** Computes the chunk id, deduplicates, compresses, encrypts and packs. `data` may be reused once resolved. */
+  putBlock(data: Buffer, checksum: Buffer): Promise<PutResult>
+  blockMapWriter(disk: Pick<PointDisk, 'index' | 'blockCount'>): BlockMapWriter
+  /** Makes every chunk durable, then writes the manifest (I1). Returns the committed manifest. */
+  commit(point: NewPoint): Promise<PointManifest>
+  /** Drops what was written (packs not referenced by any manifest are reclaimed later). Idempotent. */
+  abort(): Promise<void>
+}
+
+/** Fetches and verifies chunk plaintexts (decrypt, decompress, re-hash). Throws CHUNK_CORRUPT/CHUNK_MISSING. */
+export interface ChunkReader {
+  /** Returns plaintexts in the order of `ids`; implementations read by pack ranges, many in flight. */
+  readChunks(ids: Buffer[]): Promise<Buffer[]>
+  close(): Promise<void>
+}
+
+export interface Vault {
+  readonly id: string
+  readonly path: string
+  readonly blockSize: number
+  /** Vault generation (I11), increases with every commit/prune. */
+  generation(): Promise<number>
+  beginBackup(options?: { signal?: AbortSignal }): Promise<BackupSession>
+  listPoints(): Promise<PointManifest[]>
+  getPoint(pointId: string): Promise<PointManifest>
+  /** Streams a disk's block map in block order (bounded memory for any disk size). */
+  readBlockMap(pointId: string, diskIndex: number): AsyncIterable<BlockEntry>
+  chunkReader(): ChunkReader
+  close(): Promise<void>
+}
