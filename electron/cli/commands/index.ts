@@ -4,6 +4,9 @@ import { registerImageCommands } from './image.js'
 import { registerVaultCommands } from './vault.js'
 import { registerMachineCommands } from './machine.js'
 import { registerBackupCommands } from './backup.js'
+import { registerRestoreCommands } from './restore.js'
+import { registerJobsCommands } from './jobs.js'
+import { registerCatalogCommands } from './catalog.js'
 import { registerServeCommand } from './serve.js'
 
 export type RegisterCommands = (program: Command, ctx: CliContext) => void
@@ -14,5 +17,8 @@ export const COMMAND_MODULES: RegisterCommands[] = [
   registerVaultCommands,
   registerMachineCommands,
   registerBackupCommands,
+  registerRestoreCommands,
+  registerJobsCommands,
+  registerCatalogCommands,
   registerServeCommand,
 ]
