@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Checks (and on Debian/Ubuntu installs) the system tools the test suite uses.
+# With CI=true a prerequisite that is still missing afterwards is a failure, never a skip.
+set -euo pipefail
+
+# command → Debian package
+declare -A NEED=(
+  [qemu-img]=qemu-utils [qemu-io]=qemu-utils [chromium]=chromium [xvfb-run]=xvfb
+  [dbus-run-session]=dbus-x11 [gnome-keyring-daemon]=gnome-keyring [mkfs.xfs]=xfsprogs
+  [restic]=restic [borg]=borgbackup [vhdiinfo]=libvhdi-utils [secret-tool]=libsecret-tools
+)
+# libsecret-1-dev has no command: checked through pkg-config (keytar builds against it)
+missing=()
+for cmd in "${!NEED[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}"); done
+pkg-config --exists libsecret-1 2>/dev/null || missing+=(libsecret-1-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+
+if ((${#missing[@]})); then
+  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "Installing test prerequisites: ${pkgs[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  else
+    echo "Missing test prerequisites (install them): ${pkgs[*]}" >&2
+    exit 1
+  fi
+fi
+
+still=()
+for cmd in "${!NEED[@]}"; do command -v "$cmd" >/dev/null 2>&1 || still+=("$cmd"); done
+if ((${#still[@]})); then
+  echo "Test prerequisites still missing: ${still[*]}" >&2
+  exit 1
+fi
+echo "prerequisites: ok ($(qemu-img --version | head -1); $(chromium --version 2>/dev/null | head -1))"
