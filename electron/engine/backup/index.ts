@@ -1,0 +1,29 @@
+/**
+ * Backup: machines, snapshots with honest consistency, and the block pipeline.
+ *
+ * Terms
+ * - machine: a named group of disks (one VM), added from files or imported from libvirt / VirtualBox.
+ * - disk: one image file of a machine (the top of its backing chain); what is backed up is its guest view.
+ * - snapshot: the point-in-time copy of a disk taken before reading it — a reflink clone where the
+ *   file system can, else the file itself read under checks (not open for writing, unchanged across
+ *   the read).
+ * - consistency: `application` (scripts succeeded around atomic snapshots), `crash` (atomic
+ *   snapshots or a file nobody wrote to), `none` (a file changed or was open for writing while read).
+ * - block: a `vault.blockSize` slice of the guest view; the pipeline hashes every allocated block with
+ *   XXH3-128 and moves only blocks whose checksum differs from the previous point's at that index.
+ */
+import type { BackupResult, JobEnv } from './types.js'
+
+export type { BackupProgress, BackupResult, DiskProgress, JobEnv, Machine, MachineDisk, MachineSource } from './types.js'
+
+/**
+ * Runs one backup of `input.machineId` inside a job process: opens the catalog and the current vault
+ * of `env.home`, applies the machine's policy (scripts, snapshot tier, failOnInconsistent), runs the
+ * pipeline and records the point in the catalog. Resolves with the committed point's figures; rejects
+ * with an EngineError (CANCELLED when `env.signal` aborted: the vault is left as it was).
+ */
+export async function runBackupJob(input: { machineId: string }, env: JobEnv): Promise<BackupResult> {
+  void input
+  void env
+  throw new Error('runBackupJob: not implemented yet')
+}
