@@ -1,0 +1,122 @@
+/**
+ * Disk image formats: open any supported image in its guest view, write new images, convert.
+ *
+ * Terms (see types.ts for the contract)
+ * - guest view: the bytes the virtual machine sees, backing chains resolved.
+ * - extent: an allocated range of the guest view; everything else reads as zeros.
+ * - format module: one format's probe + opener (open.ts `FormatModule`), registered here.
+ * - writer: creates a new image from guest data written in increasing offset order.
+ *
+ * Entry points: `openImage` (detects the format by content), `createImageWriter`, `convertImage`.
+ */
+import { EngineError } from '../errors.js'
+import { openImage, registerFormat } from './open.js'
+import { createRawWriter, rawModule } from './raw/index.js'
+import type { DiskImage, ImageWriter, WriterFormat, WriterOptions } from './types.js'
+
+registerFormat(rawModule)
+
+export * from './types.js'
+export { openImage, probeFormat, resolveBackingPath } from './open.js'
+export type { FormatModule, OpenContext, OpenImageOptions } from './open.js'
+
+/**
+ * Creates a writer for a new image at `path`. Refuses an existing file unless `options.overwrite`
+ * (ALREADY_EXISTS). The caller owns the writer: `finish()` or `abort()` it.
+ */
+export async function createImageWriter(path: string, format: WriterFormat, options: WriterOptions): Promise<ImageWriter> {
+  switch (format) {
+    case 'raw':
+      return createRawWriter(path, options)
+    default:
+      throw new EngineError('UNSUPPORTED', `Writing ${format} images is not available in this build of Tresor.`)
+  }
+}
+
+export interface ConvertProgress {
+  /** Guest bytes processed so far (extents read plus holes skipped), up to `totalBytes`. */
+  doneBytes: number
+  /** The virtual size of the input. */
+  totalBytes: number
+}
+
+export interface ConvertOptions {
+  overwrite?: boolean
+  onProgress?: (progress: ConvertProgress) => void
+  signal?: AbortSignal
+  /** Writer options other than the size (cluster size, compression). */
+  clusterSize?: number
+  compress?: boolean
+}
+
+/** Size of each read while converting; two are in flight (one read, one written). */
+const CONVERT_CHUNK = 4 * 1024 * 1024
+
+/**
+ * Writes the guest view of the image at `input` as a new `to` image at `output`. Only allocated
+ * extents are read; zero extents and holes stay unallocated. Memory: two 4 MiB buffers plus the
+ * formats' bounded caches. On failure or cancellation (CANCELLED) the output file is removed.
+ * Returns the writer's `bytesWritten` (guest bytes stored).
+ */
+export async function convertImage(input: string, output: string, to: WriterFormat, options: ConvertOptions = {}): Promise<{ bytesWritten: number }> {
+  const image = await openImage(input)
+  let writer: ImageWriter | undefined
+  try {
+    writer = await createImageWriter(output, to, {
+      virtualSize: image.virtualSize,
+      overwrite: options.overwrite ?? false,
+      ...(options.clusterSize === undefined ? {} : { clusterSize: options.clusterSize }),
+      ...(options.compress === undefined ? {} : { compress: options.compress }),
+    })
+    await copyGuestData(image, writer, options)
+    const result = await writer.finish()
+    options.onProgress?.({ doneBytes: image.virtualSize, totalBytes: image.virtualSize })
+    return result
+  } catch (err) {
+    await writer?.abort().catch(() => undefined)
+    throw err
+  } finally {
+    await image.close()
+  }
+}
+
+/**
+ * Streams every non-zero extent of `image` into `writer` in order, reading the next chunk while
+ * the previous one is written. Does not finish the writer.
+ */
+export async function copyGuestData(
+  image: DiskImage,
+  writer: ImageWriter,
+  options: { onProgress?: (p: ConvertProgress) => void; signal?: AbortSignal } = {},
+): Promise<void> {
+  const buffers = [Buffer.allocUnsafe(CONVERT_CHUNK), Buffer.allocUnsafe(CONVERT_CHUNK)]
+  let which = 0
+  let pendingWrite: Promise<void> = Promise.resolve()
+  const total = image.virtualSize
+  let lastReport = 0
+  const checkCancel = (): void => {
+    if (options.signal?.aborted) throw new EngineError('CANCELLED', `Conversion of "${image.path}" was cancelled.`)
+  }
+  for await (const extent of image.extents()) {
+    if (extent.zero) continue
+    const end = extent.offset + extent.length
+    for (let pos = extent.offset; pos < end; ) {
+      checkCancel()
+      const n = Math.min(CONVERT_CHUNK - (pos % CONVERT_CHUNK), end - pos)
+      const buf = (buffers[which] as Buffer).subarray(0, n)
+      which ^= 1
+      await image.read(buf, pos)
+      await pendingWrite
+      pendingWrite = writer.write(pos, buf)
+      // Attach a handler now so a failure is not reported as unhandled before it is awaited.
+      pendingWrite.catch(() => undefined)
+      pos += n
+      if (options.onProgress && pos - lastReport >= 64 * 1024 * 1024) {
+        lastReport = pos
+        options.onProgress({ doneBytes: pos, totalBytes: total })
+      }
+    }
+  }
+  await pendingWrite
+  checkCancel()
+}

@@ -1,0 +1,230 @@
+/**
+ * Raw images: the file is the guest view, byte for byte.
+ *
+ * Terms
+ * - hole: a range of the file with no storage behind it (sparse file); reads as zeros.
+ * - granule: the unit of hole detection and of sparse writing (64 KiB, aligned in the guest view).
+ *
+ * Extents rule (chosen by measurement, see test/bench/convert.ts `raw extents`): Node has no
+ * lseek(SEEK_DATA/SEEK_HOLE) binding and a native addon is out of scope, and running `filefrag`
+ * (FIEMAP) as a child process is Linux-only and costs a process per image. So:
+ * - a file whose allocated blocks (`stat.blocks * 512`) cover its size has no holes: one data
+ *   extent, nothing read up front;
+ * - a file with no allocated block is all holes: no extent;
+ * - otherwise the file is scanned in large reads and every all-zero granule is reported as a hole
+ *   (reading a hole costs the kernel a page of zeros, not a disk read). Only all-zero granules
+ *   are left out, so extents never omit data.
+ */
+import { open, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { EngineError, fromFsError } from '../../errors.js'
+import { ImageFile, isAllZero } from '../io.js'
+import type { FormatModule, OpenContext } from '../open.js'
+import type { DiskImage, Extent, ImageInfo, ImageWriter, WriterOptions } from '../types.js'
+
+/** Unit of hole detection and sparse writing. */
+export const RAW_GRANULE = 64 * 1024
+/** Size of each read while scanning for holes. */
+const SCAN_CHUNK = 4 * 1024 * 1024
+
+export class RawImage implements DiskImage {
+  readonly format = 'raw' as const
+  readonly backing = undefined
+  private constructor(
+    private readonly file: ImageFile,
+    readonly variant: 'sparse' | 'full',
+    readonly clusterSize: number,
+    private readonly allocatedOnDisk: number,
+  ) {}
+
+  get path(): string {
+    return this.file.path
+  }
+  get virtualSize(): number {
+    return this.file.size
+  }
+
+  static async open(path: string): Promise<RawImage> {
+    const file = await ImageFile.open(path)
+    try {
+      const st = await file.handle.stat()
+      const onDisk = Math.min(st.blocks * 512, st.size)
+      const variant = onDisk < st.size ? 'sparse' : 'full'
+      return new RawImage(file, variant, st.blksize > 0 ? st.blksize : 4096, onDisk)
+    } catch (err) {
+      await file.close()
+      throw err
+    }
+  }
+
+  async read(buffer: Uint8Array, offset: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + buffer.length > this.virtualSize) {
+      throw new EngineError('INVALID_INPUT', `Read of ${buffer.length} bytes at ${offset} is outside "${this.path}" (${this.virtualSize} bytes).`)
+    }
+    await this.file.readInto(buffer, offset, 'guest data')
+    return buffer
+  }
+
+  async *extents(): AsyncIterable<Extent> {
+    const size = this.virtualSize
+    if (size === 0 || this.allocatedOnDisk === 0) return
+    if (this.variant === 'full') {
+      yield { offset: 0, length: size, zero: false }
+      return
+    }
+    const buf = Buffer.allocUnsafe(SCAN_CHUNK)
+    let runStart = -1
+    for (let pos = 0; pos < size; pos += SCAN_CHUNK) {
+      const n = Math.min(SCAN_CHUNK, size - pos)
+      const chunk = buf.subarray(0, n)
+      await this.file.readInto(chunk, pos, 'guest data')
+      for (let g = 0; g < n; g += RAW_GRANULE) {
+        const zero = isAllZero(chunk.subarray(g, Math.min(n, g + RAW_GRANULE)))
+        if (!zero && runStart < 0) runStart = pos + g
+        else if (zero && runStart >= 0) {
+          yield { offset: runStart, length: pos + g - runStart, zero: false }
+          runStart = -1
+        }
+      }
+    }
+    if (runStart >= 0) yield { offset: runStart, length: size - runStart, zero: false }
+  }
+
+  async info(): Promise<ImageInfo> {
+    let allocated = 0
+    if (this.variant === 'full') allocated = this.virtualSize
+    else for await (const e of this.extents()) if (!e.zero) allocated += e.length
+    return {
+      format: 'raw',
+      variant: this.variant,
+      virtualSize: this.virtualSize,
+      allocatedBytes: allocated,
+      clusterSize: this.clusterSize,
+      backingChain: [],
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.file.close()
+  }
+}
+
+export const rawModule: FormatModule = {
+  format: 'raw',
+  probe: () => true,
+  open: (path: string, _ctx: OpenContext) => RawImage.open(path),
+}
+
+/** Opens `path` for a new image: exclusive unless `overwrite` (ALREADY_EXISTS otherwise). */
+export async function createOutputFile(path: string, overwrite: boolean | undefined): Promise<FileHandle> {
+  try {
+    return await open(path, overwrite ? 'w' : 'wx')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new EngineError('ALREADY_EXISTS', `"${path}" already exists. Choose another name or allow overwriting it.`, { cause: err })
+    }
+    throw fromFsError(err, path, 'creating') ?? err
+  }
+}
+
+/** Writes all of `data` at `position` (loops over short writes); fs errors name the path. */
+export async function writeFully(handle: FileHandle, path: string, data: Uint8Array, position: number): Promise<void> {
+  let done = 0
+  while (done < data.length) {
+    try {
+      const { bytesWritten } = await handle.write(data, done, data.length - done, position + done)
+      if (bytesWritten <= 0) throw new EngineError('IO_ERROR', `Writing "${path}" made no progress.`)
+      done += bytesWritten
+    } catch (err) {
+      if (err instanceof EngineError) throw err
+      throw fromFsError(err, path, 'writing') ?? err
+    }
+  }
+}
+
+/** Checks the writer contract's ordering rule; `next` is the first offset a write may use. */
+export function checkWriteOrder(path: string, next: number, offset: number, length: number, virtualSize: number): void {
+  if (!Number.isSafeInteger(offset) || offset < next) {
+    throw new EngineError('INVALID_INPUT', `Writes to "${path}" must come in increasing, non-overlapping order (got ${offset}, expected >= ${next}).`)
+  }
+  if (offset + length > virtualSize) {
+    throw new EngineError('INVALID_INPUT', `A write of ${length} bytes at ${offset} lies past the end of "${path}" (${virtualSize} bytes).`)
+  }
+}
+
+/**
+ * A sparse raw writer: all-zero granules are skipped (left as holes), the file is sized to
+ * `virtualSize` and fsynced at `finish()`. `bytesWritten` counts guest bytes stored (non-hole).
+ */
+class RawWriter implements ImageWriter {
+  readonly format = 'raw' as const
+  private next = 0
+  private written = 0
+  private done = false
+  constructor(
+    readonly path: string,
+    private readonly handle: FileHandle,
+    private readonly virtualSize: number,
+  ) {}
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    checkWriteOrder(this.path, this.next, offset, data.length, this.virtualSize)
+    this.next = offset + data.length
+    // Walk granules aligned in the guest view; write runs of non-zero granules in one call.
+    let runStart = -1
+    let pos = 0
+    while (pos < data.length) {
+      const abs = offset + pos
+      const stop = Math.min(data.length, abs - (abs % RAW_GRANULE) + RAW_GRANULE - offset)
+      const zero = isAllZero(data.subarray(pos, stop))
+      if (!zero && runStart < 0) runStart = pos
+      else if (zero && runStart >= 0) {
+        await this.flushRun(data, runStart, pos, offset)
+        runStart = -1
+      }
+      pos = stop
+    }
+    if (runStart >= 0) await this.flushRun(data, runStart, data.length, offset)
+  }
+
+  private async flushRun(data: Uint8Array, from: number, to: number, offset: number): Promise<void> {
+    await writeFully(this.handle, this.path, data.subarray(from, to), offset + from)
+    this.written += to - from
+  }
+
+  async finish(): Promise<{ bytesWritten: number }> {
+    if (this.done) throw new EngineError('INVALID_INPUT', `"${this.path}" is already finished.`)
+    this.done = true
+    try {
+      await this.handle.truncate(this.virtualSize)
+      await this.handle.sync()
+    } catch (err) {
+      await this.handle.close().catch(() => undefined)
+      throw fromFsError(err, this.path, 'finishing') ?? err
+    }
+    await this.handle.close()
+    return { bytesWritten: this.written }
+  }
+
+  async abort(): Promise<void> {
+    if (!this.done) {
+      this.done = true
+      await this.handle.close().catch(() => undefined)
+    }
+    await unlink(this.path).catch(() => undefined)
+  }
+}
+
+/** Creates a sparse raw image at `path` (see RawWriter). */
+export async function createRawWriter(path: string, options: WriterOptions): Promise<ImageWriter> {
+  if (!Number.isSafeInteger(options.virtualSize) || options.virtualSize < 0) {
+    throw new EngineError('INVALID_INPUT', `Invalid virtual size ${options.virtualSize} for "${path}".`)
+  }
+  const handle = await createOutputFile(path, options.overwrite)
+  return new RawWriter(path, handle, options.virtualSize)
+}
+
+/** Size of the file's allocated storage (for tests and info). */
+export async function allocatedOnDisk(path: string): Promise<number> {
+  const st = await stat(path)
+  return st.blocks * 512
+}
