@@ -1,0 +1,206 @@
+/**
+ * Benchmark toolkit: deterministic test disks that look like real VM disks, command timing with
+ * peak RSS and CPU seconds (GNU time), medians with min–max, markdown tables.
+ */
+import { createCipheriv, createHash } from 'node:crypto'
+import { spawnSync } from 'node:child_process'
+import { closeSync, ftruncateSync, openSync, writeSync, fsyncSync, statSync } from 'node:fs'
+
+export const MiB = 1024 * 1024
+export const GiB = 1024 * MiB
+
+/** Deterministic PRNG (mulberry32): same seed, same disk, on every machine. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Incompressible bytes from an AES-CTR keystream keyed by the seed: fast and reproducible. */
+export class RandomStream {
+  private readonly cipher
+  private readonly zeros: Buffer
+  constructor(seed: string, chunkBytes: number) {
+    const key = createHash('sha256').update(seed).digest()
+    this.cipher = createCipheriv('aes-256-ctr', key, Buffer.alloc(16))
+    this.zeros = Buffer.alloc(chunkBytes)
+  }
+  next(length: number): Buffer {
+    return this.cipher.update(this.zeros.subarray(0, length))
+  }
+}
+
+const WORDS = ('the quick brown fox jumps over lazy dog kernel module driver init systemd journal ' +
+  'log error warning info debug usr lib share bin etc var opt home root config service network ' +
+  'package install update library function return value static const struct void int char').split(' ')
+
+/** A pool of compressible content (text and structured binary), reused with varying offsets. */
+export function compressiblePool(seed: number, bytes: number): Buffer {
+  const rnd = prng(seed)
+  const out = Buffer.alloc(bytes)
+  let pos = 0
+  while (pos < bytes) {
+    if (rnd() < 0.6) {
+      // text: log-like lines
+      const line = `${Math.floor(rnd() * 1e9)} ${Array.from({ length: 4 + Math.floor(rnd() * 10) }, () => WORDS[Math.floor(rnd() * WORDS.length)]).join(' ')}\n`
+      pos += out.write(line, pos)
+    } else {
+      // binary: small integers and repeated structures, like executables and tables
+      const n = Math.min(256, bytes - pos)
+      for (let i = 0; i < n; i++) out[pos + i] = rnd() < 0.5 ? 0 : Math.floor(rnd() * 16)
+      pos += n
+    }
+  }
+  return out
+}
+
+export type RegionKind = 'random' | 'text' | 'zero' | 'hole'
+
+/**
+ * Layout of a mixed disk in runs of `runBytes`: 35 % incompressible, 25 % compressible,
+ * 20 % written zeros, 20 % holes (never written). Deterministic for a seed.
+ */
+export function diskLayout(sizeBytes: number, seed: number, runBytes = 4 * MiB): RegionKind[] {
+  const rnd = prng(seed)
+  const runs = Math.ceil(sizeBytes / runBytes)
+  const kinds: RegionKind[] = []
+  for (let i = 0; i < runs; i++) {
+    const r = rnd()
+    kinds.push(r < 0.35 ? 'random' : r < 0.6 ? 'text' : r < 0.8 ? 'zero' : 'hole')
+  }
+  return kinds
+}
+
+/** Writes a mixed raw disk image (sparse where the layout says hole). */
+export function writeMixedDisk(path: string, sizeBytes: number, seed: number): void {
+  const runBytes = 4 * MiB
+  const layout = diskLayout(sizeBytes, seed, runBytes)
+  const random = new RandomStream(`disk-${seed}`, runBytes)
+  const pool = compressiblePool(seed, 8 * MiB)
+  const zero = Buffer.alloc(runBytes)
+  const rnd = prng(seed ^ 0x5eed)
+  const fd = openSync(path, 'w')
+  try {
+    ftruncateSync(fd, sizeBytes)
+    layout.forEach((kind, i) => {
+      const offset = i * runBytes
+      const length = Math.min(runBytes, sizeBytes - offset)
+      if (kind === 'hole') return
+      let data: Buffer
+      if (kind === 'random') data = random.next(length)
+      else if (kind === 'zero') data = zero.subarray(0, length)
+      else {
+        const start = Math.floor(rnd() * (pool.length - runBytes))
+        data = Buffer.from(pool.subarray(start, start + length))
+        data.writeUInt32LE(i, 0) // every run differs a little: no free dedup of the whole region
+      }
+      writeSync(fd, data, 0, length, offset)
+    })
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** "A day of work": 1 % of the disk rewritten as scattered 4 KiB writes. Returns bytes changed. */
+export function mutateScattered(path: string, fraction: number, seed: number): number {
+  const size = statSync(path).size
+  const block = 4096
+  const count = Math.floor((size * fraction) / block)
+  const rnd = prng(seed)
+  const random = new RandomStream(`scatter-${seed}`, block)
+  const fd = openSync(path, 'r+')
+  try {
+    for (let i = 0; i < count; i++) {
+      const offset = Math.floor(rnd() * (size / block)) * block
+      writeSync(fd, random.next(block), 0, block, offset)
+    }
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  return count * block
+}
+
+/** "A day of work": one contiguous region of `fraction` of the disk rewritten. Returns bytes changed. */
+export function mutateContiguous(path: string, fraction: number, seed: number): number {
+  const size = statSync(path).size
+  const length = Math.floor((size * fraction) / MiB) * MiB || MiB
+  const rnd = prng(seed)
+  const offset = Math.floor((rnd() * (size - length)) / MiB) * MiB
+  const random = new RandomStream(`contig-${seed}`, MiB)
+  const fd = openSync(path, 'r+')
+  try {
+    for (let done = 0; done < length; done += MiB) writeSync(fd, random.next(MiB), 0, MiB, offset + done)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  return length
+}
+
+export interface Measure {
+  seconds: number
+  cpuSeconds: number
+  peakRssMiB: number
+  stdout: string
+}
+
+/** Runs a command under GNU time; throws with its stderr when it fails. */
+export function measure(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {}): Measure {
+  const r = spawnSync('/usr/bin/time', ['-f', '@@TIME %e %U %S %M', cmd, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ...options.env },
+    cwd: options.cwd,
+    input: options.input,
+    maxBuffer: 256 * MiB,
+  })
+  const line = (r.stderr ?? '').split('\n').reverse().find((l) => l.startsWith('@@TIME '))
+  if (r.status !== 0 || !line) {
+    throw new Error(`"${cmd} ${args.join(' ')}" failed (${r.status}): ${(r.stderr ?? '').slice(-2000)}`)
+  }
+  const [, e, u, s, m] = line.split(' ')
+  return { seconds: Number(e), cpuSeconds: Number(u) + Number(s), peakRssMiB: Number(m) / 1024, stdout: r.stdout }
+}
+
+export function sh(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 256 * MiB })
+  if (r.status !== 0) throw new Error(`"${cmd} ${args.join(' ')}" failed (${r.status}): ${r.stderr}`)
+  return r.stdout
+}
+
+export function duBytes(path: string): number {
+  return Number(sh('du', ['-sb', path]).split(/\s+/)[0])
+}
+
+/** Bytes actually allocated on disk (st_blocks), not the apparent size. */
+export function allocatedBytes(path: string): number {
+  return Number(sh('du', ['-s', '--block-size=1', path]).split(/\s+/)[0])
+}
+
+export interface Stat {
+  median: number
+  min: number
+  max: number
+}
+
+export function stat(values: number[]): Stat {
+  const s = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+  return { median, min: s[0]!, max: s.at(-1)! }
+}
+
+export function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+export function table(header: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(' | ')} |`
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n')
+}
