@@ -1,0 +1,280 @@
+/**
+ * An open VMDK disk: its extents placed one after the other in the guest view, plus the parent.
+ */
+import { EngineError } from '../../errors.js'
+import { ImageFile, malformed, unsupported } from '../io.js'
+import { LayeredImage } from '../layered.js'
+import { resolveBackingPath, type OpenContext } from '../open.js'
+import type { BackingInfo, DiskImage, ImageInfo } from '../types.js'
+import { MAX_DESCRIPTOR_BYTES, parseDescriptor, type Descriptor, type ExtentLine } from './descriptor.js'
+import { SECTOR, SparseExtent, isSparseMagic, readSparseHeader, type SparseHeader, type VmdkSegment } from './sparse.js'
+
+/** One extent line of the disk, placed at `start` (bytes) in the guest view. */
+type Span =
+  | { kind: 'flat'; start: number; length: number; file: ImageFile; position: number }
+  | { kind: 'zero'; start: number; length: number }
+  | { kind: 'sparse'; start: number; length: number; extent: SparseExtent }
+
+/** createTypes whose extents we understand. */
+const SUPPORTED_TYPES: ReadonlySet<string> = new Set([
+  'monolithicSparse',
+  'monolithicFlat',
+  'twoGbMaxExtentSparse',
+  'twoGbMaxExtentFlat',
+  'streamOptimized',
+  'vmfs',
+  'vmfsThin',
+  'vmfsPreallocated',
+  'vmfsEagerZeroedThick',
+  'custom',
+])
+/** createTypes refused by name, with what they are. */
+const UNSUPPORTED_TYPES: ReadonlyMap<string, string> = new Map([
+  ['vmfsRaw', 'a VMFS raw device'],
+  ['vmfsRDM', 'a VMFS raw device mapping'],
+  ['vmfsRawDeviceMap', 'a VMFS raw device mapping'],
+  ['vmfsRDMP', 'a VMFS pass-through raw device mapping'],
+  ['vmfsPassthroughRawDeviceMap', 'a VMFS pass-through raw device mapping'],
+  ['fullDevice', 'a full physical device'],
+  ['partitionedDevice', 'physical device partitions'],
+  ['seSparse', 'the ESXi space-efficient sparse format (seSparse)'],
+  ['vmfsSparse', 'the VMFS sparse format (vmfsSparse, COWD)'],
+])
+
+export class VmdkImage extends LayeredImage<VmdkSegment> {
+  readonly format = 'vmdk' as const
+
+  private constructor(
+    readonly path: string,
+    readonly variant: string,
+    readonly virtualSize: number,
+    readonly clusterSize: number,
+    /** Content ID of this disk (descriptor `CID`), when it has one. */
+    readonly cid: number | undefined,
+    private readonly spans: Span[],
+    private readonly files: ImageFile[],
+  ) {
+    super()
+  }
+
+  /** Opens the VMDK at `path` (a sparse extent or a text descriptor) and, through `ctx`, its parent. */
+  static async open(path: string, ctx: OpenContext): Promise<VmdkImage> {
+    const files = new Map<string, ImageFile>()
+    const closeAll = async (): Promise<void> => {
+      await Promise.all([...files.values()].map((f) => f.close().catch(() => undefined)))
+    }
+    let image: VmdkImage | undefined
+    try {
+      const top = await ImageFile.open(path)
+      files.set(path, top)
+      const head = await top.readUpTo(0, SECTOR)
+      let descriptor: Descriptor
+      let spans: Span[]
+      let variant: string
+      if (isSparseMagic(head)) {
+        const header = await readSparseHeader(top)
+        const embedded = await readEmbeddedDescriptor(top, header)
+        if (header.capacitySectors === 0 && header.descriptorOffsetSectors !== 0 && embedded !== undefined) {
+          // A sparse file carrying only a descriptor (qemu reads it as a descriptor file).
+          descriptor = parseDescriptor(embedded, path)
+          variant = checkCreateType(descriptor, path)
+          spans = await openSpans(descriptor, path, files)
+        } else {
+          descriptor = embedded === undefined ? emptyDescriptor() : parseDescriptor(embedded, path)
+          variant = header.compressed ? 'streamOptimized' : 'monolithicSparse'
+          const extent = SparseExtent.fromHeader(top, header, 0)
+          spans = extent.lengthBytes > 0 ? [{ kind: 'sparse', start: 0, length: extent.lengthBytes, extent }] : []
+        }
+      } else {
+        if (top.size > MAX_DESCRIPTOR_BYTES) {
+          throw malformed(path, 'it is neither a VMDK sparse extent nor a VMDK descriptor (too large for a descriptor)')
+        }
+        const text = (await top.readAt(0, top.size, 'the VMDK descriptor')).toString('latin1')
+        descriptor = parseDescriptor(cutAtNul(text), path)
+        variant = checkCreateType(descriptor, path)
+        spans = await openSpans(descriptor, path, files)
+      }
+      const virtualSize = spans.reduce((sum, s) => sum + s.length, 0)
+      if (!Number.isSafeInteger(virtualSize)) throw malformed(path, 'its extents add up to an impossible size')
+      const firstSparse = spans.find((s) => s.kind === 'sparse')
+      const clusterSize = firstSparse?.kind === 'sparse' ? firstSparse.extent.grainBytes : SECTOR
+      image = new VmdkImage(path, variant, virtualSize, clusterSize, descriptor.cid, spans, [...files.values()])
+      const hint = descriptor.parentFileNameHint
+      if (hint !== undefined && !ctx.options.noBacking) {
+        const backing = await ctx.openBacking(resolveBackingPath(path, hint), 'vmdk')
+        image.backing = backing
+        const parentCid = descriptor.parentCid
+        const actual = backing instanceof VmdkImage ? backing.cid : undefined
+        if (parentCid !== undefined && parentCid !== 0xffffffff && actual !== undefined && actual !== parentCid) {
+          throw new EngineError(
+            'IMAGE_BACKING_MISMATCH',
+            `The parent "${backing.path}" of "${path}" has changed since the delta was made (content ID ` +
+              `${hex(actual)}, the delta expects ${hex(parentCid)}). Put the right parent back in place.`,
+          )
+        }
+      }
+      return image
+    } catch (err) {
+      if (image) await image.close().catch(() => undefined)
+      else await closeAll()
+      throw err
+    }
+  }
+
+  protected async *mapRange(offset: number, end: number): AsyncIterable<VmdkSegment> {
+    const spans = this.spans
+    // Binary search for the first span ending after `offset`.
+    let lo = 0
+    let hi = spans.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const s = spans[mid] as Span
+      if (s.start + s.length <= offset) lo = mid + 1
+      else hi = mid
+    }
+    for (let i = lo; i < spans.length; i++) {
+      const span = spans[i] as Span
+      if (span.start >= end) break
+      const a = Math.max(offset, span.start)
+      const b = Math.min(end, span.start + span.length)
+      if (b <= a) continue
+      if (span.kind === 'zero') yield { offset: a, length: b - a, kind: 'zero' }
+      else if (span.kind === 'flat') {
+        yield { offset: a, length: b - a, kind: 'data', source: { kind: 'file', file: span.file, position: span.position + (a - span.start) } }
+      } else yield* span.extent.map(a, b)
+    }
+  }
+
+  protected async readData(target: Uint8Array, segment: VmdkSegment): Promise<void> {
+    const source = segment.source
+    if (source?.kind === 'file') await source.file.readInto(target, source.position, 'VMDK grain data')
+    else if (source?.kind === 'compressed') await source.extent.readCompressed(target, source.grainSector, source.offsetInGrain)
+    else throw new EngineError('INTERNAL', `A VMDK data segment of "${this.path}" has no source.`)
+  }
+
+  protected async closeOwn(): Promise<void> {
+    for (const span of this.spans) if (span.kind === 'sparse') span.extent.clearCaches()
+    await Promise.all(this.files.map((f) => f.close().catch(() => undefined)))
+  }
+
+  async info(): Promise<ImageInfo> {
+    let allocatedBytes = 0
+    for await (const e of this.extents()) if (!e.zero) allocatedBytes += e.length
+    const backingChain: BackingInfo[] = []
+    for (let b: DiskImage | undefined = this.backing; b; b = b.backing) {
+      backingChain.push({ path: b.path, format: b.format, variant: b.variant, virtualSize: b.virtualSize })
+    }
+    return {
+      format: 'vmdk',
+      variant: this.variant,
+      virtualSize: this.virtualSize,
+      allocatedBytes,
+      clusterSize: this.clusterSize,
+      backingChain,
+    }
+  }
+}
+
+function hex(n: number): string {
+  return n.toString(16).padStart(8, '0')
+}
+
+function cutAtNul(text: string): string {
+  const nul = text.indexOf('\0')
+  return nul < 0 ? text : text.slice(0, nul)
+}
+
+function emptyDescriptor(): Descriptor {
+  return { createType: undefined, cid: undefined, parentCid: undefined, parentFileNameHint: undefined, extents: [] }
+}
+
+/** The descriptor text embedded in a sparse extent, or undefined when it has none. */
+async function readEmbeddedDescriptor(file: ImageFile, header: SparseHeader): Promise<string | undefined> {
+  if (header.descriptorOffsetSectors === 0 || header.descriptorSizeSectors === 0) return undefined
+  const position = header.descriptorOffsetSectors * SECTOR
+  if (position >= file.size) throw malformed(file.path, 'the embedded VMDK descriptor lies past the end of the file')
+  const length = Math.min(header.descriptorSizeSectors * SECTOR, MAX_DESCRIPTOR_BYTES, file.size - position)
+  const buf = await file.readAt(position, length, 'the embedded VMDK descriptor')
+  return cutAtNul(buf.toString('latin1'))
+}
+
+/** The disk type of a descriptor file; throws IMAGE_UNSUPPORTED / IMAGE_MALFORMED for others. */
+function checkCreateType(descriptor: Descriptor, path: string): string {
+  const type = descriptor.createType
+  if (type === undefined) throw malformed(path, 'the VMDK descriptor has no createType')
+  const refused = UNSUPPORTED_TYPES.get(type)
+  if (refused !== undefined) throw unsupported(path, `${refused} (VMDK createType "${type}")`)
+  if (!SUPPORTED_TYPES.has(type)) throw unsupported(path, `the VMDK disk type "${type}"`)
+  if (descriptor.extents.length === 0) throw malformed(path, 'the VMDK descriptor lists no extents')
+  return type
+}
+
+/** Opens the extent files named by a descriptor and places them one after the other. */
+async function openSpans(descriptor: Descriptor, path: string, files: Map<string, ImageFile>): Promise<Span[]> {
+  const spans: Span[] = []
+  let start = 0
+  for (const line of descriptor.extents) {
+    const span = await openSpan(line, start, path, files)
+    if (span.length === 0) continue
+    spans.push(span)
+    start += span.length
+    if (!Number.isSafeInteger(start)) throw malformed(path, 'its extents add up to an impossible size')
+  }
+  return spans
+}
+
+async function openExtentFile(line: ExtentLine, descriptorPath: string, files: Map<string, ImageFile>): Promise<ImageFile> {
+  const extentPath = resolveBackingPath(descriptorPath, line.fileName ?? '')
+  const known = files.get(extentPath)
+  if (known) return known
+  let file: ImageFile
+  try {
+    file = await ImageFile.open(extentPath)
+  } catch (err) {
+    if (err instanceof EngineError && err.code === 'NOT_FOUND') {
+      throw new EngineError(
+        'NOT_FOUND',
+        `The extent file "${extentPath}" of the VMDK disk "${descriptorPath}" does not exist. Put it back beside the descriptor.`,
+        { cause: err },
+      )
+    }
+    throw err
+  }
+  files.set(extentPath, file)
+  return file
+}
+
+async function openSpan(line: ExtentLine, start: number, path: string, files: Map<string, ImageFile>): Promise<Span> {
+  const length = line.sectors * SECTOR
+  if (line.access === 'NOACCESS') throw unsupported(path, 'a VMDK extent marked NOACCESS')
+  switch (line.type) {
+    case 'ZERO':
+      return { kind: 'zero', start, length }
+    case 'FLAT':
+    case 'VMFS': {
+      const file = await openExtentFile(line, path, files)
+      const position = line.offsetSectors * SECTOR
+      if (position + length > file.size) {
+        throw malformed(path, `its flat extent "${file.path}" is shorter (${file.size} bytes) than the descriptor says (${position + length} bytes)`)
+      }
+      return { kind: 'flat', start, length, file, position }
+    }
+    case 'SPARSE': {
+      const file = await openExtentFile(line, path, files)
+      const head = await file.readUpTo(0, SECTOR)
+      if (!isSparseMagic(head)) throw malformed(path, `its sparse extent "${file.path}" is not a VMDK sparse extent`)
+      const header = await readSparseHeader(file)
+      if (header.capacitySectors === 0) throw malformed(path, `its sparse extent "${file.path}" has no capacity`)
+      // Like qemu, the extent's own header decides its size.
+      const extent = SparseExtent.fromHeader(file, header, start)
+      return { kind: 'sparse', start, length: extent.lengthBytes, extent }
+    }
+    case 'VMFSRDM':
+    case 'VMFSRAW':
+      throw unsupported(path, `a VMFS raw device extent (${line.type})`)
+    case 'SESPARSE':
+      throw unsupported(path, 'an ESXi seSparse extent')
+    case 'VMFSSPARSE':
+      throw unsupported(path, 'a VMFS sparse (COWD) extent')
+  }
+}
