@@ -1,0 +1,123 @@
+/**
+ * Vault cryptography (see FORMAT.md).
+ * - Sub-keys: HKDF-SHA256(masterKey, salt = vault id, info = "tresor/v1/<purpose>"), 32 bytes each:
+ *   `config` (HMAC of the config file), `check` (key check value), `chunkId` (BLAKE3 key),
+ *   `data` (AES-256-GCM of chunk records), `meta` (AES-256-GCM of indexes, manifests, block maps).
+ * - Every encrypted object is `nonce(12) | ciphertext | tag(16)`, AES-256-GCM with a random 96-bit
+ *   nonce and associated data naming the object (I3, I10).
+ */
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual, type KeyObject, createSecretKey } from 'node:crypto'
+import { Blake3Hasher } from '@napi-rs/blake-hash'
+import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi'
+import { EngineError } from '../errors.js'
+
+export const NONCE_BYTES = 12
+export const TAG_BYTES = 16
+export const SEAL_OVERHEAD = NONCE_BYTES + TAG_BYTES
+export const CHUNK_ID_BYTES = 32
+
+export interface VaultKeys {
+  config: Buffer
+  check: Buffer
+  chunkId: Buffer
+  data: Buffer
+  meta: Buffer
+}
+
+export function deriveKeys(masterKey: Buffer, vaultId: string): VaultKeys {
+  if (!Buffer.isBuffer(masterKey) || masterKey.length !== 32) {
+    throw new EngineError('INVALID_INPUT', 'The vault master key must be 32 bytes.')
+  }
+  const salt = Buffer.from(vaultId, 'utf8')
+  const sub = (purpose: string): Buffer => Buffer.from(hkdfSync('sha256', masterKey, salt, `tresor/v1/${purpose}`, 32))
+  return { config: sub('config'), check: sub('check'), chunkId: sub('chunk-id'), data: sub('data'), meta: sub('meta') }
+}
+
+export function hmacHex(key: Buffer, text: string): string {
+  return createHmac('sha256', key).update(text, 'utf8').digest('hex')
+}
+
+export function equalHex(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex')
+  const y = Buffer.from(b, 'hex')
+  return x.length === y.length && x.length > 0 && timingSafeEqual(x, y)
+}
+
+/** Keyed BLAKE3-256 of a plaintext block: the chunk id. */
+export function chunkIdOf(key: Buffer, data: Uint8Array): Buffer {
+  return Blake3Hasher.newKeyed(key).update(data).digestBuffer()
+}
+
+const CHUNK_AAD_PREFIX = Buffer.from('tresor/v1/chunk', 'ascii')
+export const CHUNK_AAD_BYTES = CHUNK_AAD_PREFIX.length + 16 + 4 + 1 + CHUNK_ID_BYTES
+
+/** Associated data of a chunk record: chunk id, pack id, ordinal in the pack and flags (I10). */
+export function chunkAad(packId: Uint8Array, ordinal: number, flags: number, chunkId: Uint8Array, out?: Buffer): Buffer {
+  const aad = out ?? Buffer.allocUnsafe(CHUNK_AAD_BYTES)
+  let p = CHUNK_AAD_PREFIX.copy(aad, 0)
+  p += Buffer.from(packId.buffer, packId.byteOffset, 16).copy(aad, p)
+  aad.writeUInt32LE(ordinal >>> 0, p)
+  p += 4
+  aad[p++] = flags
+  Buffer.from(chunkId.buffer, chunkId.byteOffset, CHUNK_ID_BYTES).copy(aad, p)
+  return aad
+}
+
+/** Encrypts a metadata object (flags byte + optionally zstd-compressed payload). */
+export function sealObject(key: Buffer | KeyObject, aad: string, plaintext: Uint8Array, compress: boolean): Buffer {
+  let body: Uint8Array = plaintext
+  let flags = 0
+  if (compress && plaintext.length > 64) {
+    const z = zstdCompress(plaintext, { compressionLevel: 3 })
+    if (z.length < plaintext.length) {
+      body = z
+      flags = 1
+    }
+  }
+  const nonce = randomBytes(NONCE_BYTES)
+  const cipher = createCipheriv('aes-256-gcm', key, nonce)
+  cipher.setAAD(Buffer.from(aad, 'utf8'))
+  const parts = [nonce, cipher.update(Buffer.from([flags])), cipher.update(body), cipher.final(), cipher.getAuthTag()]
+  return Buffer.concat(parts)
+}
+
+/** Decrypts a metadata object; any mismatch (wrong key, flipped bit, wrong name) is VAULT_DAMAGED. */
+export function openObject(key: Buffer | KeyObject, aad: string, sealed: Uint8Array, what: string, maxBytes = 1 << 30): Buffer {
+  if (sealed.length < SEAL_OVERHEAD + 1) throw damaged(what, 'is too short')
+  const buf = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length)
+  let plain: Buffer
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key, buf.subarray(0, NONCE_BYTES))
+    decipher.setAAD(Buffer.from(aad, 'utf8'))
+    decipher.setAuthTag(buf.subarray(buf.length - TAG_BYTES))
+    plain = Buffer.concat([decipher.update(buf.subarray(NONCE_BYTES, buf.length - TAG_BYTES)), decipher.final()])
+  } catch (err) {
+    throw damaged(what, 'failed authentication (altered, truncated or moved)', err)
+  }
+  const flags = plain[0]
+  if (flags === 0) return plain.subarray(1)
+  if (flags === 1) {
+    try {
+      const out = zstdDecompress(plain.subarray(1), { windowLogMax: 27 })
+      if (out.length > maxBytes) throw new Error('too large')
+      return out
+    } catch (err) {
+      throw damaged(what, 'could not be decompressed', err)
+    }
+  }
+  throw damaged(what, `has unknown flags ${flags}`)
+}
+
+export function damaged(what: string, problem: string, cause?: unknown): EngineError {
+  return new EngineError('VAULT_DAMAGED', `The vault's ${what} ${problem}. Run "tresor verify" to see which recovery points it affects.`, {
+    cause,
+  })
+}
+
+export function secretKey(key: Buffer): KeyObject {
+  return createSecretKey(key)
+}
+
+export function randomId(bytes: number): string {
+  return randomBytes(bytes).toString('hex')
+}

@@ -1,0 +1,50 @@
+/** Paths inside a vault folder (FORMAT.md "Layout"). */
+import { join } from 'node:path'
+
+export const CONFIG_FILE = 'config'
+export const FORMAT_NAME = 'tresor-vault'
+export const FORMAT_VERSION = 1
+export const FORMAT_MINOR = 0
+
+export interface VaultLayout {
+  root: string
+  config: string
+  tmp: string
+  locks: string
+  generations: string
+  packs: string
+  manifests: string
+  maps: string
+}
+
+export function layoutOf(root: string): VaultLayout {
+  return {
+    root,
+    config: join(root, CONFIG_FILE),
+    tmp: join(root, 'tmp'),
+    locks: join(root, 'locks'),
+    generations: join(root, 'generations'),
+    packs: join(root, 'packs'),
+    manifests: join(root, 'manifests'),
+    maps: join(root, 'maps'),
+  }
+}
+
+export function packPath(layout: VaultLayout, packIdHex: string): string {
+  return join(layout.packs, packIdHex.slice(0, 2), packIdHex)
+}
+
+export function manifestPath(layout: VaultLayout, pointId: string): string {
+  return join(layout.manifests, pointId)
+}
+
+export function mapDir(layout: VaultLayout, pointId: string): string {
+  return join(layout.maps, pointId)
+}
+
+export function mapSegmentPath(layout: VaultLayout, pointId: string, diskIndex: number, segment: number): string {
+  return join(layout.maps, pointId, `${diskIndex}-${segment}`)
+}
+
+export const POINT_ID_RE = /^[0-9a-f]{16}$/
+export const PACK_ID_RE = /^[0-9a-f]{32}$/

@@ -1,0 +1,109 @@
+/** Types of the local vault beyond the pipelines' view (api.ts). */
+import type { Vault } from './api.js'
+import type { VaultFs } from './vaultFs.js'
+
+/** Time source, injectable for tests (RELIABILITY "Injected Clock"). */
+export interface Clock {
+  /** Wall-clock milliseconds since the epoch (written into lock files). */
+  now(): number
+  /** Monotonic milliseconds (elapsed-time checks that must ignore wall-clock jumps). */
+  monotonic(): number
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  monotonic: () => performance.now(),
+}
+
+export interface LockOptions {
+  /** A lock not refreshed for this long is stale (default 30 min). */
+  lifetimeMs?: number
+  /** Refresh period while held (default lifetime / 6). */
+  refreshMs?: number
+  /** Wait this long for a conflicting lock to go away before VAULT_LOCKED (default 0: fail at once). */
+  waitMs?: number
+  /** Host name written into lock files (default os.hostname()). */
+  host?: string
+}
+
+/** Test hooks (fault injection); never set in production. */
+export interface VaultTestHooks {
+  /** Flip a bit of every compressed chunk inside the worker before encryption (a buggy compressor). */
+  corruptCompressor?: boolean
+  /** Called with each sealed chunk record before it is written to its pack (mutate to simulate a bit flip in memory). */
+  afterSeal?: (record: Buffer) => void
+}
+
+export interface OpenVaultOptions {
+  /** Last generation the caller saw (catalog/keychain); an older vault is refused (VAULT_ROLLBACK). */
+  lastGeneration?: number
+  clock?: Clock
+  fs?: VaultFs
+  locks?: LockOptions
+  /** Worker threads for sealing/opening chunks (default: available parallelism, at most 4). */
+  workers?: number
+  /** Blocks being sealed at once per session (back-pressure bound; default 2 × workers + 2). */
+  maxBlocksInFlight?: number
+  /** Free-form description written into lock files (e.g. "backup vm1"). */
+  purpose?: string
+  testHooks?: VaultTestHooks
+}
+
+export interface AffectedPoint {
+  pointId: string
+  disks: string[]
+}
+
+export interface VerifyProblem {
+  /** 'config' | 'generation' | 'pack' | 'pack-index' | 'chunk-corrupt' | 'chunk-missing' | 'manifest' | 'block-map' */
+  kind: string
+  /** What is damaged: 'pack:<id>', 'chunk:<id>', 'point:<id>', 'map:<point>/<disk>'... */
+  object: string
+  message: string
+  affectedPoints: AffectedPoint[]
+}
+
+export interface VerifyReport {
+  ok: boolean
+  problems: VerifyProblem[]
+  /** Counts of what was checked. */
+  checked: { packs: number; chunks: number; points: number; chunksRead: number; bytesRead: number }
+  /** Packs no point references (left by an interrupted backup); reclaimed by prune, not a problem. */
+  unreferencedPacks: number
+}
+
+export interface VerifyOptions {
+  readData: boolean
+  onProgress?: (progress: { phase: 'indexes' | 'data' | 'points'; done: number; total: number }) => void
+  signal?: AbortSignal
+}
+
+export interface PruneOptions {
+  /** Repack packs whose live fraction (by stored bytes) is below this (default 0.5; 0 disables). */
+  repackBelowOccupancy?: number
+  onProgress?: (progress: { phase: 'delete' | 'mark' | 'repack' | 'sweep'; done: number; total: number }) => void
+}
+
+export interface PruneResult {
+  pointsRemoved: number
+  bytesFreed: number
+  packsDeleted: number
+  packsRepacked: number
+}
+
+export interface VaultStats {
+  packs: number
+  bytesOnDisk: number
+  chunks: number
+  points: number
+}
+
+/** The local-folder vault: the pipelines' Vault plus maintenance. */
+export interface LocalVault extends Vault {
+  verify(options: VerifyOptions): Promise<VerifyReport>
+  /** Deletes the manifests of these points (exclusive lock). Space is freed by `prune`. */
+  deletePoints(ids: string[]): Promise<number>
+  /** Deletes the given points (if any), then garbage-collects and repacks under the exclusive lock. */
+  prune(options?: PruneOptions & { deletePointIds?: string[] }): Promise<PruneResult>
+  stats(): Promise<VaultStats>
+}
