@@ -28,7 +28,7 @@
  * the size). Virtual sizes are rounded up to whole 512-byte sectors.
  */
 import type { DiskImage, ImageWriter, WriterOptions } from '../types.js'
-import type { FormatModule, OpenContext } from './contract.js'
+import type { FormatModule, OpenContext } from '../open.js'
 import { openVhd } from './reader.js'
 import { FOOTER_COOKIE } from './structures.js'
 import { createVhdWriterImpl } from './writer.js'

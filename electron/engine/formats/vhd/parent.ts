@@ -6,7 +6,7 @@
 import { realpath, stat } from 'node:fs/promises'
 import { EngineError } from '../../errors.js'
 import type { DiskImage } from '../types.js'
-import type { OpenContext } from './contract.js'
+import type { OpenContext } from '../open.js'
 import { candidatePaths, type LocatorHint } from './locators.js'
 
 export interface ParentSearch {

@@ -1,16 +1,11 @@
 /**
  * VHD reader: fixed, dynamic and differencing disks in the guest view.
  */
-import type { BackingInfo, DiskImage, Extent, ImageInfo } from '../types.js'
-import type { OpenContext } from './contract.js'
-import {
-  checkReadRange,
-  ExtentCursor,
-  ExtentMerger,
-  ImageFile,
-  malformed,
-  readFromBacking,
-} from './fileAccess.js'
+import { ImageFile, malformed } from '../io.js'
+import { LayeredImage, type Segment } from '../layered.js'
+import type { OpenContext } from '../open.js'
+import type { DiskImage, Extent, ImageInfo } from '../types.js'
+import { allocatedBytesOf, backingChainOf, scanStoredArea } from './fileAccess.js'
 import type { LocatorHint } from './locators.js'
 import { openParent } from './parent.js'
 import {
@@ -63,67 +58,62 @@ export async function vhdIdentity(path: string): Promise<string | undefined> {
   }
 }
 
-abstract class VhdBase implements DiskImage {
+interface VhdSegment extends Segment {
+  /** Container offset of the segment's first byte (data segments). */
+  fileOffset: number
+}
+
+abstract class VhdImage extends LayeredImage<VhdSegment> {
   readonly format = 'vhd' as const
-  abstract readonly variant: string
-  abstract readonly clusterSize: number
-  abstract readonly backing: DiskImage | undefined
 
   constructor(
     readonly path: string,
     protected readonly file: ImageFile,
     readonly virtualSize: number,
     readonly footer: Footer,
-  ) {}
+  ) {
+    super()
+  }
 
-  abstract extents(): AsyncIterable<Extent>
-  abstract read(buffer: Uint8Array, offset: number): Promise<Uint8Array>
+  protected async readData(target: Uint8Array, segment: VhdSegment): Promise<void> {
+    await this.file.readInto(target, segment.fileOffset, 'disk data')
+  }
+
+  protected async closeOwn(): Promise<void> {
+    await this.file.close()
+  }
 
   async info(): Promise<ImageInfo> {
-    let allocatedBytes = 0
-    for await (const e of this.extents()) if (!e.zero) allocatedBytes += e.length
-    const backingChain: BackingInfo[] = []
-    for (let b = this.backing; b; b = b.backing) {
-      backingChain.push({ path: b.path, format: b.format, variant: b.variant, virtualSize: b.virtualSize })
-    }
     return {
       format: 'vhd',
       variant: this.variant,
       virtualSize: this.virtualSize,
-      allocatedBytes,
+      allocatedBytes: await allocatedBytesOf(this),
       clusterSize: this.clusterSize,
-      backingChain,
+      backingChain: backingChainOf(this),
       logicalSectorSize: SECTOR,
     }
   }
-
-  async close(): Promise<void> {
-    await this.file.close()
-    await this.backing?.close()
-  }
 }
 
-class FixedVhd extends VhdBase {
+class FixedVhd extends VhdImage {
   readonly variant = 'fixed'
   readonly clusterSize = SECTOR
-  readonly backing = undefined
 
-  async *extents(): AsyncGenerator<Extent> {
-    if (this.virtualSize > 0) yield { offset: 0, length: this.virtualSize, zero: false }
+  protected async *mapRange(offset: number, end: number): AsyncGenerator<VhdSegment> {
+    if (end > offset) yield { offset, length: end - offset, kind: 'data', fileOffset: offset }
   }
 
-  async read(buffer: Uint8Array, offset: number): Promise<Uint8Array> {
-    checkReadRange(this.path, this.virtualSize, offset, buffer.length)
-    await this.file.readInto(buffer, offset, 'disk data')
-    return buffer
+  /** The data area is scanned for all-zero holes unless the file is fully allocated. */
+  override extents(): AsyncIterable<Extent> {
+    return scanStoredArea(this.file, 0, this.virtualSize)
   }
 }
 
-class DynamicVhd extends VhdBase {
+class DynamicVhd extends VhdImage {
   readonly variant: string
   readonly clusterSize: number
   private readonly bitmapSize: number
-  private readonly sectorsPerBlock: number
   private readonly bitmaps = new Map<number, Promise<Uint8Array>>()
   private readonly maxCachedBitmaps: number
 
@@ -132,24 +122,21 @@ class DynamicVhd extends VhdBase {
     file: ImageFile,
     virtualSize: number,
     footer: Footer,
-    private readonly header: DynamicHeader,
+    private readonly blockSize: number,
     private readonly bat: Uint32Array,
-    readonly backing: DiskImage | undefined,
-    private readonly isDifferencing: boolean,
+    isDifferencing: boolean,
   ) {
     super(path, file, virtualSize, footer)
     this.variant = isDifferencing ? 'differencing' : 'dynamic'
-    this.clusterSize = header.blockSize
-    this.bitmapSize = bitmapBytes(header.blockSize)
-    this.sectorsPerBlock = header.blockSize / SECTOR
+    this.clusterSize = blockSize
+    this.bitmapSize = bitmapBytes(blockSize)
     this.maxCachedBitmaps = Math.max(4, Math.floor(BITMAP_CACHE_BYTES / this.bitmapSize))
   }
 
   private bitmap(block: number): Promise<Uint8Array> {
     let p = this.bitmaps.get(block)
     if (p) {
-      // Refresh LRU position.
-      this.bitmaps.delete(block)
+      this.bitmaps.delete(block) // refresh its LRU position
       this.bitmaps.set(block, p)
       return p
     }
@@ -163,20 +150,16 @@ class DynamicVhd extends VhdBase {
     return p
   }
 
-  /** Calls `fn` for each run of sectors [first, last) of one bit value. */
+  /** Calls `fn` for each run of sectors [from, to) with the same bit, within [first, last). */
   private static runs(bitmap: Uint8Array, first: number, last: number, fn: (from: number, to: number, present: boolean) => void): void {
     let s = first
     while (s < last) {
       const present = bitIsSet(bitmap, s)
       let e = s + 1
-      // Skip whole bytes of the same value when aligned.
       while (e < last) {
-        if ((e & 7) === 0 && e + 8 <= last) {
-          const byte = bitmap[e >>> 3]!
-          if (byte === (present ? 0xff : 0)) {
-            e += 8
-            continue
-          }
+        if ((e & 7) === 0 && e + 8 <= last && bitmap[e >>> 3] === (present ? 0xff : 0)) {
+          e += 8
+          continue
         }
         if (bitIsSet(bitmap, e) !== present) break
         e++
@@ -186,74 +169,28 @@ class DynamicVhd extends VhdBase {
     }
   }
 
-  private async readAbsent(target: Uint8Array, guestOffset: number): Promise<void> {
-    if (this.isDifferencing) await readFromBacking(this.backing, target, guestOffset)
-    else target.fill(0)
-  }
-
-  async read(buffer: Uint8Array, offset: number): Promise<Uint8Array> {
-    checkReadRange(this.path, this.virtualSize, offset, buffer.length)
-    const bs = this.header.blockSize
-    let pos = 0
-    while (pos < buffer.length) {
-      const g = offset + pos
+  protected async *mapRange(offset: number, end: number): AsyncGenerator<VhdSegment> {
+    const bs = this.blockSize
+    let g = offset
+    while (g < end) {
       const block = Math.floor(g / bs)
-      const inBlock = g - block * bs
-      const n = Math.min(buffer.length - pos, bs - inBlock)
-      const target = buffer.subarray(pos, pos + n)
+      const blockStart = block * bs
+      const stop = Math.min(end, blockStart + bs)
       const entry = this.bat[block]!
       if (entry === BAT_UNUSED) {
-        await this.readAbsent(target, g)
+        yield { offset: g, length: stop - g, kind: 'unallocated', fileOffset: 0 }
       } else {
         const bitmap = await this.bitmap(block)
         const dataStart = entry * SECTOR + this.bitmapSize
-        const jobs: Promise<void>[] = []
-        DynamicVhd.runs(bitmap, Math.floor(inBlock / SECTOR), Math.ceil((inBlock + n) / SECTOR), (from, to, present) => {
-          const a = Math.max(from * SECTOR, inBlock)
-          const b = Math.min(to * SECTOR, inBlock + n)
-          const part = target.subarray(a - inBlock, b - inBlock)
-          jobs.push(present ? this.file.readInto(part, dataStart + a, `data of block ${block}`) : this.readAbsent(part, block * bs + a))
+        const segs: VhdSegment[] = []
+        DynamicVhd.runs(bitmap, Math.floor((g - blockStart) / SECTOR), Math.ceil((stop - blockStart) / SECTOR), (from, to, present) => {
+          const a = Math.max(blockStart + from * SECTOR, g)
+          const b = Math.min(blockStart + to * SECTOR, stop)
+          segs.push({ offset: a, length: b - a, kind: present ? 'data' : 'unallocated', fileOffset: dataStart + (a - blockStart) })
         })
-        await Promise.all(jobs)
+        yield* segs
       }
-      pos += n
-    }
-    return buffer
-  }
-
-  async *extents(): AsyncGenerator<Extent> {
-    const bs = this.header.blockSize
-    const merger = new ExtentMerger()
-    const parent = this.isDifferencing && this.backing ? new ExtentCursor(this.backing.extents()) : undefined
-    const blocks = Math.ceil(this.virtualSize / bs)
-    try {
-      for (let block = 0; block < blocks; block++) {
-        const start = block * bs
-        const end = Math.min(start + bs, this.virtualSize)
-        const entry = this.bat[block]!
-        const pieces: Extent[] = []
-        if (entry === BAT_UNUSED) {
-          if (parent) for await (const e of parent.within(start, end)) pieces.push(e)
-        } else {
-          const bitmap = await this.bitmap(block)
-          const ranges: { a: number; b: number; present: boolean }[] = []
-          DynamicVhd.runs(bitmap, 0, Math.ceil((end - start) / SECTOR), (from, to, present) => {
-            ranges.push({ a: start + from * SECTOR, b: Math.min(start + to * SECTOR, end), present })
-          })
-          for (const r of ranges) {
-            if (r.present) pieces.push({ offset: r.a, length: r.b - r.a, zero: false })
-            else if (parent) for await (const e of parent.within(r.a, r.b)) pieces.push(e)
-          }
-        }
-        for (const p of pieces) {
-          const out = merger.push(p)
-          if (out) yield out
-        }
-      }
-      const last = merger.flush()
-      if (last) yield last
-    } finally {
-      await parent?.close()
+      g = stop
     }
   }
 }
@@ -368,7 +305,9 @@ export async function openVhd(path: string, ctx: OpenContext): Promise<DiskImage
         ctx,
       })
     }
-    return new DynamicVhd(path, file, virtualSize, footer, header, bat, backing, isDifferencing)
+    const image = new DynamicVhd(path, file, virtualSize, footer, bs, bat, isDifferencing)
+    image.backing = backing
+    return image
   } catch (err) {
     await backing?.close().catch(() => undefined)
     await file.close().catch(() => undefined)

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { ImageWriter, WriterOptions } from '../types.js'
-import { isAllZero } from './fileAccess.js'
+import { isAllZero } from '../io.js'
 import {
   BAT_UNUSED,
   bitmapBytes,

@@ -3,7 +3,7 @@
  */
 import { EngineError } from '../../errors.js'
 import type { ImageWriter, WriterOptions } from '../types.js'
-import type { FormatModule } from '../vhd/contract.js'
+import type { FormatModule } from '../open.js'
 
 export const vhdxModule: FormatModule = {
   format: 'vhdx',
