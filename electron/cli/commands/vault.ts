@@ -1,5 +1,346 @@
+import { hostname } from 'node:os'
+import { resolve } from 'node:path'
+import { createInterface } from 'node:readline/promises'
 import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
+import { usage } from '../context.js'
+import { EngineError } from '../../engine/errors.js'
+import { openCatalog } from '../../engine/catalog/index.js'
+import { deletePointRows, getCurrentVault, getVaultByPath, registerVault, replacePoints } from '../../engine/catalog/vaults.js'
+import { breakLock, createVault, DEFAULT_LOCK_LIFETIME_MS, listLocks, openVault, readVaultHeader, updateKeySlots, type LockInfo } from '../../engine/vault/index.js'
+import { isProcessAlive } from '../../engine/vault/locks.js'
+import {
+  canPrompt,
+  chooseNewPassphrase,
+  defaultKeyStore,
+  generateMasterKey,
+  generateRecoveryKey,
+  openCurrentVault,
+  promptSecret,
+  resolveVaultKey,
+  takeSecretEnv,
+  unwrapWithPassphrase,
+  unwrapWithRecoveryKey,
+  wrapWithPassphrase,
+  wrapWithRecoveryKey,
+  type KeychainState,
+} from '../../engine/keys/index.js'
 
-/** Commands of this area (see DESIGN.md's CLI contract). Filled in by the area's issue. */
-export function registerVaultCommands(_program: Command, _ctx: CliContext): void {}
+/**
+ * `tresor vault init|open|info|passwd|export-recovery-key|unlock`, `tresor verify`, `tresor prune`.
+ * Every command that needs the vault key goes through openCurrentVault / resolveVaultKey
+ * (keychain → TRESOR_PASSPHRASE → prompt).
+ */
+export function registerVaultCommands(program: Command, ctx: CliContext): void {
+  const vault = program.command('vault').description('create, register and manage the vault')
+
+  vault
+    .command('init <dir>')
+    .description('create a new vault in an empty folder and make it the current vault')
+    .option('--block-size <bytes>', 'vault block size (power of two, 64 KiB to 4 MiB)')
+    .action(async (dir: string, opts: { blockSize?: string }) => {
+      const path = resolve(dir)
+      const blockSize = opts.blockSize === undefined ? undefined : parseSize(opts.blockSize)
+      const passphrase = await chooseNewPassphrase({ envVars: ['TRESOR_NEW_PASSPHRASE', 'TRESOR_PASSPHRASE'] })
+      const masterKey = generateMasterKey()
+      const slot = await wrapWithPassphrase(masterKey, passphrase)
+      const { vaultId } = await createVault(path, { masterKey, keySlots: { passphrase: slot }, ...(blockSize ? { blockSize } : {}) })
+      const opened = await openVault(path, masterKey)
+      const generation = await opened.generation()
+      await opened.close()
+      const catalog = openCatalog(ctx.home())
+      try {
+        registerVault(catalog, { id: vaultId, path, lastGeneration: generation }, { makeCurrent: true })
+      } finally {
+        catalog.close()
+      }
+      const keychain = await cacheKey(vaultId, masterKey, generation)
+      ctx.print({ vaultId }, () =>
+        [
+          `Vault ${vaultId} created in ${path}; it is now the current vault.`,
+          keychain.available
+            ? 'Its key is kept in the system keychain, so scheduled backups run unattended.'
+            : `The system keychain is not available (${keychain.reason ?? 'unknown reason'}); Tresor will ask for the passphrase.`,
+          'Keep the passphrase safe: without it (or a recovery key) the backups cannot be read.',
+          'Make a recovery key now with "tresor vault export-recovery-key".',
+        ].join('\n'),
+      )
+    })
+
+  vault
+    .command('open <dir>')
+    .description('register an existing vault, make it current and rebuild the catalog from it')
+    .option('--accept-rollback', 'accept a vault older than the one last seen (an older copy restored on purpose)')
+    .action(async (dir: string, opts: { acceptRollback?: boolean }) => {
+      const session = await openCurrentVault(ctx.home(), { vaultOverride: resolve(dir), makeCurrent: true, acceptRollback: opts.acceptRollback === true })
+      try {
+        const manifests = await session.vault.listPoints()
+        const points = replacePoints(session.catalog, session.vaultId, manifests)
+        ctx.print({ vaultId: session.vaultId, points }, `Vault ${session.vaultId} (${session.path}) is now the current vault: ${points} recovery point(s).`)
+      } finally {
+        await session.close()
+      }
+    })
+
+  vault
+    .command('info')
+    .description('describe the current vault')
+    .action(async () => {
+      const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
+      try {
+        const header = await readVaultHeader(session.path)
+        const stats = await session.vault.stats()
+        const generation = await session.vault.generation()
+        const row = getVaultByPath(session.catalog, session.path)
+        const info = {
+          vaultId: session.vaultId,
+          path: session.path,
+          formatVersion: header.formatVersion,
+          blockSize: session.vault.blockSize,
+          generation,
+          lastGenerationSeen: row?.lastGeneration ?? generation,
+          isCurrent: row?.isCurrent ?? false,
+          stats,
+          keySlots: { passphrase: header.keySlots.passphrase !== undefined, recovery: header.keySlots.recovery != null },
+          keychain: { ...session.keychain, hasKey: session.keyInKeychain },
+          keySource: session.keySource,
+        }
+        ctx.print(info, () =>
+          [
+            `Vault      ${info.vaultId}${info.isCurrent ? ' (current)' : ''}`,
+            `Path       ${info.path}`,
+            `Format     version ${info.formatVersion}, block size ${info.blockSize} bytes`,
+            `Generation ${generation}`,
+            `Contents   ${JSON.stringify(stats)}`,
+            `Key slots  passphrase${info.keySlots.recovery ? ', recovery key' : ' (no recovery key: make one with "tresor vault export-recovery-key")'}`,
+            `Keychain   ${keychainText(info.keychain)}`,
+          ].join('\n'),
+        )
+      } finally {
+        await session.close()
+      }
+    })
+
+  vault
+    .command('passwd')
+    .description('change the vault passphrase (re-wraps the key; data is not re-encrypted)')
+    .option('--with-recovery-key', 'prove access with the recovery key instead of the current passphrase')
+    .action(async (opts: { withRecoveryKey?: boolean }) => {
+      const path = await vaultPath(ctx)
+      const header = await readVaultHeader(path)
+      let masterKey: Buffer
+      if (opts.withRecoveryKey) {
+        const text = takeSecretEnv('TRESOR_RECOVERY_KEY') ?? (await askOrRequire('Recovery key: ', 'TRESOR_RECOVERY_KEY'))
+        masterKey = await unwrapWithRecoveryKey(header.keySlots.recovery, text)
+      } else {
+        const old = takeSecretEnv('TRESOR_PASSPHRASE') ?? (await askOrRequire('Current vault passphrase: ', 'TRESOR_PASSPHRASE'))
+        masterKey = await unwrapWithPassphrase(header.keySlots.passphrase, old)
+      }
+      const passphrase = await chooseNewPassphrase({ envVars: ['TRESOR_NEW_PASSPHRASE'] })
+      const slot = await wrapWithPassphrase(masterKey, passphrase)
+      // One atomic config replacement (temp → fsync → rename → fsync dir): after a crash exactly
+      // the old or the new passphrase works. The recovery slot is kept as it is.
+      await updateKeySlots(path, masterKey, { passphrase: slot, ...(header.keySlots.recovery != null ? { recovery: header.keySlots.recovery } : {}) })
+      const keychain = await cacheKey(header.vaultId, masterKey)
+      ctx.print({ vaultId: header.vaultId, changed: true, keychain: keychain.available }, 'The vault passphrase was changed. Use the new one from now on.')
+    })
+
+  vault
+    .command('export-recovery-key')
+    .description('make the one-time recovery key (prints it once; store it offline)')
+    .option('--replace', 'replace an existing recovery key (the old one stops working)')
+    .action(async (opts: { replace?: boolean }) => {
+      const path = await vaultPath(ctx)
+      const header = await readVaultHeader(path)
+      if (header.keySlots.recovery != null && !opts.replace) {
+        throw new EngineError(
+          'ALREADY_EXISTS',
+          'This vault already has a recovery key. Run "tresor vault export-recovery-key --replace" to make a new one (the old one then stops working).',
+        )
+      }
+      const store = defaultKeyStore()
+      let key = await resolveVaultKey({ vaultId: header.vaultId, keySlots: header.keySlots, keyStore: store })
+      const recovery = generateRecoveryKey()
+      const slot = await wrapWithRecoveryKey(key.masterKey, recovery)
+      try {
+        await updateKeySlots(path, key.masterKey, { passphrase: header.keySlots.passphrase, recovery: slot })
+      } catch (err) {
+        if (!(key.source === 'keychain' && err instanceof EngineError && err.code === 'WRONG_PASSPHRASE')) throw err
+        key = await resolveVaultKey({ vaultId: header.vaultId, keySlots: header.keySlots, keyStore: store, skipKeychain: true })
+        await updateKeySlots(path, key.masterKey, { passphrase: header.keySlots.passphrase, recovery: slot })
+      }
+      ctx.print({ vaultId: header.vaultId, recoveryKey: recovery.text }, () =>
+        [
+          'Recovery key for vault ' + header.vaultId + ':',
+          '',
+          '    ' + recovery.text,
+          '',
+          'Write it down and keep it offline. It opens the vault if the passphrase is lost',
+          '("tresor vault passwd --with-recovery-key"). It is shown only this once.',
+        ].join('\n'),
+      )
+    })
+
+  vault
+    .command('unlock')
+    .description('remove stale locks left by crashed or vanished processes')
+    .option('--force', 'also remove locks held by other computers or live-looking processes (after confirmation)')
+    .option('--yes', 'do not ask for confirmation')
+    .action(async (opts: { force?: boolean; yes?: boolean }) => {
+      await unlockVault(ctx, opts)
+    })
+
+  program
+    .command('verify')
+    .description('check the vault; with --read-data decrypt and re-hash every chunk')
+    .option('--read-data', 'read, decrypt and re-hash all data (slow)')
+    .action(async (opts: { readData?: boolean }) => {
+      const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
+      try {
+        const report = await session.vault.verify({
+          readData: opts.readData === true,
+          onProgress: (p) => ctx.progress(`verify ${p.phase} ${p.done}/${p.total}`),
+        })
+        ctx.print(report, () => verifyText(report))
+        if (!report.ok) process.exitCode = 1
+      } finally {
+        await session.close()
+      }
+    })
+
+  program
+    .command('prune')
+    .description('apply retention and free space of unreferenced data')
+    .action(async () => {
+      const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
+      try {
+        const result = await pruneVault(session)
+        ctx.print(result, `${result.pointsRemoved} recovery point(s) removed, ${result.bytesFreed} bytes freed.`)
+      } finally {
+        await session.close()
+      }
+    })
+}
+
+function vaultTarget(ctx: CliContext): { vaultOverride?: string } {
+  const override = ctx.vaultOverride()
+  return override === undefined ? {} : { vaultOverride: override }
+}
+
+/** The vault folder a command acts on: --vault, else the catalog's current vault. */
+async function vaultPath(ctx: CliContext): Promise<string> {
+  const override = ctx.vaultOverride()
+  if (override !== undefined) return override
+  const catalog = openCatalog(ctx.home())
+  try {
+    const row = getCurrentVault(catalog)
+    if (!row) {
+      throw new EngineError(
+        'VAULT_NOT_CONFIGURED',
+        `No vault is set up for "${ctx.home()}". Create one with "tresor vault init <dir>" or register one with "tresor vault open <dir>".`,
+      )
+    }
+    return row.path
+  } finally {
+    catalog.close()
+  }
+}
+
+async function askOrRequire(question: string, envVar: string): Promise<string> {
+  if (!canPrompt()) throw new EngineError('PASSPHRASE_REQUIRED', `Run the command in a terminal to type it, or set ${envVar}.`)
+  return promptSecret(question)
+}
+
+/** Stores the key (and generation) in the keychain when available; never fails the command. */
+async function cacheKey(vaultId: string, masterKey: Buffer, generation?: number): Promise<KeychainState> {
+  const store = defaultKeyStore()
+  try {
+    await store.setKey(vaultId, masterKey)
+    if (generation !== undefined) await store.setGeneration(vaultId, generation)
+    return { available: true, backend: store.backend }
+  } catch (err) {
+    return { available: false, backend: store.backend, reason: err instanceof EngineError ? err.userMessage : String(err) }
+  }
+}
+
+function keychainText(k: KeychainState & { hasKey: boolean }): string {
+  if (!k.available) return `not available (${k.reason ?? 'unknown'})`
+  return `${k.backend}, ${k.hasKey ? 'holds the vault key' : 'does not hold the vault key'}`
+}
+
+function parseSize(text: string): number {
+  const m = /^(\d+)\s*([kKmM]i?[bB]?)?$/.exec(text.trim())
+  if (!m) usage(`invalid size "${text}" (examples: 1048576, 1M, 256K)`)
+  const unit = (m[2] ?? '').toUpperCase()
+  return Number(m[1]) * (unit.startsWith('K') ? 1024 : unit.startsWith('M') ? 1024 * 1024 : 1)
+}
+
+interface ReportLike {
+  ok: boolean
+  problems: { kind: string; object: string; message: string; affectedPoints: { pointId: string; disks: string[] }[] }[]
+}
+
+function verifyText(report: ReportLike): string {
+  if (report.ok) return 'The vault is intact.'
+  const lines = [`The vault has ${report.problems.length} problem(s):`]
+  for (const p of report.problems) {
+    lines.push(`- ${p.object}: ${p.message}`)
+    for (const a of p.affectedPoints) lines.push(`    affects recovery point ${a.pointId}${a.disks.length ? ` (disks: ${a.disks.join(', ')})` : ''}`)
+  }
+  return lines.join('\n')
+}
+
+type Session = Awaited<ReturnType<typeof openCurrentVault>>
+
+/** Retention selection (none until policies exist), then the vault's prune; the catalog follows the vault. */
+async function pruneVault(session: Session): Promise<{ pointsRemoved: number; bytesFreed: number }> {
+  const expired: string[] = []
+  const result = await session.vault.prune({ deletePointIds: expired })
+  const remaining = new Set((await session.vault.listPoints()).map((p) => p.id))
+  const rows = session.catalog.prepare('SELECT id FROM points WHERE vault_id = ?').all(session.vaultId) as { id: string }[]
+  deletePointRows(session.catalog, rows.map((r) => r.id).filter((id) => !remaining.has(id)))
+  await session.recordGeneration()
+  return { pointsRemoved: result.pointsRemoved, bytesFreed: result.bytesFreed }
+}
+
+/**
+ * Lock clean-up. Without --force only locks of dead processes on this computer go (what any vault
+ * operation would also do). With --force, stale locks (not refreshed within the lock lifetime, any
+ * host) go too, after confirmation. Fresh locks of running operations are never removed (I13).
+ */
+async function unlockVault(ctx: CliContext, opts: { force?: boolean; yes?: boolean }): Promise<void> {
+  const path = await vaultPath(ctx)
+  await readVaultHeader(path)
+  const locks = await listLocks(path)
+  const now = Date.now()
+  const host = hostname()
+  const dead = locks.filter((l) => l.host === host && l.pid > 0 && !isProcessAlive(l.pid))
+  const stale = locks.filter((l) => !dead.includes(l) && now - l.refreshedAt > DEFAULT_LOCK_LIFETIME_MS)
+  const live = locks.filter((l) => !dead.includes(l) && !stale.includes(l))
+  let chosen = dead
+  if (opts.force && stale.length > 0) {
+    const list = stale.map((l) => `  ${l.id}: ${l.kind} lock, ${l.purpose || 'no purpose'}, host ${l.host}, pid ${l.pid}, last refreshed ${new Date(l.refreshedAt).toISOString()}`).join('\n')
+    process.stderr.write(`Stale lock(s) on the vault "${path}":\n${list}\nRemove them only if no other computer is using this vault right now.\n`)
+    let confirmed = opts.yes === true
+    if (!confirmed) {
+      if (!process.stdin.isTTY) usage('confirm with --yes to remove stale locks when not running in a terminal')
+      const rl = createInterface({ input: process.stdin, output: process.stderr })
+      try {
+        confirmed = /^y(es)?$/i.test((await rl.question(`Remove ${stale.length} stale lock(s)? [y/N] `)).trim())
+      } finally {
+        rl.close()
+      }
+    }
+    if (!confirmed) throw new EngineError('CANCELLED', 'Nothing was removed.')
+    chosen = [...dead, ...stale]
+  }
+  const removed = chosen.length > 0 ? await breakLock(path, { ids: chosen.map((l) => l.id) }) : []
+  const kept = locks.filter((l) => !removed.some((r) => r.id === l.id))
+  const describe = (l: LockInfo) => ({ id: l.id, kind: l.kind, host: l.host, pid: l.pid, purpose: l.purpose, refreshedAt: new Date(l.refreshedAt).toISOString(), stale: stale.includes(l) })
+  ctx.print({ removed: removed.map(describe), kept: kept.map(describe) }, () => {
+    const lines = [`${removed.length} lock(s) removed.`]
+    if (live.length > 0) lines.push(`${live.length} lock(s) belong to running operations and were kept.`)
+    if (!opts.force && stale.length > 0) lines.push(`${stale.length} stale lock(s) were kept: remove them with "tresor vault unlock --force".`)
+    return lines.join('\n')
+  })
+}

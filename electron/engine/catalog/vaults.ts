@@ -95,6 +95,14 @@ export function updateLastGeneration(db: Db, id: string, generation: number): nu
   return getVault(db, id)?.lastGeneration ?? generation
 }
 
+/**
+ * Sets the remembered generation to a lower value: only when the user confirmed that an older copy
+ * of the vault was put back on purpose (`--accept-rollback`).
+ */
+export function resetLastGeneration(db: Db, id: string, generation: number): void {
+  db.prepare('UPDATE vaults SET last_generation = ? WHERE id = ?').run(generation, id)
+}
+
 /** The points row of a manifest (what `tresor points` and the UI list). */
 export function pointRowFromManifest(vaultId: string, manifest: PointManifest, machineId: string | null) {
   return {
