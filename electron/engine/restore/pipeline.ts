@@ -1,0 +1,459 @@
+/**
+ * The restore pipeline: a recovery point's block maps → verified chunk plaintexts → new image files.
+ *
+ * For each selected disk the block map is streamed in block order; DATA blocks are grouped into
+ * batches (`batchBytes`) fetched with `ChunkReader.readChunks` several at a time (bounded by
+ * `maxBytesInFlight`), and written in increasing offset order. ZERO and UNALLOCATED blocks (and
+ * DATA blocks whose plaintext is all zeros) are never written: they stay holes. The chunk reader
+ * re-hashes every plaintext (I3); the pipeline also checks each block's length and XXH3-128
+ * checksum against the block map, so a block that is not exactly what was backed up is an error,
+ * never data. Every file is written as `<final>.partial`, finished (fsynced), and renamed to its
+ * final name only after every disk of the restore has been written and verified (I12). On failure
+ * or cancellation every `.partial` of this restore is removed and no final name appears.
+ */
+import { link, open, rename, unlink } from 'node:fs/promises'
+import { basename, dirname, extname } from 'node:path'
+import { EngineError, fromFsError } from '../errors.js'
+import { createBlockHasher, isAllZero } from '../backup/checksum.js'
+import type { ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
+import type { ChunkReader, PointDisk, PointManifest, Vault } from '../vault/api.js'
+import { assertNotInUse } from './inUse.js'
+import {
+  assertNoNul,
+  checkTargetFile,
+  diskFileName,
+  lstatOrUndefined,
+  resolveTargetFolder,
+  uniqueNames,
+  type TargetFile,
+} from './targets.js'
+
+export type WriterFactory = (path: string, format: WriterFormat, options: WriterOptions) => Promise<ImageWriter>
+
+/** What a restore works with; the caller opens and closes it. */
+export interface RestoreWorld {
+  vault: Vault
+  createWriter: WriterFactory
+  /** Checks that no other process uses `paths` (default: /proc scan, `assertNotInUse`). */
+  assertNotInUse?: (paths: string[], options: { writersOnly?: boolean; what?: string }) => Promise<void>
+}
+
+export type RestoreMode = 'file' | 'folder' | 'replace'
+
+export interface RestoreRequest {
+  pointId: string
+  /** `file`: one disk to `targetPath`; `folder`: selected disks into folder `targetPath`; `replace`: over their source files. */
+  mode: RestoreMode
+  targetPath?: string
+  /** Disk names or indexes (numbers or digit strings); empty/absent = every disk of the point. */
+  disks?: (string | number)[]
+  /** Target format; default: from the target's extension (file mode), else the source's format, else raw. */
+  format?: WriterFormat
+  /** The user explicitly chose to overwrite existing target files. */
+  overwrite?: boolean
+}
+
+export interface RestoreProgress {
+  phase: 'writing' | 'verifying' | 'done'
+  /** Guest bytes processed (written or skipped as holes), over all selected disks. */
+  bytesDone: number
+  /** Sum of the selected disks' virtual sizes. */
+  bytesTotal: number
+  /** Guest bytes of data written so far. */
+  bytesWritten: number
+  currentDisk: string | null
+}
+
+export interface RestoreOptions {
+  signal?: AbortSignal
+  onProgress?: (progress: RestoreProgress) => void
+  log?: (line: string) => void
+  /** Upper bound of chunk plaintext bytes fetched but not yet written. Default 64 MiB. */
+  maxBytesInFlight?: number
+  /** Plaintext bytes per `readChunks` call. Default 8 MiB. */
+  batchBytes?: number
+}
+
+export interface RestoredDisk {
+  index: number
+  name: string
+  path: string
+  format: WriterFormat
+  bytesWritten: number
+}
+
+export interface RestoreResult {
+  pointId: string
+  /** Final paths, in disk order. */
+  files: string[]
+  /** Guest data bytes written over all files (holes not counted). */
+  bytesWritten: number
+  disks: RestoredDisk[]
+}
+
+interface PlannedDisk {
+  disk: PointDisk
+  format: WriterFormat
+  target: TargetFile
+}
+
+const DEFAULT_IN_FLIGHT = 64 * 1024 * 1024
+const DEFAULT_BATCH = 8 * 1024 * 1024
+
+const EXTENSION_FORMATS: Record<string, WriterFormat> = {
+  '.img': 'raw',
+  '.raw': 'raw',
+  '.bin': 'raw',
+  '.qcow2': 'qcow2',
+  '.vhd': 'vhd',
+  '.vhdx': 'vhdx',
+}
+
+function cancelled(): EngineError {
+  return new EngineError('CANCELLED', 'The restore was cancelled. No file was changed.')
+}
+
+function damaged(point: PointManifest, disk: PointDisk, what: string): EngineError {
+  return new EngineError(
+    'VAULT_DAMAGED',
+    `Recovery point ${point.id}, disk "${disk.name}": ${what}. Run "tresor verify" to see what is damaged.`,
+  )
+}
+
+/** Picks the disks `selection` names (by index or name); all of them when the selection is empty. */
+export function selectDisks(point: PointManifest, selection: (string | number)[] | undefined): PointDisk[] {
+  const disks = [...point.disks].sort((a, b) => a.index - b.index)
+  if (!selection || selection.length === 0) return disks
+  const chosen: PointDisk[] = []
+  for (const sel of selection) {
+    const byName = typeof sel === 'string' ? disks.find((d) => d.name === sel) : undefined
+    const asIndex = typeof sel === 'number' ? sel : /^[0-9]+$/.test(sel) ? Number(sel) : undefined
+    const found = byName ?? (asIndex === undefined ? undefined : disks.find((d) => d.index === asIndex))
+    if (!found) {
+      throw new EngineError(
+        'NOT_FOUND',
+        `Recovery point ${point.id} has no disk "${sel}". Its disks are: ${disks.map((d) => `${d.index} "${d.name}"`).join(', ')}.`,
+      )
+    }
+    if (!chosen.includes(found)) chosen.push(found)
+  }
+  return chosen
+}
+
+function sourceWriterFormat(disk: PointDisk): WriterFormat | undefined {
+  return disk.sourceFormat === 'vmdk' ? undefined : disk.sourceFormat
+}
+
+/** Works out every target file and runs every safety check before anything is written. */
+async function planTargets(world: RestoreWorld, point: PointManifest, request: RestoreRequest): Promise<PlannedDisk[]> {
+  const disks = selectDisks(point, request.disks)
+  const overwrite = request.overwrite === true
+  const vaultPath = world.vault.path
+  const inUse = world.assertNotInUse ?? assertNotInUse
+  const planned: PlannedDisk[] = []
+
+  if (request.mode === 'replace') {
+    for (const disk of disks) {
+      assertNoNul(disk.sourcePath, `The original path of disk "${disk.name}"`)
+      const format = request.format ?? sourceWriterFormat(disk)
+      if (!format) {
+        throw new EngineError(
+          'UNSUPPORTED',
+          `Disk "${disk.name}" was a ${disk.sourceFormat} image, which Tresor cannot write. Restore it to a new file in another format instead.`,
+        )
+      }
+      const folder = await resolveTargetFolder(dirname(disk.sourcePath), vaultPath)
+      planned.push({ disk, format, target: await checkTargetFile(folder, basename(disk.sourcePath), true) })
+    }
+    // Only when no process has any of the machine's files open for writing.
+    await inUse(
+      point.disks.map((d) => d.sourcePath),
+      { writersOnly: true, what: `machine "${point.machineName}"` },
+    )
+    await inUse(planned.map((p) => p.target.finalPath), { what: `machine "${point.machineName}"` })
+    return planned
+  }
+
+  const targetPath = request.targetPath
+  if (targetPath === undefined || targetPath === '') {
+    throw new EngineError('INVALID_INPUT', 'Choose where to restore to (a file or a folder).')
+  }
+  assertNoNul(targetPath)
+  const existing = await lstatOrUndefined(targetPath)
+  const isFolderTarget = request.mode === 'folder' || (existing !== undefined && !existing.isSymbolicLink() && existing.isDirectory())
+
+  if (isFolderTarget) {
+    const folder = await resolveTargetFolder(targetPath, vaultPath)
+    const formats = disks.map((d) => request.format ?? sourceWriterFormat(d) ?? 'raw')
+    const names = uniqueNames(disks.map((d, i) => diskFileName(d.name, formats[i]!, `disk${d.index}`)))
+    for (let i = 0; i < disks.length; i++) {
+      planned.push({ disk: disks[i]!, format: formats[i]!, target: await checkTargetFile(folder, names[i]!, overwrite) })
+    }
+  } else {
+    if (disks.length !== 1) {
+      throw new EngineError(
+        'INVALID_INPUT',
+        `Recovery point ${point.id} has ${disks.length} disks. Choose one disk, or restore the whole machine to a folder.`,
+      )
+    }
+    const disk = disks[0]!
+    const format = request.format ?? EXTENSION_FORMATS[extname(targetPath).toLowerCase()] ?? sourceWriterFormat(disk) ?? 'raw'
+    const folder = await resolveTargetFolder(dirname(targetPath), vaultPath)
+    planned.push({ disk, format, target: await checkTargetFile(folder, basename(targetPath), overwrite) })
+  }
+  const overwritten = []
+  for (const p of planned) if (await lstatOrUndefined(p.target.finalPath)) overwritten.push(p.target.finalPath)
+  if (overwritten.length > 0) await inUse(overwritten, {})
+  return planned
+}
+
+/** Removes a stale `.partial` left by an interrupted restore (checked to be a regular file first). */
+async function removeStalePartial(path: string): Promise<void> {
+  const s = await lstatOrUndefined(path)
+  if (!s) return
+  if (!s.isFile()) throw new EngineError('PATH_UNSAFE', `"${path}" exists and is not a regular file. Remove it, then restore again.`)
+  await unlink(path)
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  let handle
+  try {
+    handle = await open(dir, 'r')
+    await handle.sync()
+  } catch (err) {
+    // Windows cannot open or fsync a directory; elsewhere this is a real failure.
+    if (process.platform !== 'win32') throw fromFsError(err, dir, 'saving the folder') ?? err
+  } finally {
+    await handle?.close()
+  }
+}
+
+/**
+ * Streams one disk's blocks from the vault into `writer`. Verifies block count, each block's
+ * length and XXH3-128 checksum. Does not finish the writer.
+ */
+async function writeDisk(
+  vault: Vault,
+  reader: ChunkReader,
+  point: PointManifest,
+  disk: PointDisk,
+  writer: ImageWriter,
+  options: RestoreOptions,
+  report: (position: number, bytesWritten: number) => void,
+): Promise<number> {
+  const blockSize = point.blockSize
+  const expectedBlocks = Math.ceil(disk.virtualSize / blockSize)
+  if (disk.blockCount !== expectedBlocks) {
+    throw damaged(point, disk, `the manifest lists ${disk.blockCount} blocks where ${expectedBlocks} are expected`)
+  }
+  const batchBytes = Math.max(blockSize, options.batchBytes ?? DEFAULT_BATCH)
+  const maxInFlight = Math.max(batchBytes, options.maxBytesInFlight ?? DEFAULT_IN_FLIGHT)
+  const hasher = await createBlockHasher()
+  const signal = options.signal
+
+  interface Batch {
+    indices: number[]
+    checksums: Buffer[]
+    promise: Promise<Buffer[]>
+    bytes: number
+  }
+  const pending: Batch[] = []
+  let inFlight = 0
+  let indices: number[] = []
+  let ids: Buffer[] = []
+  let checksums: Buffer[] = []
+  let bytesWritten = 0
+
+  const launch = (): void => {
+    if (ids.length === 0) return
+    const promise = reader.readChunks(ids)
+    promise.catch(() => undefined) // awaited in order below; avoid an unhandled rejection meanwhile
+    const bytes = ids.length * blockSize
+    pending.push({ indices, checksums, promise, bytes })
+    inFlight += bytes
+    indices = []
+    ids = []
+    checksums = []
+  }
+
+  const drainOne = async (): Promise<void> => {
+    const batch = pending.shift()!
+    const plaintexts = await batch.promise
+    if (plaintexts.length !== batch.indices.length) throw damaged(point, disk, 'the vault returned a wrong number of chunks')
+    for (let k = 0; k < plaintexts.length; k++) {
+      if (signal?.aborted) throw cancelled()
+      const index = batch.indices[k]!
+      const data = plaintexts[k]!
+      const offset = index * blockSize
+      const expectedLength = Math.min(blockSize, disk.virtualSize - offset)
+      if (data.length !== expectedLength) {
+        throw damaged(point, disk, `block ${index} holds ${data.length} bytes where ${expectedLength} are expected`)
+      }
+      if (!hasher.checksum(data).equals(batch.checksums[k]!)) {
+        throw damaged(point, disk, `block ${index} does not match its recorded checksum`)
+      }
+      if (!isAllZero(data)) {
+        await writer.write(offset, data)
+        bytesWritten += data.length
+      }
+      report(offset + data.length, bytesWritten)
+    }
+    inFlight -= batch.bytes
+  }
+
+  let index = 0
+  for await (const entry of vault.readBlockMap(point.id, disk.index)) {
+    if (signal?.aborted) throw cancelled()
+    if (index >= expectedBlocks) throw damaged(point, disk, 'the block map has more entries than the disk has blocks')
+    if (entry.kind === 'data') {
+      indices.push(index)
+      ids.push(entry.chunkId)
+      checksums.push(entry.checksum)
+      if (ids.length * blockSize >= batchBytes) {
+        while (pending.length > 0 && inFlight + batchBytes > maxInFlight) await drainOne()
+        launch()
+      }
+    } else if (ids.length === 0 && pending.length === 0) {
+      report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
+    }
+    index++
+  }
+  if (index !== expectedBlocks) throw damaged(point, disk, `the block map has ${index} entries where ${expectedBlocks} are expected`)
+  launch()
+  while (pending.length > 0) await drainOne()
+  report(disk.virtualSize, bytesWritten)
+  return bytesWritten
+}
+
+/** Moves a finished `.partial` to its final name: never over an existing file unless chosen (no clobber). */
+async function publish(target: TargetFile): Promise<void> {
+  const { partialPath, finalPath } = target
+  if (target.overwrite) {
+    await rename(partialPath, finalPath)
+  } else {
+    try {
+      await link(partialPath, finalPath) // fails with EEXIST instead of replacing
+      await unlink(partialPath)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'EEXIST') {
+        throw new EngineError('TARGET_EXISTS', `"${finalPath}" appeared while restoring. The restored image was not moved there; choose another target.`, { cause: err })
+      }
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS' && code !== 'EXDEV') {
+        throw fromFsError(err, finalPath, 'naming the restored image') ?? err
+      }
+      // The file system has no hard links (FAT, exFAT): check, then rename.
+      if (await lstatOrUndefined(finalPath)) {
+        throw new EngineError('TARGET_EXISTS', `"${finalPath}" appeared while restoring. The restored image was not moved there; choose another target.`)
+      }
+      await rename(partialPath, finalPath)
+    }
+  }
+  await fsyncDir(dirname(finalPath))
+}
+
+/**
+ * Replaces original disks with their restored `.partial` files: each original is first renamed to
+ * a kept copy, then the new file takes its name; only when every disk has been swapped are the kept
+ * copies removed. A failure mid-way puts the originals back.
+ */
+async function swapIntoPlace(targets: TargetFile[], world: RestoreWorld, point: PointManifest, log: (l: string) => void): Promise<void> {
+  const inUse = world.assertNotInUse ?? assertNotInUse
+  await inUse(point.disks.map((d) => d.sourcePath), { writersOnly: true, what: `machine "${point.machineName}"` })
+  const swapped: { target: TargetFile; keptPath: string | undefined }[] = []
+  const stamp = Date.now().toString(36)
+  try {
+    for (const target of targets) {
+      let keptPath: string | undefined
+      const existing = await lstatOrUndefined(target.finalPath)
+      if (existing) {
+        if (!existing.isFile()) throw new EngineError('PATH_UNSAFE', `"${target.finalPath}" is no longer a regular file. Nothing was replaced.`)
+        keptPath = `${target.finalPath}.tresor-replaced-${stamp}`
+        await rename(target.finalPath, keptPath)
+      }
+      swapped.push({ target, keptPath })
+      await rename(target.partialPath, target.finalPath)
+      await fsyncDir(dirname(target.finalPath))
+    }
+  } catch (err) {
+    for (const { target, keptPath } of swapped.reverse()) {
+      if (keptPath === undefined) continue
+      await rename(keptPath, target.finalPath).catch((e: unknown) => log(`Could not put back "${keptPath}" as "${target.finalPath}": ${String(e)}`))
+    }
+    throw err
+  }
+  for (const { keptPath } of swapped) {
+    if (keptPath === undefined) continue
+    await unlink(keptPath)
+    await fsyncDir(dirname(keptPath))
+  }
+}
+
+/**
+ * Restores disks of a recovery point (see the module comment for the guarantees). Every target is
+ * checked before anything is written: NUL in paths, symlinks, targets inside the vault (PATH_UNSAFE),
+ * existing files not chosen for overwrite (TARGET_EXISTS), files a running VM uses (TARGET_IN_USE).
+ * Resolves once every file is complete, verified and under its final name.
+ */
+export async function restorePoint(world: RestoreWorld, request: RestoreRequest, options: RestoreOptions = {}): Promise<RestoreResult> {
+  const log = options.log ?? (() => undefined)
+  if (options.signal?.aborted) throw cancelled()
+  const point = await world.vault.getPoint(request.pointId)
+  const planned = await planTargets(world, point, request)
+  const bytesTotal = planned.reduce((s, p) => s + p.disk.virtualSize, 0)
+  let doneBefore = 0
+  let writtenBefore = 0
+  const restored: RestoredDisk[] = []
+  const writers: ImageWriter[] = []
+  const finishedPartials: string[] = []
+  const reader = world.vault.chunkReader()
+  try {
+    for (const { disk, format, target } of planned) {
+      log(`Restoring disk "${disk.name}" of point ${point.id} as ${format} to "${target.finalPath}".`)
+      await removeStalePartial(target.partialPath)
+      const writer = await world.createWriter(target.partialPath, format, { virtualSize: disk.virtualSize, overwrite: false })
+      writers.push(writer)
+      let lastReport = 0
+      await writeDisk(world.vault, reader, point, disk, writer, options, (position, bytesWritten) => {
+        if (!options.onProgress) return
+        const now = Date.now()
+        if (now - lastReport < 100 && position < disk.virtualSize) return
+        lastReport = now
+        options.onProgress({
+          phase: 'writing',
+          bytesDone: doneBefore + position,
+          bytesTotal,
+          bytesWritten: writtenBefore + bytesWritten,
+          currentDisk: disk.name,
+        })
+      })
+      if (options.signal?.aborted) throw cancelled()
+      const { bytesWritten } = await writer.finish()
+      writers.pop()
+      finishedPartials.push(target.partialPath)
+      restored.push({ index: disk.index, name: disk.name, path: target.finalPath, format, bytesWritten })
+      doneBefore += disk.virtualSize
+      writtenBefore += bytesWritten
+    }
+    if (options.signal?.aborted) throw cancelled()
+    // Every block of every disk is written and verified: now the final names may appear (I12).
+    if (request.mode === 'replace') {
+      await swapIntoPlace(planned.map((p) => p.target), world, point, log)
+    } else {
+      for (const { target } of planned) {
+        await publish(target)
+        finishedPartials.splice(finishedPartials.indexOf(target.partialPath), 1)
+      }
+    }
+    finishedPartials.length = 0
+  } catch (err) {
+    for (const w of writers) await w.abort().catch(() => undefined)
+    for (const p of finishedPartials) await unlink(p).catch(() => undefined)
+    if (err instanceof EngineError) throw err
+    throw fromFsError(err, (err as { path?: string }).path ?? request.targetPath ?? 'the restore target', 'restoring') ?? err
+  } finally {
+    await reader.close().catch(() => undefined)
+  }
+  options.onProgress?.({ phase: 'done', bytesDone: bytesTotal, bytesTotal, bytesWritten: writtenBefore, currentDisk: null })
+  return { pointId: point.id, files: restored.map((r) => r.path), bytesWritten: writtenBefore, disks: restored }
+}
