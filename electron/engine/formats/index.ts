@@ -12,9 +12,11 @@
 import { EngineError } from '../errors.js'
 import { openImage, registerFormat } from './open.js'
 import { createRawWriter, rawModule } from './raw/index.js'
+import { createQcow2Writer, qcow2Module } from './qcow2/index.js'
 import type { DiskImage, ImageWriter, WriterFormat, WriterOptions } from './types.js'
 
 registerFormat(rawModule)
+registerFormat(qcow2Module)
 
 export * from './types.js'
 export { openImage, probeFormat, resolveBackingPath } from './open.js'
@@ -28,6 +30,8 @@ export async function createImageWriter(path: string, format: WriterFormat, opti
   switch (format) {
     case 'raw':
       return createRawWriter(path, options)
+    case 'qcow2':
+      return createQcow2Writer(path, options)
     default:
       throw new EngineError('UNSUPPORTED', `Writing ${format} images is not available in this build of Tresor.`)
   }
