@@ -13,10 +13,16 @@ import { EngineError } from '../errors.js'
 import { openImage, registerFormat } from './open.js'
 import { createRawWriter, rawModule } from './raw/index.js'
 import { createQcow2Writer, qcow2Module } from './qcow2/index.js'
+import { createVhdWriter, vhdModule } from './vhd/index.js'
+import { createVhdxWriter, vhdxModule } from './vhdx/index.js'
+import { vmdkModule } from './vmdk/index.js'
 import type { DiskImage, ImageWriter, WriterFormat, WriterOptions } from './types.js'
 
 registerFormat(rawModule)
 registerFormat(qcow2Module)
+registerFormat(vhdModule)
+registerFormat(vhdxModule)
+registerFormat(vmdkModule)
 
 export * from './types.js'
 export { openImage, probeFormat, resolveBackingPath } from './open.js'
@@ -32,6 +38,12 @@ export async function createImageWriter(path: string, format: WriterFormat, opti
       return createRawWriter(path, options)
     case 'qcow2':
       return createQcow2Writer(path, options)
+    case 'vhd':
+      return createVhdWriter(path, options, { fixed: false })
+    case 'vhd-fixed':
+      return createVhdWriter(path, options, { fixed: true })
+    case 'vhdx':
+      return createVhdxWriter(path, options)
     default:
       throw new EngineError('UNSUPPORTED', `Writing ${format} images is not available in this build of Tresor.`)
   }
