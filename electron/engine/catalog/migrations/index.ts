@@ -1,6 +1,7 @@
 import type { Migration } from '../types.js'
 import { m001Initial } from './001_initial.js'
 import { m020Backup } from './020_backup.js'
+import { m025Jobs } from './025_jobs.js'
 import { m030Schedule } from './030_schedule.js'
 
 /**
@@ -8,4 +9,4 @@ import { m030Schedule } from './030_schedule.js'
  * Ranges by area keep parallel work from colliding: 1–9 foundation, 10–19 vault and keys,
  * 20–29 backup and restore, 30–39 policies and scheduling, 40+ next.
  */
-export const MIGRATIONS: Migration[] = [m001Initial, m020Backup, m030Schedule]
+export const MIGRATIONS: Migration[] = [m001Initial, m020Backup, m025Jobs, m030Schedule]
