@@ -14,6 +14,8 @@ export const ERROR_CODES = [
   'TIMEOUT',
   'UNSUPPORTED',
   'JOB_CRASHED',
+  // the renderer lost its connection to the host (web host stopped, socket closed)
+  'DISCONNECTED',
   // files and devices
   'IO_ERROR',
   'DISK_FULL',

@@ -195,3 +195,15 @@ export type WsServerFrame =
   | { t: 'event'; event: AppEventName; payload: unknown }
   /** A frame that could not be answered by id (not JSON, no id): the error is reported this way. */
   | { t: 'error'; error: WireError }
+
+// ---------------------------------------------------------------------------------------------
+// What preload exposes as `window.tresor` (Electron). Results arrive as WireResult values; the
+// renderer's API client unwraps them. Nothing else is exposed.
+
+export type TresorBridgeCall = { [M in ApiMethod]: (input?: ApiInput<M>) => Promise<WireResult<ApiOutput<M>>> }
+
+export interface TresorBridge {
+  readonly call: TresorBridgeCall
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on<E extends AppEventName>(event: E, listener: (payload: AppEvents[E]) => void): () => void
+}
