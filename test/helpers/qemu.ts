@@ -284,3 +284,45 @@ export async function qemuCompare(a: string, formatA: QemuFormat, b: string, for
 export async function qemuInfo(file: string, format: QemuFormat): Promise<Record<string, unknown>> {
   return JSON.parse(await qemuImg('info', '-f', format, '--output=json', file)) as Record<string, unknown>
 }
+
+export interface OracleComparison {
+  ourSha256: string
+  qemuSha256: string
+  ourVirtualSize: number
+  qemuVirtualSize: number
+  /** First byte that reads non-zero but lies outside our non-zero extents; -1 when none. */
+  firstOmitted: number
+  extents: Extent[]
+}
+
+/**
+ * Opens `file` with our reader (content detection, or `format` when given) and compares it with
+ * qemu's guest view: hashes (read in odd-sized chunks to exercise unaligned reads), virtual
+ * sizes, and that our extents never omit data.
+ */
+export async function compareWithQemu(
+  file: string,
+  qemuFormat: QemuFormat,
+  scratchDir: string,
+  options: { chunk?: number; format?: import('../../electron/engine/formats/types.js').ImageFormat } = {},
+): Promise<OracleComparison> {
+  const { openImage } = await import('../../electron/engine/formats/index.js')
+  const raw = join(scratchDir, `oracle-${Date.now()}-${Math.random().toString(16).slice(2)}.raw`)
+  await qemuToRaw(file, qemuFormat, raw)
+  const image = await openImage(file, options.format === undefined ? {} : { format: options.format })
+  try {
+    const info = await qemuInfo(file, qemuFormat)
+    const extents = await collectExtents(image)
+    return {
+      ourSha256: await ourGuestSha256(image, options.chunk ?? 1_000_003),
+      qemuSha256: await sha256File(raw),
+      ourVirtualSize: image.virtualSize,
+      qemuVirtualSize: Number(info['virtual-size']),
+      firstOmitted: await firstOmittedByte(extents, raw, image.virtualSize),
+      extents,
+    }
+  } finally {
+    await image.close()
+    await rm(raw, { force: true })
+  }
+}
