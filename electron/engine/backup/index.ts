@@ -12,18 +12,26 @@
  * - block: a `vault.blockSize` slice of the guest view; the pipeline hashes every allocated block with
  *   XXH3-128 and moves only blocks whose checksum differs from the previous point's at that index.
  */
+import { runBackupJob as runJob, type BackupJobInput } from './job.js'
 import type { BackupResult, JobEnv } from './types.js'
 
 export type { BackupProgress, BackupResult, DiskProgress, JobEnv, Machine, MachineDisk, MachineSource } from './types.js'
+export type { BackupJobInput } from './job.js'
+export { runBackup, findPreviousPoint, pruneSnapshotTier, runPendingPostScripts } from './pipeline.js'
+export type { BackupWorld, RunBackupOptions, RunBackupOutcome } from './pipeline.js'
+export * from './machines.js'
+export { importLibvirt, importVbox, type ImportedMachine } from './importers.js'
+export { runScript, scriptEnvironment, type ScriptSpec, type ScriptOutcome } from './scripts.js'
+export { findWriters, reflinkClone, fileState, sameIdentity, type WriterScan, type FileState } from './snapshot.js'
+export { createBlockHasher, isAllZero, CHECKSUM_BYTES, type BlockHasher } from './checksum.js'
 
 /**
  * Runs one backup of `input.machineId` inside a job process: opens the catalog and the current vault
- * of `env.home`, applies the machine's policy (scripts, snapshot tier, failOnInconsistent), runs the
- * pipeline and records the point in the catalog. Resolves with the committed point's figures; rejects
- * with an EngineError (CANCELLED when `env.signal` aborted: the vault is left as it was).
+ * of `env.home` (or `input.vaultPath`), runs post-scripts owed by a crashed earlier job, applies the
+ * machine's policy (scripts, snapshot tier, failOnInconsistent), runs the pipeline and records the
+ * point in the catalog. Resolves with the committed point's figures; rejects with an EngineError
+ * (CANCELLED when `env.signal` aborted: the vault is left as it was).
  */
-export async function runBackupJob(input: { machineId: string }, env: JobEnv): Promise<BackupResult> {
-  void input
-  void env
-  throw new Error('runBackupJob: not implemented yet')
+export function runBackupJob(input: BackupJobInput, env: JobEnv): Promise<BackupResult> {
+  return runJob(input, env)
 }

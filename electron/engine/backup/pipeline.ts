@@ -1,0 +1,744 @@
+/**
+ * The backup pipeline: pre-script → snapshots → post-script → block pipeline per disk → commit →
+ * catalog row → snapshot tier. It takes its world as arguments (vault, catalog, image opener, clock)
+ * and reports through callbacks, so the job process, the CLI and tests run the same code.
+ *
+ * Block pipeline of one disk: the allocated extents of the guest view are walked in step with the
+ * block grid (`vault.blockSize`). A block no extent touches is UNALLOCATED; one touched only by
+ * extents the format marks as zeros is ZERO; any other block is read (a window of `blocksInFlight`
+ * reused buffers per disk), and if all its bytes are zero it is ZERO too. A data block is hashed
+ * with XXH3-128 and compared with the previous point's entry at the same index, streamed in step:
+ * equal → the previous chunk id is reused and nothing moves; different → `session.putBlock`.
+ * A disk whose file (and backing files) have the identity recorded by the previous point is not
+ * opened at all: its previous block map is copied. Memory is bounded by the blocks in flight.
+ */
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import { unlink } from 'node:fs/promises'
+import type { Db } from '../catalog/types.js'
+import { EngineError, fromFsError } from '../errors.js'
+import type { DiskImage, Extent } from '../formats/types.js'
+import { DEFAULT_POLICY, type PolicyScript, type PolicySpec } from '../policy/spec.js'
+import type { BackupSession, BlockEntry, BlockMapWriter, Consistency, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
+import { createBlockHasher, isAllZero, type BlockHasher } from './checksum.js'
+import {
+  deleteSnapshotCloneRow,
+  latestPointRow,
+  listSnapshotClones,
+  recordPoint,
+  recordSnapshotClone,
+} from './machines.js'
+import { describeOutcome, runScript, type ScriptOutcome } from './scripts.js'
+import {
+  clonePathFor,
+  fileState,
+  findWriters,
+  identityOf,
+  reflinkClone,
+  sameIdentity,
+  type FileState,
+  type WriterScan,
+} from './snapshot.js'
+import type { BackupProgress, BackupResult, DiskProgress, Machine, MachineDisk } from './types.js'
+
+/** What the pipeline works on. The caller opens and closes all of it. */
+export interface BackupWorld {
+  vault: Vault
+  catalog: Db
+  /** Opens an image in its guest view (formats/index.ts `openImage`). */
+  openImage(path: string): Promise<DiskImage>
+  /** Wall clock in epoch ms. Default Date.now. */
+  now?: () => number
+}
+
+export interface RunBackupOptions {
+  signal?: AbortSignal
+  onProgress?: (progress: BackupProgress) => void
+  log?: (line: string) => void
+  /** Default: DEFAULT_POLICY. */
+  policy?: PolicySpec
+  /** Disks read at once. Default 2. */
+  diskConcurrency?: number
+  /** Blocks read/hashed/put at once per disk (buffers reused). Default 8. */
+  blocksInFlight?: number
+  /** Extra manifest labels (job id...). */
+  labels?: Record<string, string>
+  /** 'auto': reflink clone where the file system can, else a checked read; 'read': never clone. */
+  snapshot?: 'auto' | 'read'
+  /** The point to compare against; default: the machine's newest point in this vault (catalog, else vault). */
+  previousPoint?: PointManifest | null
+  /** Minimum interval between progress reports (the final one is always sent). Default 200 ms. */
+  progressIntervalMs?: number
+}
+
+export interface RunBackupOutcome {
+  manifest: PointManifest
+  result: BackupResult
+  /** Reflink clones kept in the snapshot tier by this backup. */
+  keptClones: string[]
+}
+
+type SnapshotMode = 'unchanged' | 'reflink' | 'read'
+
+interface DiskPlan {
+  disk: MachineDisk
+  index: number
+  prevDisk: PointDisk | undefined
+  mode: SnapshotMode
+  readPath: string
+  clonePath?: string
+  before: FileState
+  /** Identity to record (only when the snapshot is known to match it). */
+  identity: FileIdentity | undefined
+  chain: ChainEntry[]
+  writersBefore?: WriterScan
+}
+
+interface ChainEntry extends FileIdentity { path: string }
+
+interface DiskOutcome {
+  pointDisk: PointDisk
+  consistency: 'crash' | 'none'
+  chain: ChainEntry[]
+  bytesStored: number
+}
+
+const CHAIN_LABEL = (i: number): string => `disk.${i}.chain`
+const MODE_LABEL = (i: number): string => `disk.${i}.snapshot`
+
+function cancelled(): EngineError {
+  return new EngineError('CANCELLED', 'The backup was cancelled. The vault is unchanged.')
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw cancelled()
+}
+
+/** The machine's previous point in this vault: the catalog's newest row, else the vault's list. */
+export async function findPreviousPoint(world: BackupWorld, machine: Pick<Machine, 'id'>): Promise<PointManifest | null> {
+  const row = latestPointRow(world.catalog, machine.id, world.vault.id)
+  if (row) {
+    try {
+      return await world.vault.getPoint(row.id)
+    } catch (err) {
+      if (!(err instanceof EngineError && err.code === 'POINT_NOT_FOUND')) throw err
+    }
+  }
+  const points = (await world.vault.listPoints()).filter((p) => p.machineId === machine.id)
+  points.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0))
+  return points[0] ?? null
+}
+
+/** Tracks and reports progress, throttled. */
+class Progress {
+  phase: BackupProgress['phase'] = 'snapshot'
+  readonly disks: DiskProgress[]
+  private readonly starts: number[]
+  private last = 0
+  private readonly t0: number
+  constructor(plans: { index: number; name: string }[], private readonly now: () => number, private readonly sink: ((p: BackupProgress) => void) | undefined, private readonly intervalMs: number) {
+    this.disks = plans.map((p) => ({ index: p.index, name: p.name, state: 'waiting', bytesTotal: 0, bytesDone: 0, bytesRead: 0, bytesNew: 0, bytesPerSecond: 0, etaSeconds: null }))
+    this.starts = plans.map(() => 0)
+    this.t0 = now()
+  }
+  startDisk(i: number, state: DiskProgress['state'], total: number): void {
+    const d = this.disks[i]!
+    d.state = state
+    d.bytesTotal = total
+    this.starts[i] = this.now()
+    this.emit(true)
+  }
+  setPhase(phase: BackupProgress['phase']): void {
+    this.phase = phase
+    this.emit(true)
+  }
+  emit(force = false): void {
+    if (!this.sink) return
+    const t = this.now()
+    if (!force && t - this.last < this.intervalMs) return
+    this.last = t
+    for (let i = 0; i < this.disks.length; i++) {
+      const d = this.disks[i]!
+      const secs = (t - this.starts[i]!) / 1000
+      d.bytesPerSecond = d.state === 'reading' && secs > 0 ? d.bytesDone / secs : d.bytesPerSecond
+      d.etaSeconds = d.state === 'done' || d.state === 'unchanged' ? 0 : d.bytesPerSecond > 0 ? Math.max(0, d.bytesTotal - d.bytesDone) / d.bytesPerSecond : null
+    }
+    const sum = (k: 'bytesTotal' | 'bytesDone' | 'bytesRead' | 'bytesNew'): number => this.disks.reduce((s, d) => s + d[k], 0)
+    const secs = (t - this.t0) / 1000
+    const done = sum('bytesDone')
+    const total = sum('bytesTotal')
+    const rate = secs > 0 ? done / secs : 0
+    this.sink({
+      phase: this.phase,
+      bytesTotal: total,
+      bytesDone: done,
+      bytesRead: sum('bytesRead'),
+      bytesNew: sum('bytesNew'),
+      bytesPerSecond: rate,
+      etaSeconds: this.phase === 'done' ? 0 : rate > 0 ? Math.max(0, total - done) / rate : null,
+      disks: this.disks.map((d) => ({ ...d })),
+    })
+  }
+}
+
+/** Walks extents in step with the block grid. */
+class ExtentCursor {
+  private cur: Extent | undefined
+  private readonly it: AsyncIterator<Extent>
+  constructor(extents: AsyncIterable<Extent>) {
+    this.it = extents[Symbol.asyncIterator]()
+  }
+  async init(): Promise<void> { await this.advance() }
+  private async advance(): Promise<void> {
+    const r = await this.it.next()
+    this.cur = r.done ? undefined : r.value
+  }
+  /** Start of the next extent not yet passed (Infinity at the end). */
+  nextStart(): number { return this.cur ? this.cur.offset : Number.POSITIVE_INFINITY }
+  /** 0: no extent touches [start, end); 1: only zero extents; 2: data. Consumes extents ending by `end`. */
+  async classify(start: number, end: number): Promise<0 | 1 | 2> {
+    let kind: 0 | 1 | 2 = 0
+    while (this.cur && this.cur.offset < end) {
+      const extEnd = this.cur.offset + this.cur.length
+      if (extEnd > start && this.cur.length > 0) kind = this.cur.zero ? (kind === 2 ? 2 : 1) : 2
+      if (extEnd <= end) await this.advance()
+      else break
+    }
+    return kind
+  }
+  async close(): Promise<void> { await this.it.return?.() }
+}
+
+/** Streams the previous block map in step with the block index. */
+class PreviousMap {
+  private idx = 0
+  private cur: BlockEntry | undefined
+  private ended = false
+  private readonly it: AsyncIterator<BlockEntry> | undefined
+  constructor(entries: AsyncIterable<BlockEntry> | undefined) {
+    this.it = entries?.[Symbol.asyncIterator]()
+  }
+  async at(i: number): Promise<BlockEntry | undefined> {
+    if (!this.it || this.ended) return undefined
+    while (this.idx <= i) {
+      const r = await this.it.next()
+      if (r.done) { this.ended = true; return undefined }
+      this.cur = r.value
+      this.idx++
+    }
+    return this.cur
+  }
+  async close(): Promise<void> { await this.it?.return?.() }
+}
+
+/** Bytes of the block grid touched by any extent (what the block loop processes) and allocated bytes. */
+async function measure(image: DiskImage, blockSize: number): Promise<{ allocatedBytes: number; workBytes: number }> {
+  let allocatedBytes = 0
+  let workBytes = 0
+  let coveredUpTo = 0 // end (exclusive) of the last block counted
+  for await (const e of image.extents()) {
+    if (e.length <= 0) continue
+    allocatedBytes += e.length
+    const first = Math.max(Math.floor(e.offset / blockSize) * blockSize, coveredUpTo)
+    const last = Math.min(Math.ceil((e.offset + e.length) / blockSize) * blockSize, image.virtualSize)
+    if (last > first) { workBytes += last - first; coveredUpTo = last }
+  }
+  return { allocatedBytes, workBytes }
+}
+
+async function chainOf(image: DiskImage): Promise<ChainEntry[]> {
+  const chain: ChainEntry[] = []
+  for (let b = image.backing; b; b = b.backing) chain.push({ path: b.path, ...identityOf(await fileState(b.path)) })
+  return chain
+}
+
+async function chainUnchanged(chain: ChainEntry[]): Promise<boolean> {
+  for (const c of chain) {
+    let now: FileState
+    try { now = await fileState(c.path) } catch { return false }
+    if (!sameIdentity(c, now)) return false
+  }
+  return true
+}
+
+function parseChainLabel(value: string | undefined): ChainEntry[] | undefined {
+  if (value === undefined) return undefined
+  try {
+    const v = JSON.parse(value) as unknown
+    return Array.isArray(v) ? (v as ChainEntry[]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` at once; rejects with the first error after all settle. */
+async function boundedAll<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length)
+  let next = 0
+  let failure: { err: unknown } | undefined
+  const worker = async (): Promise<void> => {
+    while (next < items.length && !failure) {
+      const i = next++
+      try { results[i] = await fn(items[i]!) } catch (err) { failure ??= { err } }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker))
+  if (failure) throw failure.err
+  return results
+}
+
+/**
+ * Backs up the included disks of `machine` into `world.vault` and records the point in the catalog.
+ * Consistency is recorded honestly (index.ts). When the result is 'none' and the policy says
+ * `failOnInconsistent`, nothing is committed and SOURCE_CHANGED is thrown. On any failure or
+ * cancellation (CANCELLED) the session is aborted, the clones made by this run are removed and the
+ * post-script has run when the pre-script did. The caller owns and closes vault and catalog.
+ */
+export async function runBackup(machine: Machine, world: BackupWorld, options: RunBackupOptions = {}): Promise<RunBackupOutcome> {
+  const now = world.now ?? Date.now
+  const t0 = now()
+  const log = options.log ?? (() => {})
+  const policy = options.policy ?? DEFAULT_POLICY
+  const signal = options.signal
+  const included = machine.disks.filter((d) => !d.isExcluded).sort((a, b) => a.position - b.position)
+  if (included.length === 0) {
+    throw new EngineError('INVALID_INPUT', `Every disk of machine "${machine.name}" is excluded: there is nothing to back up. Include a disk with "tresor machine include".`)
+  }
+  throwIfAborted(signal)
+  const prev = options.previousPoint !== undefined ? options.previousPoint : await findPreviousPoint(world, machine)
+  const session = await world.vault.beginBackup(signal ? { signal } : {})
+  const blockSize = session.blockSize
+  const progress = new Progress(included.map((d, i) => ({ index: i, name: d.name })), now, options.onProgress, options.progressIntervalMs ?? 200)
+  const hasher = await createBlockHasher()
+  const clones: string[] = []
+  const scripts = policy.scripts
+  let preOutcome: ScriptOutcome | undefined
+  let postOutcome: ScriptOutcome | undefined
+  let postDue = false
+  const scriptEnv = {
+    TRESOR_MACHINE: machine.name,
+    TRESOR_MACHINE_ID: machine.id,
+    TRESOR_DISKS: included.map((d) => d.path).join('\n'),
+  }
+  const runPost = async (): Promise<void> => {
+    if (!postDue || !scripts.post) return
+    postDue = false
+    progress.setPhase('post-script')
+    postOutcome = await runPolicyScript(scripts.post, 'post', { ...scriptEnv, TRESOR_PHASE: 'post' }, log)
+    clearPendingPost(world.catalog, machine.id)
+  }
+
+  try {
+    if (scripts.pre || scripts.post) log(`policy scripts: pre ${scripts.pre ? `"${scripts.pre.path}"` : 'none'}, post ${scripts.post ? `"${scripts.post.path}"` : 'none'}`)
+    if (scripts.pre) {
+      progress.setPhase('pre-script')
+      if (scripts.post) { postDue = true; markPendingPost(world.catalog, machine.id, scripts.post) }
+      preOutcome = await runPolicyScript(scripts.pre, 'pre', { ...scriptEnv, TRESOR_PHASE: 'pre' }, log, signal)
+      if (!preOutcome.ok && scripts.onError === 'fail') {
+        await runPost()
+        throw scriptError('pre', scripts.pre, preOutcome)
+      }
+    } else if (scripts.post) {
+      postDue = true // a post-script without a pre-script still runs (after the snapshots)
+    }
+    throwIfAborted(signal)
+
+    // Snapshots.
+    progress.setPhase('snapshot')
+    const plans: DiskPlan[] = []
+    for (const [index, disk] of included.entries()) {
+      throwIfAborted(signal)
+      progress.disks[index]!.state = 'snapshot'
+      plans.push(await snapshotDisk(disk, index, prev, blockSize, world, options.snapshot ?? 'auto', t0, clones, log))
+    }
+    const allAtomic = plans.every((p) => p.mode !== 'read')
+    if (allAtomic) await runPost()
+
+    // Blocks.
+    progress.setPhase('reading')
+    const outcomes = await boundedAll(plans, options.diskConcurrency ?? 2, (plan) =>
+      backupDisk(plan, { world, session, prev, hasher, progress, signal, log, blocksInFlight: options.blocksInFlight ?? 8 }))
+    await runPost()
+    throwIfAborted(signal)
+
+    // Consistency.
+    const scriptsOk = scripts.pre !== undefined && preOutcome?.ok === true && (scripts.post === undefined || postOutcome?.ok === true)
+    const diskConsistency = outcomes.some((o) => o.consistency === 'none') ? 'none' : 'crash'
+    const consistency: Consistency = diskConsistency === 'none' ? 'none' : scriptsOk ? 'application' : 'crash'
+    if (scripts.post && postOutcome && !postOutcome.ok && scripts.onError === 'fail') throw scriptError('post', scripts.post, postOutcome)
+    if (consistency === 'none') {
+      const changed = outcomes.filter((o) => o.consistency === 'none').map((o) => `"${o.pointDisk.sourcePath}"`).join(', ')
+      const message = `The disk ${changed} of "${machine.name}" was in use or changed while it was read, and no atomic snapshot was possible: the copy may be inconsistent.`
+      if (policy.failOnInconsistent) {
+        throw new EngineError('SOURCE_CHANGED', `${message} Nothing was saved. Shut the machine down (or use a file system with reflink support: btrfs, XFS), then back up again.`)
+      }
+      log(`warning: ${message} The recovery point is marked "none".`)
+    }
+    log(`consistency: ${consistency}`)
+
+    // Commit.
+    progress.setPhase('committing')
+    const labels: Record<string, string> = { host: hostname(), ...options.labels }
+    for (const [i, o] of outcomes.entries()) {
+      labels[MODE_LABEL(i)] = plans[i]!.mode
+      if (o.chain.length > 0) labels[CHAIN_LABEL(i)] = JSON.stringify(o.chain)
+    }
+    const bytesStored = outcomes.reduce((s, o) => s + o.bytesStored, 0)
+    const bytesRead = progress.disks.reduce((s, d) => s + d.bytesRead, 0)
+    const bytesNew = progress.disks.reduce((s, d) => s + d.bytesNew, 0)
+    const manifest = await session.commit({
+      machineId: machine.id,
+      machineName: machine.name,
+      createdAt: new Date(t0).toISOString(),
+      consistency,
+      disks: outcomes.map((o) => o.pointDisk),
+      stats: { bytesRead, bytesNew, bytesStored, seconds: (now() - t0) / 1000 },
+      labels,
+    })
+    recordPoint(world.catalog, { id: world.vault.id, path: world.vault.path }, manifest)
+
+    // Snapshot tier.
+    const keptClones = keepClones(world.catalog, machine, plans, manifest, policy, now(), log)
+    await pruneSnapshotTier(world.catalog, machine.id, policy.snapshotTierDays, now(), new Set(keptClones), log)
+    progress.setPhase('done')
+    const result: BackupResult = {
+      pointId: manifest.id,
+      consistency,
+      bytesRead: manifest.stats.bytesRead,
+      bytesNew: manifest.stats.bytesNew,
+      bytesStored: manifest.stats.bytesStored,
+      seconds: (now() - t0) / 1000,
+    }
+    log(`point ${manifest.id}: read ${result.bytesRead} bytes, new ${result.bytesNew}, stored ${result.bytesStored}, ${result.seconds.toFixed(2)} s`)
+    return { manifest, result, keptClones }
+  } catch (err) {
+    await runPost().catch((e: unknown) => log(`post-script could not run: ${String(e)}`))
+    await session.abort().catch((e: unknown) => log(`abort failed: ${String(e)}`))
+    for (const c of clones) await unlink(c).catch(() => {})
+    if (signal?.aborted) throw cancelled()
+    throw err
+  }
+}
+
+function scriptError(phase: 'pre' | 'post', spec: PolicyScript, o: ScriptOutcome): EngineError {
+  if (o.timedOut) return new EngineError('SCRIPT_TIMEOUT', `The ${phase}-script "${spec.path}" did not finish within ${spec.timeoutMs} ms and was stopped. Nothing was saved. See the job log.`)
+  return new EngineError('SCRIPT_FAILED', `The ${phase}-script "${spec.path}" failed (${o.error ?? (o.signal ? `killed by ${o.signal}` : `exit code ${o.exitCode}`)}). Nothing was saved. See the job log.`)
+}
+
+async function runPolicyScript(spec: PolicyScript, phase: 'pre' | 'post', env: Record<string, string>, log: (l: string) => void, signal?: AbortSignal): Promise<ScriptOutcome> {
+  log(`${phase}-script: running "${spec.path}"${spec.args.length ? ' ' + JSON.stringify(spec.args) : ''} (timeout ${spec.timeoutMs} ms)`)
+  const o = await runScript({ path: spec.path, args: spec.args, timeoutMs: spec.timeoutMs }, { env, log, label: `[${phase}]`, ...(signal ? { signal } : {}) })
+  log(describeOutcome(`${phase}-script`, o))
+  return o
+}
+
+function markPendingPost(db: Db, machineId: string, post: PolicyScript): void {
+  try {
+    db.prepare('INSERT OR REPLACE INTO pending_post_scripts (machine_id, script, started_at) VALUES (?, ?, ?)').run(machineId, JSON.stringify(post), new Date().toISOString())
+  } catch { /* machine not in this catalog: nothing to remember */ }
+}
+
+function clearPendingPost(db: Db, machineId: string): void {
+  db.prepare('DELETE FROM pending_post_scripts WHERE machine_id = ?').run(machineId)
+}
+
+/**
+ * Runs the post-scripts owed by backups that were killed between their pre- and post-script
+ * (RELIABILITY #34). Call once when the app (or a job process) starts. Returns how many ran.
+ */
+export async function runPendingPostScripts(db: Db, log: (line: string) => void = () => {}): Promise<number> {
+  const rows = db.prepare('SELECT p.machine_id, p.script, m.name FROM pending_post_scripts p LEFT JOIN machines m ON m.id = p.machine_id').all() as { machine_id: string; script: string; name: string | null }[]
+  for (const r of rows) {
+    try {
+      const spec = JSON.parse(r.script) as PolicyScript
+      log(`machine "${r.name ?? r.machine_id}": a backup ended between its pre- and post-script; running the post-script now`)
+      await runPolicyScript(spec, 'post', { TRESOR_MACHINE: r.name ?? '', TRESOR_MACHINE_ID: r.machine_id, TRESOR_PHASE: 'post', TRESOR_RECOVERY: '1' }, log)
+    } finally {
+      clearPendingPost(db, r.machine_id)
+    }
+  }
+  return rows.length
+}
+
+async function snapshotDisk(
+  disk: MachineDisk,
+  index: number,
+  prev: PointManifest | null,
+  blockSize: number,
+  world: BackupWorld,
+  snapshot: 'auto' | 'read',
+  t0: number,
+  clones: string[],
+  log: (l: string) => void,
+): Promise<DiskPlan> {
+  let before: FileState
+  try {
+    before = await fileState(disk.path)
+  } catch (err) {
+    throw fromFsError(err, disk.path, `reading disk "${disk.name}" of`) ?? err
+  }
+  const prevDisk = prev && prev.blockSize === blockSize ? prev.disks.find((d) => d.name === disk.name) : undefined
+  if (prevDisk?.fileIdentity && sameIdentity(prevDisk.fileIdentity, before) && prev) {
+    const chain = parseChainLabel(prev.labels[CHAIN_LABEL(prevDisk.index)]) ?? []
+    const chainKnown = prev.labels[CHAIN_LABEL(prevDisk.index)] !== undefined || prev.labels[MODE_LABEL(prevDisk.index)] !== undefined
+    if (chainKnown && (await chainUnchanged(chain))) {
+      log(`disk "${disk.name}": unchanged since point ${prev.id} (size, mtime, ctime, inode): not read`)
+      return { disk, index, prevDisk, mode: 'unchanged', readPath: disk.path, before, identity: identityOf(before), chain }
+    }
+  }
+  // Look at the image first: a VMDK split over several files cannot be cloned as one file.
+  const image = await world.openImage(disk.path)
+  let singleFile: boolean
+  try {
+    singleFile = image.format !== 'vmdk' || /^(monolithicSparse|streamOptimized)$/i.test(image.variant)
+  } finally {
+    await image.close()
+  }
+  if (snapshot === 'auto' && singleFile) {
+    const clonePath = clonePathFor(disk.path, t0, randomBytes(3).toString('hex'))
+    const r = await reflinkClone(disk.path, clonePath)
+    if (r.ok) {
+      clones.push(clonePath)
+      const after = await fileState(disk.path)
+      const identity = sameIdentity(before, after) ? identityOf(before) : undefined
+      log(`disk "${disk.name}": reflink clone "${clonePath}" (atomic snapshot)`)
+      return { disk, index, prevDisk, mode: 'reflink', readPath: clonePath, clonePath, before, identity, chain: [] }
+    }
+    log(`disk "${disk.name}": no reflink clone (${r.reason}); reading the file itself with checks`)
+  } else if (snapshot === 'auto') {
+    log(`disk "${disk.name}": ${image.format} ${image.variant} spans several files; reading them with checks`)
+  }
+  const writersBefore = await findWriters(disk.path)
+  if (!writersBefore.supported) log(`disk "${disk.name}": this system offers no way to see which processes write to the file; relying on size and times only`)
+  if (writersBefore.uninspectable > 0) log(`disk "${disk.name}": ${writersBefore.uninspectable} processes of other users could not be inspected for open files`)
+  if (writersBefore.pids.length > 0) log(`disk "${disk.name}": open for writing by process ${writersBefore.pids.join(', ')}`)
+  return { disk, index, prevDisk, mode: 'read', readPath: disk.path, before, identity: undefined, chain: [], writersBefore }
+}
+
+interface DiskContext {
+  world: BackupWorld
+  session: BackupSession
+  prev: PointManifest | null
+  hasher: BlockHasher
+  progress: Progress
+  signal: AbortSignal | undefined
+  log: (l: string) => void
+  blocksInFlight: number
+}
+
+async function backupDisk(plan: DiskPlan, ctx: DiskContext): Promise<DiskOutcome> {
+  const { session, progress } = ctx
+  const dp = progress.disks[plan.index]!
+  if (plan.mode === 'unchanged') {
+    const prevDisk = plan.prevDisk!
+    progress.startDisk(plan.index, 'unchanged', prevDisk.allocatedBytes)
+    const writer = session.blockMapWriter({ index: plan.index, blockCount: prevDisk.blockCount })
+    let n = 0
+    for await (const e of ctx.world.vault.readBlockMap(ctx.prev!.id, prevDisk.index)) {
+      writer.append(e)
+      if (++n % 65536 === 0) throwIfAborted(ctx.signal)
+    }
+    await writer.finish()
+    dp.bytesDone = dp.bytesTotal
+    progress.emit(true)
+    return {
+      pointDisk: { ...prevDisk, index: plan.index, name: plan.disk.name, sourcePath: plan.disk.path, fileIdentity: plan.identity!, isSystem: plan.disk.isSystem },
+      consistency: 'crash',
+      chain: plan.chain,
+      bytesStored: 0,
+    }
+  }
+
+  const image = await ctx.world.openImage(plan.readPath)
+  let stored = 0
+  let pointDisk: PointDisk
+  let chain: ChainEntry[]
+  try {
+    chain = await chainOf(image)
+    const blockSize = session.blockSize
+    const virtualSize = image.virtualSize
+    const blockCount = Math.ceil(virtualSize / blockSize)
+    const { allocatedBytes, workBytes } = await measure(image, blockSize)
+    progress.startDisk(plan.index, 'reading', workBytes)
+    // Block i covers the same guest range in every point (same block size), so a resized disk still compares index by index.
+    const prevDisk = plan.prevDisk
+    const prevMap = new PreviousMap(prevDisk && ctx.prev ? ctx.world.vault.readBlockMap(ctx.prev.id, prevDisk.index) : undefined)
+    const prevBlocks = prevDisk?.blockCount ?? 0
+    if (!prevDisk) ctx.log(`disk "${plan.disk.name}": no earlier backup of this disk: full backup`)
+    const writer = session.blockMapWriter({ index: plan.index, blockCount })
+    const cursor = new ExtentCursor(image.extents())
+    try {
+      await cursor.init()
+      stored = await blockLoop({ image, blockSize, blockCount, virtualSize, cursor, prevMap, prevBlocks, writer, ctx, dp })
+    } finally {
+      await cursor.close().catch(() => {})
+      await prevMap.close().catch(() => {})
+    }
+    await writer.finish()
+    pointDisk = {
+      index: plan.index,
+      name: plan.disk.name,
+      virtualSize,
+      sourceFormat: image.format,
+      sourcePath: plan.disk.path,
+      allocatedBytes,
+      blockCount,
+      isSystem: plan.disk.isSystem,
+    }
+  } finally {
+    await image.close()
+  }
+
+  // Was the snapshot consistent?
+  let consistency: 'crash' | 'none' = 'crash'
+  if (!(await chainUnchanged(chain))) {
+    ctx.log(`disk "${plan.disk.name}": a backing file changed during the backup`)
+    consistency = 'none'
+  }
+  let identity = plan.identity
+  if (plan.mode === 'read') {
+    const after = await fileState(plan.disk.path).catch(() => undefined)
+    const writersAfter = await findWriters(plan.disk.path)
+    const unchanged = after !== undefined && sameIdentity(plan.before, after)
+    const writers = [...new Set([...(plan.writersBefore?.pids ?? []), ...writersAfter.pids])]
+    if (!unchanged) ctx.log(`disk "${plan.disk.name}": the file changed while it was read (size, mtime or ctime differ)`)
+    if (writers.length > 0) ctx.log(`disk "${plan.disk.name}": open for writing by process ${writers.join(', ')} during the read`)
+    if (unchanged && writers.length === 0) {
+      identity = identityOf(plan.before)
+    } else {
+      consistency = 'none'
+      identity = undefined
+    }
+  }
+  if (consistency === 'crash' && identity) pointDisk.fileIdentity = identity
+  dp.state = 'done'
+  progress.emit(true)
+  return { pointDisk, consistency, chain, bytesStored: stored }
+}
+
+interface LoopArgs {
+  image: DiskImage
+  blockSize: number
+  blockCount: number
+  virtualSize: number
+  cursor: ExtentCursor
+  prevMap: PreviousMap
+  prevBlocks: number
+  writer: BlockMapWriter
+  ctx: DiskContext
+  dp: DiskProgress
+}
+
+const UNALLOCATED: BlockEntry = { kind: 'unallocated' }
+const ZERO: BlockEntry = { kind: 'zero' }
+
+/** The ordered, windowed block loop. Returns the bytes this disk added to the vault. */
+async function blockLoop(a: LoopArgs): Promise<number> {
+  const { image, blockSize, blockCount, virtualSize, cursor, prevMap, writer, ctx, dp } = a
+  const window = Math.max(1, ctx.blocksInFlight)
+  const free: Buffer[] = Array.from({ length: window }, () => Buffer.allocUnsafe(blockSize))
+  const pending: Promise<BlockEntry>[] = []
+  let stored = 0
+
+  const processData = async (i: number, offset: number, length: number, buf: Buffer, prevEntry: BlockEntry | undefined): Promise<BlockEntry> => {
+    try {
+      const view = buf.subarray(0, length)
+      await image.read(view, offset)
+      dp.bytesRead += length
+      let entry: BlockEntry
+      if (isAllZero(view)) {
+        entry = ZERO
+      } else {
+        const checksum = ctx.hasher.checksum(view)
+        if (prevEntry?.kind === 'data' && prevEntry.checksum.equals(checksum)) {
+          entry = { kind: 'data', chunkId: prevEntry.chunkId, checksum }
+        } else {
+          const r = await ctx.session.putBlock(view, checksum)
+          if (r.isNew) dp.bytesNew += length
+          stored += r.storedBytes
+          entry = { kind: 'data', chunkId: r.chunkId, checksum }
+        }
+      }
+      dp.bytesDone += length
+      ctx.progress.emit()
+      return entry
+    } finally {
+      free.push(buf)
+    }
+  }
+
+  const drainOne = async (): Promise<void> => {
+    const entry = await pending.shift()!
+    writer.append(entry)
+  }
+
+  try {
+    for (let i = 0; i < blockCount; i++) {
+      if ((i & 63) === 0) throwIfAborted(ctx.signal)
+      const start = i * blockSize
+      const end = Math.min(start + blockSize, virtualSize)
+      // Fast path: no extent before the end of this block.
+      if (cursor.nextStart() >= end) {
+        if (pending.length === 0) writer.append(UNALLOCATED)
+        else pending.push(Promise.resolve(UNALLOCATED))
+      } else {
+        const kind = await cursor.classify(start, end)
+        if (kind !== 2) {
+          const entry = kind === 1 ? ZERO : UNALLOCATED
+          if (kind === 1) { dp.bytesDone += end - start; ctx.progress.emit() }
+          if (pending.length === 0) writer.append(entry)
+          else pending.push(Promise.resolve(entry))
+        } else {
+          const prevEntry = i < a.prevBlocks ? await prevMap.at(i) : undefined
+          while (free.length === 0) await drainOne()
+          const p = processData(i, start, end - start, free.pop()!, prevEntry)
+          p.catch(() => {}) // observed when drained; avoids an unhandled rejection meanwhile
+          pending.push(p)
+        }
+      }
+      while (pending.length >= window * 4) await drainOne()
+    }
+    while (pending.length > 0) await drainOne()
+  } catch (err) {
+    await Promise.allSettled(pending) // no read may still target a buffer or the image after we return
+    throw err
+  }
+  return stored
+}
+
+function keepClones(db: Db, machine: Machine, plans: DiskPlan[], manifest: PointManifest, policy: PolicySpec, nowMs: number, log: (l: string) => void): string[] {
+  const kept: string[] = []
+  if (policy.snapshotTierDays <= 0) return kept
+  for (const p of plans) {
+    if (!p.clonePath) continue
+    recordSnapshotClone(db, { machineId: machine.id, pointId: manifest.id, diskName: p.disk.name, sourcePath: p.disk.path, clonePath: p.clonePath, createdAt: new Date(nowMs).toISOString() })
+    kept.push(p.clonePath)
+  }
+  if (kept.length > 0) log(`snapshot tier: kept ${kept.length} clone(s) for ${policy.snapshotTierDays} day(s)`)
+  return kept
+}
+
+/**
+ * Removes snapshot-tier clones of a machine older than `days` (all of them when days is 0), except
+ * those in `keep`. Rows whose file is already gone are dropped. Returns the paths removed.
+ */
+export async function pruneSnapshotTier(db: Db, machineId: string, days: number, nowMs: number, keep: Set<string> = new Set(), log: (l: string) => void = () => {}): Promise<string[]> {
+  const removed: string[] = []
+  const cutoff = nowMs - days * 86_400_000
+  for (const row of listSnapshotClones(db, { machineId })) {
+    if (keep.has(row.clonePath)) continue
+    if (Date.parse(row.createdAt) > cutoff && days > 0) continue
+    try {
+      await unlink(row.clonePath)
+      removed.push(row.clonePath)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        log(`snapshot tier: could not remove "${row.clonePath}": ${(err as Error).message}`)
+        continue
+      }
+    }
+    deleteSnapshotCloneRow(db, row.id)
+  }
+  if (removed.length > 0) log(`snapshot tier: removed ${removed.length} clone(s) older than ${days} day(s)`)
+  return removed
+}
