@@ -8,7 +8,7 @@ export const de: MessageSchema = {
     machines: 'Maschinen',
     points: 'Wiederherstellungspunkte',
     jobs: 'Aufträge',
-    restoreQueue: 'Wiederherstellungs­warteschlange',
+    restoreQueue: 'Wiederherstellungen',
     policies: 'Richtlinien',
     vault: 'Tresor & Schlüssel',
     settings: 'Einstellungen',
