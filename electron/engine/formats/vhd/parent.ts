@@ -13,8 +13,8 @@ export interface ParentSearch {
   childPath: string
   format: 'vhd' | 'vhdx'
   hints: LocatorHint[]
-  /** Identity the child expects, in canonical text form (lower-case hex / GUID string). */
-  expectedId: string
+  /** Identities the child accepts for its parent, in canonical text form (lower-case hex / GUID). */
+  expectedIds: string[]
   /** Reads the identity of a candidate file; undefined when it is not an image of `format`. */
   identityOf(path: string): Promise<string | undefined>
   ctx: OpenContext
@@ -54,7 +54,7 @@ export async function openParent(search: ParentSearch): Promise<DiskImage> {
       )
     }
     const id = await search.identityOf(candidate)
-    if (id !== search.expectedId) {
+    if (id === undefined || !search.expectedIds.includes(id)) {
       mismatched.push(`${candidate} (${id ? `id ${id}` : `not a ${format.toUpperCase()} image`})`)
       continue
     }
@@ -69,7 +69,7 @@ export async function openParent(search: ParentSearch): Promise<DiskImage> {
   if (mismatched.length > 0) {
     throw new EngineError(
       'IMAGE_BACKING_MISMATCH',
-      `The parent of "${childPath}" was found but is a different disk (expected id ${search.expectedId}): ${mismatched.join('; ')}. ` +
+      `The parent of "${childPath}" was found but is a different disk (expected id ${search.expectedIds.join(' or ')}): ${mismatched.join('; ')}. ` +
         'Put the original parent disk back next to it.',
     )
   }

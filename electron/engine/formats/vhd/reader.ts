@@ -300,7 +300,7 @@ export async function openVhd(path: string, ctx: OpenContext): Promise<DiskImage
         childPath: path,
         format: 'vhd',
         hints,
-        expectedId: uuidText(header.parentUniqueId),
+        expectedIds: [uuidText(header.parentUniqueId)],
         identityOf: vhdIdentity,
         ctx,
       })
