@@ -1,15 +1,33 @@
-/** LocalVault: the local-folder vault (work in progress: data paths follow). */
-import { EngineError } from '../errors.js'
+/**
+ * LocalVault: the local-folder vault. Implements api.ts's Vault (backup sessions, points, block
+ * maps, chunk reads) plus verify, prune (GC + repack) and stats.
+ */
+import { join } from 'node:path'
+import { EngineError, isEngineError } from '../errors.js'
+import type { BackupSession, BlockEntry, ChunkReader, PointManifest } from './api.js'
+import { ChunkTable } from './chunkTable.js'
 import { loadConfig } from './config.js'
-import { readGeneration } from './generation.js'
-import { layoutOf } from './layout.js'
-import type { LocalVault, OpenVaultOptions } from './types.js'
-import { nodeVaultFs } from './vaultFs.js'
+import { VaultContext } from './context.js'
+import { bumpGeneration, readGeneration, trimGenerations } from './generation.js'
+import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE } from './layout.js'
+import { VaultLock } from './locks.js'
+import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
+import { readPackIndex, type PackIndexEntry } from './pack.js'
+import { LocalChunkReader } from './reader.js'
+import { openPackRecords } from './recordReader.js'
+import { LocalBackupSession } from './session.js'
+import type { AffectedPoint, LocalVault, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
+import { systemClock } from './types.js'
+import { nodeVaultFs, readdirIfExists, unlinkDurable, vaultIoError } from './vaultFs.js'
+
+const MAX_PROBLEMS = 1000
+const REPACK_BATCH = 16
 
 /**
  * Opens the vault in `dir` with its master key: authenticates the config (tampered → VAULT_DAMAGED,
  * wrong key → WRONG_PASSPHRASE), reads the generation and refuses an older copy of the vault
  * (generation < lastGeneration → VAULT_ROLLBACK). Takes no lock; sessions and prune do.
+ * The caller closes the vault (`close()` stops its worker threads).
  */
 export async function openVault(dir: string, masterKey: Buffer, options: OpenVaultOptions = {}): Promise<LocalVault> {
   const fs = options.fs ?? nodeVaultFs
@@ -22,5 +40,411 @@ export async function openVault(dir: string, masterKey: Buffer, options: OpenVau
       `The vault at "${dir}" is at generation ${gen.generation}, older than generation ${options.lastGeneration} seen before: an older copy of the vault was put back. Nothing was written; check which copy is current.`,
     )
   }
-  throw new EngineError('UNSUPPORTED', 'openVault: data paths are not implemented yet.')
+  return new LocalVaultImpl(new VaultContext(fs, layout, keys, config, options.clock ?? systemClock, options))
+}
+
+export interface PointScan {
+  points: PointManifest[]
+  damaged: Array<{ pointId: string; error: EngineError }>
+}
+
+class LocalVaultImpl implements LocalVault {
+  readonly id: string
+  readonly path: string
+  readonly blockSize: number
+  private closed = false
+
+  constructor(private readonly ctx: VaultContext) {
+    this.id = ctx.vaultId
+    this.path = ctx.layout.root
+    this.blockSize = ctx.blockSize
+  }
+
+  private get fs() {
+    return this.ctx.fs
+  }
+  private get layout() {
+    return this.ctx.layout
+  }
+
+  private lockOptions(purpose: string) {
+    return { ...this.ctx.options.locks, clock: this.ctx.clock, purpose: this.ctx.options.purpose ?? purpose }
+  }
+
+  async generation(): Promise<number> {
+    return (await readGeneration(this.fs, this.layout, this.ctx.keys, this.id)).generation
+  }
+
+  async beginBackup(options: { signal?: AbortSignal } = {}): Promise<BackupSession> {
+    this.assertOpen()
+    const lock = await VaultLock.acquire(this.fs, this.layout, 'shared', this.lockOptions('backup'))
+    try {
+      const start = await readGeneration(this.fs, this.layout, this.ctx.keys, this.id)
+      await this.ctx.table(true)
+      return new LocalBackupSession(this.ctx, lock, start, options.signal)
+    } catch (err) {
+      await lock.release()
+      throw err
+    }
+  }
+
+  private async manifest(pointId: string): Promise<StoredManifest> {
+    const cached = this.ctx.cachedManifest<StoredManifest>(pointId)
+    if (cached) return cached
+    if (!POINT_ID_RE.test(pointId)) throw new EngineError('POINT_NOT_FOUND', `"${pointId}" is not a recovery point id.`)
+    const m = await readManifest(this.fs, this.layout, this.ctx.keys, pointId)
+    this.ctx.cacheManifest(pointId, m)
+    return m
+  }
+
+  private async pointIds(): Promise<string[]> {
+    return (await readdirIfExists(this.fs, this.layout.manifests)).filter((n) => POINT_ID_RE.test(n))
+  }
+
+  /** Every readable point plus the manifests that could not be read (verify, rebuild). */
+  async scanPoints(): Promise<PointScan> {
+    const scan: PointScan = { points: [], damaged: [] }
+    for (const id of await this.pointIds()) {
+      try {
+        scan.points.push((await this.manifest(id)).point)
+      } catch (err) {
+        if (isEngineError(err) && err.code === 'POINT_NOT_FOUND') continue // deleted meanwhile
+        scan.damaged.push({ pointId: id, error: isEngineError(err) ? err : vaultIoError(err, manifestPath(this.layout, id), 'reading') })
+      }
+    }
+    scan.points.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id))
+    return scan
+  }
+
+  /** All points, oldest first. A damaged manifest is an error (VAULT_DAMAGED naming it): see scanPoints. */
+  async listPoints(): Promise<PointManifest[]> {
+    const scan = await this.scanPoints()
+    if (scan.damaged.length > 0) throw scan.damaged[0]!.error
+    return scan.points
+  }
+
+  async getPoint(pointId: string): Promise<PointManifest> {
+    return (await this.manifest(pointId)).point
+  }
+
+  async *readBlockMap(pointId: string, diskIndex: number): AsyncIterable<BlockEntry> {
+    const m = await this.manifest(pointId)
+    const info = m.maps.find((d) => d.diskIndex === diskIndex)
+    if (!info) throw new EngineError('NOT_FOUND', `Recovery point ${pointId} has no disk ${diskIndex}.`)
+    yield* readSegmentedMap(this.fs, this.layout, this.ctx.keys, pointId, info)
+  }
+
+  chunkReader(): ChunkReader {
+    this.assertOpen()
+    return new LocalChunkReader(this.ctx)
+  }
+
+  async stats(): Promise<VaultStats> {
+    const table = await this.ctx.table(true)
+    const bytesOnDisk = table.packs.reduce((s, p) => s + p.sizeBytes, 0)
+    return { packs: table.packs.length, bytesOnDisk, chunks: table.size, points: (await this.pointIds()).length }
+  }
+
+  // ---------------------------------------------------------------- verify
+
+  async verify(options: VerifyOptions): Promise<VerifyReport> {
+    this.assertOpen()
+    const problems: VerifyProblem[] = []
+    let dropped = 0
+    const report = (p: VerifyProblem): void => {
+      if (problems.length < MAX_PROBLEMS) problems.push(p)
+      else dropped++
+    }
+    const checked = { packs: 0, chunks: 0, points: 0, chunksRead: 0, bytesRead: 0 }
+    try {
+      await readGeneration(this.fs, this.layout, this.ctx.keys, this.id)
+    } catch (err) {
+      report({ kind: 'generation', object: 'generations', message: messageOf(err), affectedPoints: [] })
+    }
+    // 1. pack indexes → a fresh table (independent of what this process cached)
+    const table = new ChunkTable()
+    const packEntries = new Map<number, PackIndexEntry[]>()
+    const packs = await this.ctx.listPacks()
+    const damagedPacks = new Set<string>()
+    for (const [i, hex] of packs.entries()) {
+      options.onProgress?.({ phase: 'indexes', done: i, total: packs.length })
+      try {
+        const idx = await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)
+        const n = table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.entries.length })
+        for (const e of idx.entries) table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
+        if (options.readData) packEntries.set(n, idx.entries)
+        checked.packs++
+      } catch (err) {
+        damagedPacks.add(hex)
+        report({ kind: 'pack-index', object: `pack:${hex}`, message: messageOf(err), affectedPoints: [] })
+      }
+    }
+    checked.chunks = table.size
+    // 2. --read-data: open every record of every pack
+    const corrupt = new Map<string, { pack: string; error: string }>() // chunk hex → where
+    if (options.readData) {
+      let done = 0
+      for (const [n, entries] of packEntries) {
+        if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Verify was cancelled.')
+        options.onProgress?.({ phase: 'data', done: done++, total: packEntries.size })
+        const pack = table.packs[n]!
+        try {
+          await openPackRecords(this.ctx.pool(), this.fs, packPath(this.layout, pack.hex), pack.id, entries, { returnPlain: false, blockSize: this.blockSize }, (k, _p, error) => {
+            checked.chunksRead++
+            checked.bytesRead += entries[k]!.length
+            const e = entries[k]!
+            if (!error) return
+            // only the copy the table uses matters to points (a duplicate elsewhere may be fine)
+            const loc = table.get(e.chunkId)
+            if (loc && loc.pack === n && loc.offset === e.offset) corrupt.set(e.chunkId.toString('hex'), { pack: pack.hex, error })
+          })
+        } catch (err) {
+          damagedPacks.add(pack.hex)
+          for (const e of entries) {
+            const loc = table.get(e.chunkId)
+            if (loc && loc.pack === n) corrupt.set(e.chunkId.toString('hex'), { pack: pack.hex, error: messageOf(err) })
+          }
+        }
+      }
+    }
+    // 3. points: manifests and block maps; which chunks they need
+    const referencedPacks = new Set<number>()
+    const missingBy = new Map<string, Map<string, Set<string>>>() // chunk → point → disks
+    const corruptBy = new Map<string, Map<string, Set<string>>>()
+    const note = (m: Map<string, Map<string, Set<string>>>, chunk: string, point: string, disk: string): void => {
+      let byPoint = m.get(chunk)
+      if (!byPoint) m.set(chunk, (byPoint = new Map()))
+      let disks = byPoint.get(point)
+      if (!disks) byPoint.set(point, (disks = new Set()))
+      disks.add(disk)
+    }
+    const ids = await this.pointIds()
+    for (const [i, pointId] of ids.entries()) {
+      options.onProgress?.({ phase: 'points', done: i, total: ids.length })
+      let m: StoredManifest
+      try {
+        this.ctx.forgetManifest(pointId)
+        m = await this.manifest(pointId)
+      } catch (err) {
+        report({ kind: 'manifest', object: `point:${pointId}`, message: messageOf(err), affectedPoints: [{ pointId, disks: [] }] })
+        continue
+      }
+      checked.points++
+      for (const info of m.maps) {
+        const diskName = m.point.disks.find((d) => d.index === info.diskIndex)?.name ?? String(info.diskIndex)
+        try {
+          for await (const entry of readSegmentedMap(this.fs, this.layout, this.ctx.keys, pointId, info)) {
+            if (entry.kind !== 'data') continue
+            const loc = table.get(entry.chunkId)
+            const hex = entry.chunkId.toString('hex')
+            if (!loc) note(missingBy, hex, pointId, diskName)
+            else {
+              referencedPacks.add(loc.pack)
+              if (corrupt.has(hex)) note(corruptBy, hex, pointId, diskName)
+            }
+          }
+        } catch (err) {
+          report({ kind: 'block-map', object: `map:${pointId}/${info.diskIndex}`, message: messageOf(err), affectedPoints: [{ pointId, disks: [diskName] }] })
+        }
+      }
+    }
+    const affected = (byPoint: Map<string, Set<string>> | undefined): AffectedPoint[] =>
+      [...(byPoint ?? new Map<string, Set<string>>()).entries()].map(([pointId, disks]) => ({ pointId, disks: [...disks].sort() }))
+    for (const [hex, where] of corrupt) {
+      report({
+        kind: 'chunk-corrupt',
+        object: `chunk:${hex}`,
+        message: `Chunk ${hex} in pack ${where.pack} ${where.error}.`,
+        affectedPoints: affected(corruptBy.get(hex)),
+      })
+    }
+    for (const [hex, byPoint] of missingBy) {
+      report({
+        kind: 'chunk-missing',
+        object: `chunk:${hex}`,
+        message: `Chunk ${hex} is referenced but not in any readable pack${damagedPacks.size ? ` (damaged packs: ${[...damagedPacks].join(', ')})` : ''}.`,
+        affectedPoints: affected(byPoint),
+      })
+    }
+    // A pack whose index is unreadable hides which chunks it held: the points missing chunks are its suspects.
+    const suspects = new Map<string, Set<string>>()
+    for (const byPoint of missingBy.values()) {
+      for (const [pt, disks] of byPoint) {
+        let s = suspects.get(pt)
+        if (!s) suspects.set(pt, (s = new Set()))
+        for (const d of disks) s.add(d)
+      }
+    }
+    for (const p of problems) if (p.kind === 'pack-index') p.affectedPoints = affected(suspects)
+    if (dropped > 0) problems.push({ kind: 'truncated', object: 'report', message: `${dropped} more problems not listed.`, affectedPoints: [] })
+    const unreferencedPacks = table.packs.filter((_, n) => !referencedPacks.has(n)).length
+    return { ok: problems.length === 0, problems, checked, unreferencedPacks }
+  }
+
+  // ---------------------------------------------------------------- delete / prune
+
+  async deletePoints(ids: string[]): Promise<number> {
+    const r = await this.prune({ deletePointIds: ids, gc: false } as PruneOptions & { deletePointIds: string[] })
+    return r.pointsRemoved
+  }
+
+  /**
+   * Under the exclusive lock: deletes the manifests of `deletePointIds`, then (unless gc: false)
+   * marks every chunk the remaining points reference, deletes packs with no live chunk, rewrites
+   * packs whose live share is below `repackBelowOccupancy` (new packs durable before old ones go),
+   * removes orphan block maps and temp files. Crash-safe at every step; a backup that lost its lock
+   * meanwhile cannot commit (the first prune generation is written before anything is deleted).
+   */
+  async prune(options: PruneOptions & { deletePointIds?: string[]; gc?: boolean } = {}): Promise<PruneResult> {
+    this.assertOpen()
+    const result: PruneResult = { pointsRemoved: 0, bytesFreed: 0, packsDeleted: 0, packsRepacked: 0 }
+    const lock = await VaultLock.acquire(this.fs, this.layout, 'exclusive', this.lockOptions('prune'))
+    try {
+      const startGen = await bumpGeneration(this.fs, this.layout, this.ctx.keys, this.id, 'prune')
+      const onProgress = options.onProgress
+      // 1. delete manifests
+      const toDelete = options.deletePointIds ?? []
+      for (const [i, id] of toDelete.entries()) {
+        onProgress?.({ phase: 'delete', done: i, total: toDelete.length })
+        if (!POINT_ID_RE.test(id)) throw new EngineError('POINT_NOT_FOUND', `"${id}" is not a recovery point id.`)
+        const path = manifestPath(this.layout, id)
+        const st = await this.fs.stat(path)
+        if (!st) continue
+        await unlinkDurable(this.fs, path)
+        this.ctx.forgetManifest(id)
+        result.pointsRemoved++
+      }
+      if (options.gc === false) {
+        for (const id of toDelete) await this.removeMapDir(id)
+        await lock.assertHeld()
+        return result
+      }
+      // 2. fresh table from every readable pack
+      const table = new ChunkTable()
+      const packs = await this.ctx.listPacks()
+      const unreadable = new Set<string>()
+      const entriesOf = new Map<number, PackIndexEntry[]>()
+      for (const hex of packs) {
+        try {
+          const idx = await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)
+          const n = table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.entries.length })
+          for (const e of idx.entries) table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
+          entriesOf.set(n, idx.entries)
+        } catch {
+          unreadable.add(hex) // never delete what cannot be read; verify reports it
+        }
+      }
+      // 3. mark
+      const live = new Uint8Array(table.slotCount)
+      const ids = await this.pointIds()
+      for (const [i, pointId] of ids.entries()) {
+        onProgress?.({ phase: 'mark', done: i, total: ids.length })
+        this.ctx.forgetManifest(pointId)
+        const m = await this.manifest(pointId).catch((err: unknown) => {
+          throw new EngineError('VAULT_DAMAGED', `Prune stopped: the manifest of recovery point ${pointId} cannot be read, so what it references is unknown. Run "tresor verify" first.`, { cause: err })
+        })
+        for (const info of m.maps) {
+          for await (const entry of readSegmentedMap(this.fs, this.layout, this.ctx.keys, pointId, info)) {
+            if (entry.kind !== 'data') continue
+            const slot = table.find(entry.chunkId)
+            if (slot >= 0) live[slot] = 1
+          }
+        }
+      }
+      // 4. sweep: per pack, live records (the copy the table points to) vs all records
+      const liveBy = new Map<number, PackIndexEntry[]>()
+      for (const [n, entries] of entriesOf) {
+        const keep: PackIndexEntry[] = []
+        for (const e of entries) {
+          const slot = table.find(e.chunkId)
+          if (slot < 0 || !live[slot]) continue
+          const loc = table.location(slot)
+          if (loc.pack === n && loc.offset === e.offset) keep.push(e)
+        }
+        liveBy.set(n, keep)
+      }
+      const threshold = options.repackBelowOccupancy ?? 0.5
+      const toRemove: number[] = []
+      const toRepack: number[] = []
+      for (const [n, entries] of entriesOf) {
+        const keep = liveBy.get(n)!
+        if (keep.length === 0) toRemove.push(n)
+        else if (threshold > 0) {
+          const liveBytes = keep.reduce((s, e) => s + e.length, 0)
+          const allBytes = entries.reduce((s, e) => s + e.length, 0)
+          if (liveBytes / allBytes < threshold) toRepack.push(n)
+        }
+      }
+      // small packs (e.g. the tail pack of every backup) are worth merging too
+      if (threshold > 0) {
+        const small = [...entriesOf.keys()].filter((n) => !toRemove.includes(n) && !toRepack.includes(n) && table.packs[n]!.sizeBytes < this.ctx.packTargetBytes / 8)
+        if (small.length > 1) toRepack.push(...small)
+      }
+      if (toRepack.length > 0) {
+        const fresh = new ChunkTable()
+        const session = new LocalBackupSession(this.ctx, lock, startGen, undefined, { table: fresh })
+        const zero = Buffer.alloc(16)
+        for (const [i, n] of toRepack.entries()) {
+          onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
+          const pack = table.packs[n]!
+          const keep = liveBy.get(n)!
+          for (let b = 0; b < keep.length; b += REPACK_BATCH) {
+            const batch = keep.slice(b, b + REPACK_BATCH)
+            const plains: Buffer[] = []
+            await openPackRecords(this.ctx.pool(), this.fs, packPath(this.layout, pack.hex), pack.id, batch, { returnPlain: true, blockSize: this.blockSize }, (k, plain, error) => {
+              if (error || !plain) throw new EngineError('CHUNK_CORRUPT', `Prune stopped: chunk ${batch[k]!.chunkId.toString('hex')} in pack ${pack.hex} ${error ?? 'is unreadable'}. Run "tresor verify --read-data".`)
+              plains[k] = plain
+            })
+            for (const plain of plains) await session.putBlock(plain, zero)
+          }
+        }
+        const written = await session.flushPacks()
+        for (const w of written) result.bytesFreed -= (await this.fs.stat(w.finalPath))?.size ?? 0
+        result.packsRepacked = toRepack.length
+        toRemove.push(...toRepack)
+      }
+      // new packs are durable: now the old ones may go
+      await lock.assertHeld()
+      for (const [i, n] of toRemove.entries()) {
+        onProgress?.({ phase: 'sweep', done: i, total: toRemove.length })
+        const pack = table.packs[n]!
+        await unlinkDurable(this.fs, packPath(this.layout, pack.hex))
+        result.bytesFreed += pack.sizeBytes
+        result.packsDeleted++
+      }
+      // 5. orphans: block maps without a manifest, temp files (no writer can run: exclusive lock)
+      const keepIds = new Set(await this.pointIds())
+      for (const name of await readdirIfExists(this.fs, this.layout.maps)) {
+        if (!keepIds.has(name)) await this.removeMapDir(name)
+      }
+      for (const name of await readdirIfExists(this.fs, this.layout.tmp)) await this.fs.unlink(join(this.layout.tmp, name)).catch(() => undefined)
+      await trimGenerations(this.fs, this.layout)
+      await bumpGeneration(this.fs, this.layout, this.ctx.keys, this.id, 'prune')
+      return result
+    } finally {
+      this.ctx.invalidateTable()
+      await lock.release()
+    }
+  }
+
+  private async removeMapDir(pointId: string): Promise<void> {
+    const dir = mapDir(this.layout, pointId)
+    for (const name of await readdirIfExists(this.fs, dir)) await this.fs.unlink(join(dir, name)).catch(() => undefined)
+    await this.fs.rmdir(dir).catch(() => undefined)
+    await this.fs.syncDir(this.layout.maps).catch(() => undefined)
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new EngineError('INVALID_INPUT', 'This vault is closed.')
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.ctx.dispose()
+  }
+}
+
+function messageOf(err: unknown): string {
+  return isEngineError(err) ? err.userMessage : (err as Error)?.message ?? String(err)
 }

@@ -1,0 +1,105 @@
+/**
+ * Sealing and opening chunk records (FORMAT.md "Chunk record"). Used inside the chunk workers.
+ *
+ * seal:  plaintext → zstd (kept only when it saves ≥ MIN_GAIN) → AES-256-GCM with a random nonce
+ *        and AAD = chunk id + pack id + ordinal + flags → `nonce | ciphertext | tag`.
+ * open:  the reverse, then the keyed BLAKE3 of the plaintext must equal the chunk id (I3).
+ * Buffers are reused: one compression scratch and one decompression scratch per codec.
+ */
+import { createCipheriv, createDecipheriv, createSecretKey, randomFillSync, type KeyObject } from 'node:crypto'
+import { Blake3Hasher } from '@napi-rs/blake-hash'
+import zstd from 'zstd-napi/binding.js'
+import { CHUNK_AAD_BYTES, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, chunkAad } from './crypto.js'
+
+/** Store compressed only when it saves at least this fraction of the plaintext. */
+export const MIN_COMPRESSION_GAIN = 0.03
+export const FLAG_ZSTD = 1
+
+export interface CodecConfig {
+  dataKey: Uint8Array
+  chunkIdKey: Uint8Array
+  blockSize: number
+  compressionLevel: number
+  /** Test hook: flip a bit of every compressed output before encryption (a buggy compressor). */
+  corruptCompressor?: boolean
+}
+
+export interface SealOutcome {
+  storedLength: number
+  flags: number
+}
+
+export class ChunkCodec {
+  private readonly dataKey: KeyObject
+  private readonly chunkIdKey: Buffer
+  private readonly cctx = new zstd.CCtx()
+  private readonly dctx = new zstd.DCtx()
+  private readonly compressScratch: Buffer
+  private readonly plainScratch: Buffer
+  private readonly nonce = Buffer.alloc(NONCE_BYTES)
+  private readonly aad = Buffer.alloc(CHUNK_AAD_BYTES)
+
+  constructor(private readonly config: CodecConfig) {
+    this.dataKey = createSecretKey(Buffer.from(config.dataKey))
+    this.chunkIdKey = Buffer.from(config.chunkIdKey)
+    this.compressScratch = Buffer.allocUnsafe(zstd.compressBound(config.blockSize))
+    this.plainScratch = Buffer.allocUnsafe(config.blockSize)
+  }
+
+  /** Seals `plain` into `out` (capacity ≥ plain.length + 28). */
+  seal(plain: Buffer, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number): SealOutcome {
+    let body: Buffer = plain
+    let flags = 0
+    const n = this.cctx.compress(this.compressScratch, plain, this.config.compressionLevel)
+    if (n > 0 && n <= plain.length * (1 - MIN_COMPRESSION_GAIN)) {
+      body = this.compressScratch.subarray(0, n)
+      flags = FLAG_ZSTD
+      if (this.config.corruptCompressor) body[n >> 1]! ^= 0x10
+    }
+    randomFillSync(this.nonce)
+    const cipher = createCipheriv('aes-256-gcm', this.dataKey, this.nonce)
+    cipher.setAAD(chunkAad(packId, ordinal, flags, chunkId, this.aad))
+    this.nonce.copy(out, 0)
+    let p = NONCE_BYTES
+    p += cipher.update(body).copy(out, p)
+    p += cipher.final().copy(out, p)
+    p += cipher.getAuthTag().copy(out, p)
+    return { storedLength: p, flags }
+  }
+
+  /**
+   * Opens one record; returns the plaintext as a view of an internal scratch buffer (valid until the
+   * next call) or a string naming the failure.
+   */
+  open(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number): Buffer | string {
+    if (record.length < SEAL_OVERHEAD) return 'record too short'
+    let body: Buffer
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', this.dataKey, record.subarray(0, NONCE_BYTES))
+      decipher.setAAD(chunkAad(packId, ordinal, flags, chunkId, this.aad))
+      decipher.setAuthTag(record.subarray(record.length - TAG_BYTES))
+      const a = decipher.update(record.subarray(NONCE_BYTES, record.length - TAG_BYTES))
+      const b = decipher.final()
+      body = b.length ? Buffer.concat([a, b]) : a
+    } catch {
+      return 'failed authentication (altered, truncated or moved)'
+    }
+    let plain: Buffer
+    if (flags & FLAG_ZSTD) {
+      try {
+        const n = this.dctx.decompress(this.plainScratch, body)
+        plain = this.plainScratch.subarray(0, n)
+      } catch {
+        return 'could not be decompressed'
+      }
+    } else {
+      if (body.length > this.config.blockSize) return 'is larger than a block'
+      plain = body
+    }
+    const id = Blake3Hasher.newKeyed(this.chunkIdKey).update(plain).digestBuffer()
+    if (!id.equals(Buffer.from(chunkId.buffer, chunkId.byteOffset, chunkId.byteLength))) return 'content does not match its id'
+    return plain
+  }
+}
+
+export { SEAL_OVERHEAD }

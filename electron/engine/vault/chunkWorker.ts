@@ -1,0 +1,38 @@
+/**
+ * Task module of the vault's worker pool: seals and opens chunk records (chunkCodec.ts).
+ * Buffers arrive and return as transferables, so the caller's buffer pool circulates.
+ */
+import { workerData } from 'node:worker_threads'
+import { serveTasks } from '../workers/pool.js'
+import { ChunkCodec, type CodecConfig } from './chunkCodec.js'
+import type { ChunkTask, ChunkTaskResult } from './chunkTasks.js'
+
+const codec = new ChunkCodec(workerData as CodecConfig)
+
+serveTasks<ChunkTask, ChunkTaskResult>((task) => {
+  if (task.kind === 'seal') {
+    const plain = Buffer.from(task.input, 0, task.length)
+    const out = Buffer.from(task.output)
+    const r = codec.seal(plain, out, task.chunkId, task.packId, task.ordinal)
+    return { value: { kind: 'seal', input: task.input, output: task.output, storedLength: r.storedLength, flags: r.flags }, transfer: [task.input, task.output] }
+  }
+  // open: records packed in `buf`; plaintexts copied into one new buffer when wanted
+  const buf = Buffer.from(task.buf)
+  const errors: Array<string | null> = []
+  const lengths: number[] = []
+  const plainOut = task.returnPlain ? Buffer.allocUnsafeSlow(task.entries.length * task.blockSize) : undefined
+  let p = 0
+  for (const e of task.entries) {
+    const r = codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags)
+    if (typeof r === 'string') {
+      errors.push(r)
+      lengths.push(0)
+      continue
+    }
+    errors.push(null)
+    lengths.push(r.length)
+    if (plainOut) p += r.copy(plainOut, p)
+  }
+  const value: ChunkTaskResult = { kind: 'open', buf: task.buf, errors, lengths, plain: plainOut ? (plainOut.buffer as ArrayBuffer) : undefined }
+  return { value, transfer: plainOut ? [task.buf, plainOut.buffer as ArrayBuffer] : [task.buf] }
+})

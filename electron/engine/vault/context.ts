@@ -1,0 +1,149 @@
+/** What every part of an open vault shares: fs, paths, keys, params, the worker pool and the chunk table. */
+import { availableParallelism } from 'node:os'
+import { join } from 'node:path'
+import { WorkerPool } from '../workers/pool.js'
+import type { ChunkTask, ChunkTaskResult } from './chunkTasks.js'
+import type { CodecConfig } from './chunkCodec.js'
+import { ChunkTable } from './chunkTable.js'
+import type { VaultConfig } from './config.js'
+import type { VaultKeys } from './crypto.js'
+import { readGeneration } from './generation.js'
+import { PACK_ID_RE, packPath, type VaultLayout } from './layout.js'
+import { readPackIndex } from './pack.js'
+import type { Clock, OpenVaultOptions, VaultTestHooks } from './types.js'
+import { readdirIfExists, type VaultFs } from './vaultFs.js'
+
+export interface DamagedPack {
+  hex: string
+  error: unknown
+}
+
+export class VaultContext {
+  readonly blockSize: number
+  readonly packTargetBytes: number
+  readonly segmentEntries: number
+  readonly vaultId: string
+  readonly maxInFlight: number
+  readonly workerCount: number
+  readonly hooks: VaultTestHooks
+  private poolInstance: WorkerPool<ChunkTask, ChunkTaskResult> | undefined
+  private tableInstance: ChunkTable | undefined
+  private tableLastPrune = -1
+  private loading: Promise<ChunkTable> | undefined
+  damagedPacks: DamagedPack[] = []
+  private readonly manifestCache = new Map<string, unknown>()
+
+  constructor(
+    readonly fs: VaultFs,
+    readonly layout: VaultLayout,
+    readonly keys: VaultKeys,
+    readonly config: VaultConfig,
+    readonly clock: Clock,
+    readonly options: OpenVaultOptions,
+  ) {
+    this.blockSize = config.params.blockSize
+    this.packTargetBytes = config.params.packTargetBytes
+    this.segmentEntries = config.params.mapSegmentEntries
+    this.vaultId = config.vaultId
+    this.workerCount = Math.max(1, options.workers ?? Math.min(4, availableParallelism()))
+    this.maxInFlight = Math.max(1, options.maxBlocksInFlight ?? 2 * this.workerCount + 2)
+    this.hooks = options.testHooks ?? {}
+  }
+
+  pool(): WorkerPool<ChunkTask, ChunkTaskResult> {
+    if (!this.poolInstance) {
+      const workerData: CodecConfig = {
+        dataKey: this.keys.data,
+        chunkIdKey: this.keys.chunkId,
+        blockSize: this.blockSize,
+        compressionLevel: this.config.params.compressionLevel,
+        corruptCompressor: this.hooks.corruptCompressor ?? false,
+      }
+      const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js'
+      this.poolInstance = new WorkerPool<ChunkTask, ChunkTaskResult>(new URL(`./chunkWorker${ext}`, import.meta.url), {
+        size: this.workerCount,
+        maxQueue: this.workerCount * 2,
+        workerData,
+        name: 'vault chunk worker',
+      })
+    }
+    return this.poolInstance
+  }
+
+  cachedManifest<T>(id: string): T | undefined {
+    return this.manifestCache.get(id) as T | undefined
+  }
+
+  cacheManifest(id: string, m: unknown): void {
+    if (this.manifestCache.size > 256) this.manifestCache.clear()
+    this.manifestCache.set(id, m)
+  }
+
+  forgetManifest(id: string): void {
+    this.manifestCache.delete(id)
+  }
+
+  /** Drops the chunk table (after a prune in this process). */
+  invalidateTable(): void {
+    this.tableInstance = undefined
+    this.tableLastPrune = -1
+  }
+
+  /** Lists pack ids present in the vault. */
+  async listPacks(): Promise<string[]> {
+    const out: string[] = []
+    for (const sub of await readdirIfExists(this.fs, this.layout.packs)) {
+      if (!/^[0-9a-f]{2}$/.test(sub)) continue
+      for (const name of await readdirIfExists(this.fs, join(this.layout.packs, sub))) {
+        if (PACK_ID_RE.test(name) && name.startsWith(sub)) out.push(name)
+      }
+    }
+    return out.sort()
+  }
+
+  /**
+   * The chunk table, loaded on first use and brought up to date with packs added since (by this or
+   * another process). If a prune ran since it was built (generation record), it is rebuilt: pruned
+   * packs must never be deduplicated against.
+   */
+  async table(refresh = false): Promise<ChunkTable> {
+    if (this.tableInstance && !refresh) return this.tableInstance
+    if (this.loading) return this.loading
+    this.loading = this.loadTable().finally(() => (this.loading = undefined))
+    return this.loading
+  }
+
+  private async loadTable(): Promise<ChunkTable> {
+    const gen = await readGeneration(this.fs, this.layout, this.keys, this.vaultId)
+    if (!this.tableInstance || gen.lastPrune !== this.tableLastPrune) {
+      this.tableInstance = new ChunkTable()
+      this.damagedPacks = []
+    }
+    this.tableLastPrune = gen.lastPrune
+    const table = this.tableInstance
+    const missing = (await this.listPacks()).filter((hex) => table.packNumber(hex) === undefined)
+    const damaged: DamagedPack[] = []
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < missing.length) {
+        const hex = missing[next++]!
+        try {
+          const idx = await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize)
+          const n = table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.entries.length })
+          for (const e of idx.entries) table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
+        } catch (error) {
+          // A damaged pack's chunks are simply unknown: a backup stores them again, verify reports it.
+          damaged.push({ hex, error })
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: 8 }, worker))
+    this.damagedPacks = [...this.damagedPacks.filter((d) => !damaged.some((x) => x.hex === d.hex)), ...damaged]
+    return table
+  }
+
+  async dispose(): Promise<void> {
+    await this.poolInstance?.dispose()
+    this.poolInstance = undefined
+  }
+}

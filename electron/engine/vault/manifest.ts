@@ -1,0 +1,192 @@
+/**
+ * Manifests and block maps (FORMAT.md "Manifest", "Block map segment").
+ * A block map is stored in segments of `segmentEntries` entries, each its own encrypted object, so
+ * neither writing nor reading a map ever holds more than one segment (I7).
+ */
+import { EngineError } from '../errors.js'
+import type { BlockEntry, BlockMapWriter, PointManifest } from './api.js'
+import { damaged, openObject, sealObject, type VaultKeys } from './crypto.js'
+import { manifestPath, mapDir, mapSegmentPath, type VaultLayout } from './layout.js'
+import { readFileIfExists, vaultIoError, writeFileAtomic, type VaultFs } from './vaultFs.js'
+
+export const KIND_UNALLOCATED = 0
+export const KIND_ZERO = 1
+export const KIND_DATA = 2
+const DATA_ENTRY_BYTES = 1 + 32 + 16
+
+export interface DiskMapInfo {
+  diskIndex: number
+  blockCount: number
+  segmentEntries: number
+  segments: number
+  /** Stored bytes of the segments. */
+  bytes: number
+}
+
+export interface StoredManifest {
+  formatVersion: 1
+  point: PointManifest
+  maps: DiskMapInfo[]
+  /** Generation the writing session started from. */
+  baseGeneration: number
+}
+
+export function manifestAad(pointId: string): string {
+  return `tresor/v1/manifest/${pointId}`
+}
+
+function segmentAad(pointId: string, diskIndex: number, segment: number, entries: number): string {
+  return `tresor/v1/map/${pointId}/${diskIndex}/${segment}/${entries}`
+}
+
+export function encodeManifest(keys: VaultKeys, m: StoredManifest): Buffer {
+  return sealObject(keys.meta, manifestAad(m.point.id), Buffer.from(JSON.stringify(m), 'utf8'), true)
+}
+
+export async function writeManifest(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, m: StoredManifest): Promise<number> {
+  const sealed = encodeManifest(keys, m)
+  await writeFileAtomic(fs, layout.tmp, manifestPath(layout, m.point.id), sealed)
+  return sealed.length
+}
+
+export async function readManifest(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, pointId: string): Promise<StoredManifest> {
+  const path = manifestPath(layout, pointId)
+  const raw = await readFileIfExists(fs, path)
+  if (!raw) throw new EngineError('POINT_NOT_FOUND', `Recovery point ${pointId} is not in the vault at "${layout.root}".`)
+  const plain = openObject(keys.meta, manifestAad(pointId), raw, `manifest of recovery point ${pointId}`, 64 << 20)
+  let m: StoredManifest
+  try {
+    m = JSON.parse(plain.toString('utf8')) as StoredManifest
+  } catch (err) {
+    throw damaged(`manifest of recovery point ${pointId}`, 'is not readable', err)
+  }
+  if (m.formatVersion !== 1 || !m.point || m.point.id !== pointId || !Array.isArray(m.maps) || !Array.isArray(m.point.disks)) {
+    throw damaged(`manifest of recovery point ${pointId}`, 'is malformed')
+  }
+  for (const d of m.maps) {
+    if (!Number.isInteger(d.blockCount) || d.blockCount < 0 || !Number.isInteger(d.segmentEntries) || d.segmentEntries <= 0 ||
+      d.segments !== Math.ceil(d.blockCount / d.segmentEntries)) {
+      throw damaged(`manifest of recovery point ${pointId}`, 'has an inconsistent block map description')
+    }
+  }
+  return m
+}
+
+export class SegmentedMapWriter implements BlockMapWriter {
+  private buf: Buffer
+  private pos = 0
+  private inSegment = 0
+  private total = 0
+  private segment = 0
+  private readonly flushes: Promise<void>[] = []
+  private failure: unknown
+  private finished = false
+  bytes = 0
+
+  constructor(
+    private readonly fs: VaultFs,
+    private readonly layout: VaultLayout,
+    private readonly keys: VaultKeys,
+    private readonly pointId: string,
+    readonly diskIndex: number,
+    readonly blockCount: number,
+    readonly segmentEntries: number,
+    private readonly ensureDir: () => Promise<void>,
+  ) {
+    this.buf = Buffer.allocUnsafe(4 + Math.min(segmentEntries, Math.max(1, blockCount)) * DATA_ENTRY_BYTES)
+    this.pos = 4
+  }
+
+  get entriesWritten(): number {
+    return this.total
+  }
+
+  get info(): DiskMapInfo {
+    return { diskIndex: this.diskIndex, blockCount: this.blockCount, segmentEntries: this.segmentEntries, segments: this.segment, bytes: this.bytes }
+  }
+
+  append(entry: BlockEntry): void {
+    if (this.finished) throw new EngineError('INVALID_INPUT', `Block map of disk ${this.diskIndex} is already finished.`)
+    if (this.failure) throw this.failure
+    if (this.total >= this.blockCount) {
+      throw new EngineError('INVALID_INPUT', `Block map of disk ${this.diskIndex} got more than its ${this.blockCount} entries.`)
+    }
+    if (entry.kind === 'unallocated') this.buf[this.pos++] = KIND_UNALLOCATED
+    else if (entry.kind === 'zero') this.buf[this.pos++] = KIND_ZERO
+    else {
+      if (entry.chunkId.length !== 32 || entry.checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'A data block entry needs a 32-byte chunk id and a 16-byte checksum.')
+      this.buf[this.pos++] = KIND_DATA
+      this.pos += entry.chunkId.copy(this.buf, this.pos)
+      this.pos += entry.checksum.copy(this.buf, this.pos)
+    }
+    this.total++
+    if (++this.inSegment === this.segmentEntries) this.flush()
+  }
+
+  private flush(): void {
+    const count = this.inSegment
+    const seg = this.segment++
+    this.buf.writeUInt32LE(count, 0)
+    const plain = this.buf.subarray(0, this.pos)
+    const sealed = sealObject(this.keys.meta, segmentAad(this.pointId, this.diskIndex, seg, count), plain, true)
+    this.bytes += sealed.length
+    this.pos = 4
+    this.inSegment = 0
+    const p = this.ensureDir()
+      .then(() => writeFileAtomic(this.fs, this.layout.tmp, mapSegmentPath(this.layout, this.pointId, this.diskIndex, seg), sealed))
+      .catch((err: unknown) => {
+        this.failure ??= err
+      })
+    this.flushes.push(p)
+  }
+
+  async finish(): Promise<void> {
+    if (this.finished) return
+    if (this.total !== this.blockCount) {
+      throw new EngineError('INVALID_INPUT', `Block map of disk ${this.diskIndex} has ${this.total} entries, expected ${this.blockCount}.`)
+    }
+    if (this.inSegment > 0) this.flush()
+    this.finished = true
+    await Promise.all(this.flushes)
+    if (this.failure) throw vaultIoError(this.failure, mapDir(this.layout, this.pointId), 'writing block map')
+  }
+
+  get isFinished(): boolean {
+    return this.finished
+  }
+}
+
+/** Streams a disk's block map, one segment in memory at a time. */
+export async function* readSegmentedMap(
+  fs: VaultFs,
+  layout: VaultLayout,
+  keys: VaultKeys,
+  pointId: string,
+  info: DiskMapInfo,
+): AsyncGenerator<BlockEntry> {
+  let seen = 0
+  for (let seg = 0; seg < info.segments; seg++) {
+    const expected = Math.min(info.segmentEntries, info.blockCount - seg * info.segmentEntries)
+    const path = mapSegmentPath(layout, pointId, info.diskIndex, seg)
+    const what = `block map of recovery point ${pointId} disk ${info.diskIndex} (segment ${seg})`
+    const raw = await readFileIfExists(fs, path)
+    if (!raw) throw damaged(what, 'is missing')
+    const plain = openObject(keys.meta, segmentAad(pointId, info.diskIndex, seg, expected), raw, what, 4 + expected * DATA_ENTRY_BYTES)
+    if (plain.length < 4 || plain.readUInt32LE(0) !== expected) throw damaged(what, 'has a wrong entry count')
+    let p = 4
+    for (let i = 0; i < expected; i++) {
+      const kind = plain[p++]
+      if (kind === KIND_UNALLOCATED) yield { kind: 'unallocated' }
+      else if (kind === KIND_ZERO) yield { kind: 'zero' }
+      else if (kind === KIND_DATA && p + 48 <= plain.length) {
+        const chunkId = Buffer.from(plain.subarray(p, p + 32))
+        const checksum = Buffer.from(plain.subarray(p + 32, p + 48))
+        p += 48
+        yield { kind: 'data', chunkId, checksum }
+      } else throw damaged(what, `has a malformed entry #${i}`)
+    }
+    if (p !== plain.length) throw damaged(what, 'has trailing bytes')
+    seen += expected
+  }
+  if (seen !== info.blockCount) throw damaged(`block map of recovery point ${pointId} disk ${info.diskIndex}`, 'is incomplete')
+}

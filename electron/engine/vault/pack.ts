@@ -1,0 +1,238 @@
+/**
+ * Pack files (FORMAT.md "Pack"): header | chunk records | encrypted index | trailer.
+ * A pack is written under `tmp/`, fsynced, checked (every record opened, I9), then renamed to
+ * `packs/<xx>/<id>` and the directory fsynced (I2). Packs are never modified afterwards.
+ */
+import { join } from 'node:path'
+import { EngineError } from '../errors.js'
+import { CHUNK_ID_BYTES, damaged, openObject, randomId, sealObject, type VaultKeys } from './crypto.js'
+import { packPath, type VaultLayout } from './layout.js'
+import { readExactly, vaultIoError, writeAll, type VaultFileHandle, type VaultFs } from './vaultFs.js'
+
+export const PACK_MAGIC = Buffer.from('TRSRPK01', 'ascii')
+export const TRAILER_MAGIC = Buffer.from('TPKE', 'ascii')
+export const PACK_HEADER_BYTES = 24
+export const TRAILER_BYTES = 16
+export const INDEX_ENTRY_BYTES = 49
+
+export interface PackIndexEntry {
+  chunkId: Buffer
+  offset: number
+  length: number
+  ordinal: number
+  flags: number
+  plainLength: number
+}
+
+export function indexAad(packHex: string, indexOffset: number): string {
+  return `tresor/v1/pack-index/${packHex}/${indexOffset}`
+}
+
+export function encodeIndex(entries: PackIndexEntry[]): Buffer {
+  const buf = Buffer.allocUnsafe(4 + entries.length * INDEX_ENTRY_BYTES)
+  buf.writeUInt32LE(entries.length, 0)
+  let p = 4
+  for (const e of entries) {
+    e.chunkId.copy(buf, p)
+    buf.writeUInt32LE(e.offset, p + 32)
+    buf.writeUInt32LE(e.length, p + 36)
+    buf.writeUInt32LE(e.ordinal, p + 40)
+    buf[p + 44] = e.flags
+    buf.writeUInt32LE(e.plainLength, p + 45)
+    p += INDEX_ENTRY_BYTES
+  }
+  return buf
+}
+
+export function decodeIndex(buf: Buffer, packHex: string, indexOffset: number, maxPlain: number): PackIndexEntry[] {
+  const what = `pack ${packHex} index`
+  if (buf.length < 4) throw damaged(what, 'is truncated')
+  const n = buf.readUInt32LE(0)
+  if (buf.length !== 4 + n * INDEX_ENTRY_BYTES) throw damaged(what, 'has a wrong length')
+  const out: PackIndexEntry[] = []
+  let p = 4
+  for (let i = 0; i < n; i++, p += INDEX_ENTRY_BYTES) {
+    const e: PackIndexEntry = {
+      chunkId: Buffer.from(buf.subarray(p, p + CHUNK_ID_BYTES)),
+      offset: buf.readUInt32LE(p + 32),
+      length: buf.readUInt32LE(p + 36),
+      ordinal: buf.readUInt32LE(p + 40),
+      flags: buf[p + 44]!,
+      plainLength: buf.readUInt32LE(p + 45),
+    }
+    if (e.offset < PACK_HEADER_BYTES || e.offset + e.length > indexOffset || e.flags > 1 || e.plainLength > maxPlain || e.ordinal > 0x7fffffff) {
+      throw damaged(what, `has an impossible entry (#${i})`)
+    }
+    out.push(e)
+  }
+  return out
+}
+
+/** Reads and authenticates a pack's index. Size is the file size. */
+export async function readPackIndex(
+  fs: VaultFs,
+  path: string,
+  packHex: string,
+  keys: VaultKeys,
+  maxPlain: number,
+): Promise<{ entries: PackIndexEntry[]; sizeBytes: number; indexOffset: number }> {
+  let fh: VaultFileHandle
+  try {
+    fh = await fs.open(path, 'r')
+  } catch (err) {
+    throw vaultIoError(err, path, 'opening pack')
+  }
+  try {
+    const size = await fh.size()
+    if (size < PACK_HEADER_BYTES + TRAILER_BYTES) throw damaged(`pack ${packHex}`, 'is truncated')
+    const head = Buffer.alloc(PACK_HEADER_BYTES)
+    await readExactly(fh, head, 0, PACK_HEADER_BYTES, 0, path)
+    if (!head.subarray(0, 8).equals(PACK_MAGIC) || head.subarray(8, 24).toString('hex') !== packHex) {
+      throw damaged(`pack ${packHex}`, 'has a wrong header (not this pack)')
+    }
+    const trailer = Buffer.alloc(TRAILER_BYTES)
+    await readExactly(fh, trailer, 0, TRAILER_BYTES, size - TRAILER_BYTES, path)
+    if (!trailer.subarray(12, 16).equals(TRAILER_MAGIC)) throw damaged(`pack ${packHex}`, 'has a damaged trailer (truncated?)')
+    const indexOffset = Number(trailer.readBigUInt64LE(0))
+    const indexLength = trailer.readUInt32LE(8)
+    if (indexOffset < PACK_HEADER_BYTES || indexOffset + indexLength !== size - TRAILER_BYTES) {
+      throw damaged(`pack ${packHex}`, 'has a damaged trailer (index position)')
+    }
+    const sealed = Buffer.allocUnsafe(indexLength)
+    await readExactly(fh, sealed, 0, indexLength, indexOffset, path)
+    const plain = openObject(keys.meta, indexAad(packHex, indexOffset), sealed, `pack ${packHex} index`)
+    return { entries: decodeIndex(plain, packHex, indexOffset, maxPlain), sizeBytes: size, indexOffset }
+  } catch (err) {
+    throw vaultIoError(err, path, 'reading pack')
+  } finally {
+    await fh.close().catch(() => undefined)
+  }
+}
+
+/**
+ * Builds one pack under tmp/. Ordinals are reserved in dispatch order (they go into the chunk's
+ * AAD before its size is known); records are appended at byte offsets in arrival order.
+ */
+export class PackWriter {
+  readonly id: Buffer
+  readonly hex: string
+  readonly tmpPath: string
+  readonly finalPath: string
+  readonly entries: PackIndexEntry[] = []
+  private nextOrdinal = 0
+  private writeOffset = PACK_HEADER_BYTES
+  private reservedBytes = 0
+  private readonly writes = new Set<Promise<void>>()
+  private failure: unknown
+
+  private constructor(
+    private readonly fs: VaultFs,
+    private readonly fh: VaultFileHandle,
+    layout: VaultLayout,
+    hex: string,
+    private readonly targetBytes: number,
+  ) {
+    this.hex = hex
+    this.id = Buffer.from(hex, 'hex')
+    this.tmpPath = join(layout.tmp, `${hex}.pack.tmp`)
+    this.finalPath = packPath(layout, hex)
+  }
+
+  static async create(fs: VaultFs, layout: VaultLayout, targetBytes: number): Promise<PackWriter> {
+    const hex = randomId(16)
+    const tmpPath = join(layout.tmp, `${hex}.pack.tmp`)
+    let fh: VaultFileHandle
+    try {
+      fh = await fs.open(tmpPath, 'wx')
+    } catch (err) {
+      throw vaultIoError(err, tmpPath, 'creating pack')
+    }
+    const w = new PackWriter(fs, fh, layout, hex, targetBytes)
+    const head = Buffer.concat([PACK_MAGIC, w.id])
+    w.track(writeAll(fh, head, 0, tmpPath))
+    return w
+  }
+
+  private track(p: Promise<void>): void {
+    const t = p.catch((err: unknown) => {
+      this.failure ??= vaultIoError(err, this.tmpPath, 'writing pack')
+    })
+    this.writes.add(t)
+    void t.finally(() => this.writes.delete(t))
+  }
+
+  /** True once written + reserved bytes reach the target: take no more chunks. */
+  get isFull(): boolean {
+    return this.writeOffset + this.reservedBytes >= this.targetBytes
+  }
+
+  get chunkCount(): number {
+    return this.nextOrdinal
+  }
+
+  /** Reserves an ordinal for a chunk of at most `maxStoredBytes`. */
+  reserve(maxStoredBytes: number): number {
+    this.reservedBytes += maxStoredBytes
+    return this.nextOrdinal++
+  }
+
+  /** Appends a sealed record; resolves once written (the record buffer may then be reused). */
+  async append(record: Buffer, entry: Omit<PackIndexEntry, 'offset' | 'length'>, reservedBytes: number): Promise<void> {
+    if (this.failure) throw this.failure
+    const offset = this.writeOffset
+    this.writeOffset += record.length
+    this.reservedBytes -= reservedBytes
+    this.entries.push({ ...entry, offset, length: record.length })
+    const p = writeAll(this.fh, record, offset, this.tmpPath)
+    this.track(p)
+    try {
+      await p
+    } catch (err) {
+      throw vaultIoError(err, this.tmpPath, 'writing pack')
+    }
+  }
+
+  /** Releases a reservation whose chunk will not come (error paths). */
+  unreserve(reservedBytes: number): void {
+    this.reservedBytes -= reservedBytes
+  }
+
+  /** Writes index and trailer, fsyncs and closes. The pack is still under tmp/. Returns its size. */
+  async finish(keys: VaultKeys): Promise<number> {
+    try {
+      while (this.writes.size) await Promise.all([...this.writes])
+      if (this.failure) throw this.failure
+      if (this.entries.length !== this.nextOrdinal) throw new EngineError('INTERNAL', `pack ${this.hex}: ${this.nextOrdinal - this.entries.length} chunks never arrived`)
+      const indexOffset = this.writeOffset
+      const index = sealObject(keys.meta, indexAad(this.hex, indexOffset), encodeIndex(this.entries), false)
+      const trailer = Buffer.alloc(TRAILER_BYTES)
+      trailer.writeBigUInt64LE(BigInt(indexOffset), 0)
+      trailer.writeUInt32LE(index.length, 8)
+      TRAILER_MAGIC.copy(trailer, 12)
+      await writeAll(this.fh, Buffer.concat([index, trailer]), indexOffset, this.tmpPath)
+      await this.fh.sync()
+      return indexOffset + index.length + TRAILER_BYTES
+    } catch (err) {
+      throw vaultIoError(err, this.tmpPath, 'writing pack')
+    } finally {
+      await this.fh.close().catch(() => undefined)
+    }
+  }
+
+  /** Moves the finished, checked pack to its final name and makes that durable. */
+  async publish(): Promise<void> {
+    try {
+      await this.fs.rename(this.tmpPath, this.finalPath)
+      await this.fs.syncDir(join(this.finalPath, '..'))
+    } catch (err) {
+      throw vaultIoError(err, this.finalPath, 'storing pack')
+    }
+  }
+
+  /** Removes the temp file (abort paths). */
+  async discard(): Promise<void> {
+    while (this.writes.size) await Promise.all([...this.writes])
+    await this.fh.close().catch(() => undefined)
+    await this.fs.unlink(this.tmpPath).catch(() => undefined)
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Reads chunk records of one pack by coalesced byte ranges and opens them in the worker pool
+ * (decrypt, decompress, re-hash). Shared by restore reads, verify --read-data, repack and the
+ * verify-before-commit of new packs (I9). Memory: at most the pool's queue of range buffers.
+ */
+import { EngineError } from '../errors.js'
+import type { WorkerPool } from '../workers/pool.js'
+import type { ChunkTask, ChunkTaskResult, OpenEntry } from './chunkTasks.js'
+import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
+
+export interface RecordItem {
+  offset: number
+  length: number
+  ordinal: number
+  flags: number
+  chunkId: Buffer
+}
+
+export const MAX_RANGE_BYTES = 4 * 1024 * 1024
+const MAX_GAP_BYTES = 256 * 1024
+
+/**
+ * Opens `items` (records of the pack at `path`), calling `onResult(itemIndex, plain, error)` for
+ * each; `plain` is set only when `returnPlain` (a Buffer the callee may keep). Missing file →
+ * CHUNK_MISSING; I/O failures → their EngineError. Corrupt records are reported through `error`.
+ */
+export async function openPackRecords(
+  pool: WorkerPool<ChunkTask, ChunkTaskResult>,
+  fs: VaultFs,
+  path: string,
+  packId: Buffer,
+  items: RecordItem[],
+  options: { returnPlain: boolean; blockSize: number; signal?: AbortSignal },
+  onResult: (index: number, plain: Buffer | undefined, error: string | null) => void,
+): Promise<void> {
+  if (items.length === 0) return
+  const order = items.map((_, i) => i).sort((a, b) => items[a]!.offset - items[b]!.offset)
+  let fh: VaultFileHandle
+  try {
+    fh = await fs.open(path, 'r')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new EngineError('CHUNK_MISSING', `Pack "${path}" is missing from the vault. Run "tresor verify" to see which recovery points it affects.`, { cause: err })
+    }
+    throw vaultIoError(err, path, 'opening pack')
+  }
+  const results: Promise<void>[] = []
+  try {
+    let i = 0
+    while (i < order.length) {
+      if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Cancelled.')
+      const first = items[order[i]!]!
+      const start = first.offset
+      let end = first.offset + first.length
+      const group: number[] = [order[i]!]
+      i++
+      while (i < order.length) {
+        const it = items[order[i]!]!
+        if (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end) break
+        end = it.offset + it.length
+        group.push(order[i]!)
+        i++
+      }
+      const buf = Buffer.allocUnsafeSlow(end - start)
+      await readExactly(fh, buf, 0, end - start, start, path)
+      const entries: OpenEntry[] = group.map((k) => {
+        const it = items[k]!
+        return { start: it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
+      })
+      const ab = buf.buffer as ArrayBuffer
+      const { result } = await pool.submit({ kind: 'open', buf: ab, entries, packId, blockSize: options.blockSize, returnPlain: options.returnPlain }, [ab])
+      results.push(
+        result.then((r) => {
+          if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
+          let p = 0
+          const plain = r.plain ? Buffer.from(r.plain) : undefined
+          group.forEach((k, j) => {
+            const len = r.lengths[j]!
+            onResult(k, plain && r.errors[j] === null ? plain.subarray(p, p + len) : undefined, r.errors[j] ?? null)
+            p += len
+          })
+        }),
+      )
+    }
+    await Promise.all(results)
+  } catch (err) {
+    await Promise.allSettled(results)
+    throw vaultIoError(err, path, 'reading pack')
+  } finally {
+    await fh.close().catch(() => undefined)
+  }
+}

@@ -1,0 +1,346 @@
+/**
+ * A backup session (api.ts BackupSession): holds a shared lock, hashes blocks on the calling thread
+ * (keyed BLAKE3 runs at several GB/s here, see test/bench/vaultHash.ts), deduplicates against the
+ * chunk table and its own pending chunks, and sends new blocks to the worker pool to be sealed.
+ * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Each full pack is finished,
+ * read back and opened in the workers (I9), then published; `commit` waits for all packs, the
+ * block maps, re-checks the lock and the generation, and only then writes the manifest (I1).
+ */
+import { EngineError, isEngineError } from '../errors.js'
+import type { BackupSession, BlockMapWriter, NewPoint, PointDisk, PointManifest, PutResult } from './api.js'
+import { chunkIdOf, randomId, SEAL_OVERHEAD } from './crypto.js'
+import { bumpGeneration, readGeneration, type GenerationRecord } from './generation.js'
+import { mapDir } from './layout.js'
+import type { VaultLock } from './locks.js'
+import { SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
+import { PackWriter } from './pack.js'
+import { openPackRecords } from './recordReader.js'
+import type { VaultContext } from './context.js'
+import type { ChunkTable } from './chunkTable.js'
+
+interface Slot {
+  input: ArrayBuffer
+  output: ArrayBuffer
+}
+
+export interface SessionPutResult extends PutResult {
+  /** For a new chunk: resolves with its exact stored bytes once sealed and written. */
+  sealed?: Promise<number>
+}
+
+export class LocalBackupSession implements BackupSession {
+  readonly blockSize: number
+  readonly pointId = randomId(8)
+  private readonly free: Slot[] = []
+  private allocated = 0
+  private readonly slotWaiters: Array<() => void> = []
+  private readonly pending = new Map<string, PackWriter>()
+  private current: PackWriter | undefined
+  private creating: Promise<PackWriter> | undefined
+  private readonly inFlight = new Set<Promise<void>>()
+  private readonly finalizing = new Set<Promise<void>>()
+  private readonly published: PackWriter[] = []
+  private readonly maps = new Map<number, SegmentedMapWriter>()
+  private mapDirReady: Promise<void> | undefined
+  private failure: unknown
+  private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open'
+  private bytesStored = 0
+  private bytesNew = 0
+
+  constructor(
+    private readonly ctx: VaultContext,
+    private readonly lock: VaultLock,
+    private readonly start: GenerationRecord,
+    private readonly signal?: AbortSignal,
+    /** Repack mode: deduplicate only against this table (fresh packs), and never release the lock. */
+    private readonly repack?: { table: ChunkTable },
+  ) {
+    this.blockSize = ctx.blockSize
+  }
+
+  private tableFor(): Promise<ChunkTable> {
+    return this.repack ? Promise.resolve(this.repack.table) : this.ctx.table()
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure
+    if (this.state !== 'open') throw new EngineError('INVALID_INPUT', `This backup session is already ${this.state}.`)
+    if (this.signal?.aborted) throw new EngineError('CANCELLED', 'The backup was cancelled.')
+  }
+
+  private fail(err: unknown): void {
+    this.failure ??= isEngineError(err) ? err : new EngineError('INTERNAL', `Backup to the vault failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+    for (const w of this.slotWaiters.splice(0)) w()
+  }
+
+  private async takeSlot(): Promise<Slot> {
+    for (;;) {
+      if (this.failure) throw this.failure
+      const s = this.free.pop()
+      if (s) return s
+      if (this.allocated < this.ctx.maxInFlight) {
+        this.allocated++
+        return {
+          input: new ArrayBuffer(this.blockSize),
+          output: new ArrayBuffer(this.blockSize + SEAL_OVERHEAD),
+        }
+      }
+      await new Promise<void>((r) => this.slotWaiters.push(r))
+    }
+  }
+
+  private giveSlot(s: Slot): void {
+    this.free.push(s)
+    this.slotWaiters.shift()?.()
+  }
+
+  private async packForNext(): Promise<PackWriter> {
+    for (;;) {
+      if (this.current && !this.current.isFull) return this.current
+      if (this.current) {
+        const full = this.current
+        this.current = undefined
+        this.startFinalize(full)
+      }
+      if (!this.creating) {
+        this.creating = PackWriter.create(this.ctx.fs, this.ctx.layout, this.ctx.packTargetBytes).finally(() => (this.creating = undefined))
+        this.current = await this.creating
+        return this.current
+      }
+      await this.creating
+    }
+  }
+
+  async putBlock(data: Buffer, checksum: Buffer): Promise<SessionPutResult> {
+    this.check()
+    if (data.length === 0 || data.length > this.blockSize) {
+      throw new EngineError('INVALID_INPUT', `A block must hold 1..${this.blockSize} bytes (got ${data.length}).`)
+    }
+    if (checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'The block checksum must be 16 bytes (XXH3-128).')
+    const chunkId = chunkIdOf(this.ctx.keys.chunkId, data)
+    const key = chunkId.toString('latin1')
+    const table = await this.tableFor()
+    if (table.has(chunkId) || this.pending.has(key)) return { chunkId, isNew: false, storedBytes: 0 }
+    const slot = await this.takeSlot()
+    if (table.has(chunkId) || this.pending.has(key)) {
+      this.giveSlot(slot)
+      return { chunkId, isNew: false, storedBytes: 0 }
+    }
+    let pack: PackWriter
+    try {
+      this.check()
+      pack = await this.packForNext()
+    } catch (err) {
+      this.giveSlot(slot)
+      throw err
+    }
+    if (this.pending.has(key)) {
+      this.giveSlot(slot)
+      return { chunkId, isNew: false, storedBytes: 0 }
+    }
+    this.pending.set(key, pack)
+    const reserved = data.length + SEAL_OVERHEAD
+    const ordinal = pack.reserve(reserved)
+    Buffer.from(slot.input).set(data)
+    this.bytesNew += data.length
+    const hooks = this.ctx.hooks
+    let sealed!: Promise<number>
+    const accepted = this.ctx
+      .pool()
+      .submit(
+        { kind: 'seal', input: slot.input, length: data.length, output: slot.output, chunkId, packId: pack.id, ordinal },
+        [slot.input, slot.output],
+      )
+      .then(({ result }) => {
+        sealed = result.then(async (r) => {
+          if (r.kind !== 'seal') throw new EngineError('INTERNAL', 'unexpected worker reply')
+          const back: Slot = { input: r.input, output: r.output }
+          try {
+            const record = Buffer.from(r.output, 0, r.storedLength)
+            hooks.afterSeal?.(record)
+            await pack.append(record, { chunkId, ordinal, flags: r.flags, plainLength: data.length }, reserved)
+            this.bytesStored += r.storedLength
+            return r.storedLength
+          } finally {
+            this.giveSlot(back)
+          }
+        })
+        const tracked = sealed.then(
+          () => undefined,
+          (err: unknown) => {
+            pack.unreserve(0)
+            this.fail(err)
+          },
+        )
+        this.inFlight.add(tracked)
+        void tracked.finally(() => this.inFlight.delete(tracked))
+      })
+    try {
+      await accepted
+    } catch (err) {
+      // the slot's buffers were detached or never sent: replace them
+      this.allocated--
+      this.slotWaiters.shift()?.()
+      this.fail(err)
+      throw this.failure
+    }
+    return { chunkId, isNew: true, storedBytes: 0, sealed }
+  }
+
+  private startFinalize(pack: PackWriter): void {
+    const p = this.finalize(pack).catch((err: unknown) => this.fail(err))
+    this.finalizing.add(p)
+    void p.finally(() => this.finalizing.delete(p))
+  }
+
+  /** Finish → read back and open every record (I9) → publish → visible to dedup. */
+  private async finalize(pack: PackWriter): Promise<void> {
+    // wait for this pack's outstanding seals
+    while (pack.entries.length < pack.chunkCount) {
+      if (this.failure) throw this.failure
+      await Promise.race([...this.inFlight, new Promise((r) => setTimeout(r, 50))])
+    }
+    const size = await pack.finish(this.ctx.keys)
+    const bad: string[] = []
+    await openPackRecords(this.ctx.pool(), this.ctx.fs, pack.tmpPath, pack.id, pack.entries, { returnPlain: false, blockSize: this.blockSize }, (i, _p, error) => {
+      if (error) bad.push(`${pack.entries[i]!.chunkId.toString('hex')} (${error})`)
+    })
+    if (bad.length > 0) {
+      throw new EngineError(
+        'CHUNK_CORRUPT',
+        `A new pack did not read back correctly before commit: chunk ${bad[0]}${bad.length > 1 ? ` and ${bad.length - 1} more` : ''}. Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
+      )
+    }
+    await pack.publish()
+    this.bytesStored += size - pack.entries.reduce((s, e) => s + e.length, 0)
+    const table = await this.tableFor()
+    const n = table.addPack({ id: pack.id, hex: pack.hex, sizeBytes: size, chunkCount: pack.entries.length })
+    for (const e of pack.entries) {
+      table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
+      this.pending.delete(e.chunkId.toString('latin1'))
+    }
+    this.published.push(pack)
+  }
+
+  blockMapWriter(disk: Pick<PointDisk, 'index' | 'blockCount'>): BlockMapWriter {
+    this.check()
+    if (this.maps.has(disk.index)) throw new EngineError('INVALID_INPUT', `Disk ${disk.index} already has a block map in this session.`)
+    const w = new SegmentedMapWriter(this.ctx.fs, this.ctx.layout, this.ctx.keys, this.pointId, disk.index, disk.blockCount, this.ctx.segmentEntries, () =>
+      this.ensureMapDir(),
+    )
+    this.maps.set(disk.index, w)
+    return w
+  }
+
+  private ensureMapDir(): Promise<void> {
+    this.mapDirReady ??= (async () => {
+      await this.ctx.fs.mkdir(mapDir(this.ctx.layout, this.pointId))
+      await this.ctx.fs.syncDir(this.ctx.layout.maps)
+    })()
+    return this.mapDirReady
+  }
+
+  private async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight])
+    if (this.creating) await this.creating.catch(() => undefined)
+    if (this.current) {
+      const last = this.current
+      this.current = undefined
+      if (last.chunkCount > 0) this.startFinalize(last)
+      else await last.discard()
+    }
+    while (this.finalizing.size > 0) await Promise.all([...this.finalizing])
+  }
+
+  async commit(point: NewPoint): Promise<PointManifest> {
+    this.check()
+    this.state = 'committing'
+    try {
+      await this.drain()
+      if (this.failure) throw this.failure
+      for (const d of point.disks) {
+        const w = this.maps.get(d.index)
+        if (!w || !w.isFinished) throw new EngineError('INVALID_INPUT', `Disk ${d.index} ("${d.name}") has no finished block map.`)
+        if (w.blockCount !== d.blockCount) throw new EngineError('INVALID_INPUT', `Disk ${d.index}: block map has ${w.blockCount} entries, the point says ${d.blockCount}.`)
+      }
+      for (const idx of this.maps.keys()) {
+        if (!point.disks.some((d) => d.index === idx)) throw new EngineError('INVALID_INPUT', `A block map was written for disk ${idx}, which the point does not list.`)
+      }
+      // I13: a session that lost its lock (or whose vault was pruned meanwhile) must not commit.
+      await this.lock.assertHeld()
+      const now = await readGeneration(this.ctx.fs, this.ctx.layout, this.ctx.keys, this.ctx.vaultId)
+      if (now.lastPrune > this.start.generation) {
+        throw new EngineError('VAULT_LOCK_LOST', 'The vault was pruned while this backup ran (its lock was lost or broken). Nothing was committed; run the backup again.')
+      }
+      const mapBytes = [...this.maps.values()].reduce((s, w) => s + w.bytes, 0)
+      const manifest: PointManifest = {
+        ...point,
+        id: this.pointId,
+        blockSize: this.blockSize,
+        stats: { ...point.stats, bytesNew: point.stats.bytesNew, bytesStored: 0 },
+      }
+      const stored: StoredManifest = {
+        formatVersion: 1,
+        point: manifest,
+        maps: [...this.maps.values()].map((w) => w.info).sort((a, b) => a.diskIndex - b.diskIndex),
+        baseGeneration: this.start.generation,
+      }
+      // bytesStored: exact bytes this backup added (packs, maps, manifest), computed by the vault.
+      const estimate = this.bytesStored + mapBytes + 512
+      manifest.stats.bytesStored = estimate
+      const manifestBytes = await writeManifest(this.ctx.fs, this.ctx.layout, this.ctx.keys, stored)
+      manifest.stats.bytesStored = this.bytesStored + mapBytes + manifestBytes
+      await bumpGeneration(this.ctx.fs, this.ctx.layout, this.ctx.keys, this.ctx.vaultId, 'commit')
+      this.state = 'committed'
+      this.ctx.forgetManifest(this.pointId)
+      return manifest
+    } catch (err) {
+      this.fail(err)
+      await this.cleanup()
+      this.state = 'aborted'
+      throw this.failure
+    } finally {
+      if (!this.repack) await this.lock.release()
+    }
+  }
+
+  /** Repack mode: makes every put chunk durable in published packs; returns them. */
+  async flushPacks(): Promise<PackWriter[]> {
+    await this.drain()
+    if (this.failure) throw this.failure
+    return [...this.published]
+  }
+
+  /** Bytes of new chunks (plaintext) and stored bytes so far. */
+  progress(): { bytesNew: number; bytesStored: number } {
+    return { bytesNew: this.bytesNew, bytesStored: this.bytesStored }
+  }
+
+  private async cleanup(): Promise<void> {
+    this.fail(new EngineError('CANCELLED', 'The backup session was aborted.'))
+    await Promise.allSettled([...this.inFlight])
+    if (this.creating) await this.creating.catch(() => undefined)
+    if (this.current) await this.current.discard()
+    this.current = undefined
+    await Promise.allSettled([...this.finalizing])
+    for (const w of this.maps.values()) await w.finish().catch(() => undefined)
+    // Published packs stay (durable, unreferenced): prune reclaims them. Map segments are removed.
+    const dir = mapDir(this.ctx.layout, this.pointId)
+    try {
+      for (const name of await this.ctx.fs.readdir(dir)) await this.ctx.fs.unlink(`${dir}/${name}`).catch(() => undefined)
+      await this.ctx.fs.rmdir(dir).catch(() => undefined)
+    } catch {
+      // no map written
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.state === 'aborted' || this.state === 'committed') return
+    this.state = 'aborted'
+    try {
+      await this.cleanup()
+    } finally {
+      if (!this.repack) await this.lock.release()
+    }
+  }
+}

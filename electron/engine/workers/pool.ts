@@ -1,0 +1,202 @@
+/**
+ * A generic `worker_threads` pool for CPU work (hashing, compression, encryption).
+ *
+ * Terms
+ * - task module: an ES module that calls `serveTasks(handler)`; each worker loads it once.
+ * - task: a structured-clone message; large byte arrays travel as transferables (ArrayBuffers
+ *   moved, not copied — never serialized arrays). The handler returns `{ value, transfer }` so
+ *   buffers travel back the same way and can be reused by the caller.
+ *
+ * Contract
+ * - At most `size` tasks run at once (one per worker); at most `maxQueue` more wait. `submit`
+ *   resolves once the task is accepted (queue space), giving the result promise: a caller awaiting
+ *   `submit` in a loop is back-pressured. `run` = submit + await the result.
+ * - A task that throws rejects its promise (EngineError code and message preserved); a worker
+ *   that dies rejects its running task with INTERNAL and is replaced.
+ * - `dispose()` rejects queued tasks with CANCELLED, terminates the workers and is idempotent.
+ * - Task modules written in TypeScript (`.ts`, tests and source checkouts) are loaded through tsx.
+ */
+import { Worker, parentPort, type Transferable } from 'node:worker_threads'
+import { availableParallelism } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { EngineError } from '../errors.js'
+import { isErrorCode } from '../../shared/errors.js'
+
+export interface WorkerPoolOptions {
+  /** Number of workers (default: available parallelism). */
+  size?: number
+  /** Tasks allowed to wait beyond the running ones (default 2 × size). */
+  maxQueue?: number
+  /** Passed to every worker as `workerData` (structured clone). */
+  workerData?: unknown
+  /** For error messages and thread names. */
+  name?: string
+}
+
+export interface TaskReply<R> {
+  value: R
+  transfer?: Transferable[]
+}
+
+interface Pending<T, R> {
+  task: T
+  transfer: Transferable[]
+  resolve: (value: R) => void
+  reject: (err: unknown) => void
+}
+
+interface Slot<T, R> {
+  worker: Worker
+  running: (Pending<T, R> & { id: number }) | undefined
+}
+
+type WireReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: { code?: string; message: string; userMessage?: string } }
+
+function bootstrapFor(moduleUrl: string): { code: string; eval: boolean } {
+  if (!moduleUrl.endsWith('.ts')) return { code: fileURLToPath(moduleUrl), eval: false }
+  const tsxApi = import.meta.resolve('tsx/esm/api')
+  return {
+    code: `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(moduleUrl)}) })`,
+    eval: true,
+  }
+}
+
+export class WorkerPool<T, R> {
+  readonly size: number
+  private readonly maxQueue: number
+  private readonly slots: Slot<T, R>[] = []
+  private readonly queue: Pending<T, R>[] = []
+  private readonly spaceWaiters: Array<() => void> = []
+  private nextId = 1
+  private disposed = false
+
+  constructor(
+    private readonly moduleUrl: URL | string,
+    private readonly options: WorkerPoolOptions = {},
+  ) {
+    this.size = Math.max(1, options.size ?? availableParallelism())
+    this.maxQueue = Math.max(0, options.maxQueue ?? 2 * this.size)
+    for (let i = 0; i < this.size; i++) this.slots.push(this.spawn())
+  }
+
+  private spawn(): Slot<T, R> {
+    const boot = bootstrapFor(String(this.moduleUrl))
+    const worker = new Worker(boot.code, { eval: boot.eval, workerData: this.options.workerData, name: this.options.name ?? 'tresor-worker' })
+    worker.unref()
+    const slot: Slot<T, R> = { worker, running: undefined }
+    worker.on('message', (msg: WireReply) => this.onReply(slot, msg))
+    worker.on('error', (err) => this.onDeath(slot, err))
+    worker.on('exit', (code) => {
+      if (!this.disposed) this.onDeath(slot, new Error(`worker exited with code ${code}`))
+    })
+    return slot
+  }
+
+  private onReply(slot: Slot<T, R>, msg: WireReply): void {
+    const job = slot.running
+    if (!job || job.id !== msg.id) return
+    slot.running = undefined
+    if (msg.ok) job.resolve(msg.value as R)
+    else job.reject(reviveError(msg.error, this.options.name))
+    this.pump()
+  }
+
+  private onDeath(slot: Slot<T, R>, err: unknown): void {
+    const idx = this.slots.indexOf(slot)
+    if (idx < 0) return
+    const job = slot.running
+    slot.running = undefined
+    void slot.worker.terminate().catch(() => undefined)
+    if (job) job.reject(new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} thread failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+    if (this.disposed) return
+    this.slots[idx] = this.spawn()
+    this.pump()
+  }
+
+  private pump(): void {
+    for (const slot of this.slots) {
+      if (slot.running || this.queue.length === 0) continue
+      const job = this.queue.shift()!
+      const id = this.nextId++
+      slot.running = { ...job, id }
+      try {
+        slot.worker.postMessage({ id, task: job.task }, job.transfer)
+      } catch (err) {
+        slot.running = undefined
+        job.reject(err)
+      }
+    }
+    while (this.spaceWaiters.length > 0 && this.hasSpace()) this.spaceWaiters.shift()!()
+  }
+
+  private hasSpace(): boolean {
+    return this.queue.length < this.maxQueue || this.slots.some((s) => !s.running && this.queue.length === 0)
+  }
+
+  /** Tasks running or queued. */
+  get pending(): number {
+    return this.queue.length + this.slots.filter((s) => s.running).length
+  }
+
+  /**
+   * Enqueues `task` once there is room (back-pressure). The buffers in `transfer` are moved to the
+   * worker: the caller must not touch them until they come back in the reply.
+   */
+  async submit(task: T, transfer: Transferable[] = []): Promise<{ result: Promise<R> }> {
+    while (!this.disposed && !this.hasSpace()) await new Promise<void>((r) => this.spaceWaiters.push(r))
+    if (this.disposed) throw new EngineError('CANCELLED', 'The worker pool was closed.')
+    let resolve!: (v: R) => void
+    let reject!: (e: unknown) => void
+    const result = new Promise<R>((res, rej) => {
+      resolve = res
+      reject = rej
+    })
+    result.catch(() => undefined) // callers observe it; avoid unhandled rejections while it waits
+    this.queue.push({ task, transfer, resolve, reject })
+    this.pump()
+    return { result }
+  }
+
+  async run(task: T, transfer: Transferable[] = []): Promise<R> {
+    return (await this.submit(task, transfer)).result
+  }
+
+  /** Rejects waiting tasks, terminates the workers. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return
+    this.disposed = true
+    const cancelled = new EngineError('CANCELLED', 'The worker pool was closed.')
+    for (const job of this.queue.splice(0)) job.reject(cancelled)
+    for (const w of this.spaceWaiters.splice(0)) w()
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        slot.running?.reject(cancelled)
+        slot.running = undefined
+        await slot.worker.terminate().catch(() => undefined)
+      }),
+    )
+  }
+}
+
+function reviveError(e: { code?: string; message: string; userMessage?: string }, name?: string): Error {
+  if (e.code && isErrorCode(e.code) && e.userMessage !== undefined) return new EngineError(e.code, e.userMessage)
+  return new EngineError('INTERNAL', `A ${name ?? 'worker'} task failed: ${e.message}`)
+}
+
+/**
+ * Worker side: call once from a task module. Each task is handled in order; the reply carries
+ * `value` and moves `transfer` back to the caller.
+ */
+export function serveTasks<T, R>(handler: (task: T) => TaskReply<R> | Promise<TaskReply<R>>): void {
+  const port = parentPort
+  if (!port) throw new Error('serveTasks must run inside a worker thread')
+  port.on('message', async (msg: { id: number; task: T }) => {
+    try {
+      const reply = await handler(msg.task)
+      port.postMessage({ id: msg.id, ok: true, value: reply.value }, reply.transfer ?? [])
+    } catch (err) {
+      const e = err as Partial<EngineError> & Error
+      port.postMessage({ id: msg.id, ok: false, error: { code: e?.code, message: e?.message ?? String(err), userMessage: e?.userMessage } })
+    }
+  })
+}
