@@ -7,7 +7,7 @@ import { usage } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
 import { openCatalog } from '../../engine/catalog/index.js'
 import { deletePointRows, getCurrentVault, getVaultByPath, registerVault, replacePoints } from '../../engine/catalog/vaults.js'
-import { breakLock, createVault, DEFAULT_LOCK_LIFETIME_MS, listLocks, openVault, readVaultHeader, updateKeySlots, type LockInfo } from '../../engine/vault/index.js'
+import { breakLock, createVault, DEFAULT_LOCK_LIFETIME_MS, listLocks, readVaultHeader, updateKeySlots, type LockInfo } from '../../engine/vault/index.js'
 import { isProcessAlive } from '../../engine/vault/locks.js'
 import {
   canPrompt,
@@ -45,9 +45,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
       const masterKey = generateMasterKey()
       const slot = await wrapWithPassphrase(masterKey, passphrase)
       const { vaultId } = await createVault(path, { masterKey, keySlots: { passphrase: slot }, ...(blockSize ? { blockSize } : {}) })
-      const opened = await openVault(path, masterKey)
-      const generation = await opened.generation()
-      await opened.close()
+      const generation = 1 // createVault writes generation 1
       const catalog = openCatalog(ctx.home())
       try {
         registerVault(catalog, { id: vaultId, path, lastGeneration: generation }, { makeCurrent: true })
@@ -60,7 +58,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
           `Vault ${vaultId} created in ${path}; it is now the current vault.`,
           keychain.available
             ? 'Its key is kept in the system keychain, so scheduled backups run unattended.'
-            : `The system keychain is not available (${keychain.reason ?? 'unknown reason'}); Tresor will ask for the passphrase.`,
+            : (keychain.reason ?? 'The system keychain is not available; Tresor will ask for the passphrase.'),
           'Keep the passphrase safe: without it (or a recovery key) the backups cannot be read.',
           'Make a recovery key now with "tresor vault export-recovery-key".',
         ].join('\n'),

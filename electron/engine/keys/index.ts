@@ -21,6 +21,7 @@ export {
   SCRYPT_BOUNDS,
   MAX_PASSPHRASE_BYTES,
   generateMasterKey,
+  scryptParamsFromEnv,
   normalizePassphrase,
   wrapWithPassphrase,
   unwrapWithPassphrase,

@@ -30,8 +30,16 @@ export function promptSecret(question: string, input: NodeJS.ReadStream = proces
     }
     const onData = (chunk: Buffer | string) => {
       const text = typeof chunk === 'string' ? chunk : chunk.toString('utf8')
+      let offset = 0
       for (const ch of text) {
-        if (ch === '\r' || ch === '\n') return finish(undefined)
+        offset += ch.length
+        if (ch === '\r' || ch === '\n') {
+          // What was typed ahead belongs to the next question.
+          let rest = text.slice(offset)
+          if (ch === '\r' && rest.startsWith('\n')) rest = rest.slice(1)
+          if (rest.length > 0) input.unshift(Buffer.from(rest, 'utf8'))
+          return finish(undefined)
+        }
         if (ch === '\u0003' || (ch === '\u0004' && typed.length === 0)) {
           return finish(new EngineError('CANCELLED', 'Cancelled.'))
         }

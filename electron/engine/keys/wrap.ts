@@ -20,6 +20,21 @@ export const SCRYPT_BOUNDS = {
   saltBytes: [16, 64] as const,
 }
 
+/**
+ * scrypt cost for new key slots: DEFAULT_SCRYPT, or N = 2^TRESOR_SCRYPT_LOG2N when that variable is
+ * set (15..20: the range readers accept, so it can never produce a slot below the minimum). For
+ * slow devices and for tests that create many vaults.
+ */
+export function scryptParamsFromEnv(env: NodeJS.ProcessEnv = process.env): { N: number; r: number; p: number } {
+  const raw = env.TRESOR_SCRYPT_LOG2N
+  if (raw === undefined || raw === '') return DEFAULT_SCRYPT
+  const log2N = Number(raw)
+  if (!Number.isInteger(log2N) || log2N < SCRYPT_BOUNDS.minLog2N || log2N > SCRYPT_BOUNDS.maxLog2N) {
+    throw new EngineError('INVALID_INPUT', `TRESOR_SCRYPT_LOG2N must be an integer from ${SCRYPT_BOUNDS.minLog2N} to ${SCRYPT_BOUNDS.maxLog2N} (it is "${raw}").`)
+  }
+  return { N: 2 ** log2N, r: DEFAULT_SCRYPT.r, p: DEFAULT_SCRYPT.p }
+}
+
 /** A passphrase longer than this (after NFC, in UTF-8 bytes) is refused: nobody types 64 KiB. */
 export const MAX_PASSPHRASE_BYTES = 64 * 1024
 
@@ -58,12 +73,12 @@ export function normalizePassphrase(passphrase: string): Buffer {
 /**
  * Wraps `masterKey` under a KEK derived from `passphrase` (NFC-normalised) with scrypt and a fresh
  * salt, AES-256-GCM with a fresh nonce. Refuses an empty or whitespace-only passphrase
- * (INVALID_INPUT). `scryptParams` exist for tests of the bounds; production uses DEFAULT_SCRYPT.
+ * (INVALID_INPUT). `scryptParams` default to scryptParamsFromEnv() (normally DEFAULT_SCRYPT).
  */
 export async function wrapWithPassphrase(
   masterKey: Buffer,
   passphrase: string,
-  scryptParams: { N: number; r: number; p: number } = DEFAULT_SCRYPT,
+  scryptParams: { N: number; r: number; p: number } = scryptParamsFromEnv(),
 ): Promise<WrappedKey> {
   assertMasterKey(masterKey)
   const secret = checkNewPassphrase(passphrase)
