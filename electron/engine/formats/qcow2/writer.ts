@@ -242,6 +242,7 @@ class Qcow2Writer implements ImageWriter {
       start = this.cHost + this.cUsed
       const first = this.cs - this.cUsed
       this.cBuf.set(packed.subarray(0, first), this.cUsed)
+      this.cUsed = this.cs
       this.counts[this.cHost / this.cs - this.windowBase]! += 1
       await this.flushCompressed()
       const host = await this.allocClusters(1) // counts it once
