@@ -24,7 +24,7 @@ export async function newVault(
     blockSize: BLOCK,
     packTargetBytes: init.packTargetBytes ?? 1024 * 1024,
   })
-  const vault = await openVault(dir, key, { workers: 2, ...options })
+  const vault = await openVault(dir, key, { workers: 1, ...options })
   return { dir, key, vault, vaultId }
 }
 
@@ -32,10 +32,14 @@ export async function newVault(
 export function makeBlock(seed: number, kind: 'text' | 'random', size = BLOCK): Buffer {
   if (kind === 'random') {
     const out = Buffer.alloc(size)
-    let h = createHash('sha256').update(`seed${seed}`).digest()
-    for (let p = 0; p < size; p += 32) {
-      h.copy(out, p)
-      h = createHash('sha256').update(h).digest()
+    let x = (seed * 2654435761 + 1) >>> 0 || 1
+    for (let p = 0; p + 4 <= size; p += 4) {
+      x ^= x << 13
+      x >>>= 0
+      x ^= x >>> 17
+      x ^= x << 5
+      x >>>= 0
+      out.writeUInt32LE(x, p)
     }
     return out
   }
