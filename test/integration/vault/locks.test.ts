@@ -1,0 +1,140 @@
+import { writeFile, readdir, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { hostname } from 'node:os'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { backUp, checksumOf, makeBlock, newVault, tempDir } from './helpers.js'
+import { breakLock, listLocks, openVault, UNLOCK_COMMAND, type Clock, type LocalVault } from '../../../electron/engine/vault/index.js'
+import { EngineError } from '../../../electron/engine/errors.js'
+
+async function errorOf(p: Promise<unknown>): Promise<EngineError> {
+  try {
+    await p
+  } catch (err) {
+    if (err instanceof EngineError) return err
+    throw err
+  }
+  throw new Error('expected an error')
+}
+
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])
+  return Number(r.stdout.toString())
+}
+
+async function forgeLock(dir: string, over: Record<string, unknown>): Promise<string> {
+  const id = 'ab'.repeat(12)
+  const now = Date.now()
+  await writeFile(join(dir, 'locks', `${id}.lock`), JSON.stringify({ id, kind: 'exclusive', host: hostname(), pid: process.pid, createdAt: now, refreshedAt: now, purpose: 'forged', ...over }))
+  return id
+}
+
+describe('vault locks', () => {
+  let t: Awaited<ReturnType<typeof tempDir>>
+  let vault: LocalVault
+  let dir: string
+  let key: Buffer
+
+  beforeAll(async () => {
+    t = await tempDir()
+    ;({ vault, dir, key } = await newVault(t.dir, { locks: { lifetimeMs: 60_000 } }))
+  })
+  afterAll(async () => {
+    await vault.close()
+    await t.cleanup()
+  })
+
+  it('backups share; prune is exclusive; contention is VAULT_LOCKED', async () => {
+    const s1 = await vault.beginBackup()
+    const s2 = await vault.beginBackup()
+    expect((await listLocks(dir)).map((l) => l.kind)).toEqual(['shared', 'shared'])
+    expect((await errorOf(vault.prune())).code).toBe('VAULT_LOCKED')
+    await s1.abort()
+    await s2.abort()
+    expect(await listLocks(dir)).toEqual([])
+    await forgeLock(dir, { kind: 'exclusive' }) // a live exclusive holder (this pid)
+    const err = await errorOf(vault.beginBackup())
+    expect(err.code).toBe('VAULT_LOCKED')
+    expect(err.userMessage).toContain('forged')
+    await breakLock(dir)
+  })
+
+  it('removes a lock whose holder is a dead process on this host', async () => {
+    await forgeLock(dir, { pid: deadPid(), kind: 'exclusive' })
+    const s = await vault.beginBackup()
+    await s.abort()
+    expect(await listLocks(dir)).toEqual([])
+  })
+
+  it('reports a stale foreign lock with the command that clears it, never breaks it', async () => {
+    const id = await forgeLock(dir, { host: 'other-host', pid: 4242, refreshedAt: Date.now() - 3_600_000 })
+    const err = await errorOf(vault.beginBackup())
+    expect(err.code).toBe('VAULT_LOCK_STALE')
+    expect(err.userMessage).toContain(UNLOCK_COMMAND)
+    expect((await listLocks(dir)).map((l) => l.id)).toEqual([id])
+    // a fresh foreign lock is simply "locked"
+    await forgeLock(dir, { host: 'other-host', pid: 4242 })
+    expect((await errorOf(vault.beginBackup())).code).toBe('VAULT_LOCKED')
+    expect((await breakLock(dir, { ids: [id] })).length).toBe(1)
+    expect(await listLocks(dir)).toEqual([])
+    const s = await vault.beginBackup()
+    await s.abort()
+  })
+
+  it('a session that could not refresh its lock within the lifetime aborts before committing', async () => {
+    let offset = 0
+    const clock: Clock = { now: () => Date.now() + offset, monotonic: () => performance.now() + offset }
+    const v = await openVault(dir, key, { workers: 1, clock, locks: { lifetimeMs: 60_000, refreshMs: 3_600_000 } })
+    try {
+      const before = await v.generation()
+      const s = await v.beginBackup()
+      const b = makeBlock(5, 'text')
+      const r = await s.putBlock(b, checksumOf(b))
+      const w = s.blockMapWriter({ index: 0, blockCount: 1 })
+      w.append({ kind: 'data', chunkId: r.chunkId, checksum: checksumOf(b) })
+      await w.finish()
+      offset = 120_000 // "suspended" for two minutes
+      const err = await errorOf(
+        s.commit({
+          machineId: 'm',
+          machineName: 'm',
+          createdAt: new Date().toISOString(),
+          consistency: 'crash',
+          disks: [{ index: 0, name: 'd', virtualSize: b.length, sourceFormat: 'raw', sourcePath: '/d', allocatedBytes: b.length, blockCount: 1 }],
+          stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 },
+          labels: {},
+        }),
+      )
+      expect(err.code).toBe('VAULT_LOCK_LOST')
+      expect(await v.listPoints()).toEqual([])
+      expect(await v.generation()).toBe(before)
+      expect(await listLocks(dir)).toEqual([])
+    } finally {
+      await v.close()
+    }
+  })
+
+  it('a session whose lock file was removed (forced unlock) cannot commit', async () => {
+    const s = await vault.beginBackup()
+    for (const f of await readdir(join(dir, 'locks'))) await unlink(join(dir, 'locks', f))
+    const w = s.blockMapWriter({ index: 0, blockCount: 1 })
+    w.append({ kind: 'zero' })
+    await w.finish()
+    const err = await errorOf(
+      s.commit({
+        machineId: 'm',
+        machineName: 'm',
+        createdAt: new Date().toISOString(),
+        consistency: 'crash',
+        disks: [{ index: 0, name: 'd', virtualSize: 1, sourceFormat: 'raw', sourcePath: '/d', allocatedBytes: 0, blockCount: 1 }],
+        stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 },
+        labels: {},
+      }),
+    )
+    expect(err.code).toBe('VAULT_LOCK_LOST')
+    expect(await vault.listPoints()).toEqual([])
+    // and the vault still works
+    await backUp(vault, [{ name: 'd', blocks: ['zero'] }])
+    expect((await vault.listPoints()).length).toBe(1)
+  })
+})
