@@ -1,0 +1,125 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { join } from 'node:path'
+import { open, stat, writeFile } from 'node:fs/promises'
+import { convertImage, createImageWriter, openImage, probeFormat } from '../../../electron/engine/formats/index.js'
+import { applyOps, collectExtents, compareWithQemu, createImage, mixedOps, qemuCompare, randomBytes, requireQemu, sha256File, tempDir } from '../../helpers/qemu.js'
+
+const MiB = 1024 * 1024
+let dir = ''
+let cleanup: () => Promise<void> = async () => {}
+
+beforeAll(async () => {
+  requireQemu()
+  ;({ dir, cleanup } = await tempDir('tresor-raw-'))
+})
+afterAll(async () => {
+  await cleanup()
+})
+
+/** A sparse file: data written at a few places, holes elsewhere. */
+async function sparseFile(name: string, size: number, pieces: Array<[number, Buffer]>): Promise<string> {
+  const file = join(dir, name)
+  const fh = await open(file, 'w')
+  try {
+    await fh.truncate(size)
+    for (const [offset, data] of pieces) await fh.write(data, 0, data.length, offset)
+  } finally {
+    await fh.close()
+  }
+  return file
+}
+
+describe('raw reader', () => {
+  it('reads a sparse file exactly, reports its data in extents, and never reads holes as data', async () => {
+    const size = 16 * MiB + 512
+    const file = await sparseFile('sparse.raw', size, [
+      [0, randomBytes(1, 4096)],
+      [3 * MiB + 100, randomBytes(2, 70000)],
+      [9 * MiB, Buffer.alloc(MiB, 0x11)],
+      [size - 512, Buffer.alloc(512, 0xff)],
+    ])
+    expect(await probeFormat(file)).toBe('raw')
+    const r = await compareWithQemu(file, 'raw', dir)
+    expect(r.ourSha256).toBe(r.qemuSha256)
+    expect(r.firstOmitted).toBe(-1)
+    const image = await openImage(file)
+    try {
+      expect(image.variant).toBe('sparse')
+      const info = await image.info()
+      // Extents cover the data written (granule-rounded) and little more.
+      expect(info.allocatedBytes).toBeGreaterThanOrEqual(4096 + 70000 + MiB + 512)
+      expect(info.allocatedBytes).toBeLessThan(3 * MiB)
+    } finally {
+      await image.close()
+    }
+  })
+
+  it('a fully allocated file is one data extent; an empty sparse file has none', async () => {
+    const full = join(dir, 'full.raw')
+    await writeFile(full, randomBytes(3, 2 * MiB + 512))
+    let image = await openImage(full)
+    expect(await collectExtents(image)).toEqual([{ offset: 0, length: 2 * MiB + 512, zero: false }])
+    await image.close()
+    const empty = await sparseFile('empty.raw', 8 * MiB, [])
+    image = await openImage(empty)
+    expect(await collectExtents(image)).toEqual([])
+    expect(image.virtualSize).toBe(8 * MiB)
+    await image.close()
+  })
+
+  it('matches qemu on an image written by qemu-io (zero writes, discards, last sector)', async () => {
+    const file = join(dir, 'qemu.raw')
+    const size = 10 * MiB + 3 * 512
+    await createImage(file, 'raw', size)
+    await applyOps(file, 'raw', mixedOps(17, size, 40), dir)
+    const r = await compareWithQemu(file, 'raw', dir)
+    expect(r.ourSha256).toBe(r.qemuSha256)
+    expect(r.firstOmitted).toBe(-1)
+  })
+
+  it('refuses reads past the end', async () => {
+    const file = join(dir, 'small.raw')
+    await writeFile(file, Buffer.alloc(1024, 1))
+    const image = await openImage(file)
+    try {
+      await expect(image.read(Buffer.alloc(512), 768)).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    } finally {
+      await image.close()
+    }
+  })
+})
+
+describe('raw writer', () => {
+  it('writes holes for zero ranges, sizes the file, and matches the source', async () => {
+    const size = 12 * MiB + 512
+    const src = await sparseFile('wsrc.raw', size, [
+      [MiB, randomBytes(5, 2 * MiB)],
+      [6 * MiB, Buffer.alloc(3 * MiB)], // explicit zeros: must become a hole
+      [10 * MiB + 7, randomBytes(6, 1000)],
+      [size - 100, Buffer.alloc(100, 9)],
+    ])
+    const out = join(dir, 'wout.raw')
+    const { bytesWritten } = await convertImage(src, out, 'raw')
+    expect(bytesWritten).toBeGreaterThan(2 * MiB)
+    expect(bytesWritten).toBeLessThan(3 * MiB)
+    const st = await stat(out)
+    expect(st.size).toBe(size)
+    expect(st.blocks * 512).toBeLessThan(3 * MiB) // sparse: not 12 MiB
+    expect(await sha256File(out)).toBe(await sha256File(src))
+    expect((await qemuCompare(src, 'raw', out, 'raw')).same).toBe(true)
+  })
+
+  it('refuses an existing file unless overwrite, and accepts unaligned writes', async () => {
+    const out = join(dir, 'exists.raw')
+    await writeFile(out, 'keep me')
+    await expect(createImageWriter(out, 'raw', { virtualSize: MiB })).rejects.toMatchObject({ code: 'ALREADY_EXISTS' })
+    const w = await createImageWriter(out, 'raw', { virtualSize: MiB, overwrite: true })
+    await w.write(3, Buffer.from('abc'))
+    await w.write(70000, Buffer.alloc(5, 1))
+    await w.finish()
+    const data = await import('node:fs/promises').then((m) => m.readFile(out))
+    expect(data.length).toBe(MiB)
+    expect(data.subarray(0, 6).toString('latin1')).toBe('\0\0\0abc')
+    expect(data[70004]).toBe(1)
+  })
+})
