@@ -1,0 +1,78 @@
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { backUp, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import type { LocalVault, PointManifest } from '../../../electron/engine/vault/index.js'
+import { EngineError } from '../../../electron/engine/errors.js'
+
+describe('prune', () => {
+  let t: Awaited<ReturnType<typeof tempDir>>
+  let vault: LocalVault
+  let dir: string
+  const points: PointManifest[] = []
+  const contents: Buffer[][] = []
+
+  beforeAll(async () => {
+    t = await tempDir()
+    ;({ vault, dir } = await newVault(t.dir, {}, { packTargetBytes: 1 << 20 }))
+    const common = makeBlock(999, 'random')
+    for (let p = 0; p < 3; p++) {
+      const blocks = [common]
+      for (let i = 0; i < 24; i++) blocks.push(makeBlock(p * 1000 + i, 'random'))
+      contents.push(blocks)
+      points.push(await backUp(vault, [{ name: `disk${p}`, blocks }]))
+    }
+  })
+  afterAll(async () => {
+    await vault.close()
+    await t.cleanup()
+  })
+
+  it('deletes the given points, frees their space and keeps every other point intact', async () => {
+    const before = await vault.stats()
+    const gen = await vault.generation()
+    const r = await vault.prune({ deletePointIds: [points[1]!.id], repackBelowOccupancy: 0.5 })
+    expect(r.pointsRemoved).toBe(1)
+    expect(r.bytesFreed).toBeGreaterThan(20 * 64 * 1024)
+    const after = await vault.stats()
+    expect(after.chunks).toBe(before.chunks - 24)
+    expect(before.bytesOnDisk - after.bytesOnDisk).toBe(r.bytesFreed)
+    expect(await vault.generation()).toBeGreaterThan(gen)
+    expect((await vault.listPoints()).map((p) => p.id)).toEqual([points[0]!.id, points[2]!.id])
+    for (const k of [0, 2]) {
+      const back = await restoreDisk(vault, points[k]!.id, 0)
+      back.forEach((b, i) => expect((b as Buffer).equals(contents[k]![i]!)).toBe(true))
+    }
+    const report = await vault.verify({ readData: true })
+    expect(report.problems).toEqual([])
+    expect(report.unreferencedPacks).toBe(0)
+    expect(await readdir(join(dir, 'maps'))).toEqual([points[0]!.id, points[2]!.id].sort())
+    expect(await readdir(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('reclaims packs of an aborted backup and repacks sparse packs', async () => {
+    const s = await vault.beginBackup()
+    for (let i = 0; i < 5; i++) await s.putBlock(makeBlock(50_000 + i, 'random'), Buffer.alloc(16))
+    await s.abort()
+    // one pack of 12 chunks; a later point keeps 4 of them → 1/3 occupancy once the first is deleted
+    const all = Array.from({ length: 12 }, (_, i) => makeBlock(70_000 + i, 'random'))
+    const drop = await backUp(vault, [{ name: 'y', blocks: all }])
+    const keep = await backUp(vault, [{ name: 'x', blocks: all.slice(0, 4) }])
+    const r = await vault.prune({ deletePointIds: [drop.id], repackBelowOccupancy: 0.5 })
+    expect(r.pointsRemoved).toBe(1)
+    expect(r.packsRepacked).toBeGreaterThan(0)
+    expect(r.bytesFreed).toBeGreaterThan(5 * 64 * 1024)
+    const back = await restoreDisk(vault, keep.id, 0)
+    back.forEach((b, i) => expect((b as Buffer).equals(all[i]!)).toBe(true))
+    const report = await vault.verify({ readData: true })
+    expect(report.problems).toEqual([])
+    expect(report.unreferencedPacks).toBe(0)
+  })
+
+  it('deletePoints removes manifests only; an unknown id is ignored, a malformed one refused', async () => {
+    const p = await backUp(vault, [{ name: 'z', blocks: ['zero'] }])
+    expect(await vault.deletePoints([p.id, '0123456789abcdef'])).toBe(1)
+    await expect(vault.deletePoints(['../x'])).rejects.toBeInstanceOf(EngineError)
+    expect((await vault.listPoints()).some((x) => x.id === p.id)).toBe(false)
+  })
+})
