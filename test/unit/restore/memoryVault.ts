@@ -41,7 +41,7 @@ export class MemoryVault implements Vault {
   }
 
   /** Backs up the guest view of each file as one disk of a new point. */
-  async addPoint(machineName: string, files: { name: string; path: string }[]): Promise<PointManifest> {
+  async addPoint(machineName: string, files: { name: string; path: string }[], options: { id?: string } = {}): Promise<PointManifest> {
     const hasher = await createBlockHasher()
     const disks: PointDisk[] = []
     const maps: BlockEntry[][] = []
@@ -89,7 +89,7 @@ export class MemoryVault implements Vault {
       }
     }
     const manifest: PointManifest = {
-      id: randomUUID().replace(/-/g, '').slice(0, 16),
+      id: options.id ?? randomUUID().replace(/-/g, '').slice(0, 16),
       machineId: `m-${machineName}`,
       machineName,
       createdAt: new Date().toISOString(),
