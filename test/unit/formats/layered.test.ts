@@ -13,7 +13,7 @@ class MemoryLayer extends LayeredImage {
   readonly variant = 'test'
   readonly clusterSize = 16
   readonly virtualSize: number
-  closed = false
+  ownClosed = false
   constructor(readonly cells: Array<['d', number] | ['z'] | ['u']>, backing?: DiskImage) {
     super()
     this.virtualSize = cells.length * 16
@@ -33,7 +33,7 @@ class MemoryLayer extends LayeredImage {
     target.fill(c[1])
   }
   protected async closeOwn(): Promise<void> {
-    this.closed = true
+    this.ownClosed = true
   }
   async info(): Promise<ImageInfo> {
     return { format: 'raw', variant: 'test', virtualSize: this.virtualSize, allocatedBytes: 0, clusterSize: 16, backingChain: [] }
@@ -106,7 +106,7 @@ describe('LayeredImage (guest view over a backing image)', () => {
           expect(a.offset + a.length === b.offset && a.zero === b.zero).toBe(false)
         }
         await top.close()
-        for (let l: DiskImage | undefined = top; l; l = l.backing) expect((l as MemoryLayer).closed).toBe(true)
+        for (let l: DiskImage | undefined = top; l; l = l.backing) expect((l as MemoryLayer).ownClosed).toBe(true)
       }),
       { numRuns: 300 },
     )
