@@ -128,7 +128,8 @@ describe('JobSupervisor in-process (CLI)', () => {
     const { sup, events } = supervise(
       new InProcessLauncher({
         verify: async (_i, env) => {
-          env.onProgress({ bytesDone: 5, bytesTotal: 10, phase: 'verifying', currentDisk: 'sys' })
+          const report = { bytesDone: 5, bytesTotal: 10, phase: 'verifying', currentDisk: 'sys' }
+          env.onProgress(report)
           env.log('hello')
           return { ok: true }
         },
