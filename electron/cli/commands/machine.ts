@@ -1,5 +1,154 @@
 import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
+import { usage } from '../context.js'
+import { openCatalog } from '../../engine/catalog/index.js'
+import {
+  addDisk,
+  addMachine,
+  getMachine,
+  importLibvirt,
+  importVbox,
+  listMachines,
+  removeMachine,
+  setDisksExcluded,
+  type ImportedMachine,
+  type Machine,
+  type NewDisk,
+} from '../../engine/backup/index.js'
 
-/** Commands of this area (see DESIGN.md's CLI contract). Filled in by the area's issue. */
-export function registerMachineCommands(_program: Command, _ctx: CliContext): void {}
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let v = n
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`
+}
+
+function machineJson(m: Machine) {
+  return {
+    id: m.id,
+    name: m.name,
+    source: m.source,
+    sourcePath: m.sourcePath,
+    policyId: m.policyId,
+    protectedBytes: m.protectedBytes,
+    createdAt: m.createdAt,
+    disks: m.disks.map((d) => ({ name: d.name, path: d.path, position: d.position, isSystem: d.isSystem, isExcluded: d.isExcluded })),
+  }
+}
+
+function describe(m: Machine): string {
+  const lines = [`${m.name}  (${m.id})  protected ${formatBytes(m.protectedBytes)}${m.source !== 'files' ? `  from ${m.source} ${m.sourcePath ?? ''}` : ''}`]
+  for (const d of m.disks) {
+    const flags = [d.isSystem ? 'system' : '', d.isExcluded ? 'excluded' : ''].filter(Boolean).join(', ')
+    lines.push(`  ${d.position}  ${d.name}  ${d.path}${flags ? `  [${flags}]` : ''}`)
+  }
+  return lines.join('\n')
+}
+
+/**
+ * `tresor machine add <name> <disk>... | --libvirt <xml> | --vbox <file>` → {machineId},
+ * `tresor machine list`, `tresor machine exclude|include <machine> <disk>...`,
+ * `tresor machine add-disk <machine> <disk>`, `tresor machine remove <machine>`.
+ */
+export function registerMachineCommands(program: Command, ctx: CliContext): void {
+  const machine = program.command('machine').description('protect virtual machines: add, list, exclude disks')
+
+  machine
+    .command('add [name] [disks...]')
+    .description('protect a machine made of disk image files, or import one from libvirt or VirtualBox')
+    .option('--libvirt <xml>', 'import from a libvirt domain XML (virsh dumpxml NAME > vm.xml)')
+    .option('--vbox <file>', 'import from a VirtualBox .vbox machine file')
+    .option('--exclude <disk...>', 'disk names (or file paths) to exclude, e.g. a swap disk')
+    .option('--system <disk>', 'the system disk (name or path; default: the first, or what the import says)')
+    .action((name: string | undefined, disks: string[], opts: { libvirt?: string; vbox?: string; exclude?: string[]; system?: string }) => {
+      if (opts.libvirt && opts.vbox) usage('Give either --libvirt or --vbox, not both.')
+      const importing = opts.libvirt ?? opts.vbox
+      if (importing && disks.length > 0) usage('Disk files come from the imported definition; do not list them as well.')
+      if (!importing && (!name || disks.length === 0)) usage('Usage: tresor machine add <name> <disk>... (or --libvirt <xml> / --vbox <file>)')
+      return (async () => {
+        let imported: ImportedMachine | undefined
+        if (opts.libvirt) imported = await importLibvirt(opts.libvirt)
+        if (opts.vbox) imported = await importVbox(opts.vbox)
+        for (const w of imported?.warnings ?? []) process.stderr.write(`tresor: ${w}\n`)
+        const list: NewDisk[] = imported ? imported.disks : disks.map((path) => ({ path }))
+        const matches = (d: { name?: string; path: string }, ref: string): boolean => d.name === ref || d.path === ref || d.path.endsWith(`/${ref}`)
+        const exclude = opts.exclude ?? []
+        const withFlags = list.map((d) => ({
+          ...d,
+          isExcluded: d.isExcluded === true || exclude.some((ref) => matches(d, ref)),
+          ...(opts.system !== undefined ? { isSystem: matches(d, opts.system) } : {}),
+        }))
+        if (opts.system !== undefined && !withFlags.some((d) => d.isSystem)) usage(`--system ${opts.system} names none of the disks.`)
+        const db = openCatalog(ctx.home())
+        try {
+          const m = addMachine(db, {
+            name: name ?? imported!.name,
+            disks: withFlags,
+            ...(imported ? { source: imported.source, sourcePath: imported.sourcePath } : {}),
+          })
+          ctx.print({ machineId: m.id }, () => `Machine "${m.name}" is protected (${m.id}).\n${describe(m)}`)
+        } finally {
+          db.close()
+        }
+      })()
+    })
+
+  machine
+    .command('list')
+    .description('list protected machines and their disks')
+    .action(() => {
+      const db = openCatalog(ctx.home())
+      try {
+        const machines = listMachines(db)
+        ctx.print(machines.map(machineJson), () => (machines.length === 0 ? 'No machine is protected yet. Add one with "tresor machine add".' : machines.map(describe).join('\n\n')))
+      } finally {
+        db.close()
+      }
+    })
+
+  for (const [cmd, excluded] of [['exclude', true], ['include', false]] as const) {
+    machine
+      .command(`${cmd} <machine> <disks...>`)
+      .description(excluded ? 'exclude disks (by name or position) from backups: temporary or swap disks' : 'include excluded disks again')
+      .action((ref: string, disks: string[]) => {
+        const db = openCatalog(ctx.home())
+        try {
+          const m = setDisksExcluded(db, ref, disks, excluded)
+          ctx.print(machineJson(m), () => describe(m))
+        } finally {
+          db.close()
+        }
+      })
+  }
+
+  machine
+    .command('add-disk <machine> <disk>')
+    .description('add a disk image to a protected machine (its first backup is full, the others stay incremental)')
+    .option('--name <name>', 'disk name (default: the file name)')
+    .option('--system', 'mark it as the system disk')
+    .action((ref: string, path: string, opts: { name?: string; system?: boolean }) => {
+      const db = openCatalog(ctx.home())
+      try {
+        const d = addDisk(db, ref, { path, ...(opts.name ? { name: opts.name } : {}), isSystem: opts.system === true })
+        const m = getMachine(db, d.machineId)
+        ctx.print({ diskId: d.id, name: d.name }, () => describe(m))
+      } finally {
+        db.close()
+      }
+    })
+
+  machine
+    .command('remove <machine>')
+    .description('stop protecting a machine (its recovery points stay in the vault)')
+    .action((ref: string) => {
+      const db = openCatalog(ctx.home())
+      try {
+        const m = getMachine(db, ref)
+        removeMachine(db, m.id)
+        ctx.print({ machineId: m.id }, `Machine "${m.name}" is no longer protected; its recovery points stay in the vault.`)
+      } finally {
+        db.close()
+      }
+    })
+}

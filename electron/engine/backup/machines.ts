@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs'
 import { basename, extname, resolve } from 'node:path'
 import type { Db } from '../catalog/types.js'
 import { EngineError } from '../errors.js'
+import { upsertPoint } from '../catalog/vaults.js'
 import type { PointManifest } from '../vault/api.js'
 import type { Machine, MachineDisk, MachineSource } from './types.js'
 
@@ -222,7 +223,7 @@ export interface PointDiskSummary {
   virtualSize: number
   allocatedBytes: number
   sourceFormat: string
-  isSystem: boolean
+  sourcePath?: string
 }
 
 /** A recovery point as the catalog lists it (`tresor points --json` prints `id, machine, createdAt, consistency, disks`). */
@@ -274,35 +275,17 @@ function toPointRow(r: PointDbRow): PointRow {
   }
 }
 
-/** The JSON kept in `points.summary` for a manifest. */
-export function pointSummary(manifest: PointManifest): { disks: PointDiskSummary[]; blockSize: number; seconds: number } {
-  return {
-    blockSize: manifest.blockSize,
-    seconds: manifest.stats.seconds,
-    disks: manifest.disks.map((d) => ({
-      index: d.index,
-      name: d.name,
-      virtualSize: d.virtualSize,
-      allocatedBytes: d.allocatedBytes,
-      sourceFormat: d.sourceFormat,
-      isSystem: d.isSystem === true,
-    })),
-  }
-}
-
 /**
- * Records a committed point (idempotent: a row with the same id is replaced) and, when the point's
- * machine is known, its protected size: the allocated bytes of the disks the point holds. Registers
- * the vault row when missing (a vault opened by path only).
+ * Records a committed point (idempotent: the row with the same id is refreshed; the row format is
+ * the catalog's `upsertPoint`, shared with the catalog rebuild) and, when the point's machine is
+ * known, its protected size: the allocated bytes of the disks the point holds. Registers the vault
+ * row when missing (a vault opened by path only).
  */
 export function recordPoint(db: Db, vault: { id: string; path: string }, manifest: PointManifest): void {
   db.transaction(() => {
     db.prepare('INSERT OR IGNORE INTO vaults (id, path, added_at) VALUES (?, ?, ?)').run(vault.id, vault.path, nowIso())
+    upsertPoint(db, vault.id, manifest)
     const known = db.prepare('SELECT id FROM machines WHERE id = ?').get(manifest.machineId) as { id: string } | undefined
-    db.prepare(`INSERT OR REPLACE INTO points (id, vault_id, machine_id, machine_name, created_at, consistency, bytes_read, bytes_new, bytes_stored, summary)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
-      manifest.id, vault.id, known ? manifest.machineId : null, manifest.machineName, manifest.createdAt, manifest.consistency,
-      manifest.stats.bytesRead, manifest.stats.bytesNew, manifest.stats.bytesStored, JSON.stringify(pointSummary(manifest)))
     if (known) {
       const protectedBytes = manifest.disks.reduce((s, d) => s + d.allocatedBytes, 0)
       db.prepare('UPDATE machines SET protected_bytes = ? WHERE id = ?').run(protectedBytes, manifest.machineId)
