@@ -10,7 +10,8 @@ import { EngineError, isEngineError } from '../errors.js'
 import type { BackupSession, BlockMapWriter, NewPoint, PointDisk, PointManifest, PutResult } from './api.js'
 import { chunkIdOf, randomId, SEAL_OVERHEAD } from './crypto.js'
 import { bumpGeneration, readGeneration, type GenerationRecord } from './generation.js'
-import { mapDir } from './layout.js'
+import { manifestPath, mapDir } from './layout.js'
+import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
 import { SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { PackWriter } from './pack.js'
@@ -188,7 +189,10 @@ export class LocalBackupSession implements BackupSession {
   }
 
   private startFinalize(pack: PackWriter): void {
-    const p = this.finalize(pack).catch((err: unknown) => this.fail(err))
+    const p = this.finalize(pack).catch(async (err: unknown) => {
+      this.fail(err)
+      await pack.discard().catch(() => undefined)
+    })
     this.finalizing.add(p)
     void p.finally(() => this.finalizing.delete(p))
   }
@@ -255,6 +259,7 @@ export class LocalBackupSession implements BackupSession {
   async commit(point: NewPoint): Promise<PointManifest> {
     this.check()
     this.state = 'committing'
+    let manifestWritten = false
     try {
       await this.drain()
       if (this.failure) throw this.failure
@@ -285,18 +290,29 @@ export class LocalBackupSession implements BackupSession {
         maps: [...this.maps.values()].map((w) => w.info).sort((a, b) => a.diskIndex - b.diskIndex),
         baseGeneration: this.start.generation,
       }
-      // bytesStored: exact bytes this backup added (packs, maps, manifest), computed by the vault.
-      const estimate = this.bytesStored + mapBytes + 512
-      manifest.stats.bytesStored = estimate
+      // The generation goes up first: a failure after this point leaves at most an unused number.
+      await bumpGeneration(this.ctx.fs, this.ctx.layout, this.ctx.keys, this.ctx.vaultId, 'commit')
+      manifest.stats.bytesStored = this.bytesStored + mapBytes + 512
+      manifestWritten = true
       const manifestBytes = await writeManifest(this.ctx.fs, this.ctx.layout, this.ctx.keys, stored)
       manifest.stats.bytesStored = this.bytesStored + mapBytes + manifestBytes
-      await bumpGeneration(this.ctx.fs, this.ctx.layout, this.ctx.keys, this.ctx.vaultId, 'commit')
       this.state = 'committed'
       this.ctx.forgetManifest(this.pointId)
       return manifest
     } catch (err) {
       this.fail(err)
-      await this.cleanup()
+      // A manifest that reached its final name but not durably (failed rename/dir fsync) is taken
+      // back; if even that fails, the block maps stay so the visible point remains whole.
+      let keepMaps = false
+      if (manifestWritten) {
+        const path = manifestPath(this.ctx.layout, this.pointId)
+        try {
+          if (await this.ctx.fs.stat(path)) await unlinkDurable(this.ctx.fs, path)
+        } catch {
+          keepMaps = true
+        }
+      }
+      await this.cleanup(keepMaps)
       this.state = 'aborted'
       throw this.failure
     } finally {
@@ -316,7 +332,7 @@ export class LocalBackupSession implements BackupSession {
     return { bytesNew: this.bytesNew, bytesStored: this.bytesStored }
   }
 
-  private async cleanup(): Promise<void> {
+  private async cleanup(keepMaps = false): Promise<void> {
     this.fail(new EngineError('CANCELLED', 'The backup session was aborted.'))
     await Promise.allSettled([...this.inFlight])
     if (this.creating) await this.creating.catch(() => undefined)
@@ -325,6 +341,7 @@ export class LocalBackupSession implements BackupSession {
     await Promise.allSettled([...this.finalizing])
     for (const w of this.maps.values()) await w.finish().catch(() => undefined)
     // Published packs stay (durable, unreferenced): prune reclaims them. Map segments are removed.
+    if (keepMaps) return
     const dir = mapDir(this.ctx.layout, this.pointId)
     try {
       for (const name of await this.ctx.fs.readdir(dir)) await this.ctx.fs.unlink(`${dir}/${name}`).catch(() => undefined)
