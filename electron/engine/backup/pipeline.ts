@@ -674,7 +674,7 @@ async function blockLoop(a: LoopArgs): Promise<number> {
 
   try {
     for (let i = 0; i < blockCount; i++) {
-      if ((i & 63) === 0) throwIfAborted(ctx.signal)
+      throwIfAborted(ctx.signal)
       const start = i * blockSize
       const end = Math.min(start + blockSize, virtualSize)
       // Fast path: no extent before the end of this block.
