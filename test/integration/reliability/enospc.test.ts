@@ -1,0 +1,123 @@
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { checkPointData, newTestVault, open } from './fixtures/data.js'
+import { startChild } from './fixtures/child.js'
+
+// RELIABILITY #8: the vault lives on a 16 MiB tmpfs; a backup that does not fit fails with a clear
+// DISK_FULL error, earlier points stay intact, verify stays clean, and space can be reclaimed.
+const base = mkdtempSync(join(tmpdir(), 'tresor-enospc-'))
+const mountPoint = join(base, 'small')
+let mounted = false
+
+beforeAll(() => {
+  if (process.getuid?.() !== 0) throw new Error('The ENOSPC test mounts a tmpfs and must run as root (CI runs as root).')
+  mkdirSync(mountPoint)
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'none', mountPoint])
+  mounted = true
+})
+afterAll(() => {
+  if (mounted) execFileSync('umount', ['-l', mountPoint])
+  rmSync(base, { recursive: true, force: true })
+})
+
+function freeBytes(): number {
+  const s = statfsSync(mountPoint)
+  return s.bavail * s.bsize
+}
+
+async function backUpInChild(target: { dir: string; keyB64: string }, seed: number, blocks: number) {
+  const child = await startChild(target)
+  child.send({ kind: 'backup', spec: { seed, blocks, incompressible: true } })
+  return child.outcome
+}
+
+describe('ENOSPC: vault on a 16 MiB file system', () => {
+  it('fails the backup with DISK_FULL, keeps earlier points, verifies clean, and recovers space', async () => {
+    const { dir, key } = await newTestVault(join(mountPoint, 'vault'))
+    const target = { dir, keyB64: key.toString('base64') }
+    const configBefore = readFileSync(join(dir, 'config'))
+
+    const first = await backUpInChild(target, 1, 48) // 3 MiB, incompressible
+    expect(first).toMatchObject({ kind: 'done' })
+    const firstId = (first as { result: { pointId: string } }).result.pointId
+
+    const tooBig = await backUpInChild(target, 2, 320) // 20 MiB: cannot fit
+    expect(tooBig).toMatchObject({ kind: 'failed', code: 'DISK_FULL' })
+    const message = (tooBig as { message: string }).message
+    expect(message).toMatch(/full/i)
+    expect(message).toContain(mountPoint)
+    console.log(`ENOSPC message: ${message}`)
+
+    const leftInTmp = readdirSync(join(dir, 'tmp'))
+    const vault = await open(dir, key)
+    try {
+      const report = await vault.verify({ readData: true })
+      expect(report.problems).toEqual([])
+      expect(report.ok).toBe(true)
+      const points = await vault.listPoints()
+      expect(points.map((p) => p.id)).toEqual([firstId])
+      await checkPointData(vault, points[0]!)
+    } finally {
+      await vault.close()
+    }
+    expect(readFileSync(join(dir, 'config')).equals(configBefore)).toBe(true)
+    console.log(`after DISK_FULL: ${leftInTmp.length} temp file(s) left in tmp/, ${freeBytes()} bytes free`)
+
+    // Prune reclaims what the failed backup left (if anything) while space is short.
+    const pruneChild = await startChild(target)
+    pruneChild.send({ kind: 'prune', deletePointIds: [] })
+    expect(await pruneChild.outcome).toMatchObject({ kind: 'done' })
+
+    // The next backup that fits succeeds, and everything verifies.
+    const next = await backUpInChild(target, 3, 32)
+    expect(next).toMatchObject({ kind: 'done' })
+    const after = await open(dir, key)
+    try {
+      const report = await after.verify({ readData: true })
+      expect(report.ok).toBe(true)
+      const points = await after.listPoints()
+      expect(points).toHaveLength(2)
+      for (const p of points) await checkPointData(after, p)
+    } finally {
+      await after.close()
+    }
+    expect(readdirSync(join(dir, 'tmp'))).toEqual([])
+  })
+
+  it('prune still works when the file system is completely full (RELIABILITY #8, borg #9573)', async () => {
+    const { dir, key } = await newTestVault(join(mountPoint, 'vault-full'))
+    const target = { dir, keyB64: key.toString('base64') }
+    const first = await backUpInChild(target, 11, 32)
+    expect(first).toMatchObject({ kind: 'done' })
+    const second = await backUpInChild(target, 12, 32)
+    expect(second).toMatchObject({ kind: 'done' })
+    const filler = join(mountPoint, 'filler')
+    try {
+      writeFileSync(filler, Buffer.alloc(freeBytes()))
+    } catch {
+      // ENOSPC while filling is expected: the file system is now full.
+    }
+    try {
+      const pruneChild = await startChild(target)
+      const firstId = (first as { result: { pointId: string } }).result.pointId
+      pruneChild.send({ kind: 'prune', deletePointIds: [firstId] })
+      const pruned = await pruneChild.outcome
+      console.log(`prune at ${freeBytes()} bytes free: ${JSON.stringify(pruned)}`)
+      expect(pruned).toMatchObject({ kind: 'done', result: { pointsRemoved: 1 } })
+    } finally {
+      rmSync(filler, { force: true })
+    }
+    const vault = await open(dir, key)
+    try {
+      expect((await vault.verify({ readData: true })).ok).toBe(true)
+      const points = await vault.listPoints()
+      expect(points).toHaveLength(1)
+      await checkPointData(vault, points[0]!)
+    } finally {
+      await vault.close()
+    }
+  })
+})
