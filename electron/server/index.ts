@@ -6,7 +6,9 @@ import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { openCatalog } from '../engine/catalog/index.js'
-import { createAppService, defaultEngineWiring, type EngineWiring } from '../engine/app/index.js'
+import { createAppService, type EngineWiring } from '../engine/app/index.js'
+import { createEngineWiring } from '../engine/app/engineWiring.js'
+import { ChildProcessLauncher } from '../engine/workers/supervisor.js'
 import { startWebHost, type WebHost } from './webHost.js'
 
 export { startWebHost, type WebHost, type WebHostOptions } from './webHost.js'
@@ -41,6 +43,7 @@ export interface ServeOptions {
   home: string
   port?: number
   rendererDir?: string
+  /** Replaces the engine wiring (tests); default: the real engine, jobs in child processes. */
   engine?: EngineWiring
   onRefused?: (reason: string) => void
 }
@@ -55,11 +58,13 @@ export async function serveApp(options: ServeOptions): Promise<RunningApp> {
   const catalog = openCatalog(options.home)
   let host: WebHost | undefined
   const version = packageVersion()
+  const emit: Parameters<typeof createAppService>[0]['emit'] = (event, payload) => host?.emit(event, payload)
+  const wired = options.engine ? undefined : createEngineWiring({ home: options.home, catalog, launcher: new ChildProcessLauncher(), emit })
   const service = createAppService({
     host: { kind: 'web', home: options.home, version, hasTray: false },
     catalog,
-    engine: options.engine ?? defaultEngineWiring(),
-    emit: (event, payload) => host?.emit(event, payload),
+    engine: options.engine ?? wired!.engine,
+    emit,
   })
   try {
     host = await startWebHost({
@@ -71,6 +76,7 @@ export async function serveApp(options: ServeOptions): Promise<RunningApp> {
     })
   } catch (err) {
     service.dispose()
+    await wired?.dispose()
     catalog.close()
     throw err
   }
@@ -80,6 +86,7 @@ export async function serveApp(options: ServeOptions): Promise<RunningApp> {
     async close() {
       await running.close()
       service.dispose()
+      await wired?.dispose()
       catalog.close()
     },
   }

@@ -79,6 +79,7 @@ export function seedCatalog(home: string): Seed {
     db.prepare(`INSERT INTO policies (id, name, spec, created_at) VALUES (?, ?, ?, ?)`).run(seed.policyId, seed.policyName, JSON.stringify(DEFAULT_POLICY_SPEC), iso(600))
     db.prepare(`INSERT INTO machines (id, name, policy_id, source, source_path, created_at) VALUES (?, ?, ?, 'files', NULL, ?)`).run(seed.machineId, seed.machineName, seed.policyId, iso(590))
     db.prepare(`INSERT INTO machines (id, name, policy_id, source, source_path, created_at) VALUES ('machine-e2e-db02', 'db02', NULL, 'libvirt', '/etc/libvirt/qemu/db02.xml', ?)`).run(iso(580))
+    db.prepare(`UPDATE machines SET protected_bytes = ? WHERE id = ?`).run(6 * 2 ** 30, seed.machineId)
     const disk = db.prepare(`INSERT INTO disks (id, machine_id, name, path, position, is_system, is_excluded, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
     disk.run('disk-e2e-1', seed.machineId, 'system.qcow2', '/var/lib/vms/web01/system.qcow2', 0, 1, 0, iso(590))
     disk.run('disk-e2e-2', seed.machineId, 'scratch.raw', '/var/lib/vms/web01/scratch.raw', 1, 0, 1, iso(590))
@@ -98,7 +99,7 @@ export function seedCatalog(home: string): Seed {
     db.prepare(`INSERT INTO restore_queue (id, job_id, point_id, spec, position, state, created_at) VALUES (?, NULL, ?, ?, 0, 'queued', ?)`).run(
       seed.queueItemId,
       seed.pointId,
-      JSON.stringify({ targetDir: '/srv/restore/web01', disk: null, format: 'qcow2' }),
+      JSON.stringify({ pointId: seed.pointId, mode: 'folder', targetPath: '/srv/restore/web01', disks: [], format: 'qcow2', overwrite: false }),
       iso(5),
     )
   })()
@@ -120,7 +121,8 @@ export interface Served {
 export async function startServe(home: string, extraArgs: string[] = []): Promise<Served> {
   const child = spawn(process.execPath, [join(ROOT, 'bin', 'tresor.js'), 'serve', '--home', home, ...extraArgs], {
     cwd: ROOT,
-    env: { ...process.env, TRESOR_HOME: home },
+    // TRESOR_KEYCHAIN=none: tests never touch the developer's real keychain.
+    env: { ...process.env, TRESOR_HOME: home, TRESOR_KEYCHAIN: 'none' },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stderr = ''

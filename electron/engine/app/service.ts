@@ -188,9 +188,11 @@ export function createAppService(deps: AppServiceDeps): AppService {
       )
       .all() as { id: string; job_id: string | null; point_id: string; spec: string; position: number; state: string; created_at: string; machine_name: string | null }[]
     return rows.map((r) => {
-      const spec = (parseJson(r.spec) ?? {}) as { targetDir?: unknown; targetPath?: unknown; disk?: unknown; format?: unknown }
+      // The restore area stores its job input ({targetPath, disks: [...]}); older rows may hold {targetDir, disk}.
+      const spec = (parseJson(r.spec) ?? {}) as { targetDir?: unknown; targetPath?: unknown; disk?: unknown; disks?: unknown; format?: unknown }
       const target = typeof spec.targetDir === 'string' ? spec.targetDir : typeof spec.targetPath === 'string' ? spec.targetPath : ''
-      const disk = typeof spec.disk === 'string' || typeof spec.disk === 'number' ? spec.disk : null
+      const first = Array.isArray(spec.disks) && spec.disks.length === 1 ? (spec.disks[0] as unknown) : spec.disk
+      const disk = typeof first === 'string' || typeof first === 'number' ? first : null
       return {
         id: r.id,
         jobId: r.job_id,
@@ -215,6 +217,10 @@ export function createAppService(deps: AppServiceDeps): AppService {
     const row = db.prepare(`SELECT 1 FROM policies WHERE id = ?`).get(policyId)
     if (!row) throw new EngineError('NOT_FOUND', `No policy with id "${policyId}" exists. Reload the list of policies.`)
   }
+
+  const stopEngineChanges = engine.onChange?.((what) => {
+    if (what === 'restoreQueue') emit('restoreQueueChanged', { items: listRestoreQueue() })
+  })
 
   const api: AppService = {
     async getAppInfo(): Promise<AppInfo> {
@@ -279,7 +285,7 @@ export function createAppService(deps: AppServiceDeps): AppService {
           `SELECT m.id, m.name, m.policy_id, m.source, m.source_path, m.created_at,
                   (SELECT count(*) FROM points p WHERE p.machine_id = m.id) AS point_count,
                   (SELECT max(created_at) FROM points p WHERE p.machine_id = m.id) AS last_point_at,
-                  (SELECT p.summary FROM points p WHERE p.machine_id = m.id ORDER BY p.created_at DESC LIMIT 1) AS last_summary
+                  m.protected_bytes
            FROM machines m ORDER BY m.name COLLATE NOCASE`,
         )
         .all() as {
@@ -291,12 +297,11 @@ export function createAppService(deps: AppServiceDeps): AppService {
         created_at: string
         point_count: number
         last_point_at: string | null
-        last_summary: string | null
+        protected_bytes: number
       }[]
       const disks = db.prepare(`SELECT id, name, path, position, is_system, is_excluded FROM disks WHERE machine_id = ? ORDER BY position`)
       return machines.map((m) => {
-        const summary = parseJson(m.last_summary) as { protectedBytes?: unknown } | undefined
-        const protectedBytes = typeof summary?.protectedBytes === 'number' && summary.protectedBytes >= 0 ? Math.floor(summary.protectedBytes) : 0
+        const protectedBytes = Number.isSafeInteger(m.protected_bytes) && m.protected_bytes > 0 ? m.protected_bytes : 0
         return {
           id: m.id,
           name: m.name,
@@ -515,7 +520,8 @@ export function createAppService(deps: AppServiceDeps): AppService {
     },
 
     dispose() {
-      // Nothing held yet besides the catalog, which the caller owns.
+      // The catalog belongs to the caller; only our subscription ends here.
+      stopEngineChanges?.()
     },
   }
   return api

@@ -37,6 +37,8 @@ export interface RestoreWiring {
 }
 
 export interface EngineWiring {
+  /** Changes made outside the service's own calls (a queued restore started or ended). */
+  onChange?(listener: (what: 'restoreQueue') => void): () => void
   vault?: VaultWiring
   machines?: MachinesWiring
   jobs?: JobsWiring

@@ -1,0 +1,164 @@
+/**
+ * Electron main: lifecycle, single-instance lock, the hardened window, the tray, IPC handlers that
+ * call the app service. Thin: no backup logic lives here.
+ *
+ * Data folder: `app.getPath('userData')`, or TRESOR_HOME when set (tests, portable use).
+ */
+import { app, BrowserWindow, dialog, shell } from 'electron'
+import { mkdirSync } from 'node:fs'
+import { openCatalog, type Db } from '../engine/catalog/index.js'
+import { createAppService, type AppService } from '../engine/app/index.js'
+import { createEngineWiring } from '../engine/app/engineWiring.js'
+import { registerApi, sendEvent, type Disposable } from './ipc/registerApi.js'
+import { registerAppScheme, serveRenderer } from './protocol.js'
+import { isAllowedExternalUrl, isTrustedSender } from './security.js'
+import { createMainWindow, hardenSession, hardenWebContents } from './window.js'
+import { createTray } from './tray.js'
+import { preloadPath, rendererDir, resourcePath } from './paths.js'
+import { UtilityProcessLauncher } from './utilityLauncher.js'
+import { DEFAULT_SETTINGS, type Settings } from '../shared/models.js'
+
+const log = (line: string) => {
+  if (process.env.TRESOR_DEBUG) process.stderr.write(`tresor main: ${line}\n`)
+}
+
+// Before anything else: one instance per user. A second start focuses the first one's window.
+if (!app.requestSingleInstanceLock()) {
+  app.quit()
+} else {
+  registerAppScheme()
+  void start()
+}
+
+async function start(): Promise<void> {
+  let win: BrowserWindow | undefined
+  let quitting = false
+  let catalog: Db | undefined
+  let service: AppService | undefined
+  let api: Disposable | undefined
+  let disposeWiring: (() => Promise<void>) | undefined
+  let tray: ReturnType<typeof createTray> | undefined
+
+  app.on('second-instance', () => showWindow())
+  // Hardening for every web contents ever created (defence in depth: there should only be ours).
+  app.on('web-contents-created', (_e, wc) => hardenWebContents(wc, log))
+
+  await app.whenReady()
+  const home = process.env.TRESOR_HOME ?? app.getPath('userData')
+  mkdirSync(home, { recursive: true })
+  hardenSession()
+  serveRenderer(rendererDir())
+
+  catalog = openCatalog(home)
+  let settings: Settings = DEFAULT_SETTINGS
+  const emit: Parameters<typeof createAppService>[0]['emit'] = (event, payload) => {
+    sendEvent(
+      BrowserWindow.getAllWindows().map((w) => w.webContents),
+      event,
+      payload,
+    )
+    if (event === 'settingsChanged') {
+      // The tray menu and the close handler follow the settings the window changes.
+      settings = payload as Settings
+      tray?.refresh()
+    }
+  }
+  const wiring = createEngineWiring({ home, catalog, launcher: new UtilityProcessLauncher(), emit })
+  disposeWiring = wiring.dispose
+  service = createAppService({
+    host: {
+      kind: 'electron',
+      home,
+      version: app.getVersion(),
+      hasTray: true,
+      async openExternal(url) {
+        if (!isAllowedExternalUrl(url)) return false
+        await shell.openExternal(url)
+        return true
+      },
+      async chooseFiles(purpose) {
+        const folder = purpose === 'vaultFolder' || purpose === 'restoreTarget'
+        const result = await dialog.showOpenDialog({
+          properties: folder ? ['openDirectory', 'createDirectory'] : purpose === 'disks' ? ['openFile', 'multiSelections'] : ['openFile'],
+          filters:
+            purpose === 'disks'
+              ? [{ name: 'Disk images', extensions: ['img', 'raw', 'qcow2', 'vhd', 'vhdx', 'vmdk'] }, { name: 'All files', extensions: ['*'] }]
+              : purpose === 'import'
+                ? [{ name: 'libvirt / VirtualBox', extensions: ['xml', 'vbox'] }]
+                : [],
+        })
+        return result.canceled ? [] : result.filePaths
+      },
+    },
+    catalog,
+    engine: wiring.engine,
+    emit,
+  })
+  api = registerApi(service, (event) => isTrustedSender(event.senderFrame ? { url: event.senderFrame.url, isMainFrame: event.senderFrame === event.sender.mainFrame } : null))
+
+  settings = await service.getSettings({})
+
+  function showWindow(): void {
+    if (!win || win.isDestroyed()) {
+      win = createMainWindow({
+        preload: preloadPath(),
+        icon: resourcePath('icon.png'),
+        shouldHideOnClose: () => !quitting && settings.keepInTray,
+        log,
+      })
+      win.on('closed', () => (win = undefined))
+    }
+    if (win.isMinimized()) win.restore()
+    win.show()
+    win.focus()
+  }
+
+  tray = createTray(resourcePath('tray.png'), {
+    openWindow: showWindow,
+    backUpNow() {
+      // Backs up every machine that has a policy; failures show in the window's Jobs view.
+      void (async () => {
+        if (!service) return
+        for (const m of await service.listMachines({})) {
+          await service.startBackup({ machineId: m.id }).catch((err: unknown) => log(`tray backup of ${m.name}: ${String(err)}`))
+        }
+      })()
+    },
+    isSchedulesPaused: () => settings.schedulesPaused,
+    setSchedulesPaused(paused) {
+      void service?.updateSettings({ schedulesPaused: paused })
+    },
+    quit() {
+      quitting = true
+      app.quit()
+    },
+  })
+
+  showWindow()
+
+  app.on('activate', () => showWindow())
+  // With the tray, closing the last window does not quit; without keepInTray it does.
+  app.on('window-all-closed', () => {
+    if (!settings.keepInTray) {
+      quitting = true
+      app.quit()
+    }
+  })
+  app.on('before-quit', () => {
+    quitting = true
+  })
+  app.on('will-quit', (event) => {
+    if (!catalog) return
+    event.preventDefault()
+    const db = catalog
+    catalog = undefined
+    void (async () => {
+      api?.dispose()
+      await disposeWiring?.().catch(() => {})
+      service?.dispose()
+      tray?.dispose()
+      db.close()
+      app.exit(0)
+    })()
+  })
+}
