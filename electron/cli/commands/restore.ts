@@ -108,7 +108,12 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
           const ahead = listRestoreQueue(db).filter((e) => e.id !== entry.id).length
           if (ahead > 0) ctx.progress(`waiting in the restore queue (${ahead} ahead)`)
         }
-        const ended = await queue.waitFor(entry.id)
+        // Ctrl-C cancels this restore (its .partial files are removed), not the whole queue.
+        const onSigint = (): void => {
+          void queue.cancel(entry.id).catch(() => undefined)
+        }
+        process.once('SIGINT', onSigint)
+        const ended = await queue.waitFor(entry.id).finally(() => process.removeListener('SIGINT', onSigint))
         queue.stopClaiming()
         stopProgress()
         // Restores this process started for other entries finish before it exits.

@@ -292,10 +292,7 @@ async function writeDisk(
       if (!hasher.checksum(data).equals(batch.checksums[k]!)) {
         throw damaged(point, disk, `block ${index} does not match its recorded checksum`)
       }
-      if (!isAllZero(data)) {
-        await writer.write(offset, data)
-        bytesWritten += data.length
-      }
+      bytesWritten += await writeNonZeroRuns(writer, offset, data)
       report(offset + data.length, bytesWritten)
     }
     inFlight -= batch.bytes
@@ -323,6 +320,34 @@ async function writeDisk(
   while (pending.length > 0) await drainOne()
   report(disk.virtualSize, bytesWritten)
   return bytesWritten
+}
+
+/** Granularity of hole detection inside a block: the page size of common file systems. */
+const HOLE_GRANULARITY = 4096
+
+/**
+ * Writes the non-zero runs of `data` (at `HOLE_GRANULARITY`) at `offset`, leaving all-zero pages
+ * as holes, so the restored image is as sparse as the guest data. Returns the bytes written.
+ */
+async function writeNonZeroRuns(writer: ImageWriter, offset: number, data: Buffer): Promise<number> {
+  if (isAllZero(data)) return 0
+  let written = 0
+  let runStart = -1
+  for (let pos = 0; pos < data.length; pos += HOLE_GRANULARITY) {
+    const end = Math.min(data.length, pos + HOLE_GRANULARITY)
+    const zero = isAllZero(data.subarray(pos, end))
+    if (!zero && runStart < 0) runStart = pos
+    if (zero && runStart >= 0) {
+      await writer.write(offset + runStart, data.subarray(runStart, pos))
+      written += pos - runStart
+      runStart = -1
+    }
+  }
+  if (runStart >= 0) {
+    await writer.write(offset + runStart, data.subarray(runStart))
+    written += data.length - runStart
+  }
+  return written
 }
 
 /** Moves a finished `.partial` to its final name: never over an existing file unless chosen (no clobber). */
