@@ -55,8 +55,19 @@ export function machineStaggerMs(machineId: string, staggerMinutes: number): num
   return (h % staggerMinutes) * 60_000
 }
 
+const cronCache = new Map<string, Cron[]>()
+
+/** Parsed cron objects of a schedule (cached: the scheduler asks every tick). */
 function crons(schedule: Schedule): Cron[] {
-  return schedulePatterns(schedule).map((p) => new Cron(p, { paused: true, timezone: schedule.timezone }))
+  const patterns = schedulePatterns(schedule)
+  const key = `${schedule.timezone ?? ''}|${patterns.join('|')}`
+  let list = cronCache.get(key)
+  if (!list) {
+    if (cronCache.size > 256) cronCache.clear()
+    list = patterns.map((p) => new Cron(p, { paused: true, timezone: schedule.timezone }))
+    cronCache.set(key, list)
+  }
+  return list
 }
 
 /** The latest slot (epoch ms, stagger included) at or before `nowMs`, or null when there is none. */
@@ -137,7 +148,10 @@ export class BackupScheduler {
     this.timer = undefined
   }
 
-  /** Starts every due machine once, then sleeps until the next slot. Returns the ids started. */
+  /**
+   * Starts every due machine once, then sleeps until the next slot. Returns the ids started. Call it
+   * also when a backup job ends, so a slot deferred by a running backup starts at once.
+   */
   tick(): string[] {
     const started: string[] = []
     const now = this.clock.now()
