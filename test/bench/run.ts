@@ -8,7 +8,7 @@
  *   BENCH_BLOCKSIZES=1 npm run bench    adds the block-size table (64 KiB … 4 MiB)
  *   BENCH_DIR=/path                     where disks and repositories go (default: a temp folder)
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs'
 import { tmpdir, cpus, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -189,6 +189,91 @@ function peers(run: number): void {
   void run
 }
 
+/** Cases only Tresor has (or compares with qemu-img): qcow2 source, 4-disk machine, restore to qcow2,
+ * catalog rebuild, prune after deleting half the points, a 64 GiB sparse disk (RSS). */
+function tresorExtras(): string[][] {
+  const rows: string[][] = []
+  const repo = join(work, 'repo-extras')
+  rmSync(repo, { recursive: true, force: true })
+  const home = join(repo, 'home')
+  mkdirSync(repo, { recursive: true })
+  tresor(home, ['vault', 'init', join(repo, 'vault')])
+  // qcow2 source: the same guest data as a qcow2 image
+  const qcow = join(work, 'disk.qcow2')
+  sh('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', versions.a, qcow])
+  tresor(home, ['machine', 'add', 'qcow-vm', qcow])
+  const q = stat(Array.from({ length: runs }, (_, i) => {
+    if (i > 0) { sh('touch', [qcow]) } // a changed file is read again (blocks compared, nothing new stored)
+    return tresor(home, ['backup', 'qcow-vm']).seconds
+  }))
+  const qFirst = results.get('tresor')?.get('full')
+  rows.push(['backup of the qcow2 image (first full, then re-read)', `${fmt(q.median, 2)} [${fmt(q.min, 2)}–${fmt(q.max, 2)}]`, fmt(mbps(sizeBytes, q.median)), qFirst ? `raw full: ${fmt(stat(qFirst.map((m) => m.seconds)).median, 2)} s` : '', ''])
+  // a machine of four disks (each a quarter of the size): disks in parallel
+  const parts = [0, 1, 2, 3].map((i) => join(work, `m4-${i}.raw`))
+  parts.forEach((p, i) => writeMixedDisk(p, Math.floor(sizeBytes / 4 / MiB) * MiB, 100 + i))
+  tresor(home, ['machine', 'add', 'four-disks', ...parts])
+  const m4 = tresor(home, ['backup', 'four-disks'])
+  rows.push(['full backup, machine of 4 disks (¼ size each)', fmt(m4.seconds, 2), fmt(mbps(sizeBytes, m4.seconds)), '', fmt(m4.peakRssMiB)])
+  // restore to qcow2 vs qemu-img convert raw → qcow2
+  const points = JSON.parse(tresor(home, ['points', 'qcow-vm']).stdout) as Array<{ id: string }>
+  const outQ = join(work, 'restored.qcow2')
+  rmSync(outQ, { force: true })
+  const rq = tresor(home, ['restore', points[0]!.id, '--to', outQ, '--format', 'qcow2'])
+  rmSync(outQ, { force: true })
+  const qi = measure('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', versions.a, outQ])
+  rows.push(['restore to qcow2', fmt(rq.seconds, 2), fmt(mbps(sizeBytes, rq.seconds)), `qemu-img convert raw→qcow2 ${fmt(qi.seconds, 2)} s (${fmt(qi.seconds / Math.max(rq.seconds, 1e-3), 2)}×)`, fmt(rq.peakRssMiB)])
+  rmSync(outQ, { force: true })
+  // catalog rebuild from the vault alone
+  const rb = tresor(home, ['catalog', 'rebuild'])
+  rows.push(['catalog rebuild', fmt(rb.seconds, 2), '', '', fmt(rb.peakRssMiB)])
+  // prune after deleting half the points
+  const all = JSON.parse(tresor(home, ['points']).stdout) as Array<{ id: string }>
+  const half = all.slice(0, Math.floor(all.length / 2)).map((p) => p.id)
+  if (half.length) {
+    const del = tresor(home, ['points', 'delete', ...half])
+    const pr = tresor(home, ['prune'])
+    rows.push([`prune after deleting ${half.length} of ${all.length} points`, fmt(del.seconds + pr.seconds, 2), '', `freed ${fmt(JSON.parse(pr.stdout).bytesFreed / MiB, 1)} MiB`, fmt(pr.peakRssMiB)])
+  }
+  // a 64 GiB sparse disk with a little data: memory must not grow with the disk size
+  const big = join(work, 'big-sparse.raw')
+  const fd = openSync(big, 'w')
+  ftruncateSync(fd, 64 * GiB)
+  const chunk = Buffer.alloc(MiB, 7)
+  for (let i = 0; i < 16; i++) writeSync(fd, chunk, 0, MiB, i * 4 * GiB)
+  closeSync(fd)
+  tresor(home, ['machine', 'add', 'big-sparse', big])
+  const bs = tresor(home, ['backup', 'big-sparse'])
+  rows.push(['full backup, 64 GiB sparse disk (16 MiB of data)', fmt(bs.seconds, 2), '', '', fmt(bs.peakRssMiB)])
+  rmSync(big, { force: true })
+  parts.forEach((p) => rmSync(p, { force: true }))
+  rmSync(repo, { recursive: true, force: true })
+  return rows
+}
+
+/** Block size choice: incremental bytes after the scattered change, metadata size, throughput. */
+function blockSizeTable(scatteredBytes: number): string[] {
+  const rows: string[][] = []
+  for (const kib of [64, 128, 256, 512, 1024, 2048, 4096]) {
+    const tool = makeTresor(kib)
+    const repo = join(work, `repo-bs-${kib}`)
+    rmSync(repo, { recursive: true, force: true })
+    tool.init(repo)
+    place(versions.a)
+    const full = tool.backup(repo, 'a')
+    const afterFull = tool.size(repo)
+    place(versions.b)
+    const incr = tool.backup(repo, 'b')
+    const growth = tool.size(repo) - afterFull
+    const meta = duBytes(join(repo, 'vault', 'maps')) + duBytes(join(repo, 'vault', 'manifests'))
+    const alloc = allocatedBytes(versions.b)
+    rows.push([`${kib} KiB`, fmt(mbps(sizeBytes, full.seconds)), fmt(mbps(sizeBytes, incr.seconds)), fmt(growth / MiB, 1), `${fmt(growth / scatteredBytes, 1)}×`,
+      `${fmt(meta / 2 / 1024, 1)} KiB (${fmt((meta / 2 / alloc) * 100, 3)} %)`, fmt(full.peakRssMiB)])
+    rmSync(repo, { recursive: true, force: true })
+  }
+  return ['## Block size', '', 'Growth = vault growth after the 1 % scattered change; metadata = block maps + manifest per point, as a share of allocated bytes.', '',
+    table(['block size', 'full MB/s', 'incremental MB/s', 'growth MiB', 'growth / changed', 'metadata per point', 'peak RSS MiB'], rows), '']
+}
+
 function mbps(bytes: number, seconds: number): number {
   return bytes / 1e6 / Math.max(seconds, 1e-3)
 }
@@ -207,6 +292,8 @@ function main(): void {
       runTool(tool, run)
     }
   }
+
+  const tresorOnly = tools.some((t) => t.name === 'tresor') ? tresorExtras() : []
 
   const report: string[] = []
   const cpuModel = cpus()[0]?.model ?? 'unknown CPU'
@@ -259,6 +346,10 @@ function main(): void {
       const g = stat(storedGrowth.get(t.name)!)
       return [t.name, fmt(s.median / MiB, 1), fmt(g.median / MiB, 1), `${fmt(g.median / scatteredBytes, 2)}×`]
     })), '')
+  if (tresorOnly.length) {
+    report.push('## Tresor-only cases', '', table(['case', 'seconds', 'MB/s', 'reference', 'peak RSS MiB'], tresorOnly), '')
+  }
+  if (process.env.BENCH_BLOCKSIZES === '1') report.push(...blockSizeTable(scatteredBytes))
   report.push(`Total bench time ${fmt((Date.now() - t0) / 1000)} s.`, '')
 
   const text = report.join('\n')
