@@ -25,7 +25,7 @@ registerFormat(vhdxModule)
 registerFormat(vmdkModule)
 
 export * from './types.js'
-export { openImage, probeFormat, resolveBackingPath } from './open.js'
+export { formatModule, openImage, probeFormat, registerFormat, resolveBackingPath } from './open.js'
 export type { FormatModule, OpenContext, OpenImageOptions } from './open.js'
 
 /**
@@ -65,8 +65,10 @@ export interface ConvertOptions {
   compress?: boolean
 }
 
-/** Size of each read while converting; two are in flight (one read, one written). */
+/** Size (and alignment) of each read while converting. */
 const CONVERT_CHUNK = 4 * 1024 * 1024
+/** Reads in flight while converting (each one chunk): memory is CONVERT_DEPTH chunks. */
+const CONVERT_DEPTH = 4
 
 /**
  * Writes the guest view of the image at `input` as a new `to` image at `output`. Only allocated
@@ -97,42 +99,77 @@ export async function convertImage(input: string, output: string, to: WriterForm
 }
 
 /**
- * Streams every non-zero extent of `image` into `writer` in order, reading the next chunk while
- * the previous one is written. Does not finish the writer.
+ * The read ranges of a copy: the non-zero extents of `image`, cut at CONVERT_CHUNK boundaries,
+ * with the pieces that fall in the same chunk merged (small gaps read as zeros, which writers skip):
+ * fewer, larger I/Os for fragmented images.
+ */
+async function* copyRanges(image: DiskImage): AsyncGenerator<{ offset: number; length: number }> {
+  let cur: { offset: number; length: number; chunk: number } | undefined
+  for await (const extent of image.extents()) {
+    if (extent.zero) continue
+    const end = extent.offset + extent.length
+    for (let pos = extent.offset; pos < end; ) {
+      const chunk = Math.floor(pos / CONVERT_CHUNK)
+      const stop = Math.min((chunk + 1) * CONVERT_CHUNK, end)
+      if (cur && cur.chunk === chunk) cur.length = stop - cur.offset
+      else {
+        if (cur) yield { offset: cur.offset, length: cur.length }
+        cur = { offset: pos, length: stop - pos, chunk }
+      }
+      pos = stop
+    }
+  }
+  if (cur) yield { offset: cur.offset, length: cur.length }
+}
+
+/**
+ * Streams every non-zero extent of `image` into `writer` in order. Up to CONVERT_DEPTH reads are in
+ * flight while the oldest one is written (writes stay strictly in order). Does not finish the writer.
  */
 export async function copyGuestData(
   image: DiskImage,
   writer: ImageWriter,
   options: { onProgress?: (p: ConvertProgress) => void; signal?: AbortSignal } = {},
 ): Promise<void> {
-  const buffers = [Buffer.allocUnsafe(CONVERT_CHUNK), Buffer.allocUnsafe(CONVERT_CHUNK)]
-  let which = 0
-  let pendingWrite: Promise<void> = Promise.resolve()
+  const free: Buffer[] = []
+  const inflight: Array<{ offset: number; data: Buffer; done: Promise<unknown> }> = []
   const total = image.virtualSize
   let lastReport = 0
   const checkCancel = (): void => {
     if (options.signal?.aborted) throw new EngineError('CANCELLED', `Conversion of "${image.path}" was cancelled.`)
   }
-  for await (const extent of image.extents()) {
-    if (extent.zero) continue
-    const end = extent.offset + extent.length
-    for (let pos = extent.offset; pos < end; ) {
+  const ranges = copyRanges(image)[Symbol.asyncIterator]()
+  let exhausted = false
+  try {
+    for (;;) {
+      while (!exhausted && inflight.length < CONVERT_DEPTH) {
+        const next = await ranges.next()
+        if (next.done) {
+          exhausted = true
+          break
+        }
+        const buf = free.pop() ?? Buffer.allocUnsafe(CONVERT_CHUNK)
+        const data = buf.subarray(0, next.value.length)
+        const done = image.read(data, next.value.offset)
+        done.catch(() => undefined) // awaited below, in order
+        inflight.push({ offset: next.value.offset, data, done })
+      }
+      const first = inflight.shift()
+      if (!first) break
       checkCancel()
-      const n = Math.min(CONVERT_CHUNK - (pos % CONVERT_CHUNK), end - pos)
-      const buf = (buffers[which] as Buffer).subarray(0, n)
-      which ^= 1
-      await image.read(buf, pos)
-      await pendingWrite
-      pendingWrite = writer.write(pos, buf)
-      // Attach a handler now so a failure is not reported as unhandled before it is awaited.
-      pendingWrite.catch(() => undefined)
-      pos += n
+      await first.done
+      await writer.write(first.offset, first.data)
+      free.push(Buffer.from(first.data.buffer, first.data.byteOffset, CONVERT_CHUNK))
+      const pos = first.offset + first.data.length
       if (options.onProgress && pos - lastReport >= 64 * 1024 * 1024) {
         lastReport = pos
         options.onProgress({ doneBytes: pos, totalBytes: total })
       }
     }
+  } finally {
+    if (!exhausted) await ranges.return?.(undefined)
+    // Let reads still in flight settle before their buffers go away.
+    await Promise.allSettled(inflight.map((f) => f.done))
   }
-  await pendingWrite
   checkCancel()
 }
