@@ -66,3 +66,42 @@ describe('OS keychain through keytar (gnome-keyring)', () => {
     })
   }
 })
+
+describe('CLI with the real keychain', () => {
+  it('vault init caches the key; later commands run without a passphrase; without D-Bus they ask for it', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const work = mkdtempSync(join(tmpdir(), 'tresor-keychain-cli-'))
+    try {
+      const cli = `'${process.execPath}' --import tsx '${join(root, 'electron', 'cli', 'main.ts')}' --json --home '${work}/home'`
+      const script = [
+        `TRESOR_PASSPHRASE=cli-pass TRESOR_SCRYPT_LOG2N=15 ${cli} vault init '${work}/vault' > '${work}/init.json'`,
+        `${cli} vault info > '${work}/info.json'`,
+        `${cli} verify > '${work}/verify.json'`,
+        `vault_id=$(node -e "process.stdout.write(require('${work}/init.json').vaultId)")`,
+        `secret-tool lookup service Tresor account "$vault_id" > '${work}/secret.txt'`,
+        // The same data folder without any D-Bus session: the keychain is unavailable.
+        `(env -u DBUS_SESSION_BUS_ADDRESS ${cli} verify > '${work}/locked.json' 2> '${work}/locked.err'; echo $? > '${work}/locked.code')`,
+        `env -u DBUS_SESSION_BUS_ADDRESS TRESOR_PASSPHRASE=cli-pass ${cli} verify > '${work}/unlocked.json'`,
+        `secret-tool clear service Tresor account "$vault_id"; secret-tool clear service Tresor account "$vault_id#generation"`,
+      ].join(' && ')
+      const env = { ...process.env }
+      for (const k of Object.keys(env)) if (k.startsWith('TRESOR_')) delete env[k]
+      await run(withKeyring, ['bash', '-c', script], { cwd: root, env, timeout: 240_000 })
+      const { readFileSync } = await import('node:fs')
+      const read = (f: string) => readFileSync(join(work, f), 'utf8')
+      const { vaultId } = JSON.parse(read('init.json'))
+      const info = JSON.parse(read('info.json'))
+      expect(info).toMatchObject({ vaultId, keySource: 'keychain', keychain: { available: true, hasKey: true }, generation: 1 })
+      expect(JSON.parse(read('verify.json')).ok).toBe(true)
+      const secret = read('secret.txt').trim()
+      expect(secret).toMatch(/^[A-Za-z0-9+/]{43}=$/)
+      expect(read('locked.code').trim()).toBe('1')
+      expect(read('locked.err')).toMatch(/locked: its key is not in the system keychain and no passphrase was given/)
+      expect(read('locked.err')).toMatch(/TRESOR_PASSPHRASE/)
+      expect(JSON.parse(read('unlocked.json')).ok).toBe(true)
+    } finally {
+      rmSync(work, { recursive: true, force: true })
+    }
+  })
+})
