@@ -250,6 +250,33 @@ export class JobSupervisor {
     return ids
   }
 
+  /**
+   * Starts queued jobs of `kinds` left by another process (e.g. `tresor backup --detach`), oldest
+   * first, at most `limit`. Restore jobs belong to the restore queue and are never started here.
+   * Returns the ids started.
+   */
+  startQueued(options: { kinds?: JobKind[]; limit?: number } = {}): string[] {
+    const kinds = (options.kinds ?? ['backup', 'verify', 'prune']).filter((k) => k !== 'restore')
+    if (kinds.length === 0) return []
+    const rows = this.db
+      .prepare(
+        `SELECT id FROM jobs WHERE state = 'queued' AND spec IS NOT NULL AND kind IN (${kinds.map(() => '?').join(',')})
+           AND id NOT IN (SELECT job_id FROM restore_queue WHERE job_id IS NOT NULL)
+         ORDER BY created_at, rowid LIMIT ?`,
+      )
+      .all(...kinds, Math.max(1, options.limit ?? 100)) as { id: string }[]
+    const started: string[] = []
+    for (const { id } of rows) {
+      try {
+        this.start(id)
+        started.push(id)
+      } catch {
+        // claimed by another process meanwhile
+      }
+    }
+    return started
+  }
+
   /** Cancels every running job and waits for them to end (at most the cancel deadline plus grace). */
   async dispose(): Promise<void> {
     const ids = [...this.active.keys()]

@@ -159,3 +159,27 @@ describe('JobSupervisor in-process (CLI)', () => {
     expect(getJob(db, live)!.state).toBe('running')
   })
 })
+
+describe('JobSupervisor.startQueued', () => {
+  it('starts jobs queued by another process (tresor backup --detach), never restore-queue jobs', async () => {
+    const ran: string[] = []
+    const { sup } = supervise(
+      new InProcessLauncher({
+        verify: async (input) => {
+          ran.push((input as { tag: string }).tag)
+          return null
+        },
+      }),
+    )
+    const a = sup.create({ kind: 'verify', input: { tag: 'a' } })
+    const b = sup.create({ kind: 'verify', input: { tag: 'b' } })
+    const { enqueueRestore } = await import('../../../electron/engine/restore/queue.js')
+    const entry = enqueueRestore(db, { pointId: 'p', mode: 'file', targetPath: '/tmp/never.img' })
+    expect(sup.startQueued()).toEqual([a, b])
+    await sup.wait(a)
+    await sup.wait(b)
+    expect(ran).toEqual(['a', 'b'])
+    expect(getJob(db, entry.jobId!)!.state).toBe('queued')
+    expect(sup.startQueued()).toEqual([])
+  })
+})
