@@ -570,6 +570,15 @@ async function backupDisk(plan: DiskPlan, ctx: DiskContext): Promise<DiskOutcome
     try {
       await cursor.init()
       stored = await blockLoop({ image, blockSize, blockCount, virtualSize, cursor, prevMap, prevBlocks, writer, ctx, dp })
+    } catch (err) {
+      // A read that fails because the file was truncated or replaced under us is a changed source.
+      if (plan.mode === 'read' && !(err instanceof EngineError && err.code === 'CANCELLED')) {
+        const now = await fileState(plan.disk.path).catch(() => undefined)
+        if (!now || !sameIdentity(plan.before, now)) {
+          throw new EngineError('SOURCE_CHANGED', `The disk "${plan.disk.path}" changed while it was read and could not be read to the end. Nothing was saved. Shut the machine down, then back up again.`, { cause: err })
+        }
+      }
+      throw err
     } finally {
       await cursor.close().catch(() => {})
       await prevMap.close().catch(() => {})

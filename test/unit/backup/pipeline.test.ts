@@ -84,8 +84,8 @@ describe('block pipeline', () => {
     const world = worldOf(vault, new Map([[path, img]]))
     const r1 = await runBackup(m, world, { snapshot: 'read' })
     expect(vault.puts).toBe(16)
-    data[3 * BS + 7] ^= 0xff
-    data[9 * BS] ^= 0x01
+    data[3 * BS + 7]! ^= 0xff
+    data[9 * BS]! ^= 0x01
     await touch(path)
     const r2 = await runBackup(m, world, { snapshot: 'read' })
     expect(vault.puts).toBe(18)
