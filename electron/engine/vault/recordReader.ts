@@ -18,6 +18,18 @@ export interface RecordItem {
 
 export const MAX_RANGE_BYTES = 4 * 1024 * 1024
 const MAX_GAP_BYTES = 256 * 1024
+/** Range buffers circulate (main → worker → main) instead of being allocated per read. */
+const RANGE_BUFFER_BYTES = MAX_RANGE_BYTES + 64 * 1024
+const freeRangeBuffers: ArrayBuffer[] = []
+
+function takeRangeBuffer(size: number): ArrayBuffer {
+  if (size > RANGE_BUFFER_BYTES) return new ArrayBuffer(size)
+  return freeRangeBuffers.pop() ?? new ArrayBuffer(RANGE_BUFFER_BYTES)
+}
+
+function giveRangeBuffer(ab: ArrayBuffer): void {
+  if (ab.byteLength === RANGE_BUFFER_BYTES && freeRangeBuffers.length < 6) freeRangeBuffers.push(ab)
+}
 
 /**
  * Opens `items` (records of the pack at `path`), calling `onResult(itemIndex, plain, error)` for
@@ -61,17 +73,18 @@ export async function openPackRecords(
         group.push(order[i]!)
         i++
       }
-      const buf = Buffer.allocUnsafeSlow(end - start)
+      const ab = takeRangeBuffer(end - start)
+      const buf = Buffer.from(ab, 0, end - start)
       await readExactly(fh, buf, 0, end - start, start, path)
       const entries: OpenEntry[] = group.map((k) => {
         const it = items[k]!
         return { start: it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
       })
-      const ab = buf.buffer as ArrayBuffer
       const { result } = await pool.submit({ kind: 'open', buf: ab, entries, packId, blockSize: options.blockSize, returnPlain: options.returnPlain }, [ab])
       results.push(
         result.then((r) => {
           if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
+          giveRangeBuffer(r.buf)
           let p = 0
           const plain = r.plain ? Buffer.from(r.plain) : undefined
           group.forEach((k, j) => {
