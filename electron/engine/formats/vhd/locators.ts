@@ -51,10 +51,12 @@ export function candidatesFor(hint: LocatorHint, childPath: string): string[] {
     if (!p) return []
     text = p
   }
-  if (text.startsWith('\\\\?\\')) text = text.slice(4)
-  if (looksWindows(text)) {
-    if (isWindowsHost) return [win32.resolve(childDir, text)]
-    const isWinAbsolute = /^[A-Za-z]:/.test(text) || text.startsWith('\\\\')
+  // Win32 namespace paths: \\?\C:\..., \\?\UNC\server\..., \\?\Volume{guid}\... are all absolute.
+  const namespaced = text.startsWith('\\\\?\\') || text.startsWith('\\\\.\\')
+  if (namespaced) text = text.slice(4)
+  if (namespaced || looksWindows(text)) {
+    const isWinAbsolute = namespaced || /^[A-Za-z]:/.test(text) || text.startsWith('\\\\')
+    if (isWindowsHost) return [namespaced && !/^[A-Za-z]:/.test(text) ? `\\\\?\\${text}` : win32.resolve(childDir, text)]
     if (isWinAbsolute) return [resolve(childDir, win32.basename(text))]
     return [resolve(childDir, text.split('\\').join('/'))]
   }
