@@ -1,0 +1,65 @@
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { join } from 'node:path'
+import { addMachine, runBackup, type BackupWorld } from '../../../electron/engine/backup/index.js'
+import { openImage } from '../../../electron/engine/formats/index.js'
+import { parsePolicySpec } from '../../../electron/engine/policy/index.js'
+import { applyOps, createImage, qemuGuestSha256, requireQemu } from '../../helpers/qemu.js'
+import { makeWorld, MiB, pointDiskSha256, TEST_BLOCK_SIZE, type TestWorld } from './helpers.js'
+
+let w: TestWorld | undefined
+beforeAll(() => requireQemu())
+afterEach(async () => { await w?.close(); w = undefined })
+
+const policy = parsePolicySpec({ snapshotTierDays: 0 })
+const BS = TEST_BLOCK_SIZE
+
+describe('deduplication and skipping', () => {
+  it('two machines whose disks share a base image store the shared blocks once', async () => {
+    w = await makeWorld()
+    const base = join(w.dir, 'base.qcow2')
+    await createImage(base, 'qcow2', 32 * MiB)
+    await applyOps(base, 'qcow2', [{ kind: 'random', offset: 0, length: 8 * MiB, seed: 1 }, { kind: 'random', offset: 20 * MiB, length: 2 * MiB, seed: 2 }], w.dir)
+    const a = join(w.dir, 'a.qcow2')
+    const b = join(w.dir, 'b.qcow2')
+    await createImage(a, 'qcow2', 32 * MiB, [], { file: base, format: 'qcow2' })
+    await createImage(b, 'qcow2', 32 * MiB, [], { file: base, format: 'qcow2' })
+    await applyOps(a, 'qcow2', [{ kind: 'random', offset: 30 * MiB, length: 4096, seed: 3 }], w.dir)
+    await applyOps(b, 'qcow2', [{ kind: 'random', offset: 3 * MiB, length: 4096, seed: 4 }], w.dir)
+    const ma = addMachine(w.catalog, { name: 'a', disks: [{ path: a }] })
+    const mb = addMachine(w.catalog, { name: 'b', disks: [{ path: b }] })
+    const ra = await runBackup(ma, w.world, { policy, snapshot: 'read' })
+    expect(ra.result.bytesNew).toBe(10 * MiB + BS)
+    const rb = await runBackup(mb, w.world, { policy, snapshot: 'read' })
+    expect(rb.result.bytesRead).toBe(10 * MiB) // b's write falls inside the base's data
+    expect(rb.result.bytesNew).toBe(BS)
+    expect(rb.result.bytesStored).toBeLessThan(ra.result.bytesStored / 20)
+    expect(await pointDiskSha256(w.vault, ra.result.pointId, 0)).toBe(await qemuGuestSha256(a, 'qcow2', w.dir))
+    expect(await pointDiskSha256(w.vault, rb.result.pointId, 0)).toBe(await qemuGuestSha256(b, 'qcow2', w.dir))
+  })
+
+  it('an unchanged disk file is not opened; a changed backing file makes it read again', async () => {
+    w = await makeWorld()
+    const base = join(w.dir, 'base.qcow2')
+    const top = join(w.dir, 'top.qcow2')
+    await createImage(base, 'qcow2', 16 * MiB)
+    await applyOps(base, 'qcow2', [{ kind: 'random', offset: 0, length: 4 * MiB, seed: 9 }], w.dir)
+    await createImage(top, 'qcow2', 16 * MiB, [], { file: base, format: 'qcow2' })
+    await applyOps(top, 'qcow2', [{ kind: 'random', offset: 8 * MiB, length: MiB, seed: 10 }], w.dir)
+    const opened: string[] = []
+    const world: BackupWorld = { ...w.world, openImage: (p) => { opened.push(p); return openImage(p) } }
+    const m = addMachine(w.catalog, { name: 'vm', disks: [{ path: top }] })
+    const r1 = await runBackup(m, world, { policy, snapshot: 'read' })
+    expect(r1.result.bytesRead).toBe(5 * MiB)
+    opened.length = 0
+    const r2 = await runBackup(m, world, { policy, snapshot: 'read' })
+    expect(opened).toEqual([])
+    expect(r2.result).toMatchObject({ bytesRead: 0, bytesNew: 0 })
+    expect(await pointDiskSha256(w.vault, r2.result.pointId, 0)).toBe(await qemuGuestSha256(top, 'qcow2', w.dir))
+    // The base changes under an unchanged overlay (e.g. a rebase): the guest view changed, so it is read.
+    await applyOps(base, 'qcow2', [{ kind: 'random', offset: 12 * MiB, length: BS, seed: 11 }], w.dir)
+    const r3 = await runBackup(m, world, { policy, snapshot: 'read' })
+    expect(opened.length).toBeGreaterThan(0)
+    expect(r3.result.bytesNew).toBe(BS)
+    expect(await pointDiskSha256(w.vault, r3.result.pointId, 0)).toBe(await qemuGuestSha256(top, 'qcow2', w.dir))
+  })
+})
