@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { basename, join, relative } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { EngineError } from '../../../electron/engine/errors.js'
-import type { LocalVault, VerifyReport } from '../../../electron/engine/vault/index.js'
+import type { LocalVault, PointManifest, VerifyReport } from '../../../electron/engine/vault/index.js'
 import { newTestVault, open, PASSPHRASE, scratchRoot, writePoint } from './fixtures/data.js'
 import { cliEnv, tresor } from '../keys/fixtures/cli.js'
 
@@ -43,7 +43,7 @@ describe('tamper: single bit flips', () => {
     }
     const { dir, key } = await newTestVault(join(base, 'vault'))
     const setup = await open(dir, key)
-    const points = []
+    const points: PointManifest[] = []
     for (const s of [1, 2, 3]) points.push(await writePoint(setup, { seed: s, blocks: 12 }))
     await setup.close()
 
