@@ -37,4 +37,5 @@ export type {
   VerifyReport,
   AffectedPoint,
   VaultTestHooks,
+  PointScan,
 } from './types.js'

@@ -16,7 +16,7 @@ import { readPackIndex, type PackIndexEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { openPackRecords } from './recordReader.js'
 import { LocalBackupSession } from './session.js'
-import type { AffectedPoint, LocalVault, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
+import type { AffectedPoint, LocalVault, PointScan, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
 import { systemClock } from './types.js'
 import { nodeVaultFs, readdirIfExists, unlinkDurable, vaultIoError } from './vaultFs.js'
 
@@ -41,11 +41,6 @@ export async function openVault(dir: string, masterKey: Buffer, options: OpenVau
     )
   }
   return new LocalVaultImpl(new VaultContext(fs, layout, keys, config, options.clock ?? systemClock, options))
-}
-
-export interface PointScan {
-  points: PointManifest[]
-  damaged: Array<{ pointId: string; error: EngineError }>
 }
 
 class LocalVaultImpl implements LocalVault {

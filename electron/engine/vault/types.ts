@@ -1,5 +1,6 @@
 /** Types of the local vault beyond the pipelines' view (api.ts). */
-import type { Vault } from './api.js'
+import type { PointManifest, Vault } from './api.js'
+import type { EngineError } from '../errors.js'
 import type { VaultFs } from './vaultFs.js'
 
 /** Time source, injectable for tests (RELIABILITY "Injected Clock"). */
@@ -98,8 +99,16 @@ export interface VaultStats {
   points: number
 }
 
+/** Result of reading every manifest: readable points (oldest first) and the damaged ones. */
+export interface PointScan {
+  points: PointManifest[]
+  damaged: Array<{ pointId: string; error: EngineError }>
+}
+
 /** The local-folder vault: the pipelines' Vault plus maintenance. */
 export interface LocalVault extends Vault {
+  /** Like listPoints, but a damaged manifest is listed instead of failing the whole listing (rebuild). */
+  scanPoints(): Promise<PointScan>
   verify(options: VerifyOptions): Promise<VerifyReport>
   /** Deletes the manifests of these points (exclusive lock). Space is freed by `prune`. */
   deletePoints(ids: string[]): Promise<number>
