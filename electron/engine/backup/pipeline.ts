@@ -399,6 +399,7 @@ export async function runBackup(machine: Machine, world: BackupWorld, options: R
 
     // Snapshot tier.
     const keptClones = keepClones(world.catalog, machine, plans, manifest, policy, now(), log)
+    for (const c of clones) if (!keptClones.includes(c)) await unlink(c).catch(() => {})
     await pruneSnapshotTier(world.catalog, machine.id, policy.snapshotTierDays, now(), new Set(keptClones), log)
     progress.setPhase('done')
     const result: BackupResult = {
