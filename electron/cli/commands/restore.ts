@@ -16,6 +16,7 @@ interface RestoreOpts {
   format?: string
   overwrite?: boolean
   replaceOriginal?: boolean
+  verify?: boolean
   concurrency?: string
 }
 
@@ -60,6 +61,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     .option('--format <format>', `image format to write: ${RESTORE_FORMATS.join('|')} (default: from the file extension, else the source format)`)
     .option('--overwrite', 'replace an existing target file (never a link or a folder)')
     .option('--replace-original', "write over the disks' original files (the machine must be shut down)")
+    .option('--verify', 'read each restored image back and check it before naming it (always on with --replace-original)')
     .option('--concurrency <n>', 'restores running at once from the queue', '1')
     .action(async (point: string, opts: RestoreOpts) => {
       if (opts.format !== undefined && !(RESTORE_FORMATS as readonly string[]).includes(opts.format)) {
@@ -87,6 +89,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
           disks: (opts.disk ?? []).map((d) => (/^[0-9]+$/.test(d) ? Number(d) : d)),
           ...(opts.format === undefined ? {} : { format: opts.format as WriterFormat }),
           overwrite: opts.overwrite === true,
+          ...(opts.verify ? { verify: true } : {}),
           ...(vaultPath === undefined ? {} : { vaultPath }),
         }
         queue.recover()

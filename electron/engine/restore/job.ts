@@ -58,6 +58,7 @@ export async function runRestoreJob(input: RestoreJobInput, env: RestoreJobEnv, 
         disks: request.disks,
         ...(request.format === undefined ? {} : { format: request.format }),
         overwrite: request.overwrite,
+        ...(request.verify === undefined ? {} : { verifyAfterWrite: request.verify }),
       },
       { signal: env.signal, onProgress: (p) => env.onProgress(p), log: (l) => env.log(l) },
     )

@@ -15,7 +15,7 @@ import { link, open, rename, unlink } from 'node:fs/promises'
 import { basename, dirname, extname } from 'node:path'
 import { EngineError, fromFsError } from '../errors.js'
 import { createBlockHasher, isAllZero } from '../backup/checksum.js'
-import type { ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
+import type { DiskImage, Extent, ImageFormat, ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
 import type { ChunkReader, PointDisk, PointManifest, Vault } from '../vault/api.js'
 import { assertNotInUse } from './inUse.js'
 import {
@@ -34,6 +34,8 @@ export type WriterFactory = (path: string, format: WriterFormat, options: Writer
 export interface RestoreWorld {
   vault: Vault
   createWriter: WriterFactory
+  /** Opens a written image to read it back (default: formats' `openImage`). */
+  openImage?: (path: string, options: { format: ImageFormat; noBacking: boolean }) => Promise<DiskImage>
   /** Checks that no other process uses `paths` (default: /proc scan, `assertNotInUse`). */
   assertNotInUse?: (paths: string[], options: { writersOnly?: boolean; what?: string }) => Promise<void>
 }
@@ -51,6 +53,12 @@ export interface RestoreRequest {
   format?: WriterFormat
   /** The user explicitly chose to overwrite existing target files. */
   overwrite?: boolean
+  /**
+   * Read every written image back through its format reader and check each block against the
+   * block map before any final name appears. Default: true for `replace` (the original is deleted
+   * afterwards), false otherwise (blocks are verified as they come from the vault either way).
+   */
+  verifyAfterWrite?: boolean
 }
 
 export interface RestoreProgress {
@@ -322,6 +330,76 @@ async function writeDisk(
   return bytesWritten
 }
 
+/**
+ * Reads a finished image back through its format reader and checks it against the point: each DATA
+ * block's XXH3-128 checksum, and zeros wherever the block map has ZERO/UNALLOCATED (only ranges the
+ * image has allocated are read; the rest reads as zeros by the reader contract).
+ */
+async function verifyWritten(
+  world: RestoreWorld,
+  point: PointManifest,
+  disk: PointDisk,
+  path: string,
+  format: WriterFormat,
+  options: RestoreOptions,
+  report: (position: number) => void,
+): Promise<void> {
+  const open = world.openImage ?? (async (p: string, o: { format: ImageFormat; noBacking: boolean }) => (await import('../formats/index.js')).openImage(p, o))
+  const image = await open(path, { format: format === 'vhd-fixed' ? 'vhd' : format, noBacking: true })
+  const mismatch = (what: string): EngineError =>
+    new EngineError('IO_ERROR', `The restored image "${path}" does not read back as written (${what}). Nothing was replaced; check the target drive and try again.`)
+  try {
+    if (image.virtualSize < disk.virtualSize) throw mismatch(`its size is ${image.virtualSize} bytes instead of ${disk.virtualSize}`)
+    const blockSize = point.blockSize
+    const hasher = await createBlockHasher()
+    const buffer = Buffer.allocUnsafe(blockSize)
+    const extents = image.extents()[Symbol.asyncIterator]()
+    const ahead: Extent[] = []
+    let exhausted = false
+    const overlapsData = async (start: number, end: number): Promise<boolean> => {
+      for (;;) {
+        if (ahead.length === 0) {
+          if (exhausted) return false
+          const n = await extents.next()
+          if (n.done) {
+            exhausted = true
+            return false
+          }
+          ahead.push(n.value)
+        }
+        const first = ahead[0]!
+        if (first.offset + first.length <= start) ahead.shift()
+        else break
+      }
+      while (!exhausted && ahead[ahead.length - 1]!.offset < end) {
+        const n = await extents.next()
+        if (n.done) exhausted = true
+        else ahead.push(n.value)
+      }
+      return ahead.some((e) => !e.zero && e.offset < end && e.offset + e.length > start)
+    }
+    let index = 0
+    for await (const entry of world.vault.readBlockMap(point.id, disk.index)) {
+      if (options.signal?.aborted) throw cancelled()
+      const offset = index * blockSize
+      const length = Math.min(blockSize, disk.virtualSize - offset)
+      const data = buffer.subarray(0, length)
+      const hasData = await overlapsData(offset, offset + length)
+      if (entry.kind === 'data') {
+        await image.read(data, offset)
+        if (!hasher.checksum(data).equals(entry.checksum)) throw mismatch(`block ${index} differs`)
+      } else if (hasData) {
+        await image.read(data, offset)
+        if (!isAllZero(data)) throw mismatch(`block ${index} should read as zeros`)
+      }
+      report(offset + length)
+      index++
+    }
+  } finally {
+    await image.close()
+  }
+}
+
 /** Granularity of hole detection inside a block: the page size of common file systems. */
 const HOLE_GRANULARITY = 4096
 
@@ -456,6 +534,17 @@ export async function restorePoint(world: RestoreWorld, request: RestoreRequest,
       const { bytesWritten } = await writer.finish()
       writers.pop()
       finishedPartials.push(target.partialPath)
+      if (request.verifyAfterWrite ?? request.mode === 'replace') {
+        log(`Reading "${target.partialPath}" back to verify it.`)
+        let lastVerifyReport = 0
+        await verifyWritten(world, point, disk, target.partialPath, format, options, (position) => {
+          if (!options.onProgress) return
+          const now = Date.now()
+          if (now - lastVerifyReport < 100 && position < disk.virtualSize) return
+          lastVerifyReport = now
+          options.onProgress({ phase: 'verifying', bytesDone: doneBefore + position, bytesTotal, bytesWritten: writtenBefore + bytesWritten, currentDisk: disk.name })
+        })
+      }
       restored.push({ index: disk.index, name: disk.name, path: target.finalPath, format, bytesWritten })
       doneBefore += disk.virtualSize
       writtenBefore += bytesWritten

@@ -51,6 +51,8 @@ export const restoreJobInputSchema = z.object({
   format: z.enum(RESTORE_FORMATS).optional(),
   /** The user explicitly chose to overwrite an existing target file. */
   overwrite: z.boolean().default(false),
+  /** Read written images back and check them before naming them (always done for `replace`). */
+  verify: z.boolean().optional(),
   /** Vault folder overriding the current vault (CLI `--vault`). */
   vaultPath: pathSchema.optional(),
 })

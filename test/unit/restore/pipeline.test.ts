@@ -219,6 +219,42 @@ describe('restorePoint', () => {
     expect(await readdir(dir)).toEqual(['disk.img'])
   })
 
+  it('reads the image back before replacing the original: a writer that corrupts data changes nothing', async () => {
+    const src = join(dir, 'disk.img')
+    const expected = await makeSource(src, MiB)
+    const vault = new MemoryVault()
+    const point = await vault.addPoint('vm', [{ name: 'disk', path: src }])
+    await writeFile(src, 'current contents')
+    const { createImageWriter: create } = await import('../../../electron/engine/formats/index.js')
+    const sabotage: RestoreWorld['createWriter'] = async (path, format, options) => {
+      const inner = await create(path, format, options)
+      let first = true
+      return {
+        path: inner.path,
+        format: inner.format,
+        write: (offset, data) => {
+          if (first) {
+            first = false
+            const copy = Buffer.from(data)
+            copy[0] = copy[0]! ^ 1
+            return inner.write(offset, copy)
+          }
+          return inner.write(offset, data)
+        },
+        finish: () => inner.finish(),
+        abort: () => inner.abort(),
+      }
+    }
+    await expect(restorePoint(world(vault, { createWriter: sabotage }), { pointId: point.id, mode: 'replace' })).rejects.toMatchObject({ code: 'IO_ERROR' })
+    expect(await readFile(src, 'utf8')).toBe('current contents')
+    expect(await readdir(dir)).toEqual(['disk.img'])
+    // The same check is available for new files; with an honest writer it passes.
+    const progress: string[] = []
+    await restorePoint(world(vault), { pointId: point.id, mode: 'file', targetPath: join(dir, 'checked.img'), verifyAfterWrite: true }, { onProgress: (p) => progress.push(p.phase) })
+    expect(progress).toContain('verifying')
+    expect((await readFile(join(dir, 'checked.img'))).equals(expected)).toBe(true)
+  })
+
   it('names disk files safely', () => {
     expect(diskFileName('../../etc/passwd', 'raw')).toBe('passwd.img')
     expect(diskFileName('win.vhdx', 'qcow2')).toBe('win.qcow2')
