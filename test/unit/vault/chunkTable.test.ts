@@ -1,0 +1,42 @@
+import { randomBytes } from 'node:crypto'
+import { describe, expect, it } from 'vitest'
+import fc from 'fast-check'
+import { ChunkTable } from '../../../electron/engine/vault/chunkTable.js'
+
+describe('ChunkTable', () => {
+  it('finds every inserted id with its location, through growth, and nothing else', () => {
+    const t = new ChunkTable(16)
+    const ids = Array.from({ length: 5000 }, () => randomBytes(32))
+    ids.forEach((id, i) => expect(t.insert(id, { pack: i % 7, offset: i * 3, length: i + 1, ordinal: i, flags: i & 1 })).toBe(true))
+    expect(t.size).toBe(5000)
+    ids.forEach((id, i) => expect(t.get(id)).toEqual({ pack: i % 7, offset: i * 3, length: i + 1, ordinal: i, flags: i & 1 }))
+    for (let i = 0; i < 1000; i++) expect(t.has(randomBytes(32))).toBe(false)
+    expect(t.memoryBytes / t.size).toBeLessThan(48 / 0.45) // load stays above ~0.45 after growth
+  })
+
+  it('keeps the first copy of a chunk', () => {
+    const t = new ChunkTable()
+    const id = randomBytes(32)
+    expect(t.insert(id, { pack: 1, offset: 10, length: 5, ordinal: 0, flags: 0 })).toBe(true)
+    expect(t.insert(id, { pack: 2, offset: 99, length: 5, ordinal: 3, flags: 1 })).toBe(false)
+    expect(t.get(id)?.pack).toBe(1)
+  })
+
+  it('handles ids that collide on their home slot (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ minLength: 28, maxLength: 28 }), { minLength: 1, maxLength: 300 }), (tails) => {
+        const t = new ChunkTable(16)
+        const seen = new Map<string, number>()
+        tails.forEach((tail, i) => {
+          const id = Buffer.concat([Buffer.from([0, 0, 0, 0]), Buffer.from(tail)]) // same home slot
+          const fresh = !seen.has(id.toString('hex'))
+          expect(t.insert(id, { pack: 0, offset: i, length: 1, ordinal: i, flags: 0 })).toBe(fresh)
+          if (fresh) seen.set(id.toString('hex'), i)
+        })
+        for (const [hex, i] of seen) expect(t.get(Buffer.from(hex, 'hex'))?.offset).toBe(i)
+        expect(t.size).toBe(seen.size)
+      }),
+      { numRuns: 50 },
+    )
+  })
+})

@@ -1,0 +1,66 @@
+import { randomBytes } from 'node:crypto'
+import { describe, expect, it } from 'vitest'
+import { ChunkCodec, FLAG_ZSTD } from '../../../electron/engine/vault/chunkCodec.js'
+import { canonicalJson } from '../../../electron/engine/vault/config.js'
+import { chunkIdOf, deriveKeys, NONCE_BYTES } from '../../../electron/engine/vault/crypto.js'
+
+const BS = 64 * 1024
+const keys = deriveKeys(randomBytes(32), 'ab'.repeat(16))
+const codec = new ChunkCodec({ dataKey: keys.data, chunkIdKey: keys.chunkId, blockSize: BS, compressionLevel: 3 })
+const pack = randomBytes(16)
+
+function seal(plain: Buffer, ordinal = 0) {
+  const out = Buffer.alloc(BS + 28)
+  const id = chunkIdOf(keys.chunkId, plain)
+  const r = codec.seal(plain, out, id, pack, ordinal)
+  return { rec: Buffer.from(out.subarray(0, r.storedLength)), id, flags: r.flags }
+}
+
+describe('chunk codec', () => {
+  it('compresses text, stores random data raw, and opens both', () => {
+    const text = Buffer.from('hello vault '.repeat(BS / 12 + 1)).subarray(0, BS)
+    const rnd = randomBytes(BS)
+    const a = seal(text)
+    const b = seal(rnd)
+    expect(a.flags).toBe(FLAG_ZSTD)
+    expect(a.rec.length).toBeLessThan(BS / 10)
+    expect(b.flags).toBe(0)
+    expect(b.rec.length).toBe(BS + 28)
+    expect(Buffer.from(codec.open(a.rec, a.id, pack, 0, a.flags) as Buffer)).toEqual(text)
+    expect(Buffer.from(codec.open(b.rec, b.id, pack, 0, b.flags) as Buffer)).toEqual(rnd)
+  })
+
+  it('binds chunk id, pack, ordinal and flags (I10), and detects every single flipped bit it is given', () => {
+    const plain = Buffer.from('x'.repeat(5000))
+    const s = seal(plain, 7)
+    expect(typeof codec.open(s.rec, s.id, pack, 8, s.flags)).toBe('string')
+    expect(typeof codec.open(s.rec, s.id, randomBytes(16), 7, s.flags)).toBe('string')
+    expect(typeof codec.open(s.rec, randomBytes(32), pack, 7, s.flags)).toBe('string')
+    expect(typeof codec.open(s.rec, s.id, pack, 7, s.flags ^ 1)).toBe('string')
+    for (let bit = 0; bit < s.rec.length * 8; bit += 7) {
+      const r = Buffer.from(s.rec)
+      r[bit >> 3]! ^= 1 << (bit & 7)
+      expect(typeof codec.open(r, s.id, pack, 7, s.flags)).toBe('string')
+    }
+  })
+
+  it('never repeats a nonce (10k seals)', () => {
+    const seen = new Set<string>()
+    const plain = randomBytes(100)
+    for (let i = 0; i < 10_000; i++) seen.add(seal(plain, i).rec.subarray(0, NONCE_BYTES).toString('hex'))
+    expect(seen.size).toBe(10_000)
+  })
+
+  it('a corrupting compressor is caught when the record is opened', () => {
+    const bad = new ChunkCodec({ dataKey: keys.data, chunkIdKey: keys.chunkId, blockSize: BS, compressionLevel: 3, corruptCompressor: true })
+    const plain = Buffer.from('compress me '.repeat(3000)).subarray(0, BS)
+    const out = Buffer.alloc(BS + 28)
+    const id = chunkIdOf(keys.chunkId, plain)
+    const r = bad.seal(plain, out, id, pack, 0)
+    expect(typeof codec.open(out.subarray(0, r.storedLength), id, pack, 0, r.flags)).toBe('string')
+  })
+
+  it('canonical JSON sorts keys at every level and drops undefined', () => {
+    expect(canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: undefined } })).toBe('{"a":{"d":[1,{"y":2,"z":1}]},"b":1}')
+  })
+})

@@ -1,0 +1,53 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { WorkerPool } from '../../../electron/engine/workers/pool.js'
+import { EngineError } from '../../../electron/engine/errors.js'
+
+const url = new URL('./echoWorker.ts', import.meta.url)
+let pool: WorkerPool<any, any> | undefined
+afterEach(async () => {
+  await pool?.dispose()
+  pool = undefined
+})
+
+describe('WorkerPool', () => {
+  it('moves buffers to the worker and back (transfer, not copy) and returns results', async () => {
+    pool = new WorkerPool(url, { size: 2, maxQueue: 2 })
+    const ab = new ArrayBuffer(1000)
+    new Uint8Array(ab).fill(1)
+    const r = await pool.run({ op: 'sum', buf: ab }, [ab])
+    expect(ab.byteLength).toBe(0) // detached on our side while away
+    expect(r.sum).toBe(1000)
+    expect(new Uint8Array(r.buf)[0]).toBe(42)
+  })
+
+  it('applies back-pressure: submit waits while running + queued tasks are at the bound', async () => {
+    pool = new WorkerPool(url, { size: 1, maxQueue: 1 })
+    const a = await pool.submit({ op: 'sleep', ms: 300 })
+    const b = await pool.submit({ op: 'sleep', ms: 10 })
+    let accepted = false
+    const c = pool.submit({ op: 'sleep', ms: 10 }).then((x) => ((accepted = true), x))
+    await new Promise((r) => setTimeout(r, 100))
+    expect(accepted).toBe(false)
+    expect(pool.pending).toBe(2)
+    await a.result
+    await (await c).result
+    expect(accepted).toBe(true)
+    await b.result
+  })
+
+  it('keeps EngineError codes, replaces a crashed worker, rejects queued work on dispose', async () => {
+    pool = new WorkerPool(url, { size: 1, maxQueue: 4 })
+    const err = await pool.run({ op: 'fail' }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(EngineError)
+    expect((err as EngineError).code).toBe('CHUNK_CORRUPT')
+    const crash = await pool.run({ op: 'crash' }).catch((e: unknown) => e)
+    expect((crash as EngineError).code).toBe('INTERNAL')
+    expect(await pool.run({ op: 'sleep', ms: 1 })).toBe('slept') // replacement worker
+    const running = await pool.submit({ op: 'sleep', ms: 200 })
+    const queued = await pool.submit({ op: 'sleep', ms: 1 })
+    await pool.dispose()
+    await expect(queued.result).rejects.toMatchObject({ code: 'CANCELLED' })
+    await expect(running.result).rejects.toMatchObject({ code: 'CANCELLED' })
+    await pool.dispose() // idempotent
+  })
+})
