@@ -5,7 +5,7 @@
  */
 import { nodeVaultFs, type VaultFileHandle, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
 
-export type FsOp = 'open' | 'readFile' | 'rename' | 'link' | 'unlink' | 'mkdir' | 'rmdir' | 'readdir' | 'stat' | 'syncDir' | 'read' | 'write' | 'sync' | 'close' | 'size'
+export type FsOp = 'open' | 'openRead' | 'readFile' | 'rename' | 'link' | 'unlink' | 'mkdir' | 'rmdir' | 'readdir' | 'stat' | 'syncDir' | 'read' | 'write' | 'sync' | 'close' | 'size'
 
 export interface FaultRule {
   /** Which operations count toward `afterOps` (default: all writes-ish: open wx, write, sync, rename, link). */
@@ -20,7 +20,7 @@ export interface FaultRule {
 }
 
 export class FaultFs implements VaultFs {
-  log: Array<{ op: FsOp; path: string }> = []
+  log: Array<{ op: FsOp; path: string; from?: string }> = []
   private counts = 0
   private tripped = false
   rule: FaultRule | undefined
@@ -55,7 +55,7 @@ export class FaultFs implements VaultFs {
 
   async open(path: string, flags: 'r' | 'wx'): Promise<VaultFileHandle> {
     if (flags === 'wx') this.gate('open', path)
-    else this.log.push({ op: 'open', path })
+    else this.log.push({ op: 'openRead', path })
     const fh = await this.inner.open(path, flags)
     const self = this
     return {
@@ -85,10 +85,12 @@ export class FaultFs implements VaultFs {
   }
   async rename(from: string, to: string) {
     this.gate('rename', to)
+    this.log[this.log.length - 1]!.from = from
     return this.inner.rename(from, to)
   }
   async link(existing: string, to: string) {
     this.gate('link', to)
+    this.log[this.log.length - 1]!.from = existing
     return this.inner.link(existing, to)
   }
   async unlink(path: string) {
@@ -121,4 +123,30 @@ function errno(code: string, op: string, path: string): NodeJS.ErrnoException {
   e.code = code
   e.path = path
   return e
+}
+
+/**
+ * Durability lint over an op log (RELIABILITY #5): every file reaching a final name was written,
+ * fsynced before its rename/link, and its directory fsynced afterwards; every manifest appears only
+ * after every pack renamed earlier in the log is durable. Returns the violations.
+ */
+export function durabilityViolations(log: FaultFs['log']): string[] {
+  const out: string[] = []
+  const dirOf = (p: string): string => p.slice(0, p.lastIndexOf('/'))
+  const synced = new Set<string>()
+  const pendingDirs = new Map<string, string>() // final path → dir awaiting fsync
+  for (const e of log) {
+    if (e.op === 'sync') synced.add(e.path)
+    if (e.op === 'open') synced.delete(e.path)
+    if (e.op === 'rename' || e.op === 'link') {
+      if (!e.from || !synced.has(e.from)) out.push(`${e.op} to ${e.path} without fsync of ${e.from}`)
+      pendingDirs.set(e.path, dirOf(e.path))
+    }
+    if (e.op === 'syncDir') for (const [f, d] of pendingDirs) if (d === e.path) pendingDirs.delete(f)
+    if (e.op === 'rename' && e.path.includes('/manifests/')) {
+      for (const [f] of pendingDirs) if (f.includes('/packs/') || f.includes('/maps/')) out.push(`manifest ${e.path} before ${f} was durable`)
+    }
+  }
+  for (const [f] of pendingDirs) if (!f.includes('/locks/')) out.push(`${f}: directory never fsynced`)
+  return out
 }

@@ -2,7 +2,7 @@ import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backUp, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
-import { FaultFs } from './faultFs.js'
+import { FaultFs, durabilityViolations } from './faultFs.js'
 import { openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 
@@ -105,6 +105,24 @@ describe('faults during backup leave earlier points intact', () => {
       fs.reset()
       expect((await v.listPoints()).length).toBe(before)
       await assertFirstIntact()
+    } finally {
+      await v.close()
+    }
+  })
+
+  it('follows the durability protocol: write → fsync → rename → fsync dir; manifest last (lint, 0 violations)', async () => {
+    const fs = new FaultFs()
+    const v = await openVault(dir, key, { workers: 1, fs })
+    try {
+      await backUp(v, [{ name: 'p', blocks: blocks(6000, 40) }, { name: 'q', blocks: ['zero', ...blocks(6100, 3)] }])
+      const renames = fs.log.filter((e) => e.op === 'rename')
+      expect(renames.some((e) => e.path.includes('/packs/'))).toBe(true)
+      expect(renames.some((e) => e.path.includes('/maps/'))).toBe(true)
+      expect(renames.at(-1)!.path).toContain('/manifests/')
+      expect(durabilityViolations(fs.log)).toEqual([])
+      fs.log = []
+      await v.prune({ deletePointIds: [(await v.listPoints()).at(-1)!.id] })
+      expect(durabilityViolations(fs.log)).toEqual([])
     } finally {
       await v.close()
     }
