@@ -52,7 +52,6 @@ export function diskFileName(diskName: string, format: WriterFormat, fallback = 
   let base = basename(diskName.replace(/[\\/]/g, '/'))
   const ext = extname(base).toLowerCase()
   if (IMAGE_EXTENSIONS.has(ext)) base = base.slice(0, -ext.length)
-  // eslint-disable-next-line no-control-regex
   base = base.replace(/[\u0000-\u001f\u007f<>:"/\\|?*]/g, '_').replace(/^[.\s]+/, '').replace(/[.\s]+$/, '')
   if (base === '') base = fallback
   if (WINDOWS_RESERVED.test(base)) base = `_${base}`

@@ -73,7 +73,7 @@ describe('restore through the real vault', () => {
     // Format conversion on restore: every writer format, checked by qemu.
     for (const format of WRITER_FORMATS) {
       const target = join(out, `system-${format}.${EXT[format]}`)
-      const res = await restorePoint(world, { pointId: p2, mode: 'file', targetPath: target, disks: ['system'], format })
+      const res = await restorePoint(world, { pointId: p2, mode: 'file', targetPath: target, disks: ['system'], format, verifyAfterWrite: true })
       expect(res.files).toEqual([target])
       const cmp = await qemuCompare(target, QEMU[format], o2.sys, 'raw')
       expect(cmp.output).toContain('identical')
