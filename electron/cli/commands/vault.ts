@@ -9,6 +9,7 @@ import { openCatalog } from '../../engine/catalog/index.js'
 import { deletePointRows, getCurrentVault, getVaultByPath, registerVault, replacePoints } from '../../engine/catalog/vaults.js'
 import { breakLock, createVault, DEFAULT_LOCK_LIFETIME_MS, listLocks, readVaultHeader, updateKeySlots, type LockInfo } from '../../engine/vault/index.js'
 import { isProcessAlive } from '../../engine/vault/locks.js'
+import { policyForMachine, selectPointsToPrune } from '../../engine/policy/index.js'
 import {
   canPrompt,
   chooseNewPassphrase,
@@ -208,12 +209,17 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
 
   program
     .command('prune')
-    .description('apply retention and free space of unreferenced data')
-    .action(async () => {
+    .description('apply retention (each machine\'s policy) and free the space of unreferenced data')
+    .option('--dry-run', 'only list the recovery points retention would remove')
+    .action(async (opts: { dryRun?: boolean }) => {
       const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
       try {
-        const result = await pruneVault(session)
-        ctx.print(result, `${result.pointsRemoved} recovery point(s) removed, ${result.bytesFreed} bytes freed.`)
+        const result = await pruneVault(session, { dryRun: opts.dryRun === true })
+        ctx.print(result, () =>
+          opts.dryRun
+            ? `${result.removed.length} recovery point(s) would be removed${result.removed.length ? ': ' + result.removed.join(', ') : ''}.`
+            : `${result.pointsRemoved} recovery point(s) removed, ${result.bytesFreed} bytes freed.`,
+        )
       } finally {
         await session.close()
       }
@@ -290,15 +296,33 @@ function verifyText(report: ReportLike): string {
 
 type Session = Awaited<ReturnType<typeof openCurrentVault>>
 
-/** Retention selection (none until policies exist), then the vault's prune; the catalog follows the vault. */
-async function pruneVault(session: Session): Promise<{ pointsRemoved: number; bytesFreed: number }> {
-  const expired: string[] = []
+/**
+ * Retention, then the vault's prune (delete + garbage-collect + repack under the exclusive lock);
+ * the catalog then follows the vault. Retention applies to machines this catalog knows (by id, else
+ * by name) with their policy (or the default one); points of machines unknown here (another
+ * computer's, or a rebuilt catalog without machines) are never selected. The newest point of each
+ * machine always survives (I13).
+ */
+async function pruneVault(session: Session, options: { dryRun: boolean }): Promise<{ pointsRemoved: number; bytesFreed: number; removed: string[]; kept: number }> {
+  const points = await session.vault.listPoints()
+  const machineOf = (p: { machineId: string; machineName: string }): string | undefined => {
+    const byId = session.catalog.prepare('SELECT id FROM machines WHERE id = ?').get(p.machineId) as { id: string } | undefined
+    if (byId) return byId.id
+    const byName = session.catalog.prepare('SELECT id FROM machines WHERE name = ?').get(p.machineName) as { id: string } | undefined
+    return byName?.id
+  }
+  const judged = points.flatMap((p) => {
+    const machine = machineOf(p)
+    return machine === undefined ? [] : [{ id: p.id, createdAt: p.createdAt, machine }]
+  })
+  const expired = selectPointsToPrune(judged, (machine) => policyForMachine(session.catalog, machine).retention)
+  if (options.dryRun) return { pointsRemoved: 0, bytesFreed: 0, removed: expired, kept: points.length - expired.length }
   const result = await session.vault.prune({ deletePointIds: expired })
   const remaining = new Set((await session.vault.listPoints()).map((p) => p.id))
   const rows = session.catalog.prepare('SELECT id FROM points WHERE vault_id = ?').all(session.vaultId) as { id: string }[]
   deletePointRows(session.catalog, rows.map((r) => r.id).filter((id) => !remaining.has(id)))
   await session.recordGeneration()
-  return { pointsRemoved: result.pointsRemoved, bytesFreed: result.bytesFreed }
+  return { pointsRemoved: result.pointsRemoved, bytesFreed: result.bytesFreed, removed: expired, kept: remaining.size }
 }
 
 /**

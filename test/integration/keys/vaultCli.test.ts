@@ -1,0 +1,122 @@
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { afterAll, describe, expect, it } from 'vitest'
+import { openCatalog } from '../../../electron/engine/catalog/index.js'
+import { savePolicy } from '../../../electron/engine/policy/index.js'
+import { newTestVault, open, PASSPHRASE, scratchRoot, writePoint } from '../reliability/fixtures/data.js'
+import { cliEnv, tresor, tresorJson } from './fixtures/cli.js'
+
+const base = mkdtempSync(join(scratchRoot(), 'tresor-vault-cli-'))
+afterAll(() => rmSync(base, { recursive: true, force: true }))
+let n = 0
+
+/** A vault with `count` points of machine "rel-vm" (and one of "other-vm"), and a fresh data folder. */
+async function vaultWithPoints(count: number) {
+  n++
+  const { dir, key, vaultId } = await newTestVault(join(base, `vault${n}`))
+  const vault = await open(dir, key)
+  const ids: string[] = []
+  for (let i = 0; i < count; i++) ids.push((await writePoint(vault, { seed: i + 1, blocks: 3 })).id)
+  await vault.close()
+  const home = join(base, `home${n}`)
+  return { dir, key, vaultId, ids, home, env: cliEnv({ TRESOR_PASSPHRASE: PASSPHRASE, TRESOR_HOME: home }) }
+}
+
+function pointRows(home: string): string[] {
+  const db = openCatalog(home)
+  try {
+    return (db.prepare('SELECT id FROM points ORDER BY id').all() as { id: string }[]).map((r) => r.id)
+  } finally {
+    db.close()
+  }
+}
+
+describe('vault open, catalog rebuild, info', () => {
+  it('registers an existing vault and rebuilds the catalog from it, also after the catalog is lost or damaged', async () => {
+    const v = await vaultWithPoints(3)
+    const opened = await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
+    expect(opened).toEqual({ vaultId: v.vaultId, points: 3 })
+    expect(pointRows(v.home)).toEqual([...v.ids].sort())
+
+    const info = await tresorJson(['--json', 'vault', 'info'], v.env)
+    expect(info).toMatchObject({ vaultId: v.vaultId, path: v.dir, formatVersion: 1, isCurrent: true, keySlots: { passphrase: true, recovery: false } })
+    expect(info.stats.points).toBe(3)
+    expect(info.generation).toBeGreaterThanOrEqual(4)
+
+    // Lost catalog: rebuilt from the vault alone.
+    for (const f of readdirSync(v.home)) rmSync(join(v.home, f))
+    expect(await tresorJson(['--json', '--vault', v.dir, 'catalog', 'rebuild'], v.env)).toEqual({ vaultId: v.vaultId, points: 3 })
+    expect(pointRows(v.home)).toEqual([...v.ids].sort())
+
+    // Damaged catalog: moved aside, rebuilt.
+    for (const f of readdirSync(v.home)) rmSync(join(v.home, f))
+    writeFileSync(join(v.home, 'catalog.sqlite'), randomBytes(8192))
+    const rebuilt = await tresor(['--json', '--vault', v.dir, 'catalog', 'rebuild'], v.env)
+    expect(rebuilt.code, rebuilt.stderr).toBe(0)
+    expect(rebuilt.stderr).toMatch(/moved to/)
+    expect(pointRows(v.home)).toEqual([...v.ids].sort())
+    expect(readdirSync(v.home).some((f) => f.startsWith('catalog.sqlite.damaged-'))).toBe(true)
+
+    // Without any registration there is nothing to rebuild from: a clear message, exit 1.
+    const empty = await tresor(['catalog', 'rebuild'], cliEnv({ TRESOR_PASSPHRASE: PASSPHRASE, TRESOR_HOME: join(base, 'nothing') }))
+    expect(empty.code).toBe(1)
+    expect(empty.stderr).toMatch(/No vault is set up/)
+  })
+})
+
+describe('tresor prune with retention', () => {
+  it("removes what each known machine's policy expires, keeps the newest, and never touches unknown machines", async () => {
+    const v = await vaultWithPoints(5)
+    await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
+    // Points of a machine this catalog does not know are never judged.
+    const db = openCatalog(v.home)
+    try {
+      const policy = savePolicy(db, 'keep-two', { retention: { last: 2, daily: 0, weekly: 0, monthly: 0, yearly: 0 } })
+      const dry = await tresorJson(['--json', 'prune', '--dry-run'], v.env)
+      expect(dry.removed).toEqual([])
+      db.prepare("INSERT INTO machines (id, name, policy_id, created_at) VALUES ('local-1', 'rel-vm', ?, 'now')").run(policy)
+    } finally {
+      db.close()
+    }
+    const dry = await tresorJson(['--json', 'prune', '--dry-run'], v.env)
+    expect([...dry.removed].sort()).toEqual(v.ids.slice(0, 3).sort())
+    const result = await tresorJson(['--json', 'prune'], v.env)
+    expect(result).toMatchObject({ pointsRemoved: 3 })
+    expect(result.bytesFreed).toBeGreaterThan(0)
+    expect(pointRows(v.home)).toEqual(v.ids.slice(3).sort())
+    const verify = await tresorJson(['--json', 'verify', '--read-data'], v.env)
+    expect(verify.ok).toBe(true)
+    const again = await tresorJson(['--json', 'prune'], v.env)
+    expect(again.pointsRemoved).toBe(0)
+  })
+})
+
+describe('tresor vault unlock', () => {
+  it('removes dead local locks, stale ones only with --force, and never a live lock', async () => {
+    const v = await vaultWithPoints(1)
+    await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
+    const now = Date.now()
+    const lock = (id: string, host: string, pid: number, refreshedAt: number) =>
+      writeFileSync(join(v.dir, 'locks', `${id}.lock`), JSON.stringify({ id, kind: 'shared', host, pid, createdAt: refreshedAt, refreshedAt, purpose: 'test' }))
+    const dead = 'a'.repeat(24)
+    const staleForeign = 'b'.repeat(24)
+    const liveForeign = 'c'.repeat(24)
+    lock(dead, hostname(), 2 ** 22 + 12345, now) // no such pid on this host
+    lock(staleForeign, 'other-host', 4242, now - 2 * 3600_000)
+    lock(liveForeign, 'other-host', 4243, now)
+
+    const plain = await tresorJson(['--json', 'vault', 'unlock'], v.env)
+    expect(plain.removed.map((l: { id: string }) => l.id)).toEqual([dead])
+    expect(plain.kept.map((l: { id: string }) => l.id).sort()).toEqual([staleForeign, liveForeign])
+
+    const unconfirmed = await tresor(['vault', 'unlock', '--force'], v.env)
+    expect(unconfirmed.code).toBe(2)
+    expect(existsSync(join(v.dir, 'locks', `${staleForeign}.lock`))).toBe(true)
+
+    const forced = await tresorJson(['--json', 'vault', 'unlock', '--force', '--yes'], v.env)
+    expect(forced.removed.map((l: { id: string }) => l.id)).toEqual([staleForeign])
+    expect(existsSync(join(v.dir, 'locks', `${liveForeign}.lock`))).toBe(true)
+  })
+})
