@@ -2,16 +2,27 @@
  * An open VMDK disk: its extents placed one after the other in the guest view, plus the parent.
  */
 import { EngineError } from '../../errors.js'
-import { ImageFile, malformed, unsupported } from '../io.js'
+import { ImageFile, isAllZero, malformed, unsupported } from '../io.js'
 import { LayeredImage } from '../layered.js'
 import { resolveBackingPath, type OpenContext } from '../open.js'
-import type { BackingInfo, DiskImage, ImageInfo } from '../types.js'
+import type { BackingInfo, DiskImage, Extent, ImageInfo } from '../types.js'
 import { MAX_DESCRIPTOR_BYTES, parseDescriptor, type Descriptor, type ExtentLine } from './descriptor.js'
 import { SECTOR, SparseExtent, isSparseMagic, readSparseHeader, type SparseHeader, type VmdkSegment } from './sparse.js'
 
+/**
+ * How much of a flat extent file has storage behind it (from `stat.blocks`): `full` files are read
+ * as they are, `empty` ones (all holes) have no extents, `partial` ones are scanned for all-zero
+ * granules when listing extents (Node has no SEEK_DATA; the raw reader makes the same choice).
+ */
+type Storage = 'full' | 'partial' | 'empty'
+
+/** Unit of zero detection in flat extents while listing extents (as the raw reader). */
+const FLAT_GRANULE = 64 * 1024
+const FLAT_SCAN_CHUNK = 4 * 1024 * 1024
+
 /** One extent line of the disk, placed at `start` (bytes) in the guest view. */
 type Span =
-  | { kind: 'flat'; start: number; length: number; file: ImageFile; position: number }
+  | { kind: 'flat'; start: number; length: number; file: ImageFile; position: number; storage: Storage }
   | { kind: 'zero'; start: number; length: number }
   | { kind: 'sparse'; start: number; length: number; extent: SparseExtent }
 
@@ -145,6 +156,44 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
     }
   }
 
+  /**
+   * The extents of the layered view, except that ranges of sparse flat files that hold only zeros
+   * are left out (they read as zeros anyway), so a thin monolithicFlat disk is not read in full.
+   */
+  override async *extents(): AsyncIterable<Extent> {
+    if (!this.spans.some((s) => s.kind === 'flat' && s.storage !== 'full')) {
+      yield* super.extents()
+      return
+    }
+    let out: Extent | undefined
+    const emit = function* (piece: Extent): Generator<Extent> {
+      if (out && out.offset + out.length === piece.offset && out.zero === piece.zero) out.length += piece.length
+      else {
+        if (out) yield out
+        out = { ...piece }
+      }
+    }
+    const spans = this.spans
+    let si = 0 // extents come in increasing order: the span index only moves forward
+    for await (const e of super.extents()) {
+      if (e.zero) {
+        yield* emit(e)
+        continue
+      }
+      const end = e.offset + e.length
+      while (si < spans.length && (spans[si] as Span).start + (spans[si] as Span).length <= e.offset) si++
+      for (let k = si; k < spans.length; k++) {
+        const span = spans[k] as Span
+        if (span.start >= end) break
+        const a = Math.max(e.offset, span.start)
+        const b = Math.min(end, span.start + span.length)
+        if (span.kind !== 'flat' || span.storage === 'full') yield* emit({ offset: a, length: b - a, zero: false })
+        else if (span.storage === 'partial') for await (const piece of scanFlat(span, a, b)) yield* emit(piece)
+      }
+    }
+    if (out) yield out
+  }
+
   protected async readData(target: Uint8Array, segment: VmdkSegment): Promise<void> {
     const source = segment.source
     if (source?.kind === 'file') await source.file.readInto(target, source.position, 'VMDK grain data')
@@ -257,7 +306,7 @@ async function openSpan(line: ExtentLine, start: number, path: string, files: Ma
       if (position + length > file.size) {
         throw malformed(path, `its flat extent "${file.path}" is shorter (${file.size} bytes) than the descriptor says (${position + length} bytes)`)
       }
-      return { kind: 'flat', start, length, file, position }
+      return { kind: 'flat', start, length, file, position, storage: await storageOf(file) }
     }
     case 'SPARSE': {
       const file = await openExtentFile(line, path, files)
@@ -277,4 +326,34 @@ async function openSpan(line: ExtentLine, start: number, path: string, files: Ma
     case 'VMFSSPARSE':
       throw unsupported(path, 'a VMFS sparse (COWD) extent')
   }
+}
+
+async function storageOf(file: ImageFile): Promise<Storage> {
+  const st = await file.handle.stat()
+  const onDisk = st.blocks * 512
+  if (!st.isFile() || onDisk >= st.size) return 'full'
+  return onDisk === 0 ? 'empty' : 'partial'
+}
+
+/** Data pieces of guest range [a, b) of a flat span: granules (aligned in the guest view) that are not all zero. */
+async function* scanFlat(span: Extract<Span, { kind: 'flat' }>, a: number, b: number): AsyncGenerator<Extent> {
+  const buf = Buffer.allocUnsafe(FLAT_SCAN_CHUNK)
+  let runStart = -1
+  for (let pos = a; pos < b; ) {
+    const n = Math.min(FLAT_SCAN_CHUNK - (pos % FLAT_GRANULE), b - pos)
+    const chunk = buf.subarray(0, n)
+    await span.file.readInto(chunk, span.position + (pos - span.start), 'VMDK flat extent data')
+    for (let g = 0; g < n; ) {
+      const gEnd = Math.min(n, g + FLAT_GRANULE - ((pos + g) % FLAT_GRANULE))
+      const zero = isAllZero(chunk.subarray(g, gEnd))
+      if (!zero && runStart < 0) runStart = pos + g
+      else if (zero && runStart >= 0) {
+        yield { offset: runStart, length: pos + g - runStart, zero: false }
+        runStart = -1
+      }
+      g = gEnd
+    }
+    pos += n
+  }
+  if (runStart >= 0) yield { offset: runStart, length: b - runStart, zero: false }
 }
