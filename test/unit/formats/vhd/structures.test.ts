@@ -61,7 +61,7 @@ describe('VHD footer and header', () => {
     const p = parseDynamicHeader(h)
     expect(p).toMatchObject({ tableOffset: 1536, maxTableEntries: 5, blockSize: 2 * MiB, parentName: 'Eltern.vhd' })
     expect(typeof p !== 'string' && p.locators).toEqual([{ platformCode: 'W2ru', dataSpace: 512, dataLength: 20, dataOffset: 4096 }])
-    h[700] ^= 1
+    h[700] = h[700]! ^ 1
     expect(parseDynamicHeader(h)).toBe('checksum')
   })
 
