@@ -75,6 +75,9 @@ export interface ResolvedKey {
  * the vault and retries with `skipKeychain` if a cached key does not.
  */
 export async function resolveVaultKey(options: ResolveKeyOptions): Promise<ResolvedKey> {
+  // Take every secret out of process.env now, even when the keychain answers and they are not
+  // needed: children this process starts later (scripts, jobs) must not inherit them.
+  if ((options.env ?? process.env) === process.env) for (const name of SECRET_ENV_VARS) takeSecretEnv(name)
   const store = options.keyStore ?? defaultKeyStore(options.env)
   let keychain: KeychainState = { available: true, backend: store.backend }
   if (!options.skipKeychain) {
