@@ -35,7 +35,8 @@ export class LocalBackupSession implements BackupSession {
   private readonly free: Slot[] = []
   private allocated = 0
   private readonly slotWaiters: Array<() => void> = []
-  private readonly pending = new Map<string, PackWriter>()
+  /** Chunks put in this session whose pack is not published yet (null: being reserved). */
+  private readonly pending = new Map<string, PackWriter | null>()
   private current: PackWriter | undefined
   private creating: Promise<PackWriter> | undefined
   private readonly inFlight = new Set<Promise<void>>()
@@ -95,18 +96,27 @@ export class LocalBackupSession implements BackupSession {
     this.slotWaiters.shift()?.()
   }
 
-  private async packForNext(): Promise<PackWriter> {
+  /**
+   * Reserves an ordinal in the current pack (rotating to a new pack when it is full). The
+   * reservation happens in the same synchronous step as the fullness check, so a pack is never
+   * finished while a chunk it promised is still on its way (finalize waits for every reservation).
+   */
+  private async reserve(maxStoredBytes: number): Promise<{ pack: PackWriter; ordinal: number }> {
     for (;;) {
-      if (this.current && !this.current.isFull) return this.current
-      if (this.current) {
-        const full = this.current
+      if (this.failure) throw this.failure
+      const cur = this.current
+      if (cur && !cur.isFull) return { pack: cur, ordinal: cur.reserve(maxStoredBytes) }
+      if (cur) {
         this.current = undefined
-        this.startFinalize(full)
+        this.startFinalize(cur)
       }
       if (!this.creating) {
-        this.creating = PackWriter.create(this.ctx.fs, this.ctx.layout, this.ctx.packTargetBytes).finally(() => (this.creating = undefined))
-        this.current = await this.creating
-        return this.current
+        this.creating = PackWriter.create(this.ctx.fs, this.ctx.layout, this.ctx.packTargetBytes)
+          .then((w) => {
+            this.current = w
+            return w
+          })
+          .finally(() => (this.creating = undefined))
       }
       await this.creating
     }
@@ -123,25 +133,24 @@ export class LocalBackupSession implements BackupSession {
     const table = await this.tableFor()
     if (table.has(chunkId) || this.pending.has(key)) return { chunkId, isNew: false, storedBytes: 0 }
     const slot = await this.takeSlot()
+    // Re-check after waiting, then claim the id synchronously so concurrent puts of the same block dedup.
     if (table.has(chunkId) || this.pending.has(key)) {
       this.giveSlot(slot)
       return { chunkId, isNew: false, storedBytes: 0 }
     }
+    this.pending.set(key, null)
+    const reserved = data.length + SEAL_OVERHEAD
     let pack: PackWriter
+    let ordinal: number
     try {
       this.check()
-      pack = await this.packForNext()
+      ;({ pack, ordinal } = await this.reserve(reserved))
     } catch (err) {
+      this.pending.delete(key)
       this.giveSlot(slot)
       throw err
     }
-    if (this.pending.has(key)) {
-      this.giveSlot(slot)
-      return { chunkId, isNew: false, storedBytes: 0 }
-    }
     this.pending.set(key, pack)
-    const reserved = data.length + SEAL_OVERHEAD
-    const ordinal = pack.reserve(reserved)
     Buffer.from(slot.input).set(data)
     this.bytesNew += data.length
     const hooks = this.ctx.hooks
@@ -246,7 +255,7 @@ export class LocalBackupSession implements BackupSession {
 
   private async drain(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight])
-    if (this.creating) await this.creating.catch(() => undefined)
+    while (this.creating) await this.creating.catch(() => undefined)
     if (this.current) {
       const last = this.current
       this.current = undefined

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { backUp, BLOCK, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { backUp, BLOCK, checksumOf, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
 import { openVault, readVaultHeader } from '../../../electron/engine/vault/index.js'
 
 const cleanups: Array<() => Promise<void>> = []
@@ -58,5 +58,30 @@ describe('vault round trip', () => {
     expect(s2.chunks).toBe(2)
     expect(second.stats.bytesStored).toBeLessThan(first.stats.bytesStored)
     expect((await restoreDisk(vault, second.id, 0))[1]).toEqual(a)
+  })
+
+  it('handles many concurrent puts (with duplicates) across pack rotations', async () => {
+    const t = await tempDir()
+    cleanups.push(t.cleanup)
+    const { vault } = await newVault(t.dir, { workers: 2, maxBlocksInFlight: 3 }, { packTargetBytes: 1 << 20 })
+    cleanups.push(() => vault.close())
+    const unique = Array.from({ length: 50 }, (_, i) => makeBlock(9000 + i, i % 4 ? 'random' : 'text'))
+    const order = [...unique, ...unique.slice(0, 20), ...unique.slice(10, 30)]
+    const session = await vault.beginBackup()
+    const results = await Promise.all(order.map((b) => session.putBlock(b, checksumOf(b))))
+    expect(results.filter((r) => r.isNew).length).toBe(50)
+    const w = session.blockMapWriter({ index: 0, blockCount: order.length })
+    results.forEach((r, i) => w.append({ kind: 'data', chunkId: r.chunkId, checksum: checksumOf(order[i]!) }))
+    await w.finish()
+    const point = await session.commit({
+      machineId: 'm', machineName: 'm', createdAt: new Date().toISOString(), consistency: 'crash',
+      disks: [{ index: 0, name: 'd', virtualSize: order.length * BLOCK, sourceFormat: 'raw', sourcePath: '/d', allocatedBytes: 0, blockCount: order.length }],
+      stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 }, labels: {},
+    })
+    expect((await vault.stats()).chunks).toBe(50)
+    expect((await vault.stats()).packs).toBeGreaterThan(2)
+    const back = await restoreDisk(vault, point.id, 0)
+    back.forEach((b, i) => expect((b as Buffer).equals(order[i]!)).toBe(true))
+    expect((await vault.verify({ readData: true })).problems).toEqual([])
   })
 })
