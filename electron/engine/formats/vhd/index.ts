@@ -25,7 +25,8 @@
  * maximum 65535/16/255, in which case current_size is used. See structures.ts `virtualSizeOf`.
  *
  * Writers: see writer.ts (creator 'win ', current_size authoritative, so every reader agrees on
- * the size). Virtual sizes are rounded up to whole 512-byte sectors.
+ * the size). Virtual sizes are rounded up to whole 512-byte sectors. `bytesWritten` counts the
+ * guest bytes stored; all-zero data is never stored (it stays a hole, or an unallocated block).
  */
 import type { DiskImage, ImageWriter, WriterOptions } from '../types.js'
 import type { FormatModule, OpenContext } from '../open.js'

@@ -63,9 +63,9 @@ class FixedVhdWriter implements ImageWriter {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.order.check(offset, data.length)
-    this.bytesWritten += data.length
     if (isAllZero(data)) return // the file is pre-sized: holes read as zeros
     await this.out.writeAt(data, offset)
+    this.bytesWritten += data.length
   }
 
   async finish(): Promise<{ bytesWritten: number }> {
@@ -107,7 +107,6 @@ class DynamicVhdWriter implements ImageWriter {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.order.check(offset, data.length)
-    this.bytesWritten += data.length
     const bs = this.blockSize
     let pos = 0
     while (pos < data.length) {
@@ -117,14 +116,16 @@ class DynamicVhdWriter implements ImageWriter {
       const n = Math.min(data.length - pos, bs - inBlock)
       const piece = data.subarray(pos, pos + n)
       pos += n
+      // Zeros are never written: a new block's data area is a hole of the file until written.
+      if (isAllZero(piece)) continue
       if (this.bat[block] === BAT_UNUSED) {
-        if (isAllZero(piece)) continue
         // Sectors never written inside an allocated block are file holes: they read as zeros.
         this.bat[block] = this.nextBlockOffset / SECTOR
         await this.out.writeAt(this.fullBitmap, this.nextBlockOffset)
         this.nextBlockOffset += this.bitmapSize + bs
       }
       await this.out.writeAt(piece, this.bat[block]! * SECTOR + this.bitmapSize + inBlock)
+      this.bytesWritten += n
     }
   }
 

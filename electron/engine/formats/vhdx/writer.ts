@@ -68,7 +68,6 @@ class VhdxWriter implements ImageWriter {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.order.check(offset, data.length)
-    this.bytesWritten += data.length
     const bs = this.blockSize
     let pos = 0
     while (pos < data.length) {
@@ -78,12 +77,14 @@ class VhdxWriter implements ImageWriter {
       const n = Math.min(data.length - pos, bs - inBlock)
       const piece = data.subarray(pos, pos + n)
       pos += n
+      // Zeros are never written: a new block's data area is a hole of the file until written.
+      if (isAllZero(piece)) continue
       if (this.blockOffsets[block] === 0) {
-        if (isAllZero(piece)) continue
         this.blockOffsets[block] = this.nextBlockOffset
         this.nextBlockOffset += bs
       }
       await this.out.writeAt(piece, this.blockOffsets[block]! + inBlock)
+      this.bytesWritten += n
     }
   }
 
