@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 import { usage } from '../context.js'
@@ -5,6 +6,7 @@ import { openCatalog } from '../../engine/catalog/index.js'
 import {
   addDisk,
   addMachine,
+  defaultDiskName,
   getMachine,
   importLibvirt,
   importVbox,
@@ -72,7 +74,8 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
         if (opts.vbox) imported = await importVbox(opts.vbox)
         for (const w of imported?.warnings ?? []) process.stderr.write(`tresor: ${w}\n`)
         const list: NewDisk[] = imported ? imported.disks : disks.map((path) => ({ path }))
-        const matches = (d: { name?: string; path: string }, ref: string): boolean => d.name === ref || d.path === ref || d.path.endsWith(`/${ref}`)
+        const matches = (d: { name?: string; path: string }, ref: string): boolean =>
+          (d.name ?? defaultDiskName(d.path)) === ref || d.path === ref || resolve(d.path) === resolve(ref) || d.path.endsWith(`/${ref}`)
         const exclude = opts.exclude ?? []
         const withFlags = list.map((d) => ({
           ...d,

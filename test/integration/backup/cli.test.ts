@@ -1,0 +1,81 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { applyOps, createImage, requireQemu } from '../../helpers/qemu.js'
+import { cliEnv, tresor, tresorJson } from '../keys/fixtures/cli.js'
+import { openCatalog } from '../../../electron/engine/catalog/index.js'
+
+const base = mkdtempSync(join(tmpdir(), 'tresor-backup-cli-'))
+const home = join(base, 'home')
+const env = cliEnv({ TRESOR_HOME: home, TRESOR_PASSPHRASE: 'backup cli test passphrase', TRESOR_SCRYPT_LOG2N: '15' })
+const MiB = 1024 * 1024
+const d1 = join(base, 'system.qcow2')
+const d2 = join(base, 'swap.raw')
+
+beforeAll(async () => {
+  requireQemu()
+  await createImage(d1, 'qcow2', 16 * MiB)
+  await applyOps(d1, 'qcow2', [{ kind: 'random', offset: MiB, length: 2 * MiB, seed: 5 }], base)
+  writeFileSync(d2, Buffer.alloc(MiB, 1))
+  await tresorJson(['vault', 'init', join(base, 'vault'), '--block-size', '65536', '--json'], env)
+})
+afterAll(() => rmSync(base, { recursive: true, force: true }))
+
+describe('tresor machine / backup / points', () => {
+  it('adds a machine, excludes a disk, backs up, lists points, and moves only changed blocks next time', async () => {
+    const { machineId } = await tresorJson<{ machineId: string }>(['machine', 'add', 'web', d1, d2, '--exclude', 'swap', '--json'], env)
+    expect(machineId).toMatch(/^[0-9a-f-]{36}$/)
+    const list = await tresorJson<{ id: string; name: string; disks: { name: string; isExcluded: boolean; isSystem: boolean }[] }[]>(['machine', 'list', '--json'], env)
+    expect(list).toHaveLength(1)
+    expect(list[0]!.disks).toEqual([
+      expect.objectContaining({ name: 'system', isExcluded: false, isSystem: true }),
+      expect.objectContaining({ name: 'swap', isExcluded: true, isSystem: false }),
+    ])
+
+    const r1 = await tresorJson<Record<string, unknown>>(['backup', 'web', '--json'], env)
+    expect(Object.keys(r1).sort()).toEqual(['bytesNew', 'bytesRead', 'bytesStored', 'consistency', 'pointId', 'seconds'])
+    expect(r1).toMatchObject({ consistency: 'crash', bytesRead: 2 * MiB, bytesNew: 2 * MiB })
+
+    await applyOps(d1, 'qcow2', [{ kind: 'random', offset: MiB + 100 * 1024, length: 4096, seed: 6 }], base)
+    const r2 = await tresorJson<{ pointId: string; bytesNew: number; bytesRead: number }>(['backup', machineId, '--json'], env)
+    expect(r2.bytesNew).toBe(65536)
+    expect(r2.bytesRead).toBe(2 * MiB)
+
+    const points = await tresorJson<{ id: string; machine: string; createdAt: string; consistency: string; disks: { name: string; virtualSize: number }[] }[]>(['points', 'web', '--json'], env)
+    expect(points.map((p) => p.id)).toEqual([r1.pointId, r2.pointId])
+    expect(points[0]).toMatchObject({ machine: 'web', consistency: 'crash', disks: [{ name: 'system', virtualSize: 16 * MiB }] })
+    expect(Date.parse(points[0]!.createdAt)).toBeGreaterThan(0)
+    expect(await tresorJson(['points', '--json'], env)).toHaveLength(2)
+
+    // Each backup ran as a job (in-process) with a row in the catalog.
+    const db = openCatalog(home)
+    try {
+      const rows = db.prepare("SELECT state, machine_id FROM jobs WHERE kind = 'backup' ORDER BY created_at").all()
+      expect(rows).toEqual([{ state: 'succeeded', machine_id: machineId }, { state: 'succeeded', machine_id: machineId }])
+    } finally {
+      db.close()
+    }
+  })
+
+  it('imports a libvirt domain and queues a detached backup', async () => {
+    const xml = join(base, 'db.xml')
+    writeFileSync(xml, `<domain type='kvm'><name>db-vm</name><devices><disk type='file' device='disk'><source file='${d1}'/><target dev='vda'/></disk></devices></domain>`)
+    const { machineId } = await tresorJson<{ machineId: string }>(['machine', 'add', '--libvirt', xml, '--json'], env)
+    const list = await tresorJson<{ id: string; name: string; source: string; disks: { name: string }[] }[]>(['machine', 'list', '--json'], env)
+    expect(list.find((m) => m.id === machineId)).toMatchObject({ name: 'db-vm', source: 'libvirt', disks: [{ name: 'vda' }] })
+    const queued = await tresorJson<{ jobId: string; state: string }>(['backup', 'db-vm', '--detach', '--json'], env)
+    expect(queued.state).toBe('queued')
+  })
+
+  it('exits 1 with a message for an unknown machine and 2 for a usage error', async () => {
+    const r = await tresor(['backup', 'nope', '--json'], env)
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/No protected machine is named "nope"/)
+    const u = await tresor(['machine', 'add', 'lonely'], env)
+    expect(u.code).toBe(2)
+    const dup = await tresor(['machine', 'add', 'web', d1], env)
+    expect(dup.code).toBe(1)
+    expect(dup.stderr).toMatch(/already protected/)
+  })
+})
