@@ -34,10 +34,8 @@ async function start(): Promise<void> {
   let win: BrowserWindow | undefined
   let quitting = false
   let catalog: Db | undefined
-  let service: AppService | undefined
-  let api: Disposable | undefined
-  let disposeWiring: (() => Promise<void>) | undefined
-  let tray: ReturnType<typeof createTray> | undefined
+  // Assigned once the app is ready; the emit callback may run before the tray exists.
+  const ui: { tray?: ReturnType<typeof createTray> } = {}
 
   app.on('second-instance', () => showWindow())
   // Hardening for every web contents ever created (defence in depth: there should only be ours).
@@ -60,12 +58,12 @@ async function start(): Promise<void> {
     if (event === 'settingsChanged') {
       // The tray menu and the close handler follow the settings the window changes.
       settings = payload as Settings
-      tray?.refresh()
+      ui.tray?.refresh()
     }
   }
   const wiring = createEngineWiring({ home, catalog, launcher: new UtilityProcessLauncher(), emit })
-  disposeWiring = wiring.dispose
-  service = createAppService({
+  const disposeWiring = wiring.dispose
+  const service: AppService = createAppService({
     host: {
       kind: 'electron',
       home,
@@ -94,7 +92,7 @@ async function start(): Promise<void> {
     engine: wiring.engine,
     emit,
   })
-  api = registerApi(service, (event) => isTrustedSender(event.senderFrame ? { url: event.senderFrame.url, isMainFrame: event.senderFrame === event.sender.mainFrame } : null))
+  const api: Disposable = registerApi(service, (event) => isTrustedSender(event.senderFrame ? { url: event.senderFrame.url, isMainFrame: event.senderFrame === event.sender.mainFrame } : null))
 
   settings = await service.getSettings({})
 
@@ -113,12 +111,11 @@ async function start(): Promise<void> {
     win.focus()
   }
 
-  tray = createTray(resourcePath('tray.png'), {
+  ui.tray = createTray(resourcePath('tray.png'), {
     openWindow: showWindow,
     backUpNow() {
       // Backs up every machine that has a policy; failures show in the window's Jobs view.
       void (async () => {
-        if (!service) return
         for (const m of await service.listMachines({})) {
           await service.startBackup({ machineId: m.id }).catch((err: unknown) => log(`tray backup of ${m.name}: ${String(err)}`))
         }
@@ -126,7 +123,7 @@ async function start(): Promise<void> {
     },
     isSchedulesPaused: () => settings.schedulesPaused,
     setSchedulesPaused(paused) {
-      void service?.updateSettings({ schedulesPaused: paused })
+      void service.updateSettings({ schedulesPaused: paused })
     },
     quit() {
       quitting = true
@@ -153,10 +150,10 @@ async function start(): Promise<void> {
     const db = catalog
     catalog = undefined
     void (async () => {
-      api?.dispose()
-      await disposeWiring?.().catch(() => {})
-      service?.dispose()
-      tray?.dispose()
+      api.dispose()
+      await disposeWiring().catch(() => {})
+      service.dispose()
+      ui.tray?.dispose()
       db.close()
       app.exit(0)
     })()
