@@ -120,7 +120,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
         queue.stopClaiming()
         stopProgress()
         // Restores this process started for other entries finish before it exits.
-        await supervisor.dispose().catch(() => undefined)
+        await supervisor.drain()
         const job = ended.jobId ? getJob(db, ended.jobId) : undefined
         if (ended.state !== 'succeeded' || !job) {
           const error = job?.error ?? { code: 'INTERNAL' as const, message: 'The restore did not complete.' }

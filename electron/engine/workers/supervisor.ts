@@ -277,6 +277,11 @@ export class JobSupervisor {
     return started
   }
 
+  /** Resolves once every job this supervisor runs has ended (without cancelling any). */
+  async drain(): Promise<void> {
+    while (this.active.size > 0) await Promise.all([...this.active.keys()].map((id) => this.wait(id)))
+  }
+
   /** Cancels every running job and waits for them to end (at most the cancel deadline plus grace). */
   async dispose(): Promise<void> {
     const ids = [...this.active.keys()]
