@@ -14,11 +14,16 @@
  * - A task that throws rejects its promise (EngineError code and message preserved); a worker
  *   that dies rejects its running task with INTERNAL and is replaced.
  * - `dispose()` rejects queued tasks with CANCELLED, terminates the workers and is idempotent.
- * - Task modules written in TypeScript (`.ts`, tests and source checkouts) are loaded through tsx.
+ * - Task modules written in TypeScript (`.ts`, tests and source checkouts) are bundled on first use
+ *   (see bootstrapFor).
  */
 import { Worker, parentPort, type Transferable } from 'node:worker_threads'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
+import { createHash } from 'node:crypto'
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { EngineError } from '../errors.js'
 import { isErrorCode } from '../../shared/errors.js'
 
@@ -52,12 +57,52 @@ interface Slot<T, R> {
 
 type WireReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: { code?: string; message: string; userMessage?: string } }
 
+/**
+ * How a worker loads its task module. Compiled `.js` modules load directly. A `.ts` module (tests,
+ * source checkouts) is bundled once per process with esbuild (a tsx/vite dependency; packages stay
+ * external) into node_modules/.cache, so each worker starts as plain JS instead of paying tsx's
+ * loader start-up per thread; without esbuild, tsx is registered inside the worker.
+ */
+const bundled = new Map<string, string>()
+
 function bootstrapFor(moduleUrl: string): { code: string; eval: boolean } {
   if (!moduleUrl.endsWith('.ts')) return { code: fileURLToPath(moduleUrl), eval: false }
+  const bundle = bundled.get(moduleUrl) ?? bundleTs(moduleUrl)
+  if (bundle) {
+    bundled.set(moduleUrl, bundle)
+    return { code: bundle, eval: false }
+  }
   const tsxApi = import.meta.resolve('tsx/esm/api')
   return {
     code: `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(moduleUrl)}) })`,
     eval: true,
+  }
+}
+
+function bundleTs(moduleUrl: string): string | undefined {
+  try {
+    const require = createRequire(import.meta.url)
+    const esbuild = require('esbuild') as { buildSync(o: Record<string, unknown>): { outputFiles?: Array<{ contents: Uint8Array }> } }
+    const nodeModules = dirname(dirname(require.resolve('esbuild/package.json')))
+    const out = esbuild.buildSync({
+      entryPoints: [fileURLToPath(moduleUrl)],
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      packages: 'external',
+      write: false,
+      logLevel: 'silent',
+    }).outputFiles?.[0]?.contents
+    if (!out) return undefined
+    const dir = join(nodeModules, '.cache', 'tresor-workers')
+    mkdirSync(dir, { recursive: true })
+    const file = join(dir, `${createHash('sha256').update(out).digest('hex').slice(0, 16)}.mjs`)
+    const tmp = `${file}.${process.pid}.${Math.random().toString(16).slice(2)}.tmp`
+    writeFileSync(tmp, out)
+    renameSync(tmp, file)
+    return file
+  } catch {
+    return undefined
   }
 }
 
