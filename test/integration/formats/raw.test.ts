@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { open, stat, writeFile } from 'node:fs/promises'
 import { convertImage, createImageWriter, openImage, probeFormat } from '../../../electron/engine/formats/index.js'
-import { applyOps, collectExtents, compareWithQemu, createImage, mixedOps, qemuCompare, randomBytes, requireQemu, sha256File, tempDir } from '../../helpers/qemu.js'
+import { applyOps, collectExtents, compareWithQemu, createImage, mixedOps, qemuCompare, randomBytes, requireQemu, run, sha256File, tempDir } from '../../helpers/qemu.js'
 
 const MiB = 1024 * 1024
 let dir = ''
@@ -52,6 +52,44 @@ describe('raw reader', () => {
     } finally {
       await image.close()
     }
+  })
+
+  it('FIEMAP and scanning agree: fresh (delayed-allocation) writes are data, preallocated ranges are not', async () => {
+    const size = 8 * MiB
+    const file = await sparseFile('fresh.raw', size, [
+      [MiB + 5, randomBytes(11, 10000)],
+      [size - 1, Buffer.from([1])],
+    ])
+    expect((await run('fallocate', ['-o', String(4 * MiB), '-l', String(MiB), file])).code).toBe(0)
+    const byMap = await (async () => {
+      const image = await openImage(file)
+      try {
+        return await collectExtents(image)
+      } finally {
+        await image.close()
+      }
+    })()
+    process.env.TRESOR_RAW_EXTENTS = 'scan'
+    let byScan
+    try {
+      const image = await openImage(file)
+      byScan = await collectExtents(image)
+      await image.close()
+    } finally {
+      delete process.env.TRESOR_RAW_EXTENTS
+    }
+    for (const extents of [byMap, byScan]) {
+      const r = await compareWithQemu(file, 'raw', dir)
+      expect(r.firstOmitted).toBe(-1)
+      const covered = (at: number): boolean => extents.some((e) => !e.zero && at >= e.offset && at < e.offset + e.length)
+      expect(covered(MiB + 5)).toBe(true)
+      expect(covered(MiB + 10004)).toBe(true)
+      expect(covered(size - 1)).toBe(true)
+      expect(covered(4 * MiB + 4096)).toBe(false) // unwritten preallocation reads as zeros
+      expect(covered(6 * MiB)).toBe(false)
+    }
+    // The file system's map is block-exact where scanning rounds to 64 KiB granules.
+    expect(byMap.reduce((s, e) => s + e.length, 0)).toBeLessThanOrEqual(byScan.reduce((s, e) => s + e.length, 0))
   })
 
   it('a fully allocated file is one data extent; an empty sparse file has none', async () => {

@@ -5,17 +5,24 @@
  * - hole: a range of the file with no storage behind it (sparse file); reads as zeros.
  * - granule: the unit of hole detection and of sparse writing (64 KiB, aligned in the guest view).
  *
- * Extents rule (chosen by measurement, see test/bench/convert.ts `raw extents`): Node has no
- * lseek(SEEK_DATA/SEEK_HOLE) binding and a native addon is out of scope, and running `filefrag`
- * (FIEMAP) as a child process is Linux-only and costs a process per image. So:
+ * Extents rule (chosen by measurement, see test/bench/convert.ts "raw extents"): Node has no
+ * lseek(SEEK_DATA/SEEK_HOLE) binding and a native addon is out of scope. So:
  * - a file whose allocated blocks (`stat.blocks * 512`) cover its size has no holes: one data
  *   extent, nothing read up front;
  * - a file with no allocated block is all holes: no extent;
- * - otherwise the file is scanned in large reads and every all-zero granule is reported as a hole
- *   (reading a hole costs the kernel a page of zeros, not a disk read). Only all-zero granules
- *   are left out, so extents never omit data.
+ * - otherwise, on Linux, the file system's own map is asked through `filefrag -s -e` (FIEMAP, after
+ *   a sync so delayed allocations are on disk): one process per image, milliseconds whatever the
+ *   size, where scanning costs a read of every hole (measured: 512 MiB sparse, scan 0.24 s vs
+ *   filefrag 0.10 s; the gap grows with the size of the holes). Unwritten (preallocated) ranges read as
+ *   zeros and are left out. The output is checked (header, extent count); any doubt falls back to:
+ * - scanning: the file is read in large chunks and every all-zero granule is reported as a hole
+ *   (reading a hole costs the kernel a page of zeros, not a disk read).
+ * Either way only ranges that read as zeros are left out, so extents never omit data.
  */
+import { spawn } from 'node:child_process'
 import { open, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { createInterface } from 'node:readline'
 import { EngineError, fromFsError } from '../../errors.js'
 import { ImageFile, isAllZero } from '../io.js'
 import type { FormatModule, OpenContext } from '../open.js'
@@ -71,9 +78,22 @@ export class RawImage implements DiskImage {
       yield { offset: 0, length: size, zero: false }
       return
     }
+    let from = 0
+    if (process.platform === 'linux' && process.env.TRESOR_RAW_EXTENTS !== 'scan') {
+      const progress = { end: 0 }
+      const ok = yield* fiemapExtents(this.path, size, progress)
+      if (ok) return
+      from = progress.end // continue by scanning after what FIEMAP already reported
+    }
+    yield* this.scanExtents(from)
+  }
+
+  /** Extents by reading the file from `from` and leaving out all-zero granules. */
+  private async *scanExtents(from: number): AsyncIterable<Extent> {
+    const size = this.virtualSize
     const buf = Buffer.allocUnsafe(SCAN_CHUNK)
     let runStart = -1
-    for (let pos = 0; pos < size; pos += SCAN_CHUNK) {
+    for (let pos = from; pos < size; pos += SCAN_CHUNK) {
       const n = Math.min(SCAN_CHUNK, size - pos)
       const chunk = buf.subarray(0, n)
       await this.file.readInto(chunk, pos, 'guest data')
@@ -106,6 +126,81 @@ export class RawImage implements DiskImage {
   async close(): Promise<void> {
     await this.file.close()
   }
+}
+
+const FILEFRAG_EXTENT = /^\s*(\d+):\s+(\d+)\.\.\s*(\d+):\s+\d+\.\.\s*\d+:\s+\d+:\s*(?:\d+:)?\s*(\S*)\s*$/
+
+/**
+ * Data extents of `path` from FIEMAP via `filefrag -s -e`, merged and clipped to `size`. Returns true
+ * when the whole map was read and checked; false when filefrag is missing, fails or prints something
+ * unexpected, with `progress.end` set to the end of what was already yielded (the caller scans on).
+ */
+async function* fiemapExtents(path: string, size: number, progress: { end: number }): AsyncGenerator<Extent, boolean> {
+  const child = spawn('filefrag', ['-s', '-e', resolve(path)], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, LC_ALL: 'C' } })
+  const exited = new Promise<number>((done) => {
+    child.on('error', () => done(-1))
+    child.on('close', (code) => done(code ?? -1))
+  })
+  let blockSize = 0
+  let sawHeader = false
+  let lines = 0
+  let count = -1
+  let expectedIndex = 0
+  let pending: Extent | undefined
+  let ok = true
+  const lineReader = createInterface({ input: child.stdout })
+  try {
+    for await (const line of lineReader) {
+      const sizeLine = /\((\d+) blocks? of (\d+) bytes\)/.exec(line)
+      if (sizeLine && blockSize === 0) {
+        blockSize = Number(sizeLine[2])
+        continue
+      }
+      if (/^\s*ext:\s+logical_offset:/.test(line)) {
+        sawHeader = true
+        continue
+      }
+      const found = /: (\d+) extents? found\s*$/.exec(line)
+      if (found) {
+        count = Number(found[1])
+        continue
+      }
+      const m = FILEFRAG_EXTENT.exec(line)
+      if (!m) continue
+      if (!sawHeader || blockSize <= 0 || Number(m[1]) !== expectedIndex) {
+        ok = false
+        break
+      }
+      expectedIndex++
+      lines++
+      if ((m[4] ?? '').split(',').includes('unwritten')) continue
+      const start = Number(m[2]) * blockSize
+      const end = Math.min(size, (Number(m[3]) + 1) * blockSize)
+      if (start < (pending ? pending.offset + pending.length : progress.end)) {
+        ok = false // not in increasing order: do not trust the map
+        break
+      }
+      if (!(start < end)) continue // past the end of the file
+      if (pending && pending.offset + pending.length === start) pending.length = end - pending.offset
+      else {
+        if (pending) {
+          yield pending
+          progress.end = pending.offset + pending.length
+        }
+        pending = { offset: start, length: end - start, zero: false }
+      }
+    }
+  } finally {
+    lineReader.close()
+    if (child.exitCode === null) child.kill()
+  }
+  const code = await exited
+  if (!ok || code !== 0 || count !== lines) return false
+  if (pending) {
+    yield pending
+    progress.end = pending.offset + pending.length
+  }
+  return true
 }
 
 export const rawModule: FormatModule = {
