@@ -474,6 +474,26 @@ describe('VMDK reader matches qemu-img', () => {
     }
   })
 
+  it('reads a vmfsSparse disk (COWD extent, 4096-entry grain tables) like qemu', async () => {
+    const d = await caseDir('cowd')
+    const capacity = 20480 // sectors: 10 MiB in 2-sector grains, three grain tables
+    const { extent, content } = buildCowd(capacity, 2, [0, 5, 6, 7, 4096 * 2 + 3, capacity / 2 - 1])
+    await writeFile(join(d, 'disk-delta.vmdk'), extent)
+    const file = join(d, 'disk.vmdk')
+    await writeFile(
+      file,
+      `# Disk DescriptorFile\nversion=1\nCID=11112222\nparentCID=ffffffff\ncreateType="vmfsSparse"\nRW ${capacity} VMFSSPARSE "disk-delta.vmdk"\n`,
+    )
+    const img = await compareWithQemu(file, { compareMap: true })
+    try {
+      expect(img.variant).toBe('vmfsSparse')
+      expect(img.clusterSize).toBe(1024)
+      expect((await readAll(img)).equals(content)).toBe(true)
+    } finally {
+      await img.close()
+    }
+  })
+
   it('refuses raw device mappings and seSparse with IMAGE_UNSUPPORTED naming the file', async () => {
     const d = await caseDir('unsupported')
     const cases: [string, string][] = [
@@ -650,4 +670,44 @@ function buildStream(content: Buffer): Buffer {
   append(header(BigInt(gdSector)))
   append(marker(0, 0))
   return Buffer.concat(parts)
+}
+
+/**
+ * Builds a COWD (vmfsSparse) extent: header (magic, version, flags, capacity, grain size, GD offset,
+ * GD entries), GD at sector 4, one 4096-entry GT per used GD entry, then the listed grains filled
+ * with a pattern. Returns the extent and the guest bytes it holds.
+ */
+function buildCowd(capacitySectors: number, grainSectors: number, grains: number[]): { extent: Buffer; content: Buffer } {
+  const perGT = 4096
+  const gdEntries = Math.ceil(capacitySectors / grainSectors / perGT)
+  const header = Buffer.alloc(512)
+  header.write('COWD', 0, 'latin1')
+  header.writeUInt32LE(1, 4)
+  header.writeUInt32LE(3, 8)
+  header.writeUInt32LE(capacitySectors, 12)
+  header.writeUInt32LE(grainSectors, 16)
+  header.writeUInt32LE(4, 20)
+  header.writeUInt32LE(gdEntries, 24)
+  const gd = Buffer.alloc(512)
+  const parts: Buffer[] = [header, Buffer.alloc(3 * 512), gd]
+  let sector = 5
+  const content = Buffer.alloc(capacitySectors * 512)
+  const tables = new Map<number, Buffer>()
+  for (const g of grains) {
+    const t = Math.floor(g / perGT)
+    if (tables.has(t)) continue
+    const gt = Buffer.alloc(perGT * 4)
+    tables.set(t, gt)
+    gd.writeUInt32LE(sector, t * 4)
+    parts.push(gt)
+    sector += (perGT * 4) / 512
+  }
+  for (const g of grains) {
+    const data = randomBytes(grainSectors * 512, 1000 + g)
+    data.copy(content, g * grainSectors * 512)
+    ;(tables.get(Math.floor(g / perGT)) as Buffer).writeUInt32LE(sector, (g % perGT) * 4)
+    parts.push(data)
+    sector += grainSectors
+  }
+  return { extent: Buffer.concat(parts), content }
 }

@@ -7,7 +7,7 @@ import { LayeredImage } from '../layered.js'
 import { resolveBackingPath, type OpenContext } from '../open.js'
 import type { BackingInfo, DiskImage, Extent, ImageInfo } from '../types.js'
 import { MAX_DESCRIPTOR_BYTES, parseDescriptor, type Descriptor, type ExtentLine } from './descriptor.js'
-import { SECTOR, SparseExtent, isSparseMagic, readSparseHeader, type SparseHeader, type VmdkSegment } from './sparse.js'
+import { SECTOR, SparseExtent, isCowdMagic, isSparseMagic, readSparseHeader, type SparseHeader, type VmdkSegment } from './sparse.js'
 
 /**
  * How much of a flat extent file has storage behind it (from `stat.blocks`): `full` files are read
@@ -37,6 +37,7 @@ const SUPPORTED_TYPES: ReadonlySet<string> = new Set([
   'vmfsThin',
   'vmfsPreallocated',
   'vmfsEagerZeroedThick',
+  'vmfsSparse',
   'custom',
 ])
 /** createTypes refused by name, with what they are. */
@@ -49,7 +50,6 @@ const UNSUPPORTED_TYPES: ReadonlyMap<string, string> = new Map([
   ['fullDevice', 'a full physical device'],
   ['partitionedDevice', 'physical device partitions'],
   ['seSparse', 'the ESXi space-efficient sparse format (seSparse)'],
-  ['vmfsSparse', 'the VMFS sparse format (vmfsSparse, COWD)'],
 ])
 
 export class VmdkImage extends LayeredImage<VmdkSegment> {
@@ -82,7 +82,7 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
       let descriptor: Descriptor
       let spans: Span[]
       let variant: string
-      if (isSparseMagic(head)) {
+      if (isSparseMagic(head) || isCowdMagic(head)) {
         const header = await readSparseHeader(top)
         const embedded = await readEmbeddedDescriptor(top, header)
         if (header.capacitySectors === 0 && header.descriptorOffsetSectors !== 0 && embedded !== undefined) {
@@ -92,7 +92,7 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
           spans = await openSpans(descriptor, path, files)
         } else {
           descriptor = embedded === undefined ? emptyDescriptor() : parseDescriptor(embedded, path)
-          variant = header.compressed ? 'streamOptimized' : 'monolithicSparse'
+          variant = header.magic === 'COWD' ? 'vmfsSparse' : header.compressed ? 'streamOptimized' : 'monolithicSparse'
           const extent = SparseExtent.fromHeader(top, header, 0)
           spans = extent.lengthBytes > 0 ? [{ kind: 'sparse', start: 0, length: extent.lengthBytes, extent }] : []
         }
@@ -308,10 +308,12 @@ async function openSpan(line: ExtentLine, start: number, path: string, files: Ma
       }
       return { kind: 'flat', start, length, file, position, storage: await storageOf(file) }
     }
-    case 'SPARSE': {
+    case 'SPARSE':
+    case 'VMFSSPARSE': {
+      // Like qemu, either sparse kind (KDMV or COWD) is accepted for either extent type.
       const file = await openExtentFile(line, path, files)
       const head = await file.readUpTo(0, SECTOR)
-      if (!isSparseMagic(head)) throw malformed(path, `its sparse extent "${file.path}" is not a VMDK sparse extent`)
+      if (!isSparseMagic(head) && !isCowdMagic(head)) throw malformed(path, `its sparse extent "${file.path}" is not a VMDK sparse extent`)
       const header = await readSparseHeader(file)
       if (header.capacitySectors === 0) throw malformed(path, `its sparse extent "${file.path}" has no capacity`)
       // Like qemu, the extent's own header decides its size.
@@ -323,8 +325,6 @@ async function openSpan(line: ExtentLine, start: number, path: string, files: Ma
       throw unsupported(path, `a VMFS raw device extent (${line.type})`)
     case 'SESPARSE':
       throw unsupported(path, 'an ESXi seSparse extent')
-    case 'VMFSSPARSE':
-      throw unsupported(path, 'a VMFS sparse (COWD) extent')
   }
 }
 

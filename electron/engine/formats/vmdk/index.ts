@@ -13,9 +13,9 @@
  *   from the parent, which must still carry the content ID (`CID`) the delta recorded (`parentCID`).
  *
  * What is read: monolithicSparse, streamOptimized (including GD_AT_END footers), monolithicFlat,
- * twoGbMaxExtentSparse, twoGbMaxExtentFlat, vmfs flat, and descriptors mixing FLAT, SPARSE and ZERO
- * extents. Refused with IMAGE_UNSUPPORTED naming the file: raw device mappings, full/partitioned
- * devices, seSparse and vmfsSparse (COWD), NOACCESS extents. Where the spec and qemu differ, qemu
+ * twoGbMaxExtentSparse, twoGbMaxExtentFlat, vmfs flat, vmfsSparse (COWD extents of ESX deltas), and
+ * descriptors mixing FLAT, SPARSE, VMFSSPARSE and ZERO extents. Refused with IMAGE_UNSUPPORTED naming
+ * the file: raw device mappings, full/partitioned devices, seSparse, NOACCESS extents. Where the spec and qemu differ, qemu
  * wins (it is the oracle of the tests): a sparse extent's size comes from its own header, a GTE
  * of 1 reads as zeros only when the header's zeroed-grain flag is set, and a compressed grain may
  * take at most two grains of space. Unlike qemu, ZERO and RDONLY extents are honoured (qemu
@@ -26,16 +26,16 @@ import type { FormatModule, OpenContext } from '../open.js'
 import type { DiskImage } from '../types.js'
 import { looksLikeDescriptor } from './descriptor.js'
 import { VmdkImage } from './image.js'
-import { isSparseMagic } from './sparse.js'
+import { isCowdMagic, isSparseMagic } from './sparse.js'
 
 export { VmdkImage } from './image.js'
 export { parseDescriptor, looksLikeDescriptor } from './descriptor.js'
 
-/** The VMDK format module: probes `KDMV` sparse extents and text descriptors. */
+/** The VMDK format module: probes `KDMV` and `COWD` sparse extents and text descriptors. */
 export const vmdkModule: FormatModule = {
   format: 'vmdk',
   probe(head: Buffer): boolean {
-    return isSparseMagic(head) || looksLikeDescriptor(head)
+    return isSparseMagic(head) || isCowdMagic(head) || looksLikeDescriptor(head)
   },
   open(path: string, ctx: OpenContext): Promise<DiskImage> {
     return VmdkImage.open(path, ctx)

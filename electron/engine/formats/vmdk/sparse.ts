@@ -1,6 +1,8 @@
 /**
  * The hosted sparse extent (magic `KDMV`, VMDK versions 1 to 3): what monolithicSparse,
- * twoGbMaxExtentSparse and streamOptimized disks are made of.
+ * twoGbMaxExtentSparse and streamOptimized disks are made of; and its ESX ancestor, the VMFS sparse
+ * extent (magic `COWD`, vmfsSparse deltas), which has the same GD/GT/grain structure with 4096-entry
+ * GTs and an explicit GD length.
  *
  * Layout: a 512-byte header; an optional embedded text descriptor; a grain directory (GD) of
  * 32-bit sector numbers of grain tables (GT); GTs of `numGTEsPerGT` 32-bit sector numbers of grains;
@@ -25,6 +27,8 @@ const inflateRawAsync = promisify<InputType, ZlibOptions, Buffer>(inflateRaw)
 
 export const SECTOR = 512
 const MAGIC_KDMV = 0x564d444b // "KDMV" read little-endian
+const MAGIC_COWD = 0x44574f43 // "COWD" read little-endian
+const COWD_GTES_PER_GT = 4096
 const GD_AT_END = 0xffffffffffffffffn
 const FLAG_ZERO_GRAIN = 1 << 2
 const FLAG_MARKERS = 1 << 17
@@ -65,6 +69,10 @@ export interface SparseHeader {
   zeroGrains: boolean
   /** The header came from the footer (streamOptimized written by a stream, GD_AT_END). */
   fromFooter: boolean
+  /** COWD (vmfsSparse) extents state their GD length; hosted sparse extents derive it from the capacity. */
+  gdEntries?: number
+  /** 'KDMV' hosted sparse extent or 'COWD' VMFS sparse extent. */
+  magic: 'KDMV' | 'COWD'
 }
 
 function sectors(value: bigint, path: string, what: string): number {
@@ -75,6 +83,47 @@ function sectors(value: bigint, path: string, what: string): number {
 /** True when `head` starts with the hosted sparse extent magic `KDMV`. */
 export function isSparseMagic(head: Uint8Array): boolean {
   return head.length >= 4 && Buffer.from(head.buffer, head.byteOffset, 4).readUInt32LE(0) === MAGIC_KDMV
+}
+
+/** True when `head` starts with the VMFS sparse extent magic `COWD` (vmfsSparse, VMDK 3). */
+export function isCowdMagic(head: Uint8Array): boolean {
+  return head.length >= 4 && Buffer.from(head.buffer, head.byteOffset, 4).readUInt32LE(0) === MAGIC_COWD
+}
+
+/**
+ * Decodes a COWD header (ESX 2 / vmfsSparse): magic, version, flags, capacity, grain size, GD
+ * offset and GD length (all 32-bit, in sectors or entries), GTs of 4096 entries. No zeroed grains,
+ * no compression.
+ */
+export function parseCowdHeader(buf: Buffer, path: string): SparseHeader {
+  if (buf.length < SECTOR || buf.readUInt32LE(0) !== MAGIC_COWD) throw malformed(path, 'the VMDK sparse header has no COWD magic')
+  const version = buf.readUInt32LE(4)
+  const flags = buf.readUInt32LE(8)
+  const capacitySectors = buf.readUInt32LE(12)
+  const grainSectors = buf.readUInt32LE(16)
+  const gdOffsetSectors = buf.readUInt32LE(20)
+  const gdEntries = buf.readUInt32LE(24)
+  if (grainSectors === 0) throw malformed(path, 'the VMDK grain size is 0')
+  if (grainSectors * SECTOR > MAX_GRAIN_BYTES) {
+    throw unsupported(path, `VMDK grains of ${grainSectors} sectors (more than ${MAX_GRAIN_BYTES / (1024 * 1024)} MiB)`)
+  }
+  return {
+    version,
+    flags,
+    capacitySectors,
+    grainSectors,
+    descriptorOffsetSectors: 0,
+    descriptorSizeSectors: 0,
+    numGTEsPerGT: COWD_GTES_PER_GT,
+    gdOffsetSectors,
+    overheadSectors: 0,
+    compressed: false,
+    hasMarkers: false,
+    zeroGrains: false,
+    fromFooter: false,
+    gdEntries,
+    magic: 'COWD',
+  }
 }
 
 /**
@@ -119,13 +168,15 @@ export function parseSparseHeader(buf: Buffer, path: string): SparseHeader & { g
     hasMarkers: (flags & FLAG_MARKERS) !== 0,
     zeroGrains: (flags & FLAG_ZERO_GRAIN) !== 0,
     fromFooter: false,
+    magic: 'KDMV',
     gdAtEnd,
   }
 }
 
-/** Reads the header of a sparse extent file, following GD_AT_END to the footer. */
+/** Reads the header of a sparse extent file (KDMV or COWD), following GD_AT_END to the footer. */
 export async function readSparseHeader(file: ImageFile): Promise<SparseHeader> {
   const head = await file.readAt(0, SECTOR, 'the VMDK sparse header')
+  if (isCowdMagic(head)) return parseCowdHeader(head, file.path)
   const header = parseSparseHeader(head, file.path)
   if (!header.gdAtEnd) return header
   // Footer marker, footer (a header copy with the real GD offset), end-of-stream marker.
@@ -152,7 +203,7 @@ export class SparseExtent {
   private readonly gdEntries: number
   private readonly gdPosition: number
   private readonly gdPages = new AsyncLru<number, Buffer>(GD_PAGE_CACHE_ENTRIES)
-  private readonly tables = new AsyncLru<number, Buffer>(GT_CACHE_ENTRIES)
+  private readonly tables: AsyncLru<number, Buffer>
   private readonly grains: AsyncLru<number, Buffer>
 
   private constructor(
@@ -165,7 +216,13 @@ export class SparseExtent {
     this.lengthBytes = header.capacitySectors * SECTOR
     this.gtBytes = header.numGTEsPerGT * 4
     this.gtCoverBytes = this.grainBytes * header.numGTEsPerGT
-    this.gdEntries = Math.ceil(this.lengthBytes / this.gtCoverBytes)
+    const needed = Math.ceil(this.lengthBytes / this.gtCoverBytes)
+    if (header.gdEntries !== undefined && header.gdEntries < needed) {
+      throw malformed(path, `the VMDK grain directory has ${header.gdEntries} entries, fewer than the ${needed} the capacity needs`)
+    }
+    this.gdEntries = needed
+    // Keep at most ~4 MiB of grain tables (2 KiB each for KDMV, 16 KiB for COWD).
+    this.tables = new AsyncLru(Math.max(16, Math.min(GT_CACHE_ENTRIES, Math.floor((4 * 1024 * 1024) / this.gtBytes))))
     this.gdPosition = header.gdOffsetSectors * SECTOR
     if (this.gdEntries > 0) {
       if (header.gdOffsetSectors === 0) throw malformed(path, 'the VMDK grain directory overlaps the header')
