@@ -131,6 +131,7 @@ beforeAll(async () => {
     ['vmdk-sparse', 'subformat=monolithicSparse'],
     ['vmdk-zeroed', 'subformat=monolithicSparse,zeroed_grain=on'],
     ['vmdk-descriptor', 'subformat=twoGbMaxExtentSparse'],
+    ['vmdk-flat', 'subformat=monolithicFlat'],
   ] as const) {
     const d = join(dir, name)
     await run('mkdir', ['-p', d])
@@ -138,6 +139,18 @@ beforeAll(async () => {
     await qemuImg('create', '-q', '-f', 'vmdk', '-o', options, file, String(size))
     await qemuIo('vmdk', file, ...pattern(size))
     add(name, 'vmdk', file)
+  }
+  {
+    // A delta on a parent: the mutant is the child (parent hint, CIDs, tables).
+    const d = join(dir, 'vmdk-delta')
+    await run('mkdir', ['-p', d])
+    const base = join(d, 'base.vmdk')
+    await qemuImg('create', '-q', '-f', 'vmdk', base, String(size))
+    await qemuIo('vmdk', base, `write -P ${DATA} 0 1M`)
+    const file = join(d, 'disk.vmdk')
+    await qemuImg('create', '-q', '-f', 'vmdk', '-b', 'base.vmdk', '-F', 'vmdk', file)
+    await qemuIo('vmdk', file, ...pattern(size))
+    add('vmdk-delta', 'vmdk', file)
   }
   {
     const d = join(dir, 'vmdk-stream')
