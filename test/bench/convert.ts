@@ -9,7 +9,7 @@
  * It is built as a sparse raw file, then turned into qcow2 by qemu-img (qemu's own layout).
  * Runs alternate ours / qemu, the median of BENCH_RUNS is reported. Ours runs in a child process
  * so its peak RSS (process.resourceUsage().maxRSS) is its own. Also reported: the raw reader's
- * hole detection (zero-granule scan) against FIEMAP through `filefrag`, on the sparse raw file.
+ * two ways to find holes (FIEMAP through `filefrag`, zero-granule scan) on the sparse raw file.
  */
 import { spawn } from 'node:child_process'
 import { createCipheriv } from 'node:crypto'
@@ -21,10 +21,10 @@ import { fileURLToPath } from 'node:url'
 const MiB = 1024 * 1024
 const here = fileURLToPath(import.meta.url)
 
-function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string; seconds: number }> {
+function run(cmd: string, args: string[], env?: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string; seconds: number }> {
   return new Promise((resolvePromise, reject) => {
     const started = process.hrtime.bigint()
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
@@ -89,9 +89,12 @@ async function makeSource(dir: string, sizeMiB: number): Promise<{ raw: string; 
 async function childConvert(input: string, output: string): Promise<void> {
   const { convertImage } = await import('../../electron/engine/formats/index.js')
   const started = process.hrtime.bigint()
+  const cpu0 = process.cpuUsage()
   const { bytesWritten } = await convertImage(input, output, 'raw', { overwrite: true })
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
-  process.stdout.write(JSON.stringify({ seconds, bytesWritten, maxRssKiB: process.resourceUsage().maxRSS }) + '\n')
+  const cpu = process.cpuUsage(cpu0)
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6
+  process.stdout.write(JSON.stringify({ seconds, cpuSeconds, bytesWritten, maxRssKiB: process.resourceUsage().maxRSS }) + '\n')
 }
 
 async function childScan(input: string): Promise<void> {
@@ -126,6 +129,8 @@ async function main(): Promise<void> {
     await run('cat', [qcow2])
     const ours: number[] = []
     const theirs: number[] = []
+    const oursCpu: number[] = []
+    const theirsCpu: number[] = []
     let rss = 0
     const outOurs = join(dir, 'ours.raw')
     const outQemu = join(dir, 'qemu.raw')
@@ -133,14 +138,17 @@ async function main(): Promise<void> {
       await rm(outOurs, { force: true })
       const r = await run(process.execPath, ['--import', 'tsx', here, '--child-convert', qcow2, outOurs])
       if (r.code !== 0) throw new Error(`ours failed: ${r.stderr}`)
-      const res = JSON.parse(r.stdout.trim().split('\n').pop() as string) as { seconds: number; maxRssKiB: number }
+      const res = JSON.parse(r.stdout.trim().split('\n').pop() as string) as { seconds: number; cpuSeconds: number; maxRssKiB: number }
       ours.push(res.seconds)
+      oursCpu.push(res.cpuSeconds)
       rss = Math.max(rss, res.maxRssKiB)
       await rm(outQemu, { force: true })
-      const q = await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', qcow2, outQemu])
+      const q = await run('/usr/bin/time', ['-f', 'CPU %U %S', 'qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', qcow2, outQemu])
       if (q.code !== 0) throw new Error(`qemu-img failed: ${q.stderr}`)
       theirs.push(q.seconds)
-      console.log(`  run ${i + 1}: ours ${res.seconds.toFixed(2)} s, qemu-img ${q.seconds.toFixed(2)} s`)
+      const m = /CPU ([\d.]+) ([\d.]+)/.exec(q.stderr)
+      theirsCpu.push(m ? Number(m[1]) + Number(m[2]) : Number.NaN)
+      console.log(`  run ${i + 1}: ours ${res.seconds.toFixed(2)} s (cpu ${res.cpuSeconds.toFixed(2)} s), qemu-img ${q.seconds.toFixed(2)} s (cpu ${(theirsCpu[i] as number).toFixed(2)} s)`)
     }
     const same = await run('cmp', [outOurs, outQemu])
     const mbps = (s: number): string => ((sizeMiB * MiB) / s / 1e6).toFixed(0)
@@ -149,19 +157,20 @@ async function main(): Promise<void> {
     console.log(`  ours:     ${o.toFixed(2)} s  ${mbps(o)} MB/s (virtual bytes per second)`)
     console.log(`  qemu-img: ${q.toFixed(2)} s  ${mbps(q)} MB/s`)
     console.log(`  ratio (qemu time / our time): ${(q / o).toFixed(2)}x  (target >= 1.0x)`)
+    console.log(`  cpu seconds (user+sys): ours ${median(oursCpu).toFixed(2)}, qemu-img ${median(theirsCpu).toFixed(2)}; load average ${(await import('node:os')).loadavg()[0]?.toFixed(1)} on ${(await import('node:os')).cpus().length} cores`)
     console.log(`  our peak RSS: ${(rss / 1024).toFixed(0)} MiB  (target < 200 MiB)`)
     console.log(`  outputs identical: ${same.code === 0 ? 'yes' : 'NO'}`)
 
-    // Raw hole detection: zero-granule scan (ours) against FIEMAP via filefrag, on the sparse source.
+    // Raw hole detection on the sparse source: FIEMAP (filefrag) against the zero-granule scan.
     const scans: number[] = []
-    const fiemap: number[] = []
+    const maps: number[] = []
     for (let i = 0; i < runs; i++) {
-      const s = await run(process.execPath, ['--import', 'tsx', here, '--child-scan', raw])
+      const s = await run(process.execPath, ['--import', 'tsx', here, '--child-scan', raw], { TRESOR_RAW_EXTENTS: 'scan' })
       scans.push((JSON.parse(s.stdout.trim()) as { seconds: number }).seconds)
-      const f = await run('filefrag', ['-e', raw])
-      fiemap.push(f.code === 0 ? f.seconds : Number.NaN)
+      const f = await run(process.execPath, ['--import', 'tsx', here, '--child-scan', raw])
+      maps.push((JSON.parse(f.stdout.trim()) as { seconds: number }).seconds)
     }
-    console.log(`  raw extents, zero-granule scan: ${median(scans).toFixed(2)} s (${mbps(median(scans))} MB/s); filefrag (FIEMAP, process): ${median(fiemap).toFixed(2)} s`)
+    console.log(`  raw extents of the sparse source: FIEMAP via filefrag ${median(maps).toFixed(2)} s, zero-granule scan ${median(scans).toFixed(2)} s (${mbps(median(scans))} MB/s)`)
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
