@@ -158,7 +158,7 @@ class LocalVaultImpl implements LocalVault {
     }
     // 1. pack indexes → a fresh table (independent of what this process cached)
     const table = new ChunkTable()
-    const packEntries = new Map<number, PackIndexEntry[]>()
+    const readablePacks: number[] = []
     const packs = await this.ctx.listPacks()
     const damagedPacks = new Set<string>()
     for (const [i, hex] of packs.entries()) {
@@ -167,7 +167,7 @@ class LocalVaultImpl implements LocalVault {
         const idx = await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)
         const n = table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.entries.length })
         for (const e of idx.entries) table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
-        if (options.readData) packEntries.set(n, idx.entries)
+        readablePacks.push(n)
         checked.packs++
       } catch (err) {
         damagedPacks.add(hex)
@@ -179,11 +179,14 @@ class LocalVaultImpl implements LocalVault {
     const corrupt = new Map<string, { pack: string; error: string }>() // chunk hex → where
     if (options.readData) {
       let done = 0
-      for (const [n, entries] of packEntries) {
+      for (const n of readablePacks) {
         if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Verify was cancelled.')
-        options.onProgress?.({ phase: 'data', done: done++, total: packEntries.size })
+        options.onProgress?.({ phase: 'data', done: done++, total: readablePacks.length })
         const pack = table.packs[n]!
+        let entries: PackIndexEntry[] = []
         try {
+          // re-read the index per pack: memory stays one pack's index, not the whole vault's (I7)
+          entries = (await readPackIndex(this.fs, packPath(this.layout, pack.hex), pack.hex, this.ctx.keys, this.blockSize)).entries
           await openPackRecords(this.ctx.pool(), this.fs, packPath(this.layout, pack.hex), pack.id, entries, { returnPlain: false, blockSize: this.blockSize }, (k, _p, error) => {
             checked.chunksRead++
             checked.bytesRead += entries[k]!.length
@@ -318,13 +321,13 @@ class LocalVaultImpl implements LocalVault {
       const table = new ChunkTable()
       const packs = await this.ctx.listPacks()
       const unreadable = new Set<string>()
-      const entriesOf = new Map<number, PackIndexEntry[]>()
+      const recordBytes: number[] = []
       for (const hex of packs) {
         try {
           const idx = await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)
           const n = table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.entries.length })
           for (const e of idx.entries) table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
-          entriesOf.set(n, idx.entries)
+          recordBytes[n] = idx.entries.reduce((sum, e) => sum + e.length, 0)
         } catch {
           unreadable.add(hex) // never delete what cannot be read; verify reports it
         }
@@ -346,34 +349,35 @@ class LocalVaultImpl implements LocalVault {
           }
         }
       }
-      // 4. sweep: per pack, live records (the copy the table points to) vs all records
-      const liveBy = new Map<number, PackIndexEntry[]>()
-      for (const [n, entries] of entriesOf) {
-        const keep: PackIndexEntry[] = []
-        for (const e of entries) {
-          const slot = table.find(e.chunkId)
-          if (slot < 0 || !live[slot]) continue
-          const loc = table.location(slot)
-          if (loc.pack === n && loc.offset === e.offset) keep.push(e)
-        }
-        liveBy.set(n, keep)
+      // 4. sweep: live bytes per pack, counted over the copies the table uses (others are dead duplicates)
+      const liveBytes = new Array<number>(table.packs.length).fill(0)
+      for (const slot of table.usedSlots()) {
+        if (!live[slot]) continue
+        const loc = table.location(slot)
+        liveBytes[loc.pack]! += loc.length
       }
       const threshold = options.repackBelowOccupancy ?? 0.5
       const toRemove: number[] = []
       const toRepack: number[] = []
-      for (const [n, entries] of entriesOf) {
-        const keep = liveBy.get(n)!
-        if (keep.length === 0) toRemove.push(n)
-        else if (threshold > 0) {
-          const liveBytes = keep.reduce((s, e) => s + e.length, 0)
-          const allBytes = entries.reduce((s, e) => s + e.length, 0)
-          if (liveBytes / allBytes < threshold) toRepack.push(n)
-        }
+      const readable = table.packs.map((_, n) => n).filter((n) => recordBytes[n] !== undefined)
+      for (const n of readable) {
+        if (liveBytes[n] === 0) toRemove.push(n)
+        else if (threshold > 0 && liveBytes[n]! / Math.max(1, recordBytes[n]!) < threshold) toRepack.push(n)
       }
       // small packs (e.g. the tail pack of every backup) are worth merging too
       if (threshold > 0) {
-        const small = [...entriesOf.keys()].filter((n) => !toRemove.includes(n) && !toRepack.includes(n) && table.packs[n]!.sizeBytes < this.ctx.packTargetBytes / 8)
+        const small = readable.filter((n) => !toRemove.includes(n) && !toRepack.includes(n) && table.packs[n]!.sizeBytes < this.ctx.packTargetBytes / 8)
         if (small.length > 1) toRepack.push(...small)
+      }
+      const liveEntries = async (n: number): Promise<PackIndexEntry[]> => {
+        const pack = table.packs[n]!
+        const idx = await readPackIndex(this.fs, packPath(this.layout, pack.hex), pack.hex, this.ctx.keys, this.blockSize)
+        return idx.entries.filter((e) => {
+          const slot = table.find(e.chunkId)
+          if (slot < 0 || !live[slot]) return false
+          const loc = table.location(slot)
+          return loc.pack === n && loc.offset === e.offset
+        })
       }
       if (toRepack.length > 0) {
         const fresh = new ChunkTable()
@@ -382,7 +386,7 @@ class LocalVaultImpl implements LocalVault {
         for (const [i, n] of toRepack.entries()) {
           onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
           const pack = table.packs[n]!
-          const keep = liveBy.get(n)!
+          const keep = await liveEntries(n)
           for (let b = 0; b < keep.length; b += REPACK_BATCH) {
             const batch = keep.slice(b, b + REPACK_BATCH)
             const plains: Buffer[] = []
