@@ -104,6 +104,7 @@ export class JobSupervisor {
   private readonly active = new Map<string, Active>()
   private readonly listeners = new Set<(e: SupervisorEvent) => void>()
   private readonly waiters = new Map<string, ((r: JobRecord) => void)[]>()
+  private readonly exitWaiters = new Set<() => void>()
   private readonly progressIntervalMs: number
   private readonly dbIntervalMs: number
   private readonly cancelDeadlineMs: number
@@ -279,7 +280,9 @@ export class JobSupervisor {
 
   /** Resolves once every job this supervisor runs has ended (without cancelling any). */
   async drain(): Promise<void> {
-    while (this.active.size > 0) await Promise.all([...this.active.keys()].map((id) => this.wait(id)))
+    while (this.active.size > 0) {
+      await new Promise<void>((resolve) => this.exitWaiters.add(resolve))
+    }
   }
 
   /** Cancels every running job and waits for them to end (at most the cancel deadline plus grace). */
@@ -287,6 +290,7 @@ export class JobSupervisor {
     const ids = [...this.active.keys()]
     await Promise.all(ids.map((id) => this.cancel(id)))
     await Promise.all(ids.map((id) => this.wait(id)))
+    await this.drain()
   }
 
   private later(a: Active, ms: number, fn: () => void): void {
@@ -350,6 +354,9 @@ export class JobSupervisor {
     for (const t of a.timers) clearTimeout(t)
     a.timers.clear()
     this.active.delete(a.jobId)
+    const exitWaiters = [...this.exitWaiters]
+    this.exitWaiters.clear()
+    for (const w of exitWaiters) w()
   }
 
   private end(a: Active): void {

@@ -142,6 +142,8 @@ describe('JobSupervisor in-process (CLI)', () => {
     expect(events.find((e) => e.type === 'progress')).toMatchObject({ progress: { currentDisk: 'sys', bytesDone: 5 } })
     expect(events.filter((e) => e.type === 'log')).toHaveLength(1)
     expect(listJobs(db).map((j) => j.id)).toEqual([id])
+    await sup.drain()
+    expect(sup.isActive(id)).toBe(false)
   })
 
   it('cancels a queued job without running it, and marks orphans of a dead host as JOB_CRASHED', async () => {
