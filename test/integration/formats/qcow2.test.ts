@@ -74,6 +74,16 @@ describe('qcow2 reader matches qemu-img', () => {
     })
   }
 
+  for (const bits of [1, 64]) {
+    it(`refcount width ${bits} bits`, async () => {
+      const size = 5 * MiB + 512
+      const file = join(dir, `refbits-${bits}.qcow2`)
+      await createImage(file, 'qcow2', size, [`refcount_bits=${bits}`])
+      await applyOps(file, 'qcow2', mixedOps(200 + bits, size, 25), dir)
+      await expectSameAsQemu(file)
+    })
+  }
+
   for (const cluster of [16384, 65536, 2 * MiB]) {
     it(`extended L2 (subclusters) with ${cluster}-byte clusters`, async () => {
       const size = 10 * MiB + 512
