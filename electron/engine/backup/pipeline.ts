@@ -176,6 +176,7 @@ class Progress {
       bytesNew: sum('bytesNew'),
       bytesPerSecond: rate,
       etaSeconds: this.phase === 'done' ? 0 : rate > 0 ? Math.max(0, total - done) / rate : null,
+      currentDisk: this.disks.find((d) => d.state === 'reading')?.name ?? null,
       disks: this.disks.map((d) => ({ ...d })),
     })
   }

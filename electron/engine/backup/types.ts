@@ -61,6 +61,8 @@ export interface BackupProgress {
   bytesNew: number
   bytesPerSecond: number
   etaSeconds: number | null
+  /** Name of a disk being read now (the first one), or null. */
+  currentDisk: string | null
   disks: DiskProgress[]
 }
 
