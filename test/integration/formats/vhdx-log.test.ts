@@ -213,6 +213,40 @@ describe('VHDX log replay (in memory)', () => {
     await expect(openImage(file)).rejects.toMatchObject({ code: 'IMAGE_MALFORMED' })
   })
 
+  it('refuses a hostile log that would cost unbounded checksum work (IMAGE_DIRTY_LOG), quickly', async () => {
+    const { dirty } = scenario(512, false)
+    const logGuid = dirty.subarray(64 * KiB + 48, 64 * KiB + 64)
+    // Every 4 KiB slot of the 1 MiB log at 1 MiB claims to be a 1 MiB entry of this log.
+    for (let at = MiB; at < 2 * MiB; at += 4096) {
+      dirty.write('loge', at, 'latin1')
+      dirty.writeUInt32LE(MiB, at + 8)
+      dirty.writeUInt32LE(0, at + 12)
+      dirty.writeUInt32LE(1, at + 24)
+      logGuid.copy(dirty, at + 32)
+    }
+    const file = join(dir, 'hostile-log.vhdx')
+    await writeFile(file, dirty)
+    const started = Date.now()
+    await expect(openImage(file)).rejects.toMatchObject({ code: 'IMAGE_DIRTY_LOG' })
+    expect(Date.now() - started).toBeLessThan(20_000)
+  })
+
+  it('reads the file as it is when the log holds no valid entry', async () => {
+    const { clean } = scenario(512, false)
+    const file = join(dir, 'empty-log.vhdx')
+    const copy = Buffer.from(clean)
+    installLog(copy, MiB, MiB, []) // sets a LogGuid, writes no entry
+    await writeFile(file, copy)
+    const cleanFile = join(dir, 'empty-log-ref.vhdx')
+    await writeFile(cleanFile, clean)
+    const image = await openImage(file)
+    try {
+      expect(await ourGuestSha256(image)).toBe(await qemuGuestSha256(cleanFile, 'vhdx', dir))
+    } finally {
+      await image.close()
+    }
+  })
+
   it('reads the original file bytes back unchanged after many reads', async () => {
     const { dirty } = scenario(512, true)
     const file = join(dir, 'unchanged.vhdx')

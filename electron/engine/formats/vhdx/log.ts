@@ -60,11 +60,20 @@ function circular(log: Buffer, at: number, length: number): Buffer {
   return Buffer.concat([log.subarray(at), log.subarray(0, at + length - log.length)])
 }
 
-function parseEntry(log: Buffer, at: number, logGuid: Buffer, fileSize: number): Entry | undefined {
+/** Bytes the scan may checksum, as a multiple of the log length (bounds work on hostile logs). */
+const SCAN_BUDGET_FACTOR = 8
+
+function parseEntry(log: Buffer, at: number, logGuid: Buffer, fileSize: number, budget: { bytes: number }): Entry | undefined {
   if (log.readUInt32LE(at) !== SIG_LOGE) return undefined
   const length = log.readUInt32LE(at + 8)
   const tail = log.readUInt32LE(at + 12)
   if (length < PAGE || length % PAGE !== 0 || length > log.length || tail % PAGE !== 0 || tail >= log.length) return undefined
+  // Cheap checks before the checksum: the log GUID and the descriptor area must fit.
+  if (!circular(log, at + 32, 16).equals(logGuid)) return undefined
+  const declared = log.readUInt32LE((at + 24) % log.length)
+  if (Math.ceil((64 + declared * 32) / PAGE) * PAGE > length) return undefined
+  budget.bytes -= length
+  if (budget.bytes < 0) return undefined
   const entry = circular(log, at, length)
   if (crc32cWithZeroField(entry, 4) !== entry.readUInt32LE(4)) return undefined
   if (!entry.subarray(32, 48).equals(logGuid)) return undefined
@@ -166,13 +175,22 @@ export async function replayLog(file: ImageFile, header: Header): Promise<Contai
   }
   const log = await file.readAt(logOffset, logLength, 'the log')
   const entries = new Map<number, Entry>()
+  const budget = { bytes: SCAN_BUDGET_FACTOR * logLength }
   for (let at = 0; at < logLength; at += PAGE) {
-    const e = parseEntry(log, at, header.logGuid, file.size)
+    const e = parseEntry(log, at, header.logGuid, file.size, budget)
     if (e) entries.set(at, e)
+  }
+  if (budget.bytes < 0) {
+    throw new EngineError(
+      'IMAGE_DIRTY_LOG',
+      `"${file.path}" was not closed cleanly and its log is too damaged to replay safely. ` +
+        'Open the disk once in Hyper-V (or mount it in Windows) so the log is applied, then try again.',
+    )
   }
   const byNewest = [...entries.values()].sort((a, b) => (a.sequence < b.sequence ? 1 : a.sequence > b.sequence ? -1 : 0))
   let active: Entry[] | undefined
-  for (const head of byNewest) {
+  // The newest entry that closes a complete sequence wins; a bounded number of candidates is tried.
+  for (const head of byNewest.slice(0, 1024)) {
     const chain: Entry[] = []
     let cur = entries.get(head.tail)
     while (cur && chain.length <= entries.size) {
