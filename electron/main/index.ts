@@ -111,7 +111,8 @@ async function start(): Promise<void> {
     win.focus()
   }
 
-  ui.tray = createTray(resourcePath('tray.png'), {
+  // macOS wants a monochrome template image (it tints it for light and dark menu bars).
+  ui.tray = createTray(resourcePath(process.platform === 'darwin' ? 'trayTemplate.png' : 'tray.png'), {
     openWindow: showWindow,
     backUpNow() {
       // Backs up every machine that has a policy; failures show in the window's Jobs view.
