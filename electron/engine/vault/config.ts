@@ -5,7 +5,8 @@
  */
 import { EngineError } from '../errors.js'
 import { deriveKeys, equalHex, hmacHex, randomId, type VaultKeys } from './crypto.js'
-import { FORMAT_MINOR, FORMAT_NAME, FORMAT_VERSION, layoutOf, type VaultLayout } from './layout.js'
+import { FORMAT_MINOR, FORMAT_NAME, FORMAT_VERSION, RESERVE_BYTES, layoutOf, type VaultLayout } from './layout.js'
+import { randomBytes } from 'node:crypto'
 import { nodeVaultFs, readFileIfExists, vaultIoError, writeFileAtomic, type VaultFs } from './vaultFs.js'
 import { join } from 'node:path'
 
@@ -149,6 +150,8 @@ export async function createVault(
   const config: VaultConfig = { ...body, mac: macOf(keys, body) }
   const { writeGeneration } = await import('./generation.js')
   await writeGeneration(fs, layout, keys, vaultId, 1, 'create', 0)
+  // random bytes: a compressing file system must not shrink the reserve to nothing
+  await writeFileAtomic(fs, layout.tmp, layout.reserve, randomBytes(RESERVE_BYTES))
   await writeFileAtomic(fs, layout.tmp, layout.config, Buffer.from(JSON.stringify(config, null, 2) + '\n', 'utf8'))
   return { vaultId }
 }

@@ -15,6 +15,8 @@ export interface VaultLayout {
   packs: string
   manifests: string
   maps: string
+  /** Space kept free for prune on a full drive (deleted to make room, then recreated). */
+  reserve: string
 }
 
 export function layoutOf(root: string): VaultLayout {
@@ -27,6 +29,7 @@ export function layoutOf(root: string): VaultLayout {
     packs: join(root, 'packs'),
     manifests: join(root, 'manifests'),
     maps: join(root, 'maps'),
+    reserve: join(root, 'reserve'),
   }
 }
 
@@ -48,3 +51,5 @@ export function mapSegmentPath(layout: VaultLayout, pointId: string, diskIndex: 
 
 export const POINT_ID_RE = /^[0-9a-f]{16}$/
 export const PACK_ID_RE = /^[0-9a-f]{32}$/
+
+export const RESERVE_BYTES = 1024 * 1024

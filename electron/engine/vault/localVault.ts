@@ -9,7 +9,7 @@ import { ChunkTable } from './chunkTable.js'
 import { loadConfig } from './config.js'
 import { VaultContext } from './context.js'
 import { bumpGeneration, readGeneration, trimGenerations } from './generation.js'
-import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE } from './layout.js'
+import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
 import { VaultLock } from './locks.js'
 import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
 import { readPackIndex, type PackIndexEntry } from './pack.js'
@@ -18,7 +18,8 @@ import { openPackRecords } from './recordReader.js'
 import { LocalBackupSession } from './session.js'
 import type { AffectedPoint, LocalVault, PointScan, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
 import { systemClock } from './types.js'
-import { nodeVaultFs, readdirIfExists, unlinkDurable, vaultIoError } from './vaultFs.js'
+import { nodeVaultFs, readdirIfExists, unlinkDurable, vaultIoError, writeFileAtomic } from './vaultFs.js'
+import { randomBytes } from 'node:crypto'
 
 const MAX_PROBLEMS = 1000
 const REPACK_BATCH = 16
@@ -295,6 +296,20 @@ class LocalVaultImpl implements LocalVault {
    */
   async prune(options: PruneOptions & { deletePointIds?: string[]; gc?: boolean } = {}): Promise<PruneResult> {
     this.assertOpen()
+    try {
+      return await this.pruneOnce(options)
+    } catch (err) {
+      // A full drive must not block the one operation that frees space (borg #9573): give up the
+      // reserve file and run again (every prune step is idempotent), then take the reserve back.
+      if (!isEngineError(err) || err.code !== 'DISK_FULL' || !(await this.fs.stat(this.layout.reserve).catch(() => undefined))) throw err
+      await unlinkDurable(this.fs, this.layout.reserve)
+      const result = await this.pruneOnce(options)
+      await writeFileAtomic(this.fs, this.layout.tmp, this.layout.reserve, randomBytes(RESERVE_BYTES)).catch(() => undefined)
+      return result
+    }
+  }
+
+  private async pruneOnce(options: PruneOptions & { deletePointIds?: string[]; gc?: boolean }): Promise<PruneResult> {
     const result: PruneResult = { pointsRemoved: 0, bytesFreed: 0, packsDeleted: 0, packsRepacked: 0 }
     const lock = await VaultLock.acquire(this.fs, this.layout, 'exclusive', this.lockOptions('prune'))
     try {

@@ -17,6 +17,8 @@ export interface FaultRule {
   sticky?: boolean
   /** Only paths containing this. */
   pathIncludes?: string
+  /** The fault stops once a file whose path contains this is unlinked (space freed). */
+  clearOnUnlink?: string
 }
 
 export class FaultFs implements VaultFs {
@@ -95,6 +97,7 @@ export class FaultFs implements VaultFs {
   }
   async unlink(path: string) {
     this.log.push({ op: 'unlink', path })
+    if (this.rule?.clearOnUnlink && path.includes(this.rule.clearOnUnlink)) this.rule = undefined
     return this.inner.unlink(path)
   }
   async mkdir(path: string) {

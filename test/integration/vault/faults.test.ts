@@ -128,6 +128,23 @@ describe('faults during backup leave earlier points intact', () => {
     }
   })
 
+  it('prune still works on a full drive: it gives up the reserve file, then takes it back', async () => {
+    const fs = new FaultFs()
+    const v = await openVault(dir, key, { workers: 1, fs })
+    try {
+      const extra = await backUp(v, [{ name: 'x', blocks: blocks(7000, 8) }])
+      fs.rule = { afterOps: 0, code: 'ENOSPC', sticky: true, clearOnUnlink: '/reserve' }
+      const r = await v.prune({ deletePointIds: [extra.id] })
+      expect(r.pointsRemoved).toBe(1)
+      expect(r.bytesFreed).toBeGreaterThan(0)
+      expect(fs.log.some((e) => e.op === 'unlink' && e.path.endsWith('/reserve'))).toBe(true)
+      expect((await readdir(dir)).includes('reserve')).toBe(true)
+    } finally {
+      await v.close()
+    }
+    await assertFirstIntact()
+  })
+
   it('short writes are completed by looping', async () => {
     const fs = new FaultFs()
     fs.shortWrites = true
