@@ -7,7 +7,7 @@ import { LayeredImage } from '../layered.js'
 import { resolveBackingPath, type OpenContext } from '../open.js'
 import type { BackingInfo, DiskImage, Extent, ImageInfo } from '../types.js'
 import { MAX_DESCRIPTOR_BYTES, parseDescriptor, type Descriptor, type ExtentLine } from './descriptor.js'
-import { SECTOR, SparseExtent, isCowdMagic, isSparseMagic, readSparseHeader, type SparseHeader, type VmdkSegment } from './sparse.js'
+import { SECTOR, SparseCaches, SparseExtent, isCowdMagic, isSparseMagic, readSparseHeader, type SparseHeader, type VmdkSegment } from './sparse.js'
 
 /**
  * How much of a flat extent file has storage behind it (from `stat.blocks`): `full` files are read
@@ -64,6 +64,7 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
     readonly cid: number | undefined,
     private readonly spans: Span[],
     private readonly files: ImageFile[],
+    private readonly caches: SparseCaches,
   ) {
     super()
   }
@@ -71,6 +72,7 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
   /** Opens the VMDK at `path` (a sparse extent or a text descriptor) and, through `ctx`, its parent. */
   static async open(path: string, ctx: OpenContext): Promise<VmdkImage> {
     const files = new Map<string, ImageFile>()
+    const caches = new SparseCaches()
     const closeAll = async (): Promise<void> => {
       await Promise.all([...files.values()].map((f) => f.close().catch(() => undefined)))
     }
@@ -89,11 +91,11 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
           // A sparse file carrying only a descriptor (qemu reads it as a descriptor file).
           descriptor = parseDescriptor(embedded, path)
           variant = checkCreateType(descriptor, path)
-          spans = await openSpans(descriptor, path, files)
+          spans = await openSpans(descriptor, path, files, caches)
         } else {
           descriptor = embedded === undefined ? emptyDescriptor() : parseDescriptor(embedded, path)
           variant = header.magic === 'COWD' ? 'vmfsSparse' : header.compressed ? 'streamOptimized' : 'monolithicSparse'
-          const extent = SparseExtent.fromHeader(top, header, 0)
+          const extent = SparseExtent.fromHeader(top, header, 0, caches)
           spans = extent.lengthBytes > 0 ? [{ kind: 'sparse', start: 0, length: extent.lengthBytes, extent }] : []
         }
       } else {
@@ -103,13 +105,13 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
         const text = (await top.readAt(0, top.size, 'the VMDK descriptor')).toString('latin1')
         descriptor = parseDescriptor(cutAtNul(text), path)
         variant = checkCreateType(descriptor, path)
-        spans = await openSpans(descriptor, path, files)
+        spans = await openSpans(descriptor, path, files, caches)
       }
       const virtualSize = spans.reduce((sum, s) => sum + s.length, 0)
       if (!Number.isSafeInteger(virtualSize)) throw malformed(path, 'its extents add up to an impossible size')
       const firstSparse = spans.find((s) => s.kind === 'sparse')
       const clusterSize = firstSparse?.kind === 'sparse' ? firstSparse.extent.grainBytes : SECTOR
-      image = new VmdkImage(path, variant, virtualSize, clusterSize, descriptor.cid, spans, [...files.values()])
+      image = new VmdkImage(path, variant, virtualSize, clusterSize, descriptor.cid, spans, [...files.values()], caches)
       const hint = descriptor.parentFileNameHint
       if (hint !== undefined && !ctx.options.noBacking) {
         const backing = await ctx.openBacking(resolveBackingPath(path, hint), 'vmdk')
@@ -202,7 +204,7 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
   }
 
   protected async closeOwn(): Promise<void> {
-    for (const span of this.spans) if (span.kind === 'sparse') span.extent.clearCaches()
+    this.caches.clear()
     await Promise.all(this.files.map((f) => f.close().catch(() => undefined)))
   }
 
@@ -259,11 +261,11 @@ function checkCreateType(descriptor: Descriptor, path: string): string {
 }
 
 /** Opens the extent files named by a descriptor and places them one after the other. */
-async function openSpans(descriptor: Descriptor, path: string, files: Map<string, ImageFile>): Promise<Span[]> {
+async function openSpans(descriptor: Descriptor, path: string, files: Map<string, ImageFile>, caches: SparseCaches): Promise<Span[]> {
   const spans: Span[] = []
   let start = 0
   for (const line of descriptor.extents) {
-    const span = await openSpan(line, start, path, files)
+    const span = await openSpan(line, start, path, files, caches)
     if (span.length === 0) continue
     spans.push(span)
     start += span.length
@@ -290,10 +292,14 @@ async function openExtentFile(line: ExtentLine, descriptorPath: string, files: M
     throw err
   }
   files.set(extentPath, file)
+  // A descriptor naming a device would make a backup read that device: only files are extents.
+  if (!(await file.handle.stat()).isFile()) {
+    throw unsupported(descriptorPath, `an extent on a device ("${extentPath}"), not in a file`)
+  }
   return file
 }
 
-async function openSpan(line: ExtentLine, start: number, path: string, files: Map<string, ImageFile>): Promise<Span> {
+async function openSpan(line: ExtentLine, start: number, path: string, files: Map<string, ImageFile>, caches: SparseCaches): Promise<Span> {
   const length = line.sectors * SECTOR
   if (line.access === 'NOACCESS') throw unsupported(path, 'a VMDK extent marked NOACCESS')
   switch (line.type) {
@@ -317,7 +323,7 @@ async function openSpan(line: ExtentLine, start: number, path: string, files: Ma
       const header = await readSparseHeader(file)
       if (header.capacitySectors === 0) throw malformed(path, `its sparse extent "${file.path}" has no capacity`)
       // Like qemu, the extent's own header decides its size.
-      const extent = SparseExtent.fromHeader(file, header, start)
+      const extent = SparseExtent.fromHeader(file, header, start, caches)
       return { kind: 'sparse', start, length: extent.lengthBytes, extent }
     }
     case 'VMFSRDM':

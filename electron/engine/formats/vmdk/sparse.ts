@@ -192,6 +192,35 @@ export async function readSparseHeader(file: ImageFile): Promise<SparseHeader> {
 }
 
 /**
+ * The metadata and inflated-grain caches of one disk, shared by all its sparse extents so that a
+ * descriptor listing thousands of extents still uses bounded memory: at most 64 GD pages (4 KiB),
+ * 1024 GTs (2 KiB each, 16 KiB for COWD) and 16 inflated grains (at most 32 MiB in all).
+ */
+export class SparseCaches {
+  readonly gdPages = new AsyncLru<string, Buffer>(GD_PAGE_CACHE_ENTRIES)
+  readonly tables = new AsyncLru<string, Buffer>(GT_CACHE_ENTRIES)
+  private grainCache: AsyncLru<string, Buffer> | undefined
+  private nextId = 0
+
+  /** A key prefix unique to one extent. */
+  newId(): number {
+    return this.nextId++
+  }
+
+  /** The inflated-grain cache, sized on first use from the grain size (about 8 MiB, 2 to 16 grains). */
+  grains(grainBytes: number): AsyncLru<string, Buffer> {
+    this.grainCache ??= new AsyncLru(Math.max(2, Math.min(16, Math.floor((8 * 1024 * 1024) / grainBytes))))
+    return this.grainCache
+  }
+
+  clear(): void {
+    this.gdPages.clear()
+    this.tables.clear()
+    this.grainCache?.clear()
+  }
+}
+
+/**
  * One hosted sparse extent, placed at `start` (bytes) in the guest view. Maps guest ranges to
  * segments and reads compressed grains. Does not own `file`.
  */
@@ -202,15 +231,15 @@ export class SparseExtent {
   private readonly gtCoverBytes: number
   private readonly gdEntries: number
   private readonly gdPosition: number
-  private readonly gdPages = new AsyncLru<number, Buffer>(GD_PAGE_CACHE_ENTRIES)
-  private readonly tables: AsyncLru<number, Buffer>
-  private readonly grains: AsyncLru<number, Buffer>
+  private readonly id: number
 
   private constructor(
     readonly file: ImageFile,
     readonly header: SparseHeader,
     readonly start: number,
+    private readonly caches: SparseCaches,
   ) {
+    this.id = caches.newId()
     const path = file.path
     this.grainBytes = header.grainSectors * SECTOR
     this.lengthBytes = header.capacitySectors * SECTOR
@@ -221,8 +250,6 @@ export class SparseExtent {
       throw malformed(path, `the VMDK grain directory has ${header.gdEntries} entries, fewer than the ${needed} the capacity needs`)
     }
     this.gdEntries = needed
-    // Keep at most ~4 MiB of grain tables (2 KiB each for KDMV, 16 KiB for COWD).
-    this.tables = new AsyncLru(Math.max(16, Math.min(GT_CACHE_ENTRIES, Math.floor((4 * 1024 * 1024) / this.gtBytes))))
     this.gdPosition = header.gdOffsetSectors * SECTOR
     if (this.gdEntries > 0) {
       if (header.gdOffsetSectors === 0) throw malformed(path, 'the VMDK grain directory overlaps the header')
@@ -233,22 +260,17 @@ export class SparseExtent {
     if (header.overheadSectors * SECTOR > file.size) {
       throw malformed(path, `the file is shorter than its VMDK metadata (${header.overheadSectors} sectors)`)
     }
-    // Keep at most ~8 MiB of inflated grains, at least two.
-    this.grains = new AsyncLru(Math.max(2, Math.min(16, Math.floor((8 * 1024 * 1024) / this.grainBytes))))
   }
 
   /** Opens the extent whose header is at the start of `file`, placed at guest byte `start`. */
-  static async open(file: ImageFile, start: number): Promise<SparseExtent> {
-    return new SparseExtent(file, await readSparseHeader(file), start)
-  }
-
-  static fromHeader(file: ImageFile, header: SparseHeader, start: number): SparseExtent {
-    return new SparseExtent(file, header, start)
+  /** The extent whose header (see `readSparseHeader`) is `header`, at guest byte `start`, caching in `caches`. */
+  static fromHeader(file: ImageFile, header: SparseHeader, start: number, caches: SparseCaches): SparseExtent {
+    return new SparseExtent(file, header, start, caches)
   }
 
   private async gdEntry(index: number): Promise<number> {
     const page = Math.floor(index / GD_PAGE_ENTRIES)
-    const buf = await this.gdPages.get(page, () => {
+    const buf = await this.caches.gdPages.get(`${this.id}:${page}`, () => {
       const first = page * GD_PAGE_ENTRIES
       const count = Math.min(GD_PAGE_ENTRIES, this.gdEntries - first)
       return this.file.readAt(this.gdPosition + first * 4, count * 4, 'the VMDK grain directory')
@@ -257,7 +279,7 @@ export class SparseExtent {
   }
 
   private table(sector: number): Promise<Buffer> {
-    return this.tables.get(sector, async () => {
+    return this.caches.tables.get(`${this.id}:${sector}`, async () => {
       const position = sector * SECTOR
       if (position + this.gtBytes > this.file.size) {
         throw malformed(this.file.path, `a VMDK grain table (sector ${sector}) lies past the end of the file`)
@@ -339,7 +361,7 @@ export class SparseExtent {
 
   /** Copies bytes of a compressed grain into `target` (its exact length). */
   async readCompressed(target: Uint8Array, grainSector: number, offsetInGrain: number): Promise<void> {
-    const grain = await this.grains.get(grainSector, () => this.inflateGrain(grainSector))
+    const grain = await this.caches.grains(this.grainBytes).get(`${this.id}:${grainSector}`, () => this.inflateGrain(grainSector))
     if (offsetInGrain + target.length > grain.length) {
       throw malformed(this.file.path, `a compressed VMDK grain (sector ${grainSector}) inflates to ${grain.length} bytes, fewer than the disk needs`)
     }
@@ -370,11 +392,5 @@ export class SparseExtent {
       if (err instanceof EngineError) throw err
       throw malformed(file.path, `the compressed VMDK grain at sector ${grainSector} does not inflate (${(err as Error).message})`, err)
     }
-  }
-
-  clearCaches(): void {
-    this.gdPages.clear()
-    this.tables.clear()
-    this.grains.clear()
   }
 }
