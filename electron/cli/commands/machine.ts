@@ -2,7 +2,10 @@ import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 import { usage } from '../context.js'
+import { readFile } from 'node:fs/promises'
 import { openCatalog } from '../../engine/catalog/index.js'
+import { EngineError } from '../../engine/errors.js'
+import { policyForMachine, savePolicy } from '../../engine/policy/index.js'
 import {
   addDisk,
   addMachine,
@@ -13,6 +16,7 @@ import {
   listMachines,
   removeMachine,
   setDisksExcluded,
+  setMachinePolicy,
   type ImportedMachine,
   type Machine,
   type NewDisk,
@@ -150,6 +154,30 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
         const m = getMachine(db, ref)
         removeMachine(db, m.id)
         ctx.print({ machineId: m.id }, `Machine "${m.name}" is no longer protected; its recovery points stay in the vault.`)
+      } finally {
+        db.close()
+      }
+    })
+
+  machine
+    .command('policy <machine> [file]')
+    .description('show the policy a machine runs with, or set it from a JSON file (schedule, retention, snapshotTierDays, scripts, failOnInconsistent)')
+    .action(async (ref: string, file: string | undefined) => {
+      const db = openCatalog(ctx.home())
+      try {
+        const m = getMachine(db, ref)
+        if (file !== undefined) {
+          let spec: unknown
+          try {
+            spec = JSON.parse(await readFile(file, 'utf8'))
+          } catch (err) {
+            throw new EngineError('INVALID_INPUT', `"${file}" is not a readable JSON policy file.`, { cause: err })
+          }
+          const id = savePolicy(db, `machine:${m.name}`, spec as never)
+          setMachinePolicy(db, m.id, id)
+        }
+        const policy = policyForMachine(db, m.id)
+        ctx.print(policy, () => JSON.stringify(policy, null, 2))
       } finally {
         db.close()
       }
