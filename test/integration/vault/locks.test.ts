@@ -137,4 +137,35 @@ describe('vault locks', () => {
     await backUp(vault, [{ name: 'd', blocks: ['zero'] }])
     expect((await vault.listPoints()).length).toBe(1)
   })
+
+  it('backup and prune started together: prune waits for the backup (waitMs), nothing is lost', async () => {
+    const waiting = await openVault(dir, key, { workers: 1, locks: { waitMs: 60_000, lifetimeMs: 60_000 } })
+    try {
+      const blocks = [makeBlock(11, 'random'), makeBlock(12, 'text')]
+      const session = await vault.beginBackup()
+      const pruning = waiting.prune({ repackBelowOccupancy: 0.9 })
+      await new Promise((r) => setTimeout(r, 300))
+      const w = session.blockMapWriter({ index: 0, blockCount: blocks.length })
+      for (const b of blocks) {
+        const r = await session.putBlock(b, checksumOf(b))
+        w.append({ kind: 'data', chunkId: r.chunkId, checksum: checksumOf(b) })
+      }
+      await w.finish()
+      const point = await session.commit({
+        machineId: 'm', machineName: 'm', createdAt: new Date().toISOString(), consistency: 'crash',
+        disks: [{ index: 0, name: 'd', virtualSize: 2 * 65536, sourceFormat: 'raw', sourcePath: '/d', allocatedBytes: 0, blockCount: 2 }],
+        stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 }, labels: {},
+      })
+      await pruning
+      const reader = waiting.chunkReader()
+      const entries = []
+      for await (const e of waiting.readBlockMap(point.id, 0)) entries.push(e)
+      const data = await reader.readChunks(entries.map((e) => (e.kind === 'data' ? e.chunkId : Buffer.alloc(32))))
+      expect(data[0]).toEqual(blocks[0])
+      expect(data[1]).toEqual(blocks[1])
+      expect((await waiting.verify({ readData: true })).problems).toEqual([])
+    } finally {
+      await waiting.close()
+    }
+  })
 })
