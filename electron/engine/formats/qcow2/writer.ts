@@ -378,7 +378,8 @@ class Qcow2Writer implements ImageWriter {
 
 /**
  * Creates a qcow2 v3 image at `path` (cluster size `options.clusterSize`, default 64 KiB; zstd
- * compressed clusters when `options.compress`). `bytesWritten` counts guest bytes stored.
+ * compressed clusters when `options.compress`). The virtual size is rounded up to a multiple of
+ * 512 bytes, as qemu does. `bytesWritten` counts guest bytes stored.
  */
 export async function createQcow2Writer(path: string, options: WriterOptions): Promise<ImageWriter> {
   const cs = options.clusterSize ?? QCOW2_DEFAULT_CLUSTER
@@ -393,5 +394,8 @@ export async function createQcow2Writer(path: string, options: WriterOptions): P
     throw new EngineError('INVALID_INPUT', `A ${options.virtualSize}-byte disk needs a larger qcow2 cluster size than ${cs} bytes.`)
   }
   const handle = await createOutputFile(path, options.overwrite)
-  return new Qcow2Writer(path, handle, options.virtualSize, cs, options.compress === true)
+  // qemu counts qcow2 sizes in 512-byte sectors (a smaller tail would be cut off): round up; the
+  // extra bytes read as zeros.
+  const size = Math.ceil(options.virtualSize / 512) * 512
+  return new Qcow2Writer(path, handle, size, cs, options.compress === true)
 }
