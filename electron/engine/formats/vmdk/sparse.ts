@@ -375,7 +375,8 @@ export class SparseExtent {
     const limit = 2 * grainBytes
     let data: Buffer
     if (this.header.hasMarkers) {
-      const headLength = Math.min(file.size - position, 12 + 16 * 1024)
+      // One read usually holds the marker and the whole grain (incompressible data grows a little).
+      const headLength = Math.min(file.size - position, 12 + grainBytes + 1024)
       const head = await file.readAt(position, headLength, 'a compressed VMDK grain')
       if (head.length < 12) throw malformed(file.path, `the compressed VMDK grain at sector ${grainSector} is cut short`)
       const size = head.readUInt32LE(8)
