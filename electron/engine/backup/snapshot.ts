@@ -119,9 +119,9 @@ export async function reflinkClone(source: string, clone: string): Promise<Clone
     return { ok: true }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? ''
+    if (code === 'EEXIST') return { ok: false, reason: `"${clone}" already exists` } // not ours: never remove it
     await unlink(clone).catch(() => {})
     if (NO_REFLINK.has(code)) return { ok: false, reason: `${code}: the file system of "${dirname(source)}" cannot clone files` }
-    if (code === 'EEXIST') return { ok: false, reason: `"${clone}" already exists` }
     throw err
   }
 }
