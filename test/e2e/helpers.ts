@@ -117,14 +117,17 @@ export interface Served {
   stop(): Promise<void>
 }
 
-/** Starts `tresor serve --home <home>` (the real command) and resolves with the URL from its first stdout line. */
-export async function startServe(home: string, extraArgs: string[] = []): Promise<Served> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'tresor.js'), 'serve', '--home', home, ...extraArgs], {
-    cwd: ROOT,
-    // TRESOR_KEYCHAIN=none: tests never touch the developer's real keychain.
-    env: { ...process.env, TRESOR_HOME: home, TRESOR_KEYCHAIN: 'none' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+/**
+ * Starts `tresor serve --home <home>` (the real command) and resolves with the URL from its first
+ * stdout line. By default the keychain is off (TRESOR_KEYCHAIN=none: tests never touch the developer's
+ * real keychain); `withKeyring` runs it inside scripts/with-keyring.sh, a private gnome-keyring.
+ */
+export async function startServe(home: string, extraArgs: string[] = [], options: { withKeyring?: boolean } = {}): Promise<Served> {
+  const tresor = [join(ROOT, 'bin', 'tresor.js'), 'serve', '--home', home, ...extraArgs]
+  const [cmd, args] = options.withKeyring ? ['bash', [join(ROOT, 'scripts', 'with-keyring.sh'), process.execPath, ...tresor]] : [process.execPath, tresor]
+  const env: NodeJS.ProcessEnv = { ...process.env, TRESOR_HOME: home }
+  if (!options.withKeyring) env.TRESOR_KEYCHAIN = 'none'
+  const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   let stderr = ''
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
   const firstLine = await new Promise<string>((resolve, reject) => {
@@ -150,8 +153,16 @@ export async function startServe(home: string, extraArgs: string[] = []): Promis
     async stop() {
       if (child.exitCode !== null) return
       const exited = new Promise<void>((r) => child.once('exit', () => r()))
-      child.kill('SIGTERM')
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      // The whole process group: with-keyring.sh's session bus and keyring daemon end with it.
+      const signal = (s: NodeJS.Signals) => {
+        try {
+          process.kill(-child.pid!, s)
+        } catch {
+          child.kill(s)
+        }
+      }
+      signal('SIGTERM')
+      const timer = setTimeout(() => signal('SIGKILL'), 10_000)
       await exited
       clearTimeout(timer)
     },
