@@ -17,7 +17,7 @@ import { EngineError, fromFsError } from '../errors.js'
 import { createBlockHasher, isAllZero } from '../backup/checksum.js'
 import type { DiskImage, Extent, ImageFormat, ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
 import type { ChunkReader, PointDisk, PointManifest, Vault } from '../vault/api.js'
-import { assertNotInUse } from './inUse.js'
+import { assertNotInUse, findFileUses } from './inUse.js'
 import {
   assertNoNul,
   checkTargetFile,
@@ -220,6 +220,11 @@ async function removeStalePartial(path: string): Promise<void> {
   const s = await lstatOrUndefined(path)
   if (!s) return
   if (!s.isFile()) throw new EngineError('PATH_UNSAFE', `"${path}" exists and is not a regular file. Remove it, then restore again.`)
+  // Stale only if nobody has it open: another restore to the same target (this process included) may be writing it.
+  const writer = (await findFileUses([path], { excludePids: [] }))[0]
+  if (writer) {
+    throw new EngineError('TARGET_IN_USE', `"${path}" is being written by another restore (process ${writer.pid}). Wait for it to finish, or choose another target.`)
+  }
   await unlink(path)
 }
 

@@ -255,6 +255,24 @@ describe('restorePoint', () => {
     expect((await readFile(join(dir, 'checked.img'))).equals(expected)).toBe(true)
   })
 
+  it('replaces a stale .partial, but never one that another restore is writing', async () => {
+    const src = join(dir, 'src.img')
+    const expected = await makeSource(src, MiB)
+    const vault = new MemoryVault()
+    const point = await vault.addPoint('vm', [{ name: 'd', path: src }])
+    const target = join(dir, 'r.img')
+    const busy = await open(target + '.partial', 'w') // "another restore" holds it open
+    try {
+      await expect(restorePoint(world(vault), { pointId: point.id, mode: 'file', targetPath: target })).rejects.toMatchObject({ code: 'TARGET_IN_USE' })
+    } finally {
+      await busy.close()
+    }
+    // Left behind by a killed restore (nobody has it open): replaced by a fresh one.
+    await restorePoint(world(vault), { pointId: point.id, mode: 'file', targetPath: target })
+    expect((await readFile(target)).equals(expected)).toBe(true)
+    expect(await readdir(dir)).not.toContain('r.img.partial')
+  })
+
   it('names disk files safely', () => {
     expect(diskFileName('../../etc/passwd', 'raw')).toBe('passwd.img')
     expect(diskFileName('win.vhdx', 'qcow2')).toBe('win.qcow2')
