@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { checkPointData, newTestVault, open, scratchRoot, specOf, writePoint } from './fixtures/data.js'
-import { startChild } from './fixtures/child.js'
+import { killAllChildren, startChild } from './fixtures/child.js'
 
 // RELIABILITY #16 (restic #2452): a backup and a prune started together in two processes. The
 // backup re-uses exactly the content of the point being pruned, so it deduplicates against the
@@ -10,7 +10,10 @@ import { startChild } from './fixtures/child.js'
 // chunks. Both must complete (one waits for the other's lock); verify stays clean; nothing is lost.
 const ROUNDS = Number(process.env.TRESOR_CONCURRENCY_ROUNDS ?? 6)
 const base = mkdtempSync(join(scratchRoot(), 'tresor-concurrency-'))
-afterAll(() => rmSync(base, { recursive: true, force: true }))
+afterAll(() => {
+  killAllChildren()
+  rmSync(base, { recursive: true, force: true })
+})
 
 describe('concurrency: backup and prune together', () => {
   it(`keeps every point intact over ${ROUNDS} interleavings`, async () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { checkPointData, newTestVault, open } from './fixtures/data.js'
-import { startChild } from './fixtures/child.js'
+import { killAllChildren, startChild } from './fixtures/child.js'
 
 // RELIABILITY #8: the vault lives on a 16 MiB tmpfs; a backup that does not fit fails with a clear
 // DISK_FULL error, earlier points stay intact, verify stays clean, and space can be reclaimed.
@@ -19,6 +19,7 @@ beforeAll(() => {
   mounted = true
 })
 afterAll(() => {
+  killAllChildren()
   if (mounted) execFileSync('umount', ['-l', mountPoint])
   rmSync(base, { recursive: true, force: true })
 })
