@@ -12,7 +12,7 @@ import { createEngineWiring } from '../engine/app/engineWiring.js'
 import { registerApi, sendEvent, type Disposable } from './ipc/registerApi.js'
 import { registerAppScheme, serveRenderer } from './protocol.js'
 import { isAllowedExternalUrl, isTrustedSender } from './security.js'
-import { createMainWindow, hardenSession, hardenWebContents } from './window.js'
+import { createMainWindow, hardenSession } from './window.js'
 import { createTray } from './tray.js'
 import { preloadPath, rendererDir, resourcePath } from './paths.js'
 import { UtilityProcessLauncher } from './utilityLauncher.js'
@@ -38,8 +38,11 @@ async function start(): Promise<void> {
   const ui: { tray?: ReturnType<typeof createTray> } = {}
 
   app.on('second-instance', () => showWindow())
-  // Hardening for every web contents ever created (defence in depth: there should only be ours).
-  app.on('web-contents-created', (_e, wc) => hardenWebContents(wc, log))
+  // Any other web contents (there should be none) gets no <webview> and no new windows either.
+  app.on('web-contents-created', (_e, wc) => {
+    wc.on('will-attach-webview', (event) => event.preventDefault())
+    wc.setWindowOpenHandler(() => ({ action: 'deny' }))
+  })
 
   await app.whenReady()
   const home = process.env.TRESOR_HOME ?? app.getPath('userData')
@@ -115,7 +118,7 @@ async function start(): Promise<void> {
   ui.tray = createTray(resourcePath(process.platform === 'darwin' ? 'trayTemplate.png' : 'tray.png'), {
     openWindow: showWindow,
     backUpNow() {
-      // Backs up every machine that has a policy; failures show in the window's Jobs view.
+      // Backs up every protected machine; failures show in the window's Jobs view.
       void (async () => {
         for (const m of await service.listMachines({})) {
           await service.startBackup({ machineId: m.id }).catch((err: unknown) => log(`tray backup of ${m.name}: ${String(err)}`))

@@ -15,3 +15,4 @@
  */
 export { createAppService, type AppHost, type AppService, type AppServiceDeps } from './service.js'
 export { defaultEngineWiring, type EngineWiring } from './wiring.js'
+export { createEngineWiring, toRestoreJobInput, type EngineWiringOptions, type WiredEngine } from './engineWiring.js'

@@ -1,7 +1,7 @@
 /**
- * The engine functions the app service calls for work beyond catalog queries. Each area fills its
- * slot once it publishes its functions (see `defaultEngineWiring`); an empty slot makes the matching
- * API methods fail with UNSUPPORTED. Tests inject fakes here.
+ * The engine functions the app service calls for work beyond catalog queries. `createEngineWiring`
+ * (engineWiring.ts) fills every slot from the engine areas; an empty slot makes the matching API
+ * methods fail with UNSUPPORTED (never fake data). Tests inject fakes or leave slots empty.
  */
 import type { RestoreSpec } from '../../shared/models.js'
 
@@ -45,7 +45,7 @@ export interface EngineWiring {
   restore?: RestoreWiring
 }
 
-/** What the engine publishes today. Slots are filled as the areas land. */
+/** No engine at all: every engine-backed method answers UNSUPPORTED (tests of the service itself). */
 export function defaultEngineWiring(): EngineWiring {
   return {}
 }
