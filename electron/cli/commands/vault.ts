@@ -1,3 +1,4 @@
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import { createInterface } from 'node:readline/promises'
@@ -42,6 +43,10 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .action(async (dir: string, opts: { blockSize?: string }) => {
       const path = resolve(dir)
       const blockSize = opts.blockSize === undefined ? undefined : parseSize(opts.blockSize)
+      // Checked before asking for a passphrase (createVault checks again).
+      if (existsSync(path) && (!statSync(path).isDirectory() || readdirSync(path).length > 0)) {
+        throw new EngineError('ALREADY_EXISTS', `"${path}" is not an empty folder. Choose an empty or new folder for the vault.`)
+      }
       const passphrase = await chooseNewPassphrase({ envVars: ['TRESOR_NEW_PASSPHRASE', 'TRESOR_PASSPHRASE'] })
       const masterKey = generateMasterKey()
       const slot = await wrapWithPassphrase(masterKey, passphrase)
