@@ -178,7 +178,12 @@ class DynamicVhd extends VhdImage {
       const stop = Math.min(end, blockStart + bs)
       const entry = this.bat[block]!
       if (entry === BAT_UNUSED) {
-        yield { offset: g, length: stop - g, kind: 'unallocated', fileOffset: 0 }
+        // One segment for a whole run of unallocated blocks (sparse disks have millions).
+        let runEnd = stop
+        for (let b = block + 1; runEnd < end && this.bat[b] === BAT_UNUSED; b++) runEnd = Math.min(end, (b + 1) * bs)
+        yield { offset: g, length: runEnd - g, kind: 'unallocated', fileOffset: 0 }
+        g = runEnd
+        continue
       } else {
         const bitmap = await this.bitmap(block)
         const dataStart = entry * SECTOR + this.bitmapSize

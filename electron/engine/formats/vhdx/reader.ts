@@ -130,6 +130,22 @@ class VhdxImage extends LayeredImage<VhdxSegment> {
     return p
   }
 
+  /** Segment kind of a whole-block state; undefined for PARTIALLY_PRESENT (per sector). */
+  private static kindOf(state: number): 'data' | 'zero' | 'unallocated' | undefined {
+    switch (state) {
+      case PAYLOAD.fullyPresent:
+        return 'data'
+      case PAYLOAD.zero:
+      case PAYLOAD.unmapped:
+      case PAYLOAD.unmappedV095:
+        return 'zero'
+      case PAYLOAD.partiallyPresent:
+        return undefined
+      default: // NOT_PRESENT, UNDEFINED: nothing here (the parent's data, or zeros)
+        return 'unallocated'
+    }
+  }
+
   protected async *mapRange(offset: number, end: number): AsyncGenerator<VhdxSegment> {
     const bs = this.geo.blockSize
     const ss = this.geo.logicalSectorSize
@@ -141,15 +157,21 @@ class VhdxImage extends LayeredImage<VhdxSegment> {
       const idx = payloadIndex(block, this.geo.ratio)
       const state = this.states[idx]!
       const data = this.offsets[idx]!
+      const kind = VhdxImage.kindOf(state)
+      if (kind !== undefined) {
+        // One segment for a run of blocks of the same kind (data only when contiguous in the file).
+        let runEnd = stop
+        for (let b = block + 1; runEnd < end; b++) {
+          const i = payloadIndex(b, this.geo.ratio)
+          if (VhdxImage.kindOf(this.states[i]!) !== kind) break
+          if (kind === 'data' && this.offsets[i] !== data + (b - block) * bs) break
+          runEnd = Math.min(end, (b + 1) * bs)
+        }
+        yield { offset: g, length: runEnd - g, kind, fileOffset: kind === 'data' ? data + (g - blockStart) : 0 }
+        g = runEnd
+        continue
+      }
       switch (state) {
-        case PAYLOAD.fullyPresent:
-          yield { offset: g, length: stop - g, kind: 'data', fileOffset: data + (g - blockStart) }
-          break
-        case PAYLOAD.zero:
-        case PAYLOAD.unmapped:
-        case PAYLOAD.unmappedV095:
-          yield { offset: g, length: stop - g, kind: 'zero', fileOffset: 0 }
-          break
         case PAYLOAD.partiallyPresent: {
           const bitmap = await this.bitmap(block)
           let s = Math.floor((g - blockStart) / ss)
@@ -172,8 +194,8 @@ class VhdxImage extends LayeredImage<VhdxSegment> {
           }
           break
         }
-        default: // NOT_PRESENT, UNDEFINED: nothing here (the parent's data, or zeros)
-          yield { offset: g, length: stop - g, kind: 'unallocated', fileOffset: 0 }
+        default:
+          throw new Error(`unexpected payload state ${state}`) // refused at open
       }
       g = stop
     }
