@@ -1,8 +1,9 @@
 /**
  * The one job entry module, used by all three hosts: an Electron utility process, a child process
  * of the web host, and the CLI (in-process). It only wires the job protocol (protocol.ts) to the
- * engine pipelines: backup → runBackupJob, restore → runRestoreJob, verify/prune → the vault's
- * functions once they exist (UNSUPPORTED until then).
+ * engine pipelines: backup → runBackupJob, restore → runRestoreJob, verify → the vault's verify
+ * (result: its VerifyReport); prune → UNSUPPORTED until retention is published as an engine
+ * function (today it lives in the CLI's `tresor prune`).
  *
  * Lifecycle in a process: the host sends `start` (exactly one), maybe `cancel`; the job answers with
  * `progress` and `log` messages and ends with exactly one `finished` or `failed`, after which the
@@ -63,8 +64,22 @@ export const DEFAULT_PIPELINES: Pipelines = {
     const { runRestoreJob } = await import('../restore/job.js')
     return runRestoreJob(input, env)
   },
-  verify: async () => {
-    throw new EngineError('UNSUPPORTED', 'Verifying from a job process is not available in this build of Tresor. Run "tresor verify".')
+  verify: async (input, env) => {
+    const { readData, vaultPath } = input as { readData?: boolean; vaultPath?: unknown }
+    const { openCurrentVault } = await import('../keys/index.js')
+    const session = await openCurrentVault(env.home, {
+      interactive: false,
+      ...(typeof vaultPath === 'string' && vaultPath !== '' ? { vaultOverride: vaultPath } : {}),
+    })
+    try {
+      return await session.vault.verify({
+        readData: readData === true,
+        signal: env.signal,
+        onProgress: (p) => env.onProgress({ phase: 'verifying', bytesDone: p.done, bytesTotal: p.total }),
+      })
+    } finally {
+      await session.close()
+    }
   },
   prune: async () => {
     throw new EngineError('UNSUPPORTED', 'Pruning from a job process is not available in this build of Tresor. Run "tresor prune".')
