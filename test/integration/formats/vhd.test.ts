@@ -83,6 +83,21 @@ describe('VHD reader against qemu-img', () => {
     })
   })
 
+  it('walks a nearly empty 2000 GiB dynamic disk quickly', async () => {
+    const file = join(dir, 'huge.vhd')
+    await createImage(file, 'vpc', 2000 * 1024 * MiB, ['force_size=on'])
+    await applyOps(file, 'vpc', [{ kind: 'pattern', offset: 1500 * 1024 * MiB, length: 4096, byte: 7 }], dir)
+    const started = Date.now()
+    const image = await openImage(file)
+    try {
+      expect(image.virtualSize).toBe(Number((await qemuInfo(file, 'vpc'))['virtual-size']))
+      expect(await collectExtents(image)).toEqual([{ offset: 1500 * 1024 * MiB, length: 2 * MiB, zero: false }])
+    } finally {
+      await image.close()
+    }
+    expect(Date.now() - started).toBeLessThan(20_000)
+  })
+
   it('an empty dynamic disk has no extents and reads as zeros', async () => {
     const file = join(dir, 'empty.vhd')
     await createImage(file, 'vpc', 4 * MiB)

@@ -69,6 +69,29 @@ describe('VHDX reader against qemu-img', () => {
   })
 })
 
+describe('VHDX large sparse disks', () => {
+  it('walks a nearly empty 60 TiB disk quickly', async () => {
+    const file = join(dir, 'huge.vhdx')
+    const size = 60 * 1024 * 1024 * MiB
+    await createImage(file, 'vhdx', size)
+    await applyOps(file, 'vhdx', [{ kind: 'pattern', offset: size - 4096, length: 4096, byte: 9 }], dir)
+    const started = Date.now()
+    const image = await openImage(file)
+    try {
+      expect(image.virtualSize).toBe(size)
+      const extents = await collectExtents(image)
+      const data = extents.filter((e) => !e.zero)
+      expect(data).toEqual([{ offset: size - image.clusterSize, length: image.clusterSize, zero: false }])
+      const tail = Buffer.alloc(4096)
+      await image.read(tail, size - 4096)
+      expect(tail.every((b) => b === 9)).toBe(true)
+    } finally {
+      await image.close()
+    }
+    expect(Date.now() - started).toBeLessThan(20_000)
+  })
+})
+
 describe('VHDX writer', () => {
   const blockSizes = [undefined, MiB, 8 * MiB]
   blockSizes.forEach((bs, i) => {
