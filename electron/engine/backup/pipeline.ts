@@ -92,6 +92,8 @@ interface DiskPlan {
   identity: FileIdentity | undefined
   chain: ChainEntry[]
   writersBefore?: WriterScan
+  /** Bytes the block loop will process, measured on the source (progress before the disk starts). */
+  estimateBytes: number
 }
 
 interface ChainEntry extends FileIdentity { path: string }
@@ -350,7 +352,9 @@ export async function runBackup(machine: Machine, world: BackupWorld, options: R
     for (const [index, disk] of included.entries()) {
       throwIfAborted(signal)
       progress.disks[index]!.state = 'snapshot'
-      plans.push(await snapshotDisk(disk, index, prev, blockSize, world, options.snapshot ?? 'auto', t0, clones, log))
+      const plan = await snapshotDisk(disk, index, prev, blockSize, world, options.snapshot ?? 'auto', t0, clones, log)
+      progress.disks[index]!.bytesTotal = plan.mode === 'unchanged' ? (plan.prevDisk?.allocatedBytes ?? 0) : plan.estimateBytes
+      plans.push(plan)
     }
     const allAtomic = plans.every((p) => p.mode !== 'read')
     if (allAtomic) await runPost()
@@ -485,14 +489,16 @@ async function snapshotDisk(
     const chainKnown = prev.labels[CHAIN_LABEL(prevDisk.index)] !== undefined || prev.labels[MODE_LABEL(prevDisk.index)] !== undefined
     if (chainKnown && (await chainUnchanged(chain))) {
       log(`disk "${disk.name}": unchanged since point ${prev.id} (size, mtime, ctime, inode): not read`)
-      return { disk, index, prevDisk, mode: 'unchanged', readPath: disk.path, before, identity: identityOf(before), chain }
+      return { disk, index, prevDisk, mode: 'unchanged', readPath: disk.path, before, identity: identityOf(before), chain, estimateBytes: 0 }
     }
   }
   // Look at the image first: a VMDK split over several files cannot be cloned as one file.
   const image = await world.openImage(disk.path)
   let singleFile: boolean
+  let estimate = 0
   try {
     singleFile = image.format !== 'vmdk' || /^(monolithicSparse|streamOptimized)$/i.test(image.variant)
+    estimate = (await measure(image, blockSize)).workBytes // for progress and ETA before the disk's turn
   } finally {
     await image.close()
   }
@@ -504,7 +510,7 @@ async function snapshotDisk(
       const after = await fileState(disk.path)
       const identity = sameIdentity(before, after) ? identityOf(before) : undefined
       log(`disk "${disk.name}": reflink clone "${clonePath}" (atomic snapshot)`)
-      return { disk, index, prevDisk, mode: 'reflink', readPath: clonePath, clonePath, before, identity, chain: [] }
+      return { disk, index, prevDisk, mode: 'reflink', readPath: clonePath, clonePath, before, identity, chain: [], estimateBytes: estimate }
     }
     log(`disk "${disk.name}": no reflink clone (${r.reason}); reading the file itself with checks`)
   } else if (snapshot === 'auto') {
@@ -514,7 +520,7 @@ async function snapshotDisk(
   if (!writersBefore.supported) log(`disk "${disk.name}": this system offers no way to see which processes write to the file; relying on size and times only`)
   if (writersBefore.uninspectable > 0) log(`disk "${disk.name}": ${writersBefore.uninspectable} processes of other users could not be inspected for open files`)
   if (writersBefore.pids.length > 0) log(`disk "${disk.name}": open for writing by process ${writersBefore.pids.join(', ')}`)
-  return { disk, index, prevDisk, mode: 'read', readPath: disk.path, before, identity: undefined, chain: [], writersBefore }
+  return { disk, index, prevDisk, mode: 'read', readPath: disk.path, before, identity: undefined, chain: [], writersBefore, estimateBytes: estimate }
 }
 
 interface DiskContext {
