@@ -11,6 +11,14 @@
  *   snapshots or a file nobody wrote to), `none` (a file changed or was open for writing while read).
  * - block: a `vault.blockSize` slice of the guest view; the pipeline hashes every allocated block with
  *   XXH3-128 and moves only blocks whose checksum differs from the previous point's at that index.
+ * - snapshot tier: reflink clones kept beside their source as `.<stem>.tresor-<UTC stamp>-<id><ext>`
+ *   for the policy's `snapshotTierDays`, listed in the catalog (`listSnapshotClones({ pointId })`),
+ *   removed by `pruneSnapshotTier` after each backup. Restores may copy or reflink them.
+ * - protected size: allocated guest bytes of the included disks at the last backup (`Machine.protectedBytes`).
+ *
+ * Modules: machines.ts (catalog queries), importers.ts (libvirt, VirtualBox), snapshot.ts (reflink,
+ * writer scan, file identity), scripts.ts (pre/post scripts), checksum.ts (XXH3-128, zero test),
+ * pipeline.ts (`runBackup`: the world as arguments), job.ts (`runBackupJob`: opens the world of a home).
  */
 import { runBackupJob as runJob, type BackupJobInput } from './job.js'
 import type { BackupResult, JobEnv } from './types.js'
