@@ -11,7 +11,8 @@
  * Pass: every case is accepted (opens and reads) or rejected with an image error code; no other
  * exception, no hang, no timeout, RSS of the child under FUZZ_RSS_MIB (default 512).
  * Runs FUZZ_SECONDS (default 20); FUZZ_SEED picks the sequence (default 1); FUZZ_CASE=<n> replays
- * one case (printed with every finding); FUZZ_SEEDS=<regexp> fuzzes only the matching seed images.
+ * one case (printed with every finding); FUZZ_SEEDS=<regexp> fuzzes only the matching seed images;
+ * FUZZ_JOBS=<n> runs n child processes at once (for long nightly runs).
  * Prints cases per format and the accepted/rejected counts.
  */
 import { execFile, fork } from 'node:child_process'
@@ -34,6 +35,8 @@ const ONLY = process.env.FUZZ_CASE === undefined ? undefined : Number(process.en
 /** Optional regular expression: fuzz only the seed images whose name matches (e.g. `^vmdk`). */
 const SEED_FILTER = process.env.FUZZ_SEEDS === undefined ? undefined : new RegExp(process.env.FUZZ_SEEDS)
 const RSS_LIMIT = Number(process.env.FUZZ_RSS_MIB ?? 512) * 1024 * 1024
+/** Child processes fuzzing at once (FUZZ_JOBS, default 1: CI machines are small). */
+const JOBS = Math.max(1, Number(process.env.FUZZ_JOBS ?? 1))
 const CASE_TIMEOUT_MS = 10_000
 /** A case running longer than this (child not answering at all) is a hang. */
 const HANG_MS = CASE_TIMEOUT_MS + 10_000
@@ -189,7 +192,6 @@ describe('format fuzz (RELIABILITY 22)', () => {
       const stats = new Map<string, Stats>()
       const findings: string[] = []
       let peakRss = 0
-      let next = 0
       let skipped: string[] = []
       const record = (m: Extract<ChildOut, { kind: 'end' }>): void => {
         const s = stats.get(m.seed) ?? { cases: 0, accepted: 0, rejected: 0, ms: 0, codes: new Map<string, number>() }
@@ -208,68 +210,75 @@ describe('format fuzz (RELIABILITY 22)', () => {
         }
       }
       let rounds = 0
-      do {
-        rounds++
-        const child = fork(CHILD, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-        let current: { i: number; seed: string; caseSeed: number; at: number } | undefined
-        let done = false
-        let killedForHang = false
-        const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
-          child.on('exit', (code, signal) => resolve({ code, signal }))
-        })
-        child.on('message', (m: ChildOut) => {
-          if (m.kind === 'ready') {
-            const msg: RunMessage = {
-              kind: 'run',
-              seeds: SEED_FILTER ? seeds.filter((s) => SEED_FILTER.test(s.name)) : seeds,
-              deadlineMs: deadline,
-              firstCase: next,
-              baseSeed: BASE_SEED,
-              caseTimeoutMs: CASE_TIMEOUT_MS,
-              rssLimitBytes: RSS_LIMIT,
-              ...(ONLY === undefined ? {} : { only: ONLY }),
+      /** One child process after another, running cases k, k + JOBS, k + 2 JOBS... until the deadline. */
+      const runWorker = async (k: number): Promise<void> => {
+        let next = k
+        do {
+          rounds++
+          const child = fork(CHILD, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+          let current: { i: number; seed: string; caseSeed: number; at: number } | undefined
+          let done = false
+          let killedForHang = false
+          const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+            child.on('exit', (code, signal) => resolve({ code, signal }))
+          })
+          child.on('message', (m: ChildOut) => {
+            if (m.kind === 'ready') {
+              const msg: RunMessage = {
+                kind: 'run',
+                seeds: SEED_FILTER ? seeds.filter((s) => SEED_FILTER.test(s.name)) : seeds,
+                deadlineMs: deadline,
+                firstCase: ONLY ?? next,
+              stride: JOBS,
+                baseSeed: BASE_SEED,
+                caseTimeoutMs: CASE_TIMEOUT_MS,
+                rssLimitBytes: RSS_LIMIT,
+                ...(ONLY === undefined ? {} : { only: ONLY }),
+              }
+              child.send(msg)
+            } else if (m.kind === 'start') {
+              current = { i: m.i, seed: m.seed, caseSeed: m.caseSeed, at: Date.now() }
+            } else if (m.kind === 'end') {
+              current = undefined
+              next = m.i + JOBS
+              record(m)
+            } else if (m.kind === 'done') {
+              done = true
+              peakRss = Math.max(peakRss, m.peakRss)
+              next = m.next
+              skipped = m.skipped
             }
-            child.send(msg)
-          } else if (m.kind === 'start') {
-            current = { i: m.i, seed: m.seed, caseSeed: m.caseSeed, at: Date.now() }
-          } else if (m.kind === 'end') {
-            current = undefined
-            next = m.i + 1
-            record(m)
-          } else if (m.kind === 'done') {
-            done = true
-            peakRss = Math.max(peakRss, m.peakRss)
-            next = m.next
-            skipped = m.skipped
-          }
-        })
-        const watchdog = setInterval(() => {
-          if (current && Date.now() - current.at > HANG_MS) {
+          })
+          const watchdog = setInterval(() => {
+            if (current && Date.now() - current.at > HANG_MS) {
+              findings.push(
+                `hang ${current.seed} case ${current.i} (seed ${current.caseSeed}, replay: FUZZ_SEED=${BASE_SEED} FUZZ_CASE=${current.i}): no answer for ${HANG_MS} ms`,
+              )
+              next = current.i + JOBS
+              current = undefined
+              killedForHang = true
+              child.kill('SIGKILL')
+            }
+          }, 250)
+          const { code, signal } = await exited
+          clearInterval(watchdog)
+          if (!done && !killedForHang) {
             findings.push(
-              `hang ${current.seed} case ${current.i} (seed ${current.caseSeed}, replay: FUZZ_SEED=${BASE_SEED} FUZZ_CASE=${current.i}): no answer for ${HANG_MS} ms`,
+              `crash: the fuzz child exited (code ${code}, signal ${signal})` +
+                (current ? ` during ${current.seed} case ${current.i} (replay: FUZZ_SEED=${BASE_SEED} FUZZ_CASE=${current.i})` : ''),
             )
-            next = current.i + 1
-            current = undefined
-            killedForHang = true
-            child.kill('SIGKILL')
+            if (current) next = current.i + JOBS
+            else break
           }
-        }, 250)
-        const { code, signal } = await exited
-        clearInterval(watchdog)
-        if (!done && !killedForHang) {
-          findings.push(
-            `crash: the fuzz child exited (code ${code}, signal ${signal})` +
-              (current ? ` during ${current.seed} case ${current.i} (replay: FUZZ_SEED=${BASE_SEED} FUZZ_CASE=${current.i})` : ''),
-          )
-          if (current) next = current.i + 1
-          else break
-        }
-        if (ONLY !== undefined) break
-      } while (Date.now() < deadline - 1000 && rounds < 50)
+          if (ONLY !== undefined) break
+        } while (Date.now() < deadline - 1000 && rounds < 50)
+      }
+      await Promise.all(Array.from({ length: ONLY === undefined ? JOBS : 1 }, (_, k) => runWorker(k)))
 
       // Report.
+      const casesDone = [...stats.values()].reduce((sum, s) => sum + s.cases, 0)
       const byFormat = new Map<string, { cases: number; accepted: number; rejected: number }>()
-      const lines = [`format fuzz: ${SECONDS} s, FUZZ_SEED=${BASE_SEED}, cases ${next}, child processes ${rounds}, peak child RSS ${Math.round(peakRss / MiB)} MiB`]
+      const lines = [`format fuzz: ${SECONDS} s, FUZZ_SEED=${BASE_SEED}, cases ${casesDone}, child processes ${rounds} (${JOBS} at a time), peak child RSS ${Math.round(peakRss / MiB)} MiB`]
       for (const seed of seeds) {
         const s = stats.get(seed.name)
         if (!s) continue

@@ -28,6 +28,8 @@ export interface RunMessage {
   seeds: FuzzSeed[]
   deadlineMs: number
   firstCase: number
+  /** Cases run are firstCase, firstCase + stride... (parallel children share the sequence). */
+  stride: number
   baseSeed: number
   caseTimeoutMs: number
   rssLimitBytes: number
@@ -301,7 +303,7 @@ async function runAll(msg: RunMessage): Promise<void> {
       ...(detail === undefined ? {} : { detail }),
       ...(kept === undefined ? {} : { mutant: kept }),
     })
-    i++
+    i += msg.stride
     // A case that timed out may still be running: start afresh in a new process.
     if (outcome === 'timeout') break
   }
