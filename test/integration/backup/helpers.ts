@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { openCatalog, type Db } from '../../../electron/engine/catalog/index.js'
 import { openImage } from '../../../electron/engine/formats/index.js'
 import { createVault, openVault, type LocalVault, type Vault } from '../../../electron/engine/vault/index.js'
-import type { BackupWorld } from '../../../electron/engine/backup/index.js'
+import { createBlockHasher, type BackupWorld } from '../../../electron/engine/backup/index.js'
 import { tempDir } from '../../helpers/qemu.js'
 
 export const KiB = 1024
@@ -95,5 +95,32 @@ export async function pointDiskSha256(vault: Vault, pointId: string, diskIndex: 
 export async function mapKinds(vault: Vault, pointId: string, diskIndex: number): Promise<Record<'data' | 'zero' | 'unallocated', number>> {
   const n = { data: 0, zero: 0, unallocated: 0 }
   for await (const e of vault.readBlockMap(pointId, diskIndex)) n[e.kind]++
+  return n
+}
+
+/** Checks that every DATA entry's recorded XXH3-128 checksum is the checksum of its stored chunk. Returns the entries checked. */
+export async function checkRecordedChecksums(vault: Vault, pointId: string, diskIndex: number): Promise<number> {
+  const hasher = await createBlockHasher()
+  const reader = vault.chunkReader()
+  let n = 0
+  try {
+    const batch: { id: Buffer; checksum: Buffer }[] = []
+    const flush = async (): Promise<void> => {
+      const data = await reader.readChunks(batch.map((b) => b.id))
+      batch.forEach((b, i) => {
+        if (!hasher.checksum(data[i]!).equals(b.checksum)) throw new Error(`block checksum mismatch in point ${pointId}`)
+      })
+      n += batch.length
+      batch.length = 0
+    }
+    for await (const e of vault.readBlockMap(pointId, diskIndex)) {
+      if (e.kind !== 'data') continue
+      batch.push({ id: e.chunkId, checksum: e.checksum })
+      if (batch.length >= 32) await flush()
+    }
+    if (batch.length) await flush()
+  } finally {
+    await reader.close()
+  }
   return n
 }
