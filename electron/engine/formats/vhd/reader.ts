@@ -200,7 +200,8 @@ class DynamicVhd extends VhdImage {
   }
 }
 
-function parentHints(file: ImageFile, header: DynamicHeader, locatorTexts: Map<string, string>): LocatorHint[] {
+/** Where to look for the parent, in order: W2ru, W2ku, MacX, the deprecated Wi2r/Wi2k, the header name. */
+function parentHints(header: DynamicHeader, locatorTexts: Map<string, string>): LocatorHint[] {
   const hints: LocatorHint[] = []
   const rel = locatorTexts.get('W2ru')
   const abs = locatorTexts.get('W2ku')
@@ -213,7 +214,6 @@ function parentHints(file: ImageFile, header: DynamicHeader, locatorTexts: Map<s
     if (t) hints.push({ kind: old === 'Wi2r' ? 'relative' : 'absolute', text: t })
   }
   if (header.parentName) hints.push({ kind: 'name', text: header.parentName })
-  void file
   return hints
 }
 
@@ -300,7 +300,7 @@ export async function openVhd(path: string, ctx: OpenContext): Promise<DiskImage
     }
     const isDifferencing = footer.diskType === DISK_TYPE.differencing
     if (isDifferencing && !ctx.options.noBacking) {
-      const hints = parentHints(file, header, await readLocators(file, header))
+      const hints = parentHints(header, await readLocators(file, header))
       backing = await openParent({
         childPath: path,
         format: 'vhd',
