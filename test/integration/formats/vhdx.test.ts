@@ -97,7 +97,7 @@ describe('VHDX writer', () => {
   blockSizes.forEach((bs, i) => {
     it(`writes a dynamic VHDX (${bs === undefined ? 'default 32 MiB' : bs / MiB + ' MiB'} blocks): qemu check clean, compare equal, libvhdi agrees`, async () => {
       const src = join(dir, `wsrc-${i}.vhdx`)
-      await createImage(src, 'vhdx', 37 * MiB + 512 * 5, ['block_size=1M'])
+      await createImage(src, 'vhdx', 21 * MiB + 512 * 5, ['block_size=1M'])
       const vs = Number((await qemuInfo(src, 'vhdx'))['virtual-size'])
       await applyOps(src, 'vhdx', mixedOps(600 + i, vs, 30), dir)
       const raw = `${src}.raw`
