@@ -4,7 +4,7 @@
  * case to the parent over IPC. The parent watches for hangs (it kills and restarts this process)
  * and for memory: this process samples its own RSS and reports the peak.
  *
- * Messages in: { kind: 'run', seeds, deadlineMs, firstCase, baseSeed, caseTimeoutMs, rssLimitBytes, only? }
+ * Messages in: { kind: 'run', seeds, deadlineMs, firstCase, stride, baseSeed, caseTimeoutMs, rssLimitBytes, only? }
  * Messages out: 'ready', 'start' {i}, 'end' {i, seed, outcome, code?, detail?}, 'done' {peakRss, next}.
  */
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises'
