@@ -234,19 +234,35 @@ class PreviousMap {
   async close(): Promise<void> { await this.it?.return?.() }
 }
 
-/** Bytes of the block grid touched by any extent (what the block loop processes) and allocated bytes. */
-async function measure(image: DiskImage, blockSize: number): Promise<{ allocatedBytes: number; workBytes: number }> {
+/** Extents kept in memory at most (about 40 bytes each); beyond that the extents are walked again. */
+const MAX_CACHED_EXTENTS = 1 << 20
+
+/**
+ * Walks the extents once: allocated bytes, bytes of the block grid touched by any extent (what the
+ * block loop processes), and the extents themselves when there are not too many (some formats'
+ * extent walks are costly: raw asks the file system's map through a child process).
+ */
+async function measure(image: DiskImage, blockSize: number): Promise<{ allocatedBytes: number; workBytes: number; extents: Extent[] | undefined }> {
   let allocatedBytes = 0
   let workBytes = 0
   let coveredUpTo = 0 // end (exclusive) of the last block counted
+  let extents: Extent[] | undefined = []
   for await (const e of image.extents()) {
     if (e.length <= 0) continue
     allocatedBytes += e.length
     const first = Math.max(Math.floor(e.offset / blockSize) * blockSize, coveredUpTo)
     const last = Math.min(Math.ceil((e.offset + e.length) / blockSize) * blockSize, image.virtualSize)
     if (last > first) { workBytes += last - first; coveredUpTo = last }
+    if (extents) {
+      if (extents.length < MAX_CACHED_EXTENTS) extents.push({ offset: e.offset, length: e.length, zero: e.zero })
+      else extents = undefined
+    }
   }
-  return { allocatedBytes, workBytes }
+  return { allocatedBytes, workBytes, extents }
+}
+
+async function* fromArray(extents: Extent[]): AsyncIterable<Extent> {
+  yield* extents
 }
 
 async function chainOf(image: DiskImage): Promise<ChainEntry[]> {
@@ -498,7 +514,8 @@ async function snapshotDisk(
   let estimate = 0
   try {
     singleFile = image.format !== 'vmdk' || /^(monolithicSparse|streamOptimized)$/i.test(image.variant)
-    estimate = (await measure(image, blockSize)).workBytes // for progress and ETA before the disk's turn
+    // For progress and ETA before the disk's turn: the file's allocated bytes, no extent walk.
+    estimate = Math.min(image.virtualSize, before.allocatedOnDisk)
   } finally {
     await image.close()
   }
@@ -566,7 +583,7 @@ async function backupDisk(plan: DiskPlan, ctx: DiskContext): Promise<DiskOutcome
     const blockSize = session.blockSize
     const virtualSize = image.virtualSize
     const blockCount = Math.ceil(virtualSize / blockSize)
-    const { allocatedBytes, workBytes } = await measure(image, blockSize)
+    const { allocatedBytes, workBytes, extents } = await measure(image, blockSize)
     progress.startDisk(plan.index, 'reading', workBytes)
     // Block i covers the same guest range in every point (same block size), so a resized disk still compares index by index.
     const prevDisk = plan.prevDisk
@@ -574,7 +591,7 @@ async function backupDisk(plan: DiskPlan, ctx: DiskContext): Promise<DiskOutcome
     const prevBlocks = prevDisk?.blockCount ?? 0
     if (!prevDisk) ctx.log(`disk "${plan.disk.name}": no earlier backup of this disk: full backup`)
     const writer = session.blockMapWriter({ index: plan.index, blockCount })
-    const cursor = new ExtentCursor(image.extents())
+    const cursor = new ExtentCursor(extents ? fromArray(extents) : image.extents())
     try {
       await cursor.init()
       stored = await blockLoop({ image, blockSize, blockCount, virtualSize, cursor, prevMap, prevBlocks, writer, ctx, dp })

@@ -17,11 +17,13 @@ import type { FileIdentity } from '../vault/api.js'
 /** What is compared to decide whether a file changed. */
 export interface FileState extends FileIdentity {
   dev: number
+  /** Bytes of storage the file uses (st_blocks × 512); not part of the identity. */
+  allocatedOnDisk: number
 }
 
 export async function fileState(path: string): Promise<FileState> {
   const st = await stat(path)
-  return { sizeBytes: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, inode: st.ino, dev: st.dev }
+  return { sizeBytes: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, inode: st.ino, dev: st.dev, allocatedOnDisk: st.blocks * 512 }
 }
 
 /** Same size, mtime, ctime and inode (dev too when both have it). */

@@ -222,8 +222,8 @@ describe('block pipeline', () => {
     expect(last.bytesNew).toBe(8 * BS)
     expect(last.etaSeconds).toBe(0)
     expect(last.disks.map((d) => [d.name, d.state, d.bytesDone])).toEqual([['a', 'done', 8 * BS], ['b', 'done', 2 * BS]])
-    // Totals are known for every disk before the first block is read (a stable ETA).
-    expect(seen.find((p) => p.phase === 'reading')!.bytesTotal).toBe(10 * BS)
+    // Every disk has an estimated total before the first block is read (an ETA from the start).
+    expect(seen.find((p) => p.phase === 'reading')!.disks.every((d) => d.bytesTotal > 0)).toBe(true)
     const phases = [...new Set(seen.map((p) => p.phase))]
     expect(phases).toEqual(['snapshot', 'reading', 'committing', 'done'])
     for (let i = 1; i < seen.length; i++) expect(seen[i]!.bytesDone).toBeGreaterThanOrEqual(seen[i - 1]!.bytesDone)
