@@ -66,7 +66,7 @@ describe('crash: SIGKILL of the real `tresor backup`', () => {
       const child = spawnTresor(['--json', 'backup', 'vm'], env)
       let stdout = ''
       child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-      const delay = Math.floor(fullMs * (0.2 + Math.random()))
+      const delay = Math.floor(fullMs * (0.1 + Math.random() * 0.7))
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
       const timer = setTimeout(() => child.kill('SIGKILL'), delay)
       const code = await exited
