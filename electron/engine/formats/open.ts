@@ -103,6 +103,16 @@ async function openAt(
   depth: number,
   seenBefore: string[],
 ): Promise<DiskImage> {
+  if (path.includes('\0')) {
+    // A NUL can only come from a damaged or hostile header (backing-file names are read from images).
+    const owner = seenBefore[seenBefore.length - 1]
+    throw new EngineError(
+      'IMAGE_MALFORMED',
+      owner === undefined
+        ? `The path "${path.replaceAll('\0', '\\0')}" contains a NUL byte.`
+        : `The image "${owner}" names a backing file containing a NUL byte: its header is damaged.`,
+    )
+  }
   let real: string
   try {
     real = await realpath(path)
