@@ -33,7 +33,20 @@ export interface OpenTask {
 export type ChunkTask = SealTask | OpenTask
 
 export type ChunkTaskResult =
-  | { kind: 'seal'; input: ArrayBuffer; output: ArrayBuffer; storedLength: number; flags: number }
+  | {
+      kind: 'seal'
+      input: ArrayBuffer
+      output: ArrayBuffer
+      storedLength: number
+      flags: number
+      /**
+       * I9, checked in the worker on the exact sealed bytes: null when the record opened again
+       * (decrypt, decompress, keyed BLAKE3 equal to the chunk id), else what failed.
+       */
+      verifyError: string | null
+      /** CRC-32 of the verified record: the caller re-checks it right before writing (no change in between). */
+      recordCrc: number
+    }
   | {
       kind: 'open'
       buf: ArrayBuffer

@@ -45,7 +45,8 @@ export function equalHex(a: string, b: string): boolean {
 
 /** Keyed BLAKE3-256 of a plaintext block: the chunk id. */
 export function chunkIdOf(key: Buffer, data: Uint8Array): Buffer {
-  return Blake3Hasher.newKeyed(key).update(data).digestBuffer()
+  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  return Blake3Hasher.newKeyed(key).update(view).digestBuffer()
 }
 
 const CHUNK_AAD_PREFIX = Buffer.from('tresor/v1/chunk', 'ascii')

@@ -2,9 +2,11 @@
  * A backup session (api.ts BackupSession): holds a shared lock, hashes blocks on the calling thread
  * (keyed BLAKE3 runs at several GB/s here, see test/bench/vaultHash.ts), deduplicates against the
  * chunk table and its own pending chunks, and sends new blocks to the worker pool to be sealed.
- * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Each full pack is finished,
- * read back and opened in the workers (I9), then published; `commit` waits for all packs, the
- * block maps, re-checks the lock and the generation, and only then writes the manifest (I1).
+ * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Every record is opened again
+ * in the worker right after sealing, on the exact bytes that will be written, and its CRC-32 is
+ * re-checked here just before the write (I9); each full pack is then finished (one fsync) and
+ * published; `commit` waits for all packs, the block maps, re-checks the lock and the generation,
+ * and only then writes the manifest (I1).
  */
 import { EngineError, isEngineError } from '../errors.js'
 import type { BackupSession, BlockMapWriter, NewPoint, PointDisk, PointManifest, PutResult } from './api.js'
@@ -15,7 +17,7 @@ import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
 import { SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { PackWriter } from './pack.js'
-import { openPackRecords } from './recordReader.js'
+import { crc32 } from 'node:zlib'
 import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
 
@@ -168,6 +170,12 @@ export class LocalBackupSession implements BackupSession {
           try {
             const record = Buffer.from(r.output, 0, r.storedLength)
             hooks.afterSeal?.(record)
+            if (r.verifyError !== null || crc32(record) !== r.recordCrc) {
+              throw new EngineError(
+                'CHUNK_CORRUPT',
+                `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (${r.verifyError ?? 'changed in memory after it was verified'}). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
+              )
+            }
             await pack.append(record, { chunkId, ordinal, flags: r.flags, plainLength: data.length }, reserved)
             this.bytesStored += r.storedLength
             return r.storedLength
@@ -206,24 +214,15 @@ export class LocalBackupSession implements BackupSession {
     void p.finally(() => this.finalizing.delete(p))
   }
 
-  /** Finish → read back and open every record (I9) → publish → visible to dedup. */
+  /** Finish (index, trailer, one fsync) → publish → visible to dedup. Records were verified when sealed (I9). */
   private async finalize(pack: PackWriter): Promise<void> {
     // wait for this pack's outstanding seals
     while (pack.entries.length < pack.chunkCount) {
       if (this.failure) throw this.failure
       await Promise.race([...this.inFlight, new Promise((r) => setTimeout(r, 50))])
     }
+    if (this.failure) throw this.failure
     const size = await pack.finish(this.ctx.keys)
-    const bad: string[] = []
-    await openPackRecords(this.ctx.pool(), this.ctx.fs, pack.tmpPath, pack.id, pack.entries, { returnPlain: false, blockSize: this.blockSize }, (i, _p, error) => {
-      if (error) bad.push(`${pack.entries[i]!.chunkId.toString('hex')} (${error})`)
-    })
-    if (bad.length > 0) {
-      throw new EngineError(
-        'CHUNK_CORRUPT',
-        `A new pack did not read back correctly before commit: chunk ${bad[0]}${bad.length > 1 ? ` and ${bad.length - 1} more` : ''}. Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
-      )
-    }
     await pack.publish()
     this.bytesStored += size - pack.entries.reduce((s, e) => s + e.length, 0)
     const table = await this.tableFor()
