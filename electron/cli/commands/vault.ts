@@ -90,7 +90,34 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('info')
     .description('describe the current vault')
     .action(async () => {
-      const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
+      let session: Session
+      try {
+        session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
+      } catch (err) {
+        if (!(err instanceof EngineError && err.code === 'PASSPHRASE_REQUIRED')) throw err
+        // Locked (no keychain key, no passphrase): what can be read without the key.
+        const path = await vaultPath(ctx)
+        const header = await readVaultHeader(path)
+        const keychain = await defaultKeyStore().state()
+        const info = {
+          vaultId: header.vaultId,
+          path,
+          formatVersion: header.formatVersion,
+          blockSize: header.blockSize,
+          locked: true,
+          keySlots: { passphrase: header.keySlots.passphrase !== undefined, recovery: header.keySlots.recovery != null },
+          keychain: { ...keychain, hasKey: false },
+        }
+        ctx.print(info, () =>
+          [
+            `Vault      ${info.vaultId} (locked: give the passphrase with TRESOR_PASSPHRASE or run in a terminal for details)`,
+            `Path       ${info.path}`,
+            `Format     version ${info.formatVersion}, block size ${info.blockSize} bytes`,
+            `Keychain   ${keychainText(info.keychain)}`,
+          ].join('\n'),
+        )
+        return
+      }
       try {
         const header = await readVaultHeader(session.path)
         const stats = await session.vault.stats()

@@ -44,6 +44,9 @@ describe('vault open, catalog rebuild, info', () => {
     expect(info).toMatchObject({ vaultId: v.vaultId, path: v.dir, formatVersion: 1, isCurrent: true, keySlots: { passphrase: true, recovery: false } })
     expect(info.stats.points).toBe(3)
     expect(info.generation).toBeGreaterThanOrEqual(4)
+    // Without the key (no keychain, no passphrase): what the header tells, marked locked.
+    const locked = await tresorJson(['--json', 'vault', 'info'], cliEnv({ TRESOR_HOME: v.home }))
+    expect(locked).toMatchObject({ vaultId: v.vaultId, locked: true, keychain: { available: false, hasKey: false } })
 
     // Lost catalog: rebuilt from the vault alone.
     for (const f of readdirSync(v.home)) rmSync(join(v.home, f))
