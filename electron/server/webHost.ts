@@ -91,6 +91,13 @@ export async function startWebHost(options: WebHostOptions): Promise<WebHost> {
       return sendText(res, 400, 'Bad request')
     }
     if (pathname.includes('\0')) return sendText(res, 400, 'Bad request')
+    if (pathname === '/session') {
+      // Lets the page tell "wrong token" (401, shown at once) from "host not running" (no answer).
+      const presented = new URL(req.url ?? '/', 'http://127.0.0.1').searchParams.get('token')
+      if (tokenMatches(token, presented)) return sendText(res, 204, '')
+      refuse('session token')
+      return sendText(res, 401, 'This link is not valid (any more). Open the URL printed by "tresor serve".')
+    }
     if (pathname === '/' || pathname === '') pathname = '/index.html'
     const candidate = resolve(rendererRoot, '.' + pathname)
     if (candidate !== rendererRoot && !candidate.startsWith(rendererRoot + sep)) return sendText(res, 404, 'Not found')

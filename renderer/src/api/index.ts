@@ -39,7 +39,14 @@ function defaultTransport(): Transport {
   if (typeof window !== 'undefined' && window.tresor) return bridgeTransport(window.tresor)
   const token = takeToken()
   const scheme = window.location.protocol === 'https:' ? 'wss' : 'ws'
-  return webSocketTransport({ url: `${scheme}://${window.location.host}/ws?token=${encodeURIComponent(token ?? '')}` })
+  const query = `token=${encodeURIComponent(token ?? '')}`
+  return webSocketTransport({
+    url: `${scheme}://${window.location.host}/ws?${query}`,
+    async checkToken() {
+      const res = await fetch(`/session?${query}`, { cache: 'no-store' })
+      return res.status === 401 ? false : res.ok ? true : undefined
+    },
+  })
 }
 
 async function invoke(method: string, input: unknown): Promise<unknown> {

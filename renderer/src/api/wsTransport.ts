@@ -30,7 +30,13 @@ interface Pending {
  * The web host: one WebSocket to `/ws?token=…` on the page's own host. Calls made while connecting
  * wait; a lost connection fails pending calls with DISCONNECTED and reconnects with back-off.
  */
-export function webSocketTransport(options: { url: string; WebSocketImpl?: typeof WebSocket; reconnectMs?: number }): Transport {
+export function webSocketTransport(options: {
+  url: string
+  WebSocketImpl?: typeof WebSocket
+  reconnectMs?: number
+  /** Asks the host whether the token is valid (false = refused at once; undefined = cannot tell). */
+  checkToken?: () => Promise<boolean | undefined>
+}): Transport {
   const WS = options.WebSocketImpl ?? WebSocket
   let socket: WebSocket | undefined
   let state: ConnectionState = 'connecting'
@@ -94,7 +100,12 @@ export function webSocketTransport(options: { url: string; WebSocketImpl?: typeo
       // Refused at the handshake before ever connecting: a wrong or outdated token, or a foreign origin.
       if (!helloSeen && !everConnected && failures >= 3) return setState('refused')
       setState('disconnected')
-      setTimeout(connect, Math.min(10_000, (options.reconnectMs ?? 500) * 2 ** Math.min(failures, 5)))
+      const retry = () => setTimeout(connect, Math.min(10_000, (options.reconnectMs ?? 500) * 2 ** Math.min(failures, 5)))
+      if (helloSeen || !options.checkToken) return void retry()
+      options.checkToken().then(
+        (valid) => (valid === false ? setState('refused') : retry()),
+        () => retry(),
+      )
     }
   }
 

@@ -148,6 +148,13 @@ describe('web host access control', () => {
     expect(await handshake(wsUrl(served.token), { Origin: served.origin, Host: `evil.example:${served.port}` })).toBe(403)
   })
 
+  it('tells the page whether its token is valid (GET /session)', async () => {
+    expect((await httpGet(`/session?token=${served.token}`, `127.0.0.1:${served.port}`)).status).toBe(204)
+    expect((await httpGet('/session?token=nope', `127.0.0.1:${served.port}`)).status).toBe(401)
+    expect((await httpGet('/session', `127.0.0.1:${served.port}`)).status).toBe(401)
+    expect((await httpGet(`/session?token=${served.token}`, `evil.example:${served.port}`)).status).toBe(421)
+  })
+
   it('serves the renderer with security headers and never a file outside it', async () => {
     const index = await httpGet('/', `127.0.0.1:${served.port}`)
     expect(index.status).toBe(200)
@@ -291,7 +298,7 @@ describe('the page with a bad token', () => {
       const page = await browser.newPage()
       await page.goto(`${served.origin}/?token=not-the-token`)
       await page.getByTestId('connection-state').waitFor()
-      await expect.poll(() => page.getByTestId('connection-state').innerText(), { timeout: 30_000 }).toContain('Access refused')
+      await expect.poll(() => page.getByTestId('connection-state').innerText(), { timeout: 10_000 }).toContain('Access refused')
       expect(await page.getByTestId('machines-table').count()).toBe(0)
       expect(await page.getByTestId('stat-machines').innerText()).toContain('0')
     } finally {

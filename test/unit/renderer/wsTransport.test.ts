@@ -80,3 +80,36 @@ describe('WebSocket transport', () => {
     t.close()
   })
 })
+
+describe('WebSocket transport token check', () => {
+  it('reports "refused" at the first failed handshake when the host says the token is wrong', async () => {
+    FakeSocket.instances = []
+    const states: ConnectionState[] = []
+    const t = webSocketTransport({
+      url: 'ws://x/ws?token=bad',
+      WebSocketImpl: FakeSocket as unknown as typeof WebSocket,
+      reconnectMs: 1,
+      checkToken: async () => false,
+    })
+    t.onState((s) => states.push(s))
+    FakeSocket.instances[0]!.close()
+    await expect.poll(() => states.at(-1)).toBe('refused')
+    expect(FakeSocket.instances).toHaveLength(1)
+    t.close()
+  })
+
+  it('keeps retrying when the host cannot be asked (not running)', async () => {
+    FakeSocket.instances = []
+    const t = webSocketTransport({
+      url: 'ws://x/ws?token=t',
+      WebSocketImpl: FakeSocket as unknown as typeof WebSocket,
+      reconnectMs: 1,
+      checkToken: async () => {
+        throw new Error('connection refused')
+      },
+    })
+    FakeSocket.instances[0]!.close()
+    await expect.poll(() => FakeSocket.instances.length).toBe(2)
+    t.close()
+  })
+})
