@@ -9,6 +9,7 @@
  *   compare, nothing put), unchanged file (no read)
  * - runBackup into a real vault: full, 1 % scattered 4 KiB writes, unchanged; with peak RSS
  * BENCH_PIPE_MIB (default 512) sets the disk size; the disk is the suite's mixed disk.
+ * BENCH_PIPE_BLOCK (bytes, default: the vault's default) sets the real vault's block size.
  */
 import { mkdtempSync, openSync, readSync, closeSync, rmSync, utimesSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
@@ -113,7 +114,8 @@ async function main(): Promise<void> {
   {
     const key = randomBytes(32)
     const vdir = join(work, 'vault')
-    await createVault(vdir, { masterKey: key, keySlots: { passphrase: {} } })
+    const blockSize = Number(process.env.BENCH_PIPE_BLOCK) || undefined
+    await createVault(vdir, { masterKey: key, keySlots: { passphrase: {} }, ...(blockSize ? { blockSize } : {}) })
     const vault = await openVault(vdir, key)
     const world = { vault, catalog, openImage: (p: string) => openImage(p) }
     let r = await runBackup(m, world, { snapshot: 'read' })
@@ -127,7 +129,7 @@ async function main(): Promise<void> {
   }
   catalog.close()
   clearInterval(rssTimer)
-  process.stdout.write(`\n| case (${sizeBytes / MiB} MiB mixed disk) | throughput | time |\n|---|---|---|\n`)
+  process.stdout.write(`\n| case (${sizeBytes / MiB} MiB mixed disk, vault block ${process.env.BENCH_PIPE_BLOCK ?? 'default'}) | throughput | time |\n|---|---|---|\n`)
   for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`)
   process.stdout.write(`\npeak RSS ${(peakRss / MiB).toFixed(0)} MiB\n`)
   rmSync(work, { recursive: true, force: true })
