@@ -13,7 +13,8 @@ import { randomUUID } from 'node:crypto'
 import type { Db } from '../catalog/types.js'
 import { EngineError } from '../errors.js'
 import { BackupScheduler, type Clock, type SchedulerDeps } from './scheduler.js'
-import { DEFAULT_POLICY, parsePolicySpec, type PolicySpec, type PolicySpecInput } from './spec.js'
+import { DEFAULT_POLICY, parsePolicySpec, toSharedPolicy, type PolicySpec, type PolicySpecInput } from './spec.js'
+import type { PolicySpec as SharedPolicySpec } from '../../shared/models.js'
 
 export * from './spec.js'
 export * from './retention.js'
@@ -26,9 +27,12 @@ export interface PolicyRow {
   createdAt: string
 }
 
-/** Creates or replaces (by name) a policy. Returns its id. Throws INVALID_INPUT for a bad spec. */
-export function savePolicy(db: Db, name: string, spec: PolicySpecInput): string {
-  const parsed = parsePolicySpec(spec)
+/**
+ * Creates or replaces (by name) a policy, stored in the IPC contract's shape so the app shows and
+ * edits it. Returns its id. Throws INVALID_INPUT for a bad spec or one the contract cannot hold.
+ */
+export function savePolicy(db: Db, name: string, spec: PolicySpecInput | SharedPolicySpec): string {
+  const parsed = toSharedPolicy(parsePolicySpec(spec))
   const existing = db.prepare('SELECT id FROM policies WHERE name = ?').get(name) as { id: string } | undefined
   if (existing) {
     db.prepare('UPDATE policies SET spec = ? WHERE id = ?').run(JSON.stringify(parsed), existing.id)
@@ -45,13 +49,23 @@ export function getPolicy(db: Db, idOrName: string): PolicyRow {
     | { id: string; name: string; spec: string; created_at: string }
     | undefined
   if (!r) throw new EngineError('NOT_FOUND', `No policy is named "${idOrName}".`)
-  return { id: r.id, name: r.name, spec: parsePolicySpec(JSON.parse(r.spec)), createdAt: r.created_at }
+  return { id: r.id, name: r.name, spec: parseStored(r.spec, r.name), createdAt: r.created_at }
 }
 
 /** The policy spec a machine runs with: its own, or DEFAULT_POLICY. */
 export function policyForMachine(db: Db, machineId: string): PolicySpec {
   const r = db.prepare('SELECT p.spec FROM machines m JOIN policies p ON p.id = m.policy_id WHERE m.id = ?').get(machineId) as { spec: string } | undefined
-  return r ? parsePolicySpec(JSON.parse(r.spec)) : DEFAULT_POLICY
+  return r ? parseStored(r.spec, machineId) : DEFAULT_POLICY
+}
+
+function parseStored(json: string, what: string): PolicySpec {
+  let value: unknown
+  try {
+    value = JSON.parse(json)
+  } catch (err) {
+    throw new EngineError('CATALOG_ERROR', `The policy of "${what}" in the catalog is damaged. Save the policy again.`, { cause: err })
+  }
+  return parsePolicySpec(value)
 }
 
 /**

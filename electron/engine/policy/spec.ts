@@ -4,6 +4,7 @@
  */
 import { z } from 'zod'
 import { EngineError } from '../errors.js'
+import { PolicySpec as SharedPolicySpecSchema, type PolicySpec as SharedPolicySpec } from '../../shared/models.js'
 
 const TIME = /^([01]\d|2[0-3]):([0-5]\d)$/
 export const WEEKDAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'] as const
@@ -65,8 +66,91 @@ export type PolicySpecInput = z.input<typeof PolicySpecSchema>
 /** The policy of machines without one. */
 export const DEFAULT_POLICY: PolicySpec = PolicySpecSchema.parse({})
 
-/** Validates and fills defaults. Throws INVALID_INPUT naming the first bad field. */
+/** True when `value` has the shape of the IPC contract's PolicySpec (shared/models.ts), as the app stores it. */
+export function isSharedPolicySpec(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false
+  const v = value as Record<string, unknown>
+  const schedule = v.schedule as Record<string, unknown> | undefined
+  return 'preScript' in v || 'postScript' in v || (typeof schedule === 'object' && schedule !== null && 'kind' in schedule)
+}
+
+/**
+ * The engine's view of a policy stored in the IPC contract's shape (what the app's policy editor
+ * saves): manual → schedule disabled; daily → `times` every day; weekly → every `times` on every
+ * `weekdays`; script failures warn (the contract has no setting for it).
+ */
+export function fromSharedPolicy(s: SharedPolicySpec): PolicySpec {
+  const days = s.schedule.kind === 'weekly' ? s.schedule.weekdays : []
+  return PolicySpecSchema.parse({
+    schedule: {
+      enabled: s.schedule.kind !== 'manual',
+      daily: s.schedule.kind === 'daily' ? s.schedule.times : [],
+      weekly: days.flatMap((d) => s.schedule.times.map((time) => ({ day: WEEKDAYS[d]!, time }))),
+      staggerMinutes: s.schedule.staggerMinutes,
+    },
+    retention: s.retention,
+    snapshotTierDays: s.snapshotTierDays,
+    scripts: {
+      ...(s.preScript ? { pre: s.preScript } : {}),
+      ...(s.postScript ? { post: s.postScript } : {}),
+      onError: 'warn',
+    },
+    failOnInconsistent: s.failOnInconsistent,
+  })
+}
+
+/**
+ * The IPC contract's shape of an engine policy, for storing where the app reads it. Throws
+ * INVALID_INPUT when the policy says something the contract cannot hold (daily and weekly times
+ * together, weekly times that differ by day, a time zone, onError 'fail').
+ */
+export function toSharedPolicy(p: PolicySpec): SharedPolicySpec {
+  const cannot = (what: string): never => {
+    throw new EngineError('INVALID_INPUT', `The policy cannot be saved: ${what} cannot be expressed in a Tresor policy yet. Simplify it and save again.`)
+  }
+  if (p.scripts.onError !== 'warn') cannot('"scripts.onError": "fail"')
+  if (p.schedule.timezone !== undefined) cannot('a schedule time zone')
+  let schedule: SharedPolicySpec['schedule']
+  if (!p.schedule.enabled || (p.schedule.daily.length === 0 && p.schedule.weekly.length === 0)) {
+    schedule = { kind: 'manual', times: [], weekdays: [], staggerMinutes: p.schedule.staggerMinutes }
+  } else if (p.schedule.weekly.length === 0) {
+    schedule = { kind: 'daily', times: [...new Set(p.schedule.daily)], weekdays: [], staggerMinutes: p.schedule.staggerMinutes }
+  } else {
+    if (p.schedule.daily.length > 0) cannot('daily and weekly times together')
+    const times = [...new Set(p.schedule.weekly.map((w) => w.time))].sort()
+    const days = [...new Set(p.schedule.weekly.map((w) => WEEKDAYS.indexOf(w.day)))].sort((a, b) => a - b)
+    if (times.length * days.length !== new Set(p.schedule.weekly.map((w) => `${w.day} ${w.time}`)).size) cannot('weekly times that differ from day to day')
+    schedule = { kind: 'weekly', times, weekdays: days, staggerMinutes: p.schedule.staggerMinutes }
+  }
+  const shared = {
+    schedule,
+    retention: { ...p.retention, last: Math.max(1, p.retention.last) },
+    snapshotTierDays: p.snapshotTierDays,
+    preScript: p.scripts.pre ?? null,
+    postScript: p.scripts.post ?? null,
+    failOnInconsistent: p.failOnInconsistent,
+  }
+  const r = SharedPolicySpecSchema.safeParse(shared)
+  if (!r.success) {
+    const issue = r.error.issues[0]
+    throw new EngineError('INVALID_INPUT', `The policy is not valid: ${issue?.path.join('.') || 'policy'}: ${issue?.message ?? 'invalid'}. Fix it and save again.`)
+  }
+  return r.data
+}
+
+/**
+ * Validates and fills defaults. Accepts the engine's shape (below) and the IPC contract's shape
+ * (shared/models.ts `PolicySpec`, what the app stores). Throws INVALID_INPUT naming the first bad field.
+ */
 export function parsePolicySpec(value: unknown): PolicySpec {
+  if (isSharedPolicySpec(value)) {
+    const shared = SharedPolicySpecSchema.safeParse(value)
+    if (!shared.success) {
+      const issue = shared.error.issues[0]
+      throw new EngineError('INVALID_INPUT', `The policy is not valid: ${issue?.path.join('.') || 'policy'}: ${issue?.message ?? 'invalid'}. Fix it and save again.`)
+    }
+    return fromSharedPolicy(shared.data)
+  }
   const r = PolicySpecSchema.safeParse(value ?? {})
   if (!r.success) {
     const issue = r.error.issues[0]
