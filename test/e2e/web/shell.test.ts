@@ -203,8 +203,22 @@ describe('web host shell', () => {
     expect(outcome.evalResult).toBe('EvalError')
   })
 
+  it('cannot be framed by another page (clickjacking)', async () => {
+    const other = await page.context().newPage()
+    try {
+      await other.setContent(`<iframe id="f" src="${served.origin}/" width="400" height="300"></iframe>`)
+      await other.waitForTimeout(1500)
+      const frame = other.frames().find((f) => f !== other.mainFrame())
+      // The embedded document was blocked: no app shell rendered inside the frame.
+      const rendered = frame ? await frame.locator('[data-testid="sidebar"]').count().catch(() => 0) : 0
+      expect(rendered).toBe(0)
+    } finally {
+      await other.close()
+    }
+  })
+
   it('logged no page errors besides the CSP violations provoked above', () => {
-    const unexpected = pageErrors.filter((e) => !/Content Security Policy|unsafe-eval|unsafe-inline/i.test(e))
+    const unexpected = pageErrors.filter((e) => !/Content Security Policy|unsafe-eval|unsafe-inline|frame-ancestors|X-Frame-Options/i.test(e))
     expect(unexpected).toEqual([])
   })
 })

@@ -111,12 +111,12 @@ async function connect(): Promise<Client> {
   return client
 }
 
-function httpGet(path: string, host: string): Promise<{ status: number; body: string }> {
+function httpGet(path: string, host: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port: served.port, path, method: 'GET', headers: { Host: host } }, (res) => {
       let body = ''
       res.on('data', (d: Buffer) => (body += d.toString()))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }))
     })
     req.on('error', reject)
     req.end()
@@ -159,6 +159,12 @@ describe('web host access control', () => {
     const index = await httpGet('/', `127.0.0.1:${served.port}`)
     expect(index.status).toBe(200)
     expect(index.body).toContain('<div id="app">')
+    // Not framable, no token in a Referer, no MIME sniffing, scripts only from itself.
+    expect(index.headers['x-frame-options']).toBe('DENY')
+    expect(index.headers['referrer-policy']).toBe('no-referrer')
+    expect(index.headers['x-content-type-options']).toBe('nosniff')
+    expect(String(index.headers['content-security-policy'])).toContain("frame-ancestors 'none'")
+    expect(String(index.headers['content-security-policy'])).toContain("script-src 'self';")
     for (const path of ['/../package.json', '/..%2fpackage.json', '/%2e%2e/%2e%2e/etc/passwd', '/assets/../../package.json', '/%00']) {
       const res = await httpGet(path, `127.0.0.1:${served.port}`)
       expect(res.status, path).not.toBe(200)
