@@ -104,9 +104,10 @@ describe('ENOSPC: vault on a 16 MiB file system', () => {
     try {
       const pruneChild = await startChild(target)
       const firstId = (first as { result: { pointId: string } }).result.pointId
+      const freeBefore = freeBytes()
       pruneChild.send({ kind: 'prune', deletePointIds: [firstId] })
       const pruned = await pruneChild.outcome
-      console.log(`prune at ${freeBytes()} bytes free: ${JSON.stringify(pruned)}`)
+      console.log(`prune with ${freeBefore} bytes free: ${JSON.stringify(pruned)}`)
       expect(pruned).toMatchObject({ kind: 'done', result: { pointsRemoved: 1 } })
     } finally {
       rmSync(filler, { force: true })
