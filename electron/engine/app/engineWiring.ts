@@ -19,6 +19,7 @@ import { checkNewPassphrase, defaultKeyStore, generateMasterKey, openCurrentVaul
 import type { EmitEvent } from '../../shared/ipc.js'
 import type { RestoreSpec } from '../../shared/models.js'
 import type { EngineWiring } from './wiring.js'
+import { createCatalogScheduler } from '../policy/index.js'
 
 export interface EngineWiringOptions {
   home: string
@@ -29,6 +30,8 @@ export interface EngineWiringOptions {
   keyStore?: KeyStore
   /** Restores running at once. Default 1. */
   restoreConcurrency?: number
+  /** Run policy schedules (default true; tests of other flows turn it off). */
+  runSchedules?: boolean
 }
 
 export interface WiredEngine {
@@ -206,11 +209,37 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
     process.emitWarning(`The restore queue could not be resumed: ${err instanceof Error ? err.message : String(err)}`)
   }
 
+  // Scheduled backups: each machine's policy schedule, missed slots run once, never twice
+  // (engine/policy/scheduler.ts). The "Pause schedules" setting (tray, Settings view) is read on
+  // every slot, so pausing takes effect at once; a slot passed while paused counts as handled.
+  const schedulesPaused = (): boolean => {
+    const row = db.prepare(`SELECT value FROM settings WHERE key = 'app.schedulesPaused'`).get() as { value: string } | undefined
+    return row?.value === 'true'
+  }
+  const scheduler = options.runSchedules === false
+    ? undefined
+    : createCatalogScheduler(db, {
+        isRunning: (machineId) =>
+          db.prepare(`SELECT 1 FROM jobs WHERE kind = 'backup' AND machine_id = ? AND state IN ('queued','running') LIMIT 1`).get(machineId) !== undefined,
+        startBackup: (machineId) => {
+          if (schedulesPaused()) return
+          supervisor.submit({ kind: 'backup', input: { machineId } }, { machineId })
+        },
+        onError: (err) => process.emitWarning(`Scheduled backup: ${err instanceof Error ? err.message : String(err)}`),
+      })
+  const stopScheduler = scheduler?.start()
+  const stopTick = supervisor.on((e) => {
+    // A slot deferred by a running backup starts as soon as that backup ends.
+    if (e.type === 'finished' && e.outcome.kind === 'backup') scheduler?.tick()
+  })
+
   return {
     engine,
     supervisor,
     restoreQueue,
     async dispose() {
+      stopScheduler?.dispose()
+      stopTick()
       stopQueue()
       restoreQueue.dispose()
       await supervisor.dispose()
