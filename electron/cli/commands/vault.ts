@@ -256,6 +256,29 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
         await session.close()
       }
     })
+
+  program
+    .command('forget <point...>')
+    .description('delete recovery points (by id or unique id prefix); "tresor prune" then frees their space')
+    .action(async (refs: string[]) => {
+      const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
+      try {
+        const points = await session.vault.listPoints()
+        const ids = refs.map((ref) => {
+          const matches = points.filter((p) => p.id === ref || p.id.startsWith(ref))
+          if (matches.length === 0) throw new EngineError('POINT_NOT_FOUND', `No recovery point "${ref}" in this vault. List them with "tresor points".`)
+          if (matches.length > 1) throw new EngineError('INVALID_INPUT', `"${ref}" matches ${matches.length} recovery points: give more of the id.`)
+          return matches[0]!.id
+        })
+        const unique = [...new Set(ids)]
+        const removed = await session.vault.deletePoints(unique)
+        deletePointRows(session.catalog, unique)
+        await session.recordGeneration()
+        ctx.print({ pointsRemoved: removed, ids: unique }, `${removed} recovery point(s) deleted. Run "tresor prune" to free their space.`)
+      } finally {
+        await session.close()
+      }
+    })
 }
 
 function vaultTarget(ctx: CliContext): { vaultOverride?: string } {
