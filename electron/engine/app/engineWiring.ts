@@ -11,7 +11,7 @@ import { resolve } from 'node:path'
 import type { Db } from '../catalog/index.js'
 import { getCurrentVault, registerVault, replacePoints } from '../catalog/vaults.js'
 import { EngineError } from '../errors.js'
-import { addMachine, importLibvirt, importVbox } from '../backup/index.js'
+import { addMachine, importLibvirt, importVbox, runPendingPostScripts } from '../backup/index.js'
 import { JobSupervisor, type JobLauncher } from '../workers/supervisor.js'
 import { RestoreQueue } from '../restore/index.js'
 import { createVault, readVaultHeader } from '../vault/index.js'
@@ -228,6 +228,20 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
         onError: (err) => process.emitWarning(`Scheduled backup: ${err instanceof Error ? err.message : String(err)}`),
       })
   const stopScheduler = scheduler?.start()
+  // Jobs queued by another process (`tresor backup --detach`) run here; checked now and then.
+  const startQueued = (): void => {
+    try {
+      supervisor.startQueued()
+    } catch (err) {
+      process.emitWarning(`Queued jobs: ${err instanceof Error ? err.message : String(err)}`)
+    }
+  }
+  startQueued()
+  const queuedTimer = setInterval(startQueued, 15_000)
+  queuedTimer.unref()
+  // A post-script owed by a job killed between its pre- and post-script runs now (thaw the VM).
+  void runPendingPostScripts(db, (line) => process.emitWarning(line)).catch((err: unknown) =>
+    process.emitWarning(`Pending post-scripts: ${err instanceof Error ? err.message : String(err)}`))
   const stopTick = supervisor.on((e) => {
     // A slot deferred by a running backup starts as soon as that backup ends.
     if (e.type === 'finished' && e.outcome.kind === 'backup') scheduler?.tick()
@@ -239,6 +253,7 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
     restoreQueue,
     async dispose() {
       stopScheduler?.dispose()
+      clearInterval(queuedTimer)
       stopTick()
       stopQueue()
       restoreQueue.dispose()
