@@ -45,7 +45,7 @@ export class VaultContext {
     this.packTargetBytes = config.params.packTargetBytes
     this.segmentEntries = config.params.mapSegmentEntries
     this.vaultId = config.vaultId
-    this.workerCount = Math.max(1, options.workers ?? Math.min(4, availableParallelism()))
+    this.workerCount = Math.max(1, options.workers ?? workersFromEnv() ?? Math.min(4, availableParallelism()))
     this.maxInFlight = Math.max(1, options.maxBlocksInFlight ?? 2 * this.workerCount + 2)
     this.hooks = options.testHooks ?? {}
   }
@@ -146,4 +146,13 @@ export class VaultContext {
     await this.poolInstance?.dispose()
     this.poolInstance = undefined
   }
+}
+
+/**
+ * TRESOR_WORKERS=n (1..16) overrides the default chunk-worker count (one per core, at most 4);
+ * the benchmark's worker table uses it. Anything else is ignored.
+ */
+function workersFromEnv(): number | undefined {
+  const n = Number(process.env.TRESOR_WORKERS)
+  return Number.isInteger(n) && n >= 1 && n <= 16 ? n : undefined
 }
