@@ -7,14 +7,8 @@ import { getMachine, listPointRows, type BackupResult } from '../../engine/backu
 import { createJob } from '../../engine/workers/jobStore.js'
 import { InProcessLauncher, JobSupervisor } from '../../engine/workers/supervisor.js'
 import { isErrorCode } from '../../shared/errors.js'
+import { formatBytes } from '../format.js'
 
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let v = n
-  let u = 0
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
-  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`
-}
 
 function progressLine(p: { phase: string; bytesDone: number; bytesTotal: number; bytesPerSecond: number; etaSeconds: number | null; currentDisk: string | null }): string {
   const width = 24

@@ -3,17 +3,8 @@ import type { Command } from 'commander'
 import { usage, type CliContext } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
 import { convertImage, openImage, WRITER_FORMATS, type ImageInfo, type WriterFormat } from '../../engine/formats/index.js'
+import { formatBytes } from '../format.js'
 
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
-  let v = n
-  let u = 0
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024
-    u++
-  }
-  return `${u === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`
-}
 
 function describe(path: string, info: ImageInfo): string {
   const lines = [

@@ -21,14 +21,8 @@ import {
   type Machine,
   type NewDisk,
 } from '../../engine/backup/index.js'
+import { formatBytes } from '../format.js'
 
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let v = n
-  let u = 0
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++ }
-  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`
-}
 
 function machineJson(m: Machine) {
   return {

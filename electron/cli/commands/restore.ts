@@ -9,6 +9,7 @@ import { RESTORE_FORMATS, type RestoreJobInput } from '../../engine/workers/prot
 import { getJob } from '../../engine/workers/jobStore.js'
 import { InProcessLauncher, JobSupervisor } from '../../engine/workers/supervisor.js'
 import type { WriterFormat } from '../../engine/formats/types.js'
+import { formatBytes } from '../format.js'
 
 interface RestoreOpts {
   to?: string
@@ -29,16 +30,6 @@ function resolvePointId(db: Db, given: string): string {
   return given // unknown to the catalog: the vault decides (POINT_NOT_FOUND)
 }
 
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let v = n
-  let i = 0
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024
-    i++
-  }
-  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`
-}
 
 function bar(done: number, total: number, width = 30): string {
   const f = total > 0 ? Math.min(1, done / total) : 0

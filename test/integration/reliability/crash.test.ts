@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { checkPointData, newTestVault, open, PASSPHRASE, scratchRoot, writePoint, type PointSpec } from './fixtures/data.js'
 import { killAllChildren, startChild, type VaultChild } from './fixtures/child.js'
 import { cliEnv, tresor } from '../keys/fixtures/cli.js'
+import { prng as uint32Prng } from '../../helpers/qemu.js'
 
 // RELIABILITY #1: a child process backing up into the vault is SIGKILLed at random moments. After
 // each kill: verify --read-data is clean, every committed point reads back byte-identical, no
@@ -12,14 +13,8 @@ const TRIALS = Number(process.env.TRESOR_CRASH_TRIALS ?? 50)
 const BLOCKS = 12
 
 function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const next = uint32Prng(seed)
+  return () => next() / 4294967296
 }
 
 const base = mkdtempSync(join(scratchRoot(), 'tresor-crash-'))
