@@ -4,21 +4,16 @@
  */
 import { createCipheriv, createHash } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
+import { prng as uint32Prng } from '../helpers/qemu.js'
 import { closeSync, ftruncateSync, openSync, writeSync, fsyncSync, statSync } from 'node:fs'
 
 export const MiB = 1024 * 1024
 export const GiB = 1024 * MiB
 
-/** Deterministic PRNG (mulberry32): same seed, same disk, on every machine. */
+/** Deterministic PRNG in [0, 1): same seed, same disk, on every machine (the tests' mulberry32). */
 export function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const next = uint32Prng(seed)
+  return () => next() / 4294967296
 }
 
 /** Incompressible bytes from an AES-CTR keystream keyed by the seed: fast and reproducible. */
