@@ -96,6 +96,24 @@ describe('tresor prune with retention', () => {
   })
 })
 
+describe('tresor forget', () => {
+  it('deletes the named points (by id prefix), keeps the others readable, and prune then frees their space', async () => {
+    const v = await vaultWithPoints(3)
+    await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
+    const gone = v.ids[0]!
+    const result = await tresorJson(['--json', 'forget', gone.slice(0, 10)], v.env)
+    expect(result).toMatchObject({ pointsRemoved: 1, ids: [gone] })
+    expect(pointRows(v.home)).toEqual(v.ids.slice(1).sort())
+    const unknown = await tresor(['forget', 'ffffffffffffffff'], v.env)
+    expect(unknown.code).toBe(1)
+    expect(unknown.stderr).toMatch(/No recovery point/)
+    const pruned = await tresorJson(['--json', 'prune'], v.env)
+    expect(pruned.bytesFreed).toBeGreaterThan(0)
+    const verify = await tresorJson(['--json', 'verify', '--read-data'], v.env)
+    expect(verify.ok).toBe(true)
+  })
+})
+
 describe('tresor vault unlock', () => {
   it('removes dead local locks, stale ones only with --force, and never a live lock', async () => {
     const v = await vaultWithPoints(1)
