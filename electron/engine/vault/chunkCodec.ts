@@ -78,15 +78,17 @@ export class ChunkCodec {
   }
 
   /**
-   * Opens one record; returns the plaintext as a view of an internal scratch buffer (valid until the
-   * next call) or a string naming the failure.
+   * Opens one record; returns the plaintext as a view of `into` when given (capacity ≥ blockSize;
+   * saves a copy for callers that collect plaintexts) or of an internal scratch buffer (valid until
+   * the next call), or a string naming the failure.
    */
-  open(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number): Buffer | string {
+  open(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, into?: Buffer): Buffer | string {
     if (record.length < SEAL_OVERHEAD) return 'record too short'
     const ctLength = record.length - SEAL_OVERHEAD
     const compressed = (flags & FLAG_ZSTD) !== 0
     if (ctLength > (compressed ? this.bodyScratch.length : this.config.blockSize)) return 'is larger than a block'
-    const target = compressed ? this.bodyScratch : this.plainScratch
+    const plainTarget = into && into.length >= this.config.blockSize ? into.subarray(0, this.config.blockSize) : this.plainScratch
+    const target = compressed ? this.bodyScratch : plainTarget
     let body: Buffer
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.dataKey, record.subarray(0, NONCE_BYTES))
@@ -103,8 +105,8 @@ export class ChunkCodec {
     let plain: Buffer
     if (flags & FLAG_ZSTD) {
       try {
-        const n = this.dctx.decompress(this.plainScratch, body)
-        plain = this.plainScratch.subarray(0, n)
+        const n = this.dctx.decompress(plainTarget, body)
+        plain = plainTarget.subarray(0, n)
       } catch {
         return 'could not be decompressed'
       }

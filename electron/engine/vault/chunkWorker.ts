@@ -31,7 +31,8 @@ serveTasks<ChunkTask, ChunkTaskResult>((task) => {
   const plainOut = task.returnPlain ? Buffer.allocUnsafeSlow(task.entries.length * task.blockSize) : undefined
   let p = 0
   for (const e of task.entries) {
-    const r = codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags)
+    // plaintexts land directly in plainOut (no scratch copy); a failed entry leaves p where it was
+    const r = codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, plainOut?.subarray(p, p + task.blockSize))
     if (typeof r === 'string') {
       errors.push(r)
       lengths.push(0)
@@ -39,7 +40,7 @@ serveTasks<ChunkTask, ChunkTaskResult>((task) => {
     }
     errors.push(null)
     lengths.push(r.length)
-    if (plainOut) p += r.copy(plainOut, p)
+    if (plainOut) p += r.buffer === plainOut.buffer ? r.length : r.copy(plainOut, p)
   }
   const value: ChunkTaskResult = { kind: 'open', buf: task.buf, errors, lengths, plain: plainOut ? (plainOut.buffer as ArrayBuffer) : undefined }
   return { value, transfer: plainOut ? [task.buf, plainOut.buffer as ArrayBuffer] : [task.buf] }
