@@ -38,6 +38,9 @@ export function hmacHex(key: Buffer, text: string): string {
 }
 
 export function equalHex(a: string, b: string): boolean {
+  // Lower-case hex only: Buffer.from(…, 'hex') ignores case and stops at the first bad digit, so a
+  // flipped bit could otherwise leave a tag "equal".
+  if (!/^[0-9a-f]+$/.test(a) || !/^[0-9a-f]+$/.test(b) || a.length !== b.length) return false
   const x = Buffer.from(a, 'hex')
   const y = Buffer.from(b, 'hex')
   return x.length === y.length && x.length > 0 && timingSafeEqual(x, y)
