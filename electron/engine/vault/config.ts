@@ -96,10 +96,6 @@ async function parseConfigFile(fs: VaultFs, layout: VaultLayout): Promise<VaultC
     throw new EngineError('VAULT_DAMAGED', `The vault config "${layout.config}" is not readable JSON. Restore it from a copy of the vault.`, { cause: err })
   }
   const c = parsed as Partial<VaultConfig>
-  if (typeof c === 'object' && c !== null && c.format === FORMAT_NAME && raw.toString('utf8') !== JSON.stringify(parsed, null, 2) + '\n') {
-    // The config is written in exactly one layout: any other byte (even one JSON.parse ignores) is damage.
-    throw new EngineError('VAULT_DAMAGED', `The vault config "${layout.config}" was modified or is damaged. Restore it from a copy of the vault.`)
-  }
   if (typeof c !== 'object' || c === null || c.format !== FORMAT_NAME) {
     throw new EngineError('VAULT_NOT_FOUND', `"${layout.root}" does not hold a Tresor vault (unknown config format).`)
   }
@@ -111,6 +107,11 @@ async function parseConfigFile(fs: VaultFs, layout: VaultLayout): Promise<VaultC
   }
   if (typeof c.vaultId !== 'string' || !/^[0-9a-f]{32}$/.test(c.vaultId) || typeof c.mac !== 'string' || typeof c.keyCheck !== 'string') {
     throw new EngineError('VAULT_DAMAGED', `The vault config "${layout.config}" is incomplete. Restore it from a copy of the vault.`)
+  }
+  if (raw.toString('utf8') !== JSON.stringify(parsed, null, 2) + '\n') {
+    // This version writes the config in exactly one layout: any other byte (even one JSON.parse
+    // ignores, like a changed letter case in a hex tag) is damage.
+    throw new EngineError('VAULT_DAMAGED', `The vault config "${layout.config}" was modified or is damaged. Restore it from a copy of the vault.`)
   }
   return c as VaultConfig
 }

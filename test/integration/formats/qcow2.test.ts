@@ -207,7 +207,7 @@ describe('qcow2 bad input gives typed errors', () => {
 
   it('encrypted image: IMAGE_ENCRYPTED', async () => {
     const file = join(dir, 'enc.qcow2')
-    await qemuImg('create', '-q', '-f', 'qcow2', '--object', 'secret,id=sec0,data=hunter2', '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', file, '1M')
+    await qemuImg('create', '-q', '-f', 'qcow2', '--object', 'secret,id=sec0,data=hunter2', '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=200', file, '1M')
     await expectCode(openImage(file), 'IMAGE_ENCRYPTED')
   })
 

@@ -152,11 +152,17 @@ describe('tresor vault passwd and export-recovery-key', () => {
     const config = JSON.parse(readFileSync(join(dir, 'config'), 'utf8'))
     for (const N of [2 ** 4, 2 ** 40]) {
       config.keySlots.passphrase.kdf.N = N
-      writeFileSync(join(dir, 'config'), JSON.stringify(config))
+      // Written in the vault's own layout, so the key slot's bounds (not the layout check) refuse it.
+      writeFileSync(join(dir, 'config'), JSON.stringify(config, null, 2) + '\n')
       const r = await tresor(['--home', home, 'vault', 'passwd'], env({ TRESOR_PASSPHRASE: 'pw', TRESOR_NEW_PASSPHRASE: 'new' }))
       expect(r.code).toBe(1)
       expect(r.stderr).toMatch(/key slot is damaged or was tampered with/)
     }
+    // Any other layout of the same values is refused too: the config has exactly one byte form.
+    writeFileSync(join(dir, 'config'), JSON.stringify(config))
+    const relaid = await tresor(['--home', home, 'vault', 'passwd'], env({ TRESOR_PASSPHRASE: 'pw', TRESOR_NEW_PASSPHRASE: 'new' }))
+    expect(relaid.code).toBe(1)
+    expect(relaid.stderr).toMatch(/vault config .* was modified or is damaged/)
   })
 
   it('passwd is crash-safe: killed at random moments, exactly the old or the new passphrase works', async () => {
