@@ -26,7 +26,7 @@ import {
   VHD_EPOCH_SECONDS,
   type FooterFields,
 } from './structures.js'
-import { checkBlockSize, checkVirtualSize, OutputFile, WriteOrder } from './writerBase.js'
+import { checkBlockSize, checkVirtualSize, nonZeroBlockPieces, OutputFile, WriteOrder } from './writerBase.js'
 
 export const DEFAULT_VHD_BLOCK_SIZE = 2 * 1024 * 1024
 const CREATOR_APP = 'win '
@@ -108,16 +108,8 @@ class DynamicVhdWriter implements ImageWriter {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.order.check(offset, data.length)
     const bs = this.blockSize
-    let pos = 0
-    while (pos < data.length) {
-      const g = offset + pos
-      const block = Math.floor(g / bs)
-      const inBlock = g - block * bs
-      const n = Math.min(data.length - pos, bs - inBlock)
-      const piece = data.subarray(pos, pos + n)
-      pos += n
-      // Zeros are never written: a new block's data area is a hole of the file until written.
-      if (isAllZero(piece)) continue
+    // Zeros are never written: a new block's data area is a hole of the file until written.
+    for (const { block, inBlock, piece } of nonZeroBlockPieces(offset, data, bs)) {
       if (this.bat[block] === BAT_UNUSED) {
         // Sectors never written inside an allocated block are file holes: they read as zeros.
         this.bat[block] = this.nextBlockOffset / SECTOR
@@ -125,7 +117,7 @@ class DynamicVhdWriter implements ImageWriter {
         this.nextBlockOffset += this.bitmapSize + bs
       }
       await this.out.writeAt(piece, this.bat[block]! * SECTOR + this.bitmapSize + inBlock)
-      this.bytesWritten += n
+      this.bytesWritten += piece.length
     }
   }
 

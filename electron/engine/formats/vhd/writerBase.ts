@@ -4,6 +4,7 @@
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises'
 import { EngineError, fromFsError } from '../../errors.js'
+import { isAllZero } from '../io.js'
 
 export class OutputFile {
   private closed = false
@@ -96,5 +97,22 @@ export function checkVirtualSize(virtualSize: number, max: number, what: string)
 export function checkBlockSize(size: number, min: number, max: number, what: string): void {
   if (!Number.isSafeInteger(size) || size < min || size > max || (size & (size - 1)) !== 0) {
     throw new EngineError('INVALID_INPUT', `The ${what} block size must be a power of two between ${min} and ${max} bytes (got ${size}).`)
+  }
+}
+
+/**
+ * Cuts a guest write into per-block pieces and yields only those that hold a non-zero byte (zeros
+ * are never written: an unwritten block or sector reads as zeros in both formats).
+ */
+export function* nonZeroBlockPieces(offset: number, data: Uint8Array, blockSize: number): Generator<{ block: number; inBlock: number; piece: Uint8Array }> {
+  let pos = 0
+  while (pos < data.length) {
+    const g = offset + pos
+    const block = Math.floor(g / blockSize)
+    const inBlock = g - block * blockSize
+    const n = Math.min(data.length - pos, blockSize - inBlock)
+    const piece = data.subarray(pos, pos + n)
+    pos += n
+    if (!isAllZero(piece)) yield { block, inBlock, piece }
   }
 }

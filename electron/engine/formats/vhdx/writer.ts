@@ -7,8 +7,7 @@
  * holes and read as zeros. Every checksum is CRC-32C.
  */
 import type { ImageWriter, WriterOptions } from '../types.js'
-import { isAllZero } from '../io.js'
-import { checkBlockSize, checkVirtualSize, OutputFile, WriteOrder } from '../vhd/writerBase.js'
+import { checkBlockSize, checkVirtualSize, nonZeroBlockPieces, OutputFile, WriteOrder } from '../vhd/writerBase.js'
 import {
   batEntryCount,
   buildHeader,
@@ -69,22 +68,14 @@ class VhdxWriter implements ImageWriter {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.order.check(offset, data.length)
     const bs = this.blockSize
-    let pos = 0
-    while (pos < data.length) {
-      const g = offset + pos
-      const block = Math.floor(g / bs)
-      const inBlock = g - block * bs
-      const n = Math.min(data.length - pos, bs - inBlock)
-      const piece = data.subarray(pos, pos + n)
-      pos += n
-      // Zeros are never written: a new block's data area is a hole of the file until written.
-      if (isAllZero(piece)) continue
+    // Zeros are never written: a new block's data area is a hole of the file until written.
+    for (const { block, inBlock, piece } of nonZeroBlockPieces(offset, data, bs)) {
       if (this.blockOffsets[block] === 0) {
         this.blockOffsets[block] = this.nextBlockOffset
         this.nextBlockOffset += bs
       }
       await this.out.writeAt(piece, this.blockOffsets[block]! + inBlock)
-      this.bytesWritten += n
+      this.bytesWritten += piece.length
     }
   }
 
