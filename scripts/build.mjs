@@ -5,7 +5,7 @@
 //  - renderer and preload with Vite (vite.renderer.config.ts → dist/renderer,
 //    vite.preload.config.ts → dist/electron/preload/index.cjs; a sandboxed preload must be CommonJS).
 import { spawnSync } from 'node:child_process'
-import { existsSync, rmSync } from 'node:fs'
+import { existsSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -25,3 +25,5 @@ run(bin('tsc'), ['-p', 'tsconfig.build.json'])
 for (const config of ['vite.renderer.config.ts', 'vite.preload.config.ts']) {
   if (existsSync(join(root, config))) run(bin('vite'), ['build', '--logLevel', 'warn', '-c', config])
 }
+// Stamp: scripts/test-all.sh skips a rebuild when no source is newer than this file.
+writeFileSync(join(root, 'dist', '.build-stamp'), new Date().toISOString() + '\n')
