@@ -13,19 +13,22 @@
  *   XXH3-128 and moves only blocks whose checksum differs from the previous point's at that index.
  * - snapshot tier: reflink clones kept beside their source as `.<stem>.tresor-<UTC stamp>-<id><ext>`
  *   for the policy's `snapshotTierDays`, listed in the catalog (`listSnapshotClones({ pointId })`),
- *   removed by `pruneSnapshotTier` after each backup. Restores may copy or reflink them.
+ *   removed by `pruneSnapshotTier` after each backup (aged out, or their point gone) and by
+ *   `removeSnapshotClones` when their points are deleted (forget, retention) or their machine is
+ *   removed. Only catalog-recorded files with a clone's name beside their disk are ever deleted.
  * - protected size: allocated guest bytes of the included disks at the last backup (`Machine.protectedBytes`).
  *
  * Modules: machines.ts (catalog queries), importers.ts (libvirt, VirtualBox), snapshot.ts (reflink,
- * writer scan, file identity), scripts.ts (pre/post scripts), checksum.ts (XXH3-128, zero test),
- * pipeline.ts (`runBackup`: the world as arguments), job.ts (`runBackupJob`: opens the world of a home).
+ * writer scan, file identity), snapshotTier.ts (removing kept clones), scripts.ts (pre/post scripts),
+ * checksum.ts (XXH3-128, zero test), pipeline.ts (`runBackup`: the world as arguments), job.ts (`runBackupJob`: opens the world of a home).
  */
 import { runBackupJob as runJob, type BackupJobInput } from './job.js'
 import type { BackupResult, JobEnv } from './types.js'
 
 export type { BackupProgress, BackupResult, DiskProgress, JobEnv, Machine, MachineDisk, MachineSource } from './types.js'
 export type { BackupJobInput } from './job.js'
-export { runBackup, findPreviousPoint, pruneSnapshotTier, runPendingPostScripts } from './pipeline.js'
+export { runBackup, findPreviousPoint, runPendingPostScripts } from './pipeline.js'
+export { pruneSnapshotTier, removeSnapshotClones, unsafeClonePath, type CloneRemoval, type CloneRemovalFailure } from './snapshotTier.js'
 export type { BackupWorld, RunBackupOptions, RunBackupOutcome } from './pipeline.js'
 export * from './machines.js'
 export { importLibvirt, importVbox, type ImportedMachine } from './importers.js'

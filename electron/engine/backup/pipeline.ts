@@ -22,9 +22,7 @@ import { DEFAULT_POLICY, type PolicyScript, type PolicySpec } from '../policy/sp
 import type { BackupSession, BlockEntry, BlockMapWriter, Consistency, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
 import { createBlockHasher, isAllZero, type BlockHasher } from './checksum.js'
 import {
-  deleteSnapshotCloneRow,
   latestPointRow,
-  listSnapshotClones,
   recordPoint,
   recordSnapshotClone,
 } from './machines.js'
@@ -39,7 +37,10 @@ import {
   type FileState,
   type WriterScan,
 } from './snapshot.js'
+import { pruneSnapshotTier } from './snapshotTier.js'
 import type { BackupProgress, BackupResult, DiskProgress, Machine, MachineDisk } from './types.js'
+
+export { pruneSnapshotTier }
 
 /** What the pipeline works on. The caller opens and closes all of it. */
 export interface BackupWorld {
@@ -750,29 +751,4 @@ function keepClones(db: Db, machine: Machine, plans: DiskPlan[], manifest: Point
   }
   if (kept.length > 0) log(`snapshot tier: kept ${kept.length} clone(s) for ${policy.snapshotTierDays} day(s)`)
   return kept
-}
-
-/**
- * Removes snapshot-tier clones of a machine older than `days` (all of them when days is 0), except
- * those in `keep`. Rows whose file is already gone are dropped. Returns the paths removed.
- */
-export async function pruneSnapshotTier(db: Db, machineId: string, days: number, nowMs: number, keep: Set<string> = new Set(), log: (l: string) => void = () => {}): Promise<string[]> {
-  const removed: string[] = []
-  const cutoff = nowMs - days * 86_400_000
-  for (const row of listSnapshotClones(db, { machineId })) {
-    if (keep.has(row.clonePath)) continue
-    if (Date.parse(row.createdAt) > cutoff && days > 0) continue
-    try {
-      await unlink(row.clonePath)
-      removed.push(row.clonePath)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        log(`snapshot tier: could not remove "${row.clonePath}": ${(err as Error).message}`)
-        continue
-      }
-    }
-    deleteSnapshotCloneRow(db, row.id)
-  }
-  if (removed.length > 0) log(`snapshot tier: removed ${removed.length} clone(s) older than ${days} day(s)`)
-  return removed
 }
