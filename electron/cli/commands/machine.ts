@@ -15,6 +15,7 @@ import {
   importVbox,
   listMachines,
   removeMachine,
+  removeMachineSnapshotClones,
   setDisksExcluded,
   setMachinePolicy,
   type ImportedMachine,
@@ -142,12 +143,14 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
   machine
     .command('remove <machine>')
     .description('stop protecting a machine (its recovery points stay in the vault)')
-    .action((ref: string) => {
+    .action(async (ref: string) => {
       const db = openCatalog(ctx.home())
       try {
         const m = getMachine(db, ref)
+        const clones = await removeMachineSnapshotClones(db, m.id) // before the row: clone rows cascade with it
         removeMachine(db, m.id)
-        ctx.print({ machineId: m.id }, `Machine "${m.name}" is no longer protected; its recovery points stay in the vault.`)
+        ctx.print({ machineId: m.id, clonesRemoved: clones },
+          `Machine "${m.name}" is no longer protected; its recovery points stay in the vault${clones.length ? ` (${clones.length} instant-restore copy(ies) removed)` : ''}.`)
       } finally {
         db.close()
       }

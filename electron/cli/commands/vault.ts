@@ -274,7 +274,9 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
         const removed = await session.vault.deletePoints(unique)
         deletePointRows(session.catalog, unique)
         await session.recordGeneration()
-        ctx.print({ pointsRemoved: removed, ids: unique }, `${removed} recovery point(s) deleted. Run "tresor prune" to free their space.`)
+        const clones = await removePointClones(session.catalog, unique)
+        ctx.print({ pointsRemoved: removed, ids: unique, clonesRemoved: clones.removed, clonesNotRemoved: clones.failed },
+          `${removed} recovery point(s) deleted${clones.removed.length ? `, ${clones.removed.length} instant-restore copy(ies) removed` : ''}. Run "tresor prune" to free their space.`)
       } finally {
         await session.close()
       }
@@ -358,7 +360,7 @@ type Session = Awaited<ReturnType<typeof openCurrentVault>>
  * computer's, or a rebuilt catalog without machines) are never selected. The newest point of each
  * machine always survives (I13).
  */
-async function pruneVault(session: Session, options: { dryRun: boolean }): Promise<{ pointsRemoved: number; bytesFreed: number; removed: string[]; kept: number }> {
+async function pruneVault(session: Session, options: { dryRun: boolean }): Promise<{ pointsRemoved: number; bytesFreed: number; removed: string[]; kept: number; clonesRemoved: string[] }> {
   const points = await session.vault.listPoints()
   const machineOf = (p: { machineId: string; machineName: string }): string | undefined => {
     const byId = session.catalog.prepare('SELECT id FROM machines WHERE id = ?').get(p.machineId) as { id: string } | undefined
@@ -371,13 +373,26 @@ async function pruneVault(session: Session, options: { dryRun: boolean }): Promi
     return machine === undefined ? [] : [{ id: p.id, createdAt: p.createdAt, machine }]
   })
   const expired = selectPointsToPrune(judged, (machine) => policyForMachine(session.catalog, machine).retention)
-  if (options.dryRun) return { pointsRemoved: 0, bytesFreed: 0, removed: expired, kept: points.length - expired.length }
+  if (options.dryRun) return { pointsRemoved: 0, bytesFreed: 0, removed: expired, kept: points.length - expired.length, clonesRemoved: [] }
   const result = await session.vault.prune({ deletePointIds: expired })
   const remaining = new Set((await session.vault.listPoints()).map((p) => p.id))
   const rows = session.catalog.prepare('SELECT id FROM points WHERE vault_id = ?').all(session.vaultId) as { id: string }[]
-  deletePointRows(session.catalog, rows.map((r) => r.id).filter((id) => !remaining.has(id)))
+  const gone = rows.map((r) => r.id).filter((id) => !remaining.has(id))
+  deletePointRows(session.catalog, gone)
   await session.recordGeneration()
-  return { pointsRemoved: result.pointsRemoved, bytesFreed: result.bytesFreed, removed: expired, kept: remaining.size }
+  const clones = await removePointClones(session.catalog, [...new Set([...expired, ...gone])].filter((id) => !remaining.has(id)))
+  return { pointsRemoved: result.pointsRemoved, bytesFreed: result.bytesFreed, removed: expired, kept: remaining.size, clonesRemoved: clones.removed }
+}
+
+/**
+ * Removes the snapshot-tier clones (instant-restore copies) of deleted points; one that cannot be
+ * removed is named on stderr (its catalog row stays, so the next backup's tier prune retries it).
+ */
+async function removePointClones(db: Session['catalog'], pointIds: string[]): Promise<{ removed: string[]; failed: { clonePath: string; reason: string }[] }> {
+  const { removeSnapshotClones } = await import('../../engine/backup/snapshotTier.js')
+  const r = await removeSnapshotClones(db, { pointIds })
+  for (const f of r.failed) process.stderr.write(`warning: could not remove the instant-restore copy "${f.clonePath}" (${f.reason}); delete it by hand if it stays.\n`)
+  return { removed: r.removed, failed: r.failed.map((f) => ({ clonePath: f.clonePath, reason: f.reason })) }
 }
 
 /**

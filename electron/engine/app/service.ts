@@ -23,6 +23,7 @@ import {
 } from '../../shared/models.js'
 import { isErrorCode, type WireError } from '../../shared/errors.js'
 import type { EngineWiring } from './wiring.js'
+import { removeMachineSnapshotClones } from '../backup/snapshotTier.js'
 
 /** What the host (Electron main or the web host) provides. */
 export interface AppHost {
@@ -341,6 +342,9 @@ export function createAppService(deps: AppServiceDeps): AppService {
 
     async removeMachine({ machineId }) {
       requireMachine(machineId)
+      // Its instant-restore copies go first: their rows cascade with the machine, and a copy that
+      // cannot be removed keeps the machine (IO_ERROR names it) rather than becoming invisible.
+      await removeMachineSnapshotClones(db, machineId)
       // Recovery points stay in the vault (and in the catalog, unlinked): removing protection never deletes backups.
       db.transaction(() => {
         db.prepare(`UPDATE points SET machine_id = NULL WHERE machine_id = ?`).run(machineId)

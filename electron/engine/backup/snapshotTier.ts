@@ -12,6 +12,7 @@
 import { lstat, unlink } from 'node:fs/promises'
 import { basename, dirname, extname, resolve } from 'node:path'
 import type { Db } from '../catalog/index.js'
+import { EngineError } from '../errors.js'
 import { deleteSnapshotCloneRow, listSnapshotClones, type SnapshotCloneRow } from './machines.js'
 
 /** A clone that could not be removed; its catalog row stays so a later prune retries it. */
@@ -124,4 +125,19 @@ export async function pruneSnapshotTier(db: Db, machineId: string, days: number,
   if (out.removed.length > 0) log(`snapshot tier: removed ${out.removed.length} clone(s) older than ${days} day(s) or without their recovery point`)
   logFailures(out, log)
   return out.removed
+}
+
+/**
+ * Before a machine's catalog row is deleted (its clone rows cascade with it): removes all of its
+ * snapshot-tier clones. Throws IO_ERROR naming each clone left in place, so the caller keeps the
+ * machine and no clone becomes invisible. Returns the paths removed.
+ */
+export async function removeMachineSnapshotClones(db: Db, machineId: string, log: (l: string) => void = () => {}): Promise<string[]> {
+  const r = await removeSnapshotClones(db, { machineId }, log)
+  if (r.failed.length > 0) {
+    const list = r.failed.map((f) => `"${f.clonePath}" (${f.reason})`).join(', ')
+    throw new EngineError('IO_ERROR', `The instant-restore copies ${list} could not be removed, so the machine is still protected. ` +
+      'Delete them by hand (or fix their permissions), then remove the machine again.')
+  }
+  return r.removed
 }
