@@ -19,7 +19,7 @@ import type { Db } from '../catalog/types.js'
 import { EngineError, fromFsError } from '../errors.js'
 import type { DiskImage, Extent } from '../formats/types.js'
 import { DEFAULT_POLICY, type PolicyScript, type PolicySpec } from '../policy/spec.js'
-import type { BackupSession, BlockEntry, BlockMapWriter, Consistency, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
+import type { BackupSession, BlockEntry, BlockMapWriter, Consistency, FileIdentity, PointDisk, PointManifest, PutResult, Vault } from '../vault/api.js'
 import { createBlockHasher, isAllZero, type BlockHasher } from './checksum.js'
 import {
   latestPointRow,
@@ -667,44 +667,77 @@ interface LoopArgs {
 const UNALLOCATED: BlockEntry = { kind: 'unallocated' }
 const ZERO: BlockEntry = { kind: 'zero' }
 
-/** The ordered, windowed block loop. Returns the bytes this disk added to the vault. */
+/** Bytes read at once: consecutive data blocks are read together (fewer, larger reads) and put as one batch. */
+const RUN_BYTES = 1024 * 1024
+
+/**
+ * The ordered, windowed block loop. Consecutive data blocks form a run of up to RUN_BYTES that is
+ * read with one read and put with one `putBlocks`; runs are processed concurrently (a window of
+ * reused buffers) and their entries appended in block order. Returns the bytes this disk added.
+ */
 async function blockLoop(a: LoopArgs): Promise<number> {
   const { image, blockSize, blockCount, virtualSize, cursor, prevMap, writer, ctx, dp } = a
-  const window = Math.max(1, ctx.blocksInFlight)
-  const free: Buffer[] = Array.from({ length: window }, () => Buffer.allocUnsafe(blockSize))
-  const pending: Promise<BlockEntry>[] = []
+  const runBlocks = Math.max(1, Math.floor(RUN_BYTES / blockSize))
+  const window = Math.max(3, Math.ceil(Math.max(1, ctx.blocksInFlight) / runBlocks))
+  const free: Buffer[] = Array.from({ length: window }, () => Buffer.allocUnsafe(runBlocks * blockSize))
+  const pending: Promise<BlockEntry[]>[] = []
   let stored = 0
 
-  const processData = async (i: number, offset: number, length: number, buf: Buffer, prevEntry: BlockEntry | undefined): Promise<BlockEntry> => {
+  const processRun = async (offset: number, length: number, buf: Buffer, prevEntries: Array<BlockEntry | undefined>): Promise<BlockEntry[]> => {
     try {
-      const view = buf.subarray(0, length)
-      await image.read(view, offset)
+      const data = buf.subarray(0, length)
+      await image.read(data, offset)
       dp.bytesRead += length
-      let entry: BlockEntry
-      if (isAllZero(view)) {
-        entry = ZERO
-      } else {
-        const checksum = ctx.hasher.checksum(view)
-        if (prevEntry?.kind === 'data' && prevEntry.checksum.equals(checksum)) {
-          entry = { kind: 'data', chunkId: prevEntry.chunkId, checksum }
-        } else {
-          const r = await ctx.session.putBlock(view, checksum)
-          if (r.isNew) dp.bytesNew += length
-          stored += r.storedBytes
-          entry = { kind: 'data', chunkId: r.chunkId, checksum }
+      const entries: BlockEntry[] = new Array<BlockEntry>(prevEntries.length)
+      const puts: Array<{ data: Buffer; checksum: Buffer; at: number }> = []
+      for (let j = 0; j < prevEntries.length; j++) {
+        const view = data.subarray(j * blockSize, Math.min(length, (j + 1) * blockSize))
+        if (isAllZero(view)) {
+          entries[j] = ZERO
+          continue
         }
+        const checksum = ctx.hasher.checksum(view)
+        const prevEntry = prevEntries[j]
+        if (prevEntry?.kind === 'data' && prevEntry.checksum.equals(checksum)) entries[j] = { kind: 'data', chunkId: prevEntry.chunkId, checksum }
+        else puts.push({ data: view, checksum, at: j })
+      }
+      if (puts.length > 0) {
+        const session = ctx.session
+        const results = session.putBlocks ? await session.putBlocks(puts) : await putEach(session, puts)
+        results.forEach((r, n) => {
+          const put = puts[n]!
+          if (r.isNew) dp.bytesNew += put.data.length
+          stored += r.storedBytes
+          entries[put.at] = { kind: 'data', chunkId: r.chunkId, checksum: put.checksum }
+        })
       }
       dp.bytesDone += length
       ctx.progress.emit()
-      return entry
+      return entries
     } finally {
       free.push(buf)
     }
   }
 
   const drainOne = async (): Promise<void> => {
-    const entry = await pending.shift()!
-    writer.append(entry)
+    for (const entry of await pending.shift()!) writer.append(entry)
+  }
+  const emit = (entry: BlockEntry): void => {
+    if (pending.length === 0) writer.append(entry)
+    else pending.push(Promise.resolve([entry]))
+  }
+  // The run being gathered: blocks [first, first + prevs.length).
+  let run: { first: number; prevs: Array<BlockEntry | undefined> } | undefined
+  const flushRun = async (): Promise<void> => {
+    if (!run) return
+    const { first, prevs } = run
+    run = undefined
+    while (free.length === 0) await drainOne()
+    const start = first * blockSize
+    const end = Math.min((first + prevs.length) * blockSize, virtualSize)
+    const p = processRun(start, end - start, free.pop()!, prevs)
+    p.catch(() => {}) // observed when drained; avoids an unhandled rejection meanwhile
+    pending.push(p)
   }
 
   try {
@@ -713,32 +746,33 @@ async function blockLoop(a: LoopArgs): Promise<number> {
       const start = i * blockSize
       const end = Math.min(start + blockSize, virtualSize)
       // Fast path: no extent before the end of this block.
-      if (cursor.nextStart() >= end) {
-        if (pending.length === 0) writer.append(UNALLOCATED)
-        else pending.push(Promise.resolve(UNALLOCATED))
+      const kind = cursor.nextStart() >= end ? 0 : await cursor.classify(start, end)
+      if (kind !== 2) {
+        await flushRun()
+        if (kind === 1) { dp.bytesDone += end - start; ctx.progress.emit() }
+        emit(kind === 1 ? ZERO : UNALLOCATED)
       } else {
-        const kind = await cursor.classify(start, end)
-        if (kind !== 2) {
-          const entry = kind === 1 ? ZERO : UNALLOCATED
-          if (kind === 1) { dp.bytesDone += end - start; ctx.progress.emit() }
-          if (pending.length === 0) writer.append(entry)
-          else pending.push(Promise.resolve(entry))
-        } else {
-          const prevEntry = i < a.prevBlocks ? await prevMap.at(i) : undefined
-          while (free.length === 0) await drainOne()
-          const p = processData(i, start, end - start, free.pop()!, prevEntry)
-          p.catch(() => {}) // observed when drained; avoids an unhandled rejection meanwhile
-          pending.push(p)
-        }
+        const prevEntry = i < a.prevBlocks ? await prevMap.at(i) : undefined
+        if (run && run.prevs.length >= runBlocks) await flushRun()
+        if (run) run.prevs.push(prevEntry)
+        else run = { first: i, prevs: [prevEntry] }
       }
-      while (pending.length >= window * 4) await drainOne()
+      while (pending.length >= window * runBlocks * 4) await drainOne()
     }
+    await flushRun()
     while (pending.length > 0) await drainOne()
   } catch (err) {
     await Promise.allSettled(pending) // no read may still target a buffer or the image after we return
     throw err
   }
   return stored
+}
+
+/** For sessions without `putBlocks`: one put after the other, in order. */
+async function putEach(session: BackupSession, puts: Array<{ data: Buffer; checksum: Buffer }>): Promise<PutResult[]> {
+  const out: PutResult[] = []
+  for (const p of puts) out.push(await session.putBlock(p.data, p.checksum))
+  return out
 }
 
 function keepClones(db: Db, machine: Machine, plans: DiskPlan[], manifest: PointManifest, policy: PolicySpec, nowMs: number, log: (l: string) => void): string[] {

@@ -97,6 +97,12 @@ export interface BackupSession {
   readonly blockSize: number
   /** Computes the chunk id, deduplicates, compresses, encrypts and packs. `data` may be reused once resolved. */
   putBlock(data: Buffer, checksum: Buffer): Promise<PutResult>
+  /**
+   * Optional batch form of `putBlock`: one result per block, in order, as if put one after the other
+   * (a block equal to an earlier one of the batch is deduplicated against it). Lets an implementation
+   * amortise per-call costs (worker messages, writes) over the batch.
+   */
+  putBlocks?(blocks: ReadonlyArray<{ data: Buffer; checksum: Buffer }>): Promise<PutResult[]>
   blockMapWriter(disk: Pick<PointDisk, 'index' | 'blockCount'>): BlockMapWriter
   /** Makes every chunk durable, then writes the manifest (I1). Returns the committed manifest. */
   commit(point: NewPoint): Promise<PointManifest>

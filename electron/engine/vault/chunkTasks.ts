@@ -1,14 +1,38 @@
 /** Messages between the vault and its chunk workers (chunkWorker.ts). */
+
+/** One chunk of a seal batch. */
+export interface SealItem {
+  /** Plaintext length; plaintexts lie back to back in the batch's `input`. */
+  length: number
+  chunkId: Uint8Array
+  ordinal: number
+}
+
+/**
+ * Seals a batch of chunks bound for one pack: one message for several blocks (a worker message and
+ * a pack write cost about as much as sealing a small block, so they are amortised over the batch).
+ */
 export interface SealTask {
   kind: 'seal'
-  /** Plaintext in [0, length); returned for reuse. */
+  /** Plaintexts back to back; returned for reuse. */
   input: ArrayBuffer
-  length: number
-  /** Receives `nonce | ciphertext | tag`; capacity ≥ blockSize + 28; returned. */
+  items: SealItem[]
+  /** Receives the records `nonce | ciphertext | tag` back to back, in item order; capacity ≥ Σ(length + 28); returned. */
   output: ArrayBuffer
-  chunkId: Uint8Array
   packId: Uint8Array
-  ordinal: number
+}
+
+/** Per sealed record of a batch. */
+export interface SealedRecord {
+  storedLength: number
+  flags: number
+  /**
+   * I9, checked in the worker on the exact sealed bytes: null when the record opened again
+   * (decrypt, decompress, keyed BLAKE3 equal to the chunk id), else what failed.
+   */
+  verifyError: string | null
+  /** CRC-32 of the verified record: the caller re-checks it right before writing (no change in between). */
+  recordCrc: number
 }
 
 export interface OpenEntry {
@@ -37,15 +61,7 @@ export type ChunkTaskResult =
       kind: 'seal'
       input: ArrayBuffer
       output: ArrayBuffer
-      storedLength: number
-      flags: number
-      /**
-       * I9, checked in the worker on the exact sealed bytes: null when the record opened again
-       * (decrypt, decompress, keyed BLAKE3 equal to the chunk id), else what failed.
-       */
-      verifyError: string | null
-      /** CRC-32 of the verified record: the caller re-checks it right before writing (no change in between). */
-      recordCrc: number
+      records: SealedRecord[]
     }
   | {
       kind: 'open'

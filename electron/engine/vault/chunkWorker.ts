@@ -7,21 +7,30 @@ import { workerData } from 'node:worker_threads'
 import { crc32 } from 'node:zlib'
 import { serveTasks } from '../workers/pool.js'
 import { ChunkCodec, type CodecConfig } from './chunkCodec.js'
-import type { ChunkTask, ChunkTaskResult } from './chunkTasks.js'
+import type { ChunkTask, ChunkTaskResult, SealedRecord } from './chunkTasks.js'
 
 const codec = new ChunkCodec(workerData as CodecConfig)
 
 serveTasks<ChunkTask, ChunkTaskResult>((task) => {
   if (task.kind === 'seal') {
-    const plain = Buffer.from(task.input, 0, task.length)
+    const input = Buffer.from(task.input)
     const out = Buffer.from(task.output)
-    const r = codec.seal(plain, out, task.chunkId, task.packId, task.ordinal)
-    // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
-    // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
-    const record = out.subarray(0, r.storedLength)
-    const opened = codec.open(record, task.chunkId, task.packId, task.ordinal, r.flags)
-    const verifyError = typeof opened === 'string' ? opened : null
-    const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, storedLength: r.storedLength, flags: r.flags, verifyError, recordCrc: crc32(record) }
+    const records: SealedRecord[] = []
+    let inPos = 0
+    let outPos = 0
+    for (const item of task.items) {
+      const plain = input.subarray(inPos, inPos + item.length)
+      inPos += item.length
+      const target = out.subarray(outPos)
+      const r = codec.seal(plain, target, item.chunkId, task.packId, item.ordinal)
+      // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
+      // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
+      const record = target.subarray(0, r.storedLength)
+      const opened = codec.open(record, item.chunkId, task.packId, item.ordinal, r.flags)
+      records.push({ storedLength: r.storedLength, flags: r.flags, verifyError: typeof opened === 'string' ? opened : null, recordCrc: crc32(record) })
+      outPos += r.storedLength
+    }
+    const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, records }
     return { value, transfer: [task.input, task.output] }
   }
   // open: records packed in `buf`; plaintexts copied into one new buffer when wanted

@@ -170,20 +170,33 @@ export class PackWriter {
     return this.nextOrdinal
   }
 
-  /** Reserves an ordinal for a chunk of at most `maxStoredBytes`. */
-  reserve(maxStoredBytes: number): number {
+  /**
+   * Reserves `count` consecutive ordinals for chunks of at most `maxStoredBytes` in all; returns the
+   * first. A batch may take the pack past its target by less than one batch.
+   */
+  reserve(maxStoredBytes: number, count = 1): number {
     this.reservedBytes += maxStoredBytes
-    return this.nextOrdinal++
+    const first = this.nextOrdinal
+    this.nextOrdinal += count
+    return first
   }
 
-  /** Appends a sealed record; resolves once written (the record buffer may then be reused). */
-  async append(record: Buffer, entry: Omit<PackIndexEntry, 'offset' | 'length'>, reservedBytes: number): Promise<void> {
+  /**
+   * Appends sealed records that lie back to back in `records`, with one write; `entries` give their
+   * lengths in order. Resolves once written (the buffer may then be reused).
+   */
+  async append(records: Buffer, entries: Array<Omit<PackIndexEntry, 'offset'>>, reservedBytes: number): Promise<void> {
     if (this.failure) throw this.failure
-    const offset = this.writeOffset
-    this.writeOffset += record.length
+    let offset = this.writeOffset
+    const total = entries.reduce((sum, e) => sum + e.length, 0)
+    if (total !== records.length) throw new EngineError('INTERNAL', `pack ${this.hex}: ${entries.length} records of ${total} bytes in a buffer of ${records.length}`)
+    this.writeOffset += records.length
     this.reservedBytes -= reservedBytes
-    this.entries.push({ ...entry, offset, length: record.length })
-    const p = writeAll(this.fh, record, offset, this.tmpPath)
+    for (const e of entries) {
+      this.entries.push({ ...e, offset })
+      offset += e.length
+    }
+    const p = writeAll(this.fh, records, offset - records.length, this.tmpPath)
     this.track(p)
     try {
       await p

@@ -16,10 +16,14 @@ import { manifestPath, mapDir } from './layout.js'
 import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
 import { SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
-import { PackWriter } from './pack.js'
+import { PackWriter, type PackIndexEntry } from './pack.js'
+import type { SealItem } from './chunkTasks.js'
 import { crc32 } from 'node:zlib'
 import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
+
+/** Plaintext bytes per seal message: one message and one pack write per ~1 MiB instead of per block. */
+export const SEAL_BATCH_BYTES = 1024 * 1024
 
 interface Slot {
   input: ArrayBuffer
@@ -33,6 +37,8 @@ export interface SessionPutResult extends PutResult {
 
 export class LocalBackupSession implements BackupSession {
   readonly blockSize: number
+  /** Blocks sealed per worker message (about 1 MiB of plaintext). */
+  readonly sealBatch: number
   readonly pointId = randomId(8)
   private readonly free: Slot[] = []
   private allocated = 0
@@ -60,6 +66,7 @@ export class LocalBackupSession implements BackupSession {
     private readonly repack?: { table: ChunkTable },
   ) {
     this.blockSize = ctx.blockSize
+    this.sealBatch = Math.max(1, Math.floor(SEAL_BATCH_BYTES / ctx.blockSize))
   }
 
   private tableFor(): Promise<ChunkTable> {
@@ -85,8 +92,8 @@ export class LocalBackupSession implements BackupSession {
       if (this.allocated < this.ctx.maxInFlight) {
         this.allocated++
         return {
-          input: new ArrayBuffer(this.blockSize),
-          output: new ArrayBuffer(this.blockSize + SEAL_OVERHEAD),
+          input: new ArrayBuffer(this.sealBatch * this.blockSize),
+          output: new ArrayBuffer(this.sealBatch * (this.blockSize + SEAL_OVERHEAD)),
         }
       }
       await new Promise<void>((r) => this.slotWaiters.push(r))
@@ -103,11 +110,11 @@ export class LocalBackupSession implements BackupSession {
    * reservation happens in the same synchronous step as the fullness check, so a pack is never
    * finished while a chunk it promised is still on its way (finalize waits for every reservation).
    */
-  private async reserve(maxStoredBytes: number): Promise<{ pack: PackWriter; ordinal: number }> {
+  private async reserve(maxStoredBytes: number, count: number): Promise<{ pack: PackWriter; ordinal: number }> {
     for (;;) {
       if (this.failure) throw this.failure
       const cur = this.current
-      if (cur && !cur.isFull) return { pack: cur, ordinal: cur.reserve(maxStoredBytes) }
+      if (cur && !cur.isFull) return { pack: cur, ordinal: cur.reserve(maxStoredBytes, count) }
       if (cur) {
         this.current = undefined
         this.startFinalize(cur)
@@ -125,60 +132,118 @@ export class LocalBackupSession implements BackupSession {
   }
 
   async putBlock(data: Buffer, checksum: Buffer): Promise<SessionPutResult> {
+    return (await this.putBlocks([{ data, checksum }]))[0]!
+  }
+
+  /**
+   * Puts several blocks. Each gets its chunk id and is deduplicated against the vault, this session
+   * and the blocks before it; the new ones go to the workers in batches of up to `sealBatch` (one
+   * message per batch) and each sealed batch reaches its pack with one write. Resolves, with one
+   * result per block in order, once every new block is accepted: the `data` buffers may then be reused.
+   */
+  async putBlocks(blocks: ReadonlyArray<{ data: Buffer; checksum: Buffer }>): Promise<SessionPutResult[]> {
     this.check()
-    if (data.length === 0 || data.length > this.blockSize) {
-      throw new EngineError('INVALID_INPUT', `A block must hold 1..${this.blockSize} bytes (got ${data.length}).`)
+    for (const b of blocks) {
+      if (b.data.length === 0 || b.data.length > this.blockSize) {
+        throw new EngineError('INVALID_INPUT', `A block must hold 1..${this.blockSize} bytes (got ${b.data.length}).`)
+      }
+      if (b.checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'The block checksum must be 16 bytes (XXH3-128).')
     }
-    if (checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'The block checksum must be 16 bytes (XXH3-128).')
-    const chunkId = chunkIdOf(this.ctx.keys.chunkId, data)
-    const key = chunkId.toString('latin1')
+    const ids = blocks.map((b) => chunkIdOf(this.ctx.keys.chunkId, b.data))
+    const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
     const table = await this.tableFor()
-    if (table.has(chunkId) || this.pending.has(key)) return { chunkId, isNew: false, storedBytes: 0 }
-    const slot = await this.takeSlot()
-    // Re-check after waiting, then claim the id synchronously so concurrent puts of the same block dedup.
-    if (table.has(chunkId) || this.pending.has(key)) {
-      this.giveSlot(slot)
-      return { chunkId, isNew: false, storedBytes: 0 }
+    for (let from = 0; from < blocks.length; from += this.sealBatch) {
+      await this.putBatch(blocks, ids, from, Math.min(blocks.length, from + this.sealBatch), table, results)
     }
-    this.pending.set(key, null)
-    const reserved = data.length + SEAL_OVERHEAD
+    return results
+  }
+
+  private async putBatch(
+    blocks: ReadonlyArray<{ data: Buffer; checksum: Buffer }>,
+    ids: Buffer[],
+    from: number,
+    to: number,
+    table: ChunkTable,
+    results: SessionPutResult[],
+  ): Promise<void> {
+    const known = (i: number): boolean => table.has(ids[i]!) || this.pending.has(ids[i]!.toString('latin1'))
+    const duplicate = (i: number): SessionPutResult => ({ chunkId: ids[i]!, isNew: false, storedBytes: 0 })
+    let fresh: number[] = []
+    const inBatch = new Set<string>()
+    for (let i = from; i < to; i++) {
+      const key = ids[i]!.toString('latin1')
+      if (known(i) || inBatch.has(key)) results[i] = duplicate(i)
+      else {
+        inBatch.add(key)
+        fresh.push(i)
+      }
+    }
+    if (fresh.length === 0) return
+    const slot = await this.takeSlot()
+    // Re-check after waiting, then claim the ids synchronously so concurrent puts of the same block dedup.
+    fresh = fresh.filter((i) => {
+      if (!known(i)) return true
+      results[i] = duplicate(i)
+      return false
+    })
+    if (fresh.length === 0) {
+      this.giveSlot(slot)
+      return
+    }
+    const keys = fresh.map((i) => ids[i]!.toString('latin1'))
+    for (const key of keys) this.pending.set(key, null)
+    const reserved = fresh.reduce((sum, i) => sum + blocks[i]!.data.length + SEAL_OVERHEAD, 0)
     let pack: PackWriter
-    let ordinal: number
+    let first: number
     try {
       this.check()
-      ;({ pack, ordinal } = await this.reserve(reserved))
+      ;({ pack, ordinal: first } = await this.reserve(reserved, fresh.length))
     } catch (err) {
-      this.pending.delete(key)
+      for (const key of keys) this.pending.delete(key)
       this.giveSlot(slot)
       throw err
     }
-    this.pending.set(key, pack)
-    Buffer.from(slot.input).set(data)
-    this.bytesNew += data.length
+    for (const key of keys) this.pending.set(key, pack)
+    const input = Buffer.from(slot.input)
+    let inPos = 0
+    const items: SealItem[] = fresh.map((i, n) => {
+      const data = blocks[i]!.data
+      data.copy(input, inPos)
+      inPos += data.length
+      // a copy: a Buffer view would carry its whole backing store into the message
+      return { length: data.length, chunkId: new Uint8Array(ids[i]!), ordinal: first + n }
+    })
+    this.bytesNew += inPos
     const hooks = this.ctx.hooks
-    let sealed!: Promise<number>
+    let sealed!: Promise<number[]>
     const accepted = this.ctx
       .pool()
-      .submit(
-        { kind: 'seal', input: slot.input, length: data.length, output: slot.output, chunkId, packId: pack.id, ordinal },
-        [slot.input, slot.output],
-      )
+      .submit({ kind: 'seal', input: slot.input, items, output: slot.output, packId: pack.id }, [slot.input, slot.output])
       .then(({ result }) => {
         sealed = result.then(async (r) => {
-          if (r.kind !== 'seal') throw new EngineError('INTERNAL', 'unexpected worker reply')
+          if (r.kind !== 'seal' || r.records.length !== items.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
           const back: Slot = { input: r.input, output: r.output }
           try {
-            const record = Buffer.from(r.output, 0, r.storedLength)
-            hooks.afterSeal?.(record)
-            if (r.verifyError !== null || crc32(record) !== r.recordCrc) {
-              throw new EngineError(
-                'CHUNK_CORRUPT',
-                `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (${r.verifyError ?? 'changed in memory after it was verified'}). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
-              )
+            const out = Buffer.from(r.output)
+            const entries: Array<Omit<PackIndexEntry, 'offset'>> = []
+            let pos = 0
+            for (let n = 0; n < r.records.length; n++) {
+              const rec = r.records[n]!
+              const record = out.subarray(pos, pos + rec.storedLength)
+              hooks.afterSeal?.(record)
+              const chunkId = ids[fresh[n]!]!
+              if (rec.verifyError !== null || crc32(record) !== rec.recordCrc) {
+                throw new EngineError(
+                  'CHUNK_CORRUPT',
+                  `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (${rec.verifyError ?? 'changed in memory after it was verified'}). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
+                )
+              }
+              entries.push({ chunkId, ordinal: first + n, flags: rec.flags, plainLength: items[n]!.length, length: rec.storedLength })
+              pos += rec.storedLength
             }
-            await pack.append(record, { chunkId, ordinal, flags: r.flags, plainLength: data.length }, reserved)
-            this.bytesStored += r.storedLength
-            return r.storedLength
+            await pack.append(out.subarray(0, pos), entries, reserved)
+            this.bytesStored += pos
+            return r.records.map((rec) => rec.storedLength)
           } finally {
             this.giveSlot(back)
           }
@@ -202,7 +267,11 @@ export class LocalBackupSession implements BackupSession {
       this.fail(err)
       throw this.failure
     }
-    return { chunkId, isNew: true, storedBytes: 0, sealed }
+    fresh.forEach((i, n) => {
+      const one = sealed.then((lengths) => lengths[n]!)
+      one.catch(() => undefined) // the session records the failure; callers may ignore `sealed`
+      results[i] = { chunkId: ids[i]!, isNew: true, storedBytes: 0, sealed: one }
+    })
   }
 
   private startFinalize(pack: PackWriter): void {
