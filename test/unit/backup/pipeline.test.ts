@@ -157,7 +157,7 @@ describe('block pipeline', () => {
   })
 
   it('cancellation aborts the session and leaves the vault without a new point', async () => {
-    const data = randomBytes(64 * BS)
+    const data = randomBytes(512 * BS) // several read runs (1 MiB each) beyond the window
     const img = new MemoryImage('x', data, [{ offset: 0, length: data.length, zero: false }])
     img.readDelayMs = 2
     const path = await diskFile('a.raw')
