@@ -178,7 +178,11 @@ export function listMachines(db: Db): Machine[] {
   return rows.map((r) => toMachine(db, r))
 }
 
-/** Removes a machine from the catalog (its recovery points stay in the vault). */
+/**
+ * Removes a machine from the catalog (its recovery points stay in the vault). Its snapshot-tier
+ * clone rows cascade with it: call `removeMachineSnapshotClones` (snapshotTier.ts) first, or the
+ * clone files would stay on disk unlisted.
+ */
 export function removeMachine(db: Db, idOrName: string): void {
   const m = getMachine(db, idOrName)
   db.prepare('DELETE FROM machines WHERE id = ?').run(m.id)

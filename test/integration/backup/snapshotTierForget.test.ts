@@ -142,7 +142,7 @@ describe('snapshot-tier clones follow their recovery points', () => {
     const p2 = await backUp('kept')
     const v3 = await change(disk, 94)
     const p3 = await backUp('kept')
-    const [c1, c2, c3] = [p1, p2, p3].map((p) => cataloguedClones({ pointId: p })[0]!)
+    const [c1, c2, c3] = [p1, p2, p3].map((p) => cataloguedClones({ pointId: p })[0]!) as [string, string, string]
     expect(await clonesOnDisk('kept')).toEqual([c1, c2, c3].sort())
 
     const dry = await tresorJson<{ removed: string[] }>(['prune', '--dry-run', '--json'], env)
