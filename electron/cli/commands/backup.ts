@@ -1,14 +1,9 @@
 import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
-import { openCatalog } from '../../engine/catalog/index.js'
-import { getCurrentVault, getVaultByPath } from '../../engine/catalog/vaults.js'
 import { EngineError } from '../../engine/errors.js'
-import { getMachine, listPointRows, type BackupResult } from '../../engine/backup/index.js'
-import { createJob } from '../../engine/workers/jobStore.js'
-import { InProcessLauncher, JobSupervisor } from '../../engine/workers/supervisor.js'
+import type { BackupResult } from '../../engine/backup/index.js'
 import { isErrorCode } from '../../shared/errors.js'
 import { formatBytes } from '../format.js'
-
 
 function progressLine(p: { phase: string; bytesDone: number; bytesTotal: number; bytesPerSecond: number; etaSeconds: number | null; currentDisk: string | null }): string {
   const width = 24
@@ -34,6 +29,12 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--detach', 'only queue the backup (a running Tresor app or "tresor serve" runs it) and print its job id')
     .action(async (ref: string, opts: { detach?: boolean }) => {
       const home = ctx.home()
+      const [{ openCatalog }, { getMachine }, { createJob }, supervision] = await Promise.all([
+        import('../../engine/catalog/index.js'),
+        import('../../engine/backup/machines.js'),
+        import('../../engine/workers/jobStore.js'),
+        opts.detach ? undefined : import('../../engine/workers/supervisor.js'),
+      ])
       const db = openCatalog(home)
       try {
         const machine = getMachine(db, ref)
@@ -44,6 +45,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
           ctx.print({ jobId, state: 'queued' }, `Backup of "${machine.name}" queued as job ${jobId}; a running Tresor app or "tresor serve" will run it.`)
           return
         }
+        const { InProcessLauncher, JobSupervisor } = supervision!
         const supervisor = new JobSupervisor({ db, home, launcher: new InProcessLauncher(), progressIntervalMs: 200 })
         const stop = supervisor.on((e) => {
           if (e.type === 'progress') ctx.progress(progressLine(e.progress))
@@ -84,7 +86,12 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
   program
     .command('points [machine]')
     .description('list recovery points (of one machine, or all) in the current vault')
-    .action((ref: string | undefined) => {
+    .action(async (ref: string | undefined) => {
+      const [{ openCatalog }, { getCurrentVault, getVaultByPath }, { getMachine, listPointRows }] = await Promise.all([
+        import('../../engine/catalog/index.js'),
+        import('../../engine/catalog/vaults.js'),
+        import('../../engine/backup/machines.js'),
+      ])
       const db = openCatalog(ctx.home())
       try {
         const override = ctx.vaultOverride()

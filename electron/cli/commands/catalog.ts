@@ -3,9 +3,7 @@ import { join } from 'node:path'
 import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
-import { CATALOG_FILE, openCatalog, type Db } from '../../engine/catalog/index.js'
-import { replacePoints } from '../../engine/catalog/vaults.js'
-import { openCurrentVault } from '../../engine/keys/index.js'
+import type * as CatalogModule from '../../engine/catalog/index.js'
 
 /** `tresor catalog rebuild [--vault <dir>]`: the vault alone recreates the catalog's points (I4). */
 export function registerCatalogCommands(program: Command, ctx: CliContext): void {
@@ -18,7 +16,12 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
     .action(async (opts: { acceptRollback?: boolean }) => {
       const home = ctx.home()
       const override = ctx.vaultOverride()
-      const db = openOrReplaceCatalog(home, override !== undefined)
+      const [catalogModule, { replacePoints }, { openCurrentVault }] = await Promise.all([
+        import('../../engine/catalog/index.js'),
+        import('../../engine/catalog/vaults.js'),
+        import('../../engine/keys/index.js'),
+      ])
+      const db = openOrReplaceCatalog(catalogModule, home, override !== undefined)
       try {
         const session = await openCurrentVault(home, {
           catalog: db,
@@ -42,7 +45,11 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
  * Opens the catalog; when it is unreadable and the vault is named (so nothing else is needed to
  * rebuild), moves the damaged file aside and starts a fresh one.
  */
-function openOrReplaceCatalog(home: string, vaultNamed: boolean): Db {
+function openOrReplaceCatalog(
+  { openCatalog, CATALOG_FILE }: typeof CatalogModule,
+  home: string,
+  vaultNamed: boolean,
+): CatalogModule.Db {
   try {
     return openCatalog(home)
   } catch (err) {

@@ -2,9 +2,9 @@ import { stat } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { usage, type CliContext } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
-import { convertImage, openImage, WRITER_FORMATS, type ImageInfo, type WriterFormat } from '../../engine/formats/index.js'
+import type { ImageInfo, WriterFormat } from '../../engine/formats/index.js'
+import { WRITER_FORMATS } from '../../engine/formats/types.js'
 import { formatBytes } from '../format.js'
-
 
 function describe(path: string, info: ImageInfo): string {
   const lines = [
@@ -38,6 +38,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     .command('info <file>')
     .description('describe an image: format, sizes, backing chain, snapshots, dirty bitmaps')
     .action(async (file: string) => {
+      const { openImage } = await import('../../engine/formats/index.js')
       const img = await openImage(file)
       try {
         const info = await img.info()
@@ -66,6 +67,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
         const exists = await stat(output).then(() => true, () => false)
         if (exists) throw new EngineError('ALREADY_EXISTS', `"${output}" already exists. Pass --force to overwrite it.`)
       }
+      const { convertImage } = await import('../../engine/formats/index.js')
       const started = Date.now()
       const controller = new AbortController()
       const onSignal = (): void => controller.abort()

@@ -2,8 +2,14 @@ import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 import { usage } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
-import { openCatalog } from '../../engine/catalog/index.js'
-import { finishJob, getJob, isOwnerAlive, listJobs, type JobRecord, type JobState } from '../../engine/workers/jobStore.js'
+import type { Db } from '../../engine/catalog/index.js'
+import type { JobRecord, JobState } from '../../engine/workers/jobStore.js'
+
+/** The catalog and the job store, loaded when a jobs command runs. */
+async function engine() {
+  const [{ openCatalog }, jobStore] = await Promise.all([import('../../engine/catalog/index.js'), import('../../engine/workers/jobStore.js')])
+  return { openCatalog, ...jobStore }
+}
 
 const STATES: readonly JobState[] = ['queued', 'running', 'succeeded', 'failed', 'cancelled']
 
@@ -38,10 +44,11 @@ export function registerJobsCommands(program: Command, ctx: CliContext): void {
     .description('list recent jobs (backup, restore, verify, prune), newest first')
     .option('--state <state>', `only jobs in this state (${STATES.join('|')}); repeatable`, (v: string, prev: string[] = []) => [...prev, v])
     .option('--limit <n>', 'at most this many jobs', '50')
-    .action((opts: { state?: string[]; limit: string }) => {
+    .action(async (opts: { state?: string[]; limit: string }) => {
       const limit = Number(opts.limit)
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) usage('--limit must be a whole number from 1 to 10000.')
       for (const s of opts.state ?? []) if (!(STATES as readonly string[]).includes(s)) usage(`--state must be one of ${STATES.join(', ')}.`)
+      const { openCatalog, listJobs } = await engine()
       const db = openCatalog(ctx.home())
       try {
         const rows = listJobs(db, { limit, states: (opts.state ?? []) as JobState[] })
@@ -54,10 +61,11 @@ export function registerJobsCommands(program: Command, ctx: CliContext): void {
   jobs
     .command('show <id>')
     .description("one job with its log")
-    .action((id: string) => {
+    .action(async (id: string) => {
+      const { openCatalog, getJob } = await engine()
       const db = openCatalog(ctx.home())
       try {
-        const job = findJob(db, id)
+        const job = findJob(db, getJob, id)
         ctx.print({ ...view(job), result: job.result, log: job.log }, () => `${line(job)}\n${job.log}`)
       } finally {
         db.close()
@@ -67,10 +75,11 @@ export function registerJobsCommands(program: Command, ctx: CliContext): void {
   jobs
     .command('cancel <id>')
     .description('cancel a queued job (a running one is cancelled where it runs: the app, or its command)')
-    .action((id: string) => {
+    .action(async (id: string) => {
+      const { openCatalog, getJob, finishJob, isOwnerAlive } = await engine()
       const db = openCatalog(ctx.home())
       try {
-        const job = findJob(db, id)
+        const job = findJob(db, getJob, id)
         if (job.state === 'queued') {
           finishJob(db, job.id, { state: 'cancelled', error: { code: 'CANCELLED', message: 'The job was cancelled before it started.' } })
           db.prepare(`UPDATE restore_queue SET state = 'cancelled', finished_at = ? WHERE job_id = ? AND state = 'queued'`).run(new Date().toISOString(), job.id)
@@ -88,7 +97,7 @@ export function registerJobsCommands(program: Command, ctx: CliContext): void {
     })
 }
 
-function findJob(db: ReturnType<typeof openCatalog>, id: string): JobRecord {
+function findJob(db: Db, getJob: (db: Db, id: string) => JobRecord | undefined, id: string): JobRecord {
   const exact = getJob(db, id)
   if (exact) return exact
   const rows = db.prepare(`SELECT id FROM jobs WHERE substr(id, 1, length(?)) = ? LIMIT 2`).all(id, id) as { id: string }[]

@@ -3,27 +3,15 @@ import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 import { usage } from '../context.js'
 import { readFile } from 'node:fs/promises'
-import { openCatalog } from '../../engine/catalog/index.js'
 import { EngineError } from '../../engine/errors.js'
-import { policyForMachine, savePolicy } from '../../engine/policy/index.js'
-import {
-  addDisk,
-  addMachine,
-  defaultDiskName,
-  getMachine,
-  importLibvirt,
-  importVbox,
-  listMachines,
-  removeMachine,
-  removeMachineSnapshotClones,
-  setDisksExcluded,
-  setMachinePolicy,
-  type ImportedMachine,
-  type Machine,
-  type NewDisk,
-} from '../../engine/backup/index.js'
+import type { ImportedMachine, Machine, NewDisk } from '../../engine/backup/index.js'
 import { formatBytes } from '../format.js'
 
+/** The catalog and the machine store, loaded when a machine command runs. */
+async function engine() {
+  const [{ openCatalog }, machines] = await Promise.all([import('../../engine/catalog/index.js'), import('../../engine/backup/machines.js')])
+  return { openCatalog, ...machines }
+}
 
 function machineJson(m: Machine) {
   return {
@@ -68,9 +56,13 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
       if (importing && disks.length > 0) usage('Disk files come from the imported definition; do not list them as well.')
       if (!importing && (!name || disks.length === 0)) usage('Usage: tresor machine add <name> <disk>... (or --libvirt <xml> / --vbox <file>)')
       return (async () => {
+        const [{ openCatalog, addMachine, defaultDiskName }, importers] = await Promise.all([
+          engine(),
+          importing ? import('../../engine/backup/importers.js') : undefined,
+        ])
         let imported: ImportedMachine | undefined
-        if (opts.libvirt) imported = await importLibvirt(opts.libvirt)
-        if (opts.vbox) imported = await importVbox(opts.vbox)
+        if (opts.libvirt) imported = await importers!.importLibvirt(opts.libvirt)
+        if (opts.vbox) imported = await importers!.importVbox(opts.vbox)
         for (const w of imported?.warnings ?? []) process.stderr.write(`tresor: ${w}\n`)
         const list: NewDisk[] = imported ? imported.disks : disks.map((path) => ({ path }))
         const matches = (d: { name?: string; path: string }, ref: string): boolean =>
@@ -99,7 +91,8 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
   machine
     .command('list')
     .description('list protected machines and their disks')
-    .action(() => {
+    .action(async () => {
+      const { openCatalog, listMachines } = await engine()
       const db = openCatalog(ctx.home())
       try {
         const machines = listMachines(db)
@@ -113,7 +106,8 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
     machine
       .command(`${cmd} <machine> <disks...>`)
       .description(excluded ? 'exclude disks (by name or position) from backups: temporary or swap disks' : 'include excluded disks again')
-      .action((ref: string, disks: string[]) => {
+      .action(async (ref: string, disks: string[]) => {
+        const { openCatalog, setDisksExcluded } = await engine()
         const db = openCatalog(ctx.home())
         try {
           const m = setDisksExcluded(db, ref, disks, excluded)
@@ -129,7 +123,8 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
     .description('add a disk image to a protected machine (its first backup is full, the others stay incremental)')
     .option('--name <name>', 'disk name (default: the file name)')
     .option('--system', 'mark it as the system disk')
-    .action((ref: string, path: string, opts: { name?: string; system?: boolean }) => {
+    .action(async (ref: string, path: string, opts: { name?: string; system?: boolean }) => {
+      const { openCatalog, addDisk, getMachine } = await engine()
       const db = openCatalog(ctx.home())
       try {
         const d = addDisk(db, ref, { path, ...(opts.name ? { name: opts.name } : {}), isSystem: opts.system === true })
@@ -144,6 +139,10 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
     .command('remove <machine>')
     .description('stop protecting a machine (its recovery points stay in the vault)')
     .action(async (ref: string) => {
+      const [{ openCatalog, getMachine, removeMachine }, { removeMachineSnapshotClones }] = await Promise.all([
+        engine(),
+        import('../../engine/backup/snapshotTier.js'),
+      ])
       const db = openCatalog(ctx.home())
       try {
         const m = getMachine(db, ref)
@@ -160,6 +159,7 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
     .command('policy <machine> [file]')
     .description('show the policy a machine runs with, or set it from a JSON file (schedule, retention, snapshotTierDays, scripts, failOnInconsistent)')
     .action(async (ref: string, file: string | undefined) => {
+      const [{ openCatalog, getMachine, setMachinePolicy }, { policyForMachine, savePolicy }] = await Promise.all([engine(), import('../../engine/policy/index.js')])
       const db = openCatalog(ctx.home())
       try {
         const m = getMachine(db, ref)

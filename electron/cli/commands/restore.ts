@@ -3,13 +3,20 @@ import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 import { usage } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
-import { openCatalog, type Db } from '../../engine/catalog/index.js'
-import { RestoreQueue, listRestoreQueue, type RestoreQueueEntry } from '../../engine/restore/index.js'
-import { RESTORE_FORMATS, type RestoreJobInput } from '../../engine/workers/protocol.js'
-import { getJob } from '../../engine/workers/jobStore.js'
-import { InProcessLauncher, JobSupervisor } from '../../engine/workers/supervisor.js'
+import type { Db } from '../../engine/catalog/index.js'
+import type { RestoreQueueEntry } from '../../engine/restore/index.js'
+import type { RESTORE_FORMATS as ENGINE_RESTORE_FORMATS, RestoreJobInput } from '../../engine/workers/protocol.js'
 import type { WriterFormat } from '../../engine/formats/types.js'
 import { formatBytes } from '../format.js'
+
+/**
+ * The engine's RESTORE_FORMATS, repeated here so that `--help` does not load the job protocol (and
+ * zod with it); `formatsMatch` fails to compile when the lists differ.
+ */
+const RESTORE_FORMATS = ['raw', 'qcow2', 'vhd', 'vhd-fixed', 'vhdx'] as const
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
+const formatsMatch: Same<typeof RESTORE_FORMATS, typeof ENGINE_RESTORE_FORMATS> = true
+void formatsMatch
 
 interface RestoreOpts {
   to?: string
@@ -65,6 +72,12 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) usage('--concurrency must be a whole number from 1 to 16.')
 
       const home = ctx.home()
+      const [{ openCatalog }, { RestoreQueue, listRestoreQueue }, { getJob }, { InProcessLauncher, JobSupervisor }] = await Promise.all([
+        import('../../engine/catalog/index.js'),
+        import('../../engine/restore/queue.js'),
+        import('../../engine/workers/jobStore.js'),
+        import('../../engine/workers/supervisor.js'),
+      ])
       const db = openCatalog(home)
       const supervisor = new JobSupervisor({ db, home, launcher: new InProcessLauncher() })
       const queue = new RestoreQueue({ db, supervisor, concurrency })
@@ -132,7 +145,8 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
     .command('queue')
     .description('list the restore queue')
     .option('--all', 'include ended entries')
-    .action((opts: { all?: boolean }) => {
+    .action(async (opts: { all?: boolean }) => {
+      const [{ openCatalog }, { listRestoreQueue }] = await Promise.all([import('../../engine/catalog/index.js'), import('../../engine/restore/queue.js')])
       const db = openCatalog(ctx.home())
       try {
         const entries = listRestoreQueue(db, { includeEnded: opts.all === true })

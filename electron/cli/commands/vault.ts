@@ -6,27 +6,26 @@ import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 import { usage } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
-import { openCatalog } from '../../engine/catalog/index.js'
-import { deletePointRows, getCurrentVault, getVaultByPath, registerVault, replacePoints } from '../../engine/catalog/vaults.js'
-import { breakLock, createVault, DEFAULT_LOCK_LIFETIME_MS, listLocks, readVaultHeader, updateKeySlots, type LockInfo } from '../../engine/vault/index.js'
-import { isProcessAlive } from '../../engine/vault/locks.js'
-import { policyForMachine, selectPointsToPrune } from '../../engine/policy/index.js'
-import {
-  canPrompt,
-  chooseNewPassphrase,
-  defaultKeyStore,
-  generateMasterKey,
-  generateRecoveryKey,
-  openCurrentVault,
-  promptSecret,
-  resolveVaultKey,
-  takeSecretEnv,
-  unwrapWithPassphrase,
-  unwrapWithRecoveryKey,
-  wrapWithPassphrase,
-  wrapWithRecoveryKey,
-  type KeychainState,
-} from '../../engine/keys/index.js'
+import type { LockInfo } from '../../engine/vault/index.js'
+import type { KeychainState, openCurrentVault } from '../../engine/keys/index.js'
+
+let loading: ReturnType<typeof load> | undefined
+
+async function load() {
+  const [catalog, vaults, vault, locks, keys] = await Promise.all([
+    import('../../engine/catalog/index.js'),
+    import('../../engine/catalog/vaults.js'),
+    import('../../engine/vault/index.js'),
+    import('../../engine/vault/locks.js'),
+    import('../../engine/keys/index.js'),
+  ])
+  return { ...catalog, ...vaults, ...vault, ...locks, ...keys }
+}
+
+/** The catalog, vault and key modules, loaded once when a vault command runs (not for --help). */
+function engine(): ReturnType<typeof load> {
+  return (loading ??= load())
+}
 
 /**
  * `tresor vault init|open|info|passwd|export-recovery-key|unlock`, `tresor verify`, `tresor prune`.
@@ -47,6 +46,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
       if (existsSync(path) && (!statSync(path).isDirectory() || readdirSync(path).length > 0)) {
         throw new EngineError('ALREADY_EXISTS', `"${path}" is not an empty folder. Choose an empty or new folder for the vault.`)
       }
+      const { chooseNewPassphrase, generateMasterKey, wrapWithPassphrase, createVault, openCatalog, registerVault } = await engine()
       const passphrase = await chooseNewPassphrase({ envVars: ['TRESOR_NEW_PASSPHRASE', 'TRESOR_PASSPHRASE'] })
       const masterKey = generateMasterKey()
       const slot = await wrapWithPassphrase(masterKey, passphrase)
@@ -76,6 +76,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .description('register an existing vault, make it current and rebuild the catalog from it')
     .option('--accept-rollback', 'accept a vault older than the one last seen (an older copy restored on purpose)')
     .action(async (dir: string, opts: { acceptRollback?: boolean }) => {
+      const { openCurrentVault, replacePoints } = await engine()
       const session = await openCurrentVault(ctx.home(), { vaultOverride: resolve(dir), makeCurrent: true, acceptRollback: opts.acceptRollback === true })
       try {
         const manifests = await session.vault.listPoints()
@@ -90,6 +91,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('info')
     .description('describe the current vault')
     .action(async () => {
+      const { openCurrentVault, readVaultHeader, defaultKeyStore, getVaultByPath } = await engine()
       let session: Session
       try {
         session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
@@ -157,6 +159,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .description('change the vault passphrase (re-wraps the key; data is not re-encrypted)')
     .option('--with-recovery-key', 'prove access with the recovery key instead of the current passphrase')
     .action(async (opts: { withRecoveryKey?: boolean }) => {
+      const { readVaultHeader, takeSecretEnv, unwrapWithRecoveryKey, unwrapWithPassphrase, chooseNewPassphrase, wrapWithPassphrase, updateKeySlots } = await engine()
       const path = await vaultPath(ctx)
       const header = await readVaultHeader(path)
       let masterKey: Buffer
@@ -181,6 +184,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .description('make the one-time recovery key (prints it once; store it offline)')
     .option('--replace', 'replace an existing recovery key (the old one stops working)')
     .action(async (opts: { replace?: boolean }) => {
+      const { readVaultHeader, defaultKeyStore, resolveVaultKey, generateRecoveryKey, wrapWithRecoveryKey, updateKeySlots } = await engine()
       const path = await vaultPath(ctx)
       const header = await readVaultHeader(path)
       if (header.keySlots.recovery != null && !opts.replace) {
@@ -226,6 +230,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .description('check the vault; with --read-data decrypt and re-hash every chunk')
     .option('--read-data', 'read, decrypt and re-hash all data (slow)')
     .action(async (opts: { readData?: boolean }) => {
+      const { openCurrentVault } = await engine()
       const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
       try {
         const report = await session.vault.verify({
@@ -244,6 +249,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .description('apply retention (each machine\'s policy) and free the space of unreferenced data')
     .option('--dry-run', 'only list the recovery points retention would remove')
     .action(async (opts: { dryRun?: boolean }) => {
+      const { openCurrentVault } = await engine()
       const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
       try {
         const result = await pruneVault(session, { dryRun: opts.dryRun === true })
@@ -261,6 +267,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('forget <point...>')
     .description('delete recovery points (by id or unique id prefix); "tresor prune" then frees their space')
     .action(async (refs: string[]) => {
+      const { openCurrentVault } = await engine()
       const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
       try {
         const points = await session.vault.listPoints()
@@ -272,6 +279,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
         })
         const unique = [...new Set(ids)]
         const removed = await session.vault.deletePoints(unique)
+        const { deletePointRows } = await engine()
         deletePointRows(session.catalog, unique)
         await session.recordGeneration()
         const clones = await removePointClones(session.catalog, unique)
@@ -292,6 +300,7 @@ function vaultTarget(ctx: CliContext): { vaultOverride?: string } {
 async function vaultPath(ctx: CliContext): Promise<string> {
   const override = ctx.vaultOverride()
   if (override !== undefined) return override
+  const { openCatalog, getCurrentVault } = await engine()
   const catalog = openCatalog(ctx.home())
   try {
     const row = getCurrentVault(catalog)
@@ -308,12 +317,14 @@ async function vaultPath(ctx: CliContext): Promise<string> {
 }
 
 async function askOrRequire(question: string, envVar: string): Promise<string> {
+  const { canPrompt, promptSecret } = await engine()
   if (!canPrompt()) throw new EngineError('PASSPHRASE_REQUIRED', `Run the command in a terminal to type it, or set ${envVar}.`)
   return promptSecret(question)
 }
 
 /** Stores the key (and generation) in the keychain when available; never fails the command. */
 async function cacheKey(vaultId: string, masterKey: Buffer, generation?: number): Promise<KeychainState> {
+  const { defaultKeyStore } = await engine()
   const store = defaultKeyStore()
   try {
     await store.setKey(vaultId, masterKey)
@@ -361,6 +372,7 @@ type Session = Awaited<ReturnType<typeof openCurrentVault>>
  * machine always survives (I13).
  */
 async function pruneVault(session: Session, options: { dryRun: boolean }): Promise<{ pointsRemoved: number; bytesFreed: number; removed: string[]; kept: number; clonesRemoved: string[] }> {
+  const [{ deletePointRows }, { policyForMachine, selectPointsToPrune }] = await Promise.all([engine(), import('../../engine/policy/index.js')])
   const points = await session.vault.listPoints()
   const machineOf = (p: { machineId: string; machineName: string }): string | undefined => {
     const byId = session.catalog.prepare('SELECT id FROM machines WHERE id = ?').get(p.machineId) as { id: string } | undefined
@@ -401,6 +413,7 @@ async function removePointClones(db: Session['catalog'], pointIds: string[]): Pr
  * host) go too, after confirmation. Fresh locks of running operations are never removed (I13).
  */
 async function unlockVault(ctx: CliContext, opts: { force?: boolean; yes?: boolean }): Promise<void> {
+  const { readVaultHeader, listLocks, isProcessAlive, DEFAULT_LOCK_LIFETIME_MS, breakLock } = await engine()
   const path = await vaultPath(ctx)
   await readVaultHeader(path)
   const locks = await listLocks(path)
