@@ -263,6 +263,7 @@ async function writeDisk(
   const maxInFlight = Math.max(batchBytes, options.maxBytesInFlight ?? DEFAULT_IN_FLIGHT)
   const hasher = await createBlockHasher()
   const signal = options.signal
+  const combiner = new WriteCombiner(writer)
 
   interface Batch {
     indices: number[]
@@ -305,9 +306,11 @@ async function writeDisk(
       if (!hasher.checksum(data).equals(batch.checksums[k]!)) {
         throw damaged(point, disk, `block ${index} does not match its recorded checksum`)
       }
-      bytesWritten += await writeNonZeroRuns(writer, offset, data)
+      bytesWritten += await writeNonZeroRuns(combiner, offset, data)
       report(offset + data.length, bytesWritten)
     }
+    // Every block of the batch is written or copied into the combiner: its memory can be reused.
+    reader.release?.(plaintexts)
     inFlight -= batch.bytes
   }
 
@@ -331,8 +334,39 @@ async function writeDisk(
   if (index !== expectedBlocks) throw damaged(point, disk, `the block map has ${index} entries where ${expectedBlocks} are expected`)
   launch()
   while (pending.length > 0) await drainOne()
+  await combiner.flush()
   report(disk.virtualSize, bytesWritten)
   return bytesWritten
+}
+
+/** Bytes gathered before one write: a few large writes instead of one (or more) per block. */
+const COMBINE_BYTES = 4 * 1024 * 1024
+
+/**
+ * Gathers writes that continue each other into one buffer and writes it when the next piece does not
+ * continue it, the buffer is full, or on `flush`. A writer is never handed the buffer again before
+ * its write resolved (writers may keep nothing after that).
+ */
+class WriteCombiner {
+  private readonly buf = Buffer.allocUnsafe(COMBINE_BYTES)
+  private start = 0
+  private length = 0
+
+  constructor(private readonly writer: ImageWriter) {}
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    if (this.length > 0 && (offset !== this.start + this.length || this.length + data.length > COMBINE_BYTES)) await this.flush()
+    if (data.length >= COMBINE_BYTES) return this.writer.write(offset, data)
+    if (this.length === 0) this.start = offset
+    this.length += data.copy(this.buf, this.length)
+  }
+
+  async flush(): Promise<void> {
+    if (this.length === 0) return
+    const n = this.length
+    this.length = 0
+    await this.writer.write(this.start, this.buf.subarray(0, n))
+  }
 }
 
 /**
@@ -412,7 +446,7 @@ const HOLE_GRANULARITY = 4096
  * Writes the non-zero runs of `data` (at `HOLE_GRANULARITY`) at `offset`, leaving all-zero pages
  * as holes, so the restored image is as sparse as the guest data. Returns the bytes written.
  */
-async function writeNonZeroRuns(writer: ImageWriter, offset: number, data: Buffer): Promise<number> {
+async function writeNonZeroRuns(writer: Pick<WriteCombiner, 'write'>, offset: number, data: Buffer): Promise<number> {
   if (isAllZero(data)) return 0
   let written = 0
   let runStart = -1

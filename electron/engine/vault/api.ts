@@ -114,6 +114,11 @@ export interface BackupSession {
 export interface ChunkReader {
   /** Returns plaintexts in the order of `ids`; implementations read by pack ranges, many in flight. */
   readChunks(ids: Buffer[]): Promise<Buffer[]>
+  /**
+   * Optional: hands back plaintexts from `readChunks` (all views of one call at once) that the
+   * caller will never touch again, so their memory can be reused by later reads.
+   */
+  release?(plaintexts: Buffer[]): void
   close(): Promise<void>
 }
 

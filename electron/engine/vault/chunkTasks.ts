@@ -52,6 +52,11 @@ export interface OpenTask {
   blockSize: number
   /** True: return plaintexts (reads); false: only check them (verify, verify-before-commit). */
   returnPlain: boolean
+  /**
+   * A buffer to put the plaintexts in (moved here, returned as `plain`), when it holds
+   * entries × blockSize bytes; else the worker allocates one. Lets readers recycle plaintext memory.
+   */
+  plainBuf?: ArrayBuffer
 }
 
 export type ChunkTask = SealTask | OpenTask

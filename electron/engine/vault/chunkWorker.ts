@@ -10,6 +10,8 @@ import { ChunkCodec, type CodecConfig } from './chunkCodec.js'
 import type { ChunkTask, ChunkTaskResult, SealedRecord } from './chunkTasks.js'
 
 const codec = new ChunkCodec(workerData as CodecConfig)
+/** Plaintext buffers are allocated in whole MiBs, so a reader can reuse one for a later range. */
+const PLAIN_ROUND = 1024 * 1024
 
 serveTasks<ChunkTask, ChunkTaskResult>((task) => {
   if (task.kind === 'seal') {
@@ -37,7 +39,8 @@ serveTasks<ChunkTask, ChunkTaskResult>((task) => {
   const buf = Buffer.from(task.buf)
   const errors: Array<string | null> = []
   const lengths: number[] = []
-  const plainOut = task.returnPlain ? Buffer.allocUnsafeSlow(task.entries.length * task.blockSize) : undefined
+  const need = task.entries.length * task.blockSize
+  const plainOut = !task.returnPlain ? undefined : task.plainBuf && task.plainBuf.byteLength >= need ? Buffer.from(task.plainBuf) : Buffer.allocUnsafeSlow(Math.ceil(need / PLAIN_ROUND) * PLAIN_ROUND)
   let p = 0
   for (const e of task.entries) {
     // plaintexts land directly in plainOut (no scratch copy); a failed entry leaves p where it was

@@ -9,9 +9,13 @@ import { packPath } from './layout.js'
 import { openPackRecords, type RecordItem } from './recordReader.js'
 
 const PACKS_IN_FLIGHT = 3
+/** Plaintext buffers handed back through `release` are kept for later reads, up to this many bytes. */
+const MAX_FREE_PLAIN_BYTES = 64 * 1024 * 1024
 
 export class LocalChunkReader implements ChunkReader {
   private closed = false
+  private readonly freePlain: ArrayBuffer[] = []
+  private freeBytes = 0
 
   constructor(private readonly ctx: VaultContext) {}
 
@@ -45,7 +49,7 @@ export class LocalChunkReader implements ChunkReader {
       while (next < groups.length) {
         const [packNo, g] = groups[next++]!
         const pack = table.packs[packNo]!
-        await openPackRecords(this.ctx.pool(), this.ctx.fs, packPath(this.ctx.layout, pack.hex), pack.id, g.items, { returnPlain: true, blockSize: this.ctx.blockSize }, (k, plain, error) => {
+        await openPackRecords(this.ctx.pool(), this.ctx.fs, packPath(this.ctx.layout, pack.hex), pack.id, g.items, { returnPlain: true, blockSize: this.ctx.blockSize, takePlainBuffer: (n) => this.takePlain(n) }, (k, plain, error) => {
           if (error || !plain) {
             throw new EngineError(
               'CHUNK_CORRUPT',
@@ -60,7 +64,38 @@ export class LocalChunkReader implements ChunkReader {
     return out
   }
 
+  /** The smallest free plaintext buffer of at least `bytes`, if any (else the worker allocates). */
+  private takePlain(bytes: number): ArrayBuffer | undefined {
+    let best = -1
+    for (let i = 0; i < this.freePlain.length; i++) {
+      const size = this.freePlain[i]!.byteLength
+      if (size >= bytes && (best < 0 || size < this.freePlain[best]!.byteLength)) best = i
+    }
+    if (best < 0) return undefined
+    const [ab] = this.freePlain.splice(best, 1)
+    this.freeBytes -= ab!.byteLength
+    return ab
+  }
+
+  /**
+   * Takes back plaintexts returned by `readChunks` that the caller will not touch again: their memory
+   * is reused by later reads (fresh memory per read cost page faults and garbage collection).
+   */
+  release(plaintexts: Buffer[]): void {
+    const seen = new Set<ArrayBufferLike>()
+    for (const p of plaintexts) {
+      const ab = p.buffer
+      if (seen.has(ab)) continue
+      seen.add(ab)
+      if (!(ab instanceof ArrayBuffer) || this.freeBytes + ab.byteLength > MAX_FREE_PLAIN_BYTES || this.freePlain.includes(ab)) continue
+      this.freePlain.push(ab)
+      this.freeBytes += ab.byteLength
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true
+    this.freePlain.length = 0
+    this.freeBytes = 0
   }
 }

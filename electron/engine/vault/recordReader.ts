@@ -42,7 +42,13 @@ export async function openPackRecords(
   path: string,
   packId: Buffer,
   items: RecordItem[],
-  options: { returnPlain: boolean; blockSize: number; signal?: AbortSignal },
+  options: {
+    returnPlain: boolean
+    blockSize: number
+    signal?: AbortSignal
+    /** Supplies a recycled buffer for a range's plaintexts (see OpenTask.plainBuf). */
+    takePlainBuffer?: (bytes: number) => ArrayBuffer | undefined
+  },
   onResult: (index: number, plain: Buffer | undefined, error: string | null) => void,
 ): Promise<void> {
   if (items.length === 0) return
@@ -80,7 +86,9 @@ export async function openPackRecords(
         const it = items[k]!
         return { start: it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
       })
-      const { result } = await pool.submit({ kind: 'open', buf: ab, entries, packId, blockSize: options.blockSize, returnPlain: options.returnPlain }, [ab])
+      const plainBuf = options.returnPlain ? options.takePlainBuffer?.(entries.length * options.blockSize) : undefined
+      const task: ChunkTask = { kind: 'open', buf: ab, entries, packId, blockSize: options.blockSize, returnPlain: options.returnPlain, ...(plainBuf ? { plainBuf } : {}) }
+      const { result } = await pool.submit(task, plainBuf ? [ab, plainBuf] : [ab])
       results.push(
         result.then((r) => {
           if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
