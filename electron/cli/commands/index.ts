@@ -11,7 +11,13 @@ import { registerServeCommand } from './serve.js'
 
 export type RegisterCommands = (program: Command, ctx: CliContext) => void
 
-/** One module per area; each adds its commands to the program. */
+/**
+ * One module per area; each adds its commands to the program. Registration runs for every
+ * invocation (even --help), so a command module imports statically only what registration needs
+ * (commander types, the CLI context, dependency-free constants such as engine/errors.ts) and loads
+ * engine modules with `import()` inside its actions (types via `import type`). This keeps start-up
+ * to what the chosen command uses; test/unit/cli/lazyLoad.test.ts checks it.
+ */
 export const COMMAND_MODULES: RegisterCommands[] = [
   registerImageCommands,
   registerVaultCommands,
