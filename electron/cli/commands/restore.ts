@@ -130,9 +130,15 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
           const error = job?.error ?? { code: 'INTERNAL' as const, message: 'The restore did not complete.' }
           throw new EngineError(error.code, error.message)
         }
-        const result = job.result as { files: string[]; bytesWritten: number }
-        ctx.print({ files: result.files, bytesWritten: result.bytesWritten }, () =>
-          [`Restored ${result.files.length} file${result.files.length === 1 ? '' : 's'} (${formatBytes(result.bytesWritten)} of data written):`, ...result.files.map((f) => `  ${f}`)].join('\n'),
+        const result = job.result as { files: string[]; bytesWritten: number; disks?: { name: string; path: string; source?: string; tierSkipped?: string }[] }
+        const disks = (result.disks ?? []).map((d) => ({ name: d.name, path: d.path, source: d.source ?? 'vault', ...(d.tierSkipped === undefined ? {} : { tierSkipped: d.tierSkipped }) }))
+        const fromTier = (f: string): string => {
+          const d = disks.find((x) => x.path === f)
+          if (d?.source === 'snapshot-tier') return '  (from the snapshot tier: instant restore)'
+          return d?.tierSkipped === undefined ? '' : `  (from the vault: the snapshot-tier copy was not used, ${d.tierSkipped})`
+        }
+        ctx.print({ files: result.files, bytesWritten: result.bytesWritten, disks }, () =>
+          [`Restored ${result.files.length} file${result.files.length === 1 ? '' : 's'} (${formatBytes(result.bytesWritten)} of data written):`, ...result.files.map((f) => `  ${f}${fromTier(f)}`)].join('\n'),
         )
       } finally {
         stopProgress()

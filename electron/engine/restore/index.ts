@@ -12,6 +12,10 @@
  *   image stays sparse.
  * - restore queue: restore requests in the catalog, run in order with bounded concurrency; an entry
  *   interrupted by a restart runs again from scratch.
+ * - snapshot tier source: a disk whose recovery point left a kept reflink clone beside its source
+ *   ("instant restore") is restored from that clone (reflink copy, or conversion to another format)
+ *   and verified against the point's block map; otherwise, or when the check fails, from the vault.
+ *   Each restored disk says which (`source`).
  *
  * Entry points: `restorePoint` (the pipeline; world and options as arguments), `runRestoreJob`
  * (what a job process runs), `RestoreQueue` and the queue functions (catalog side).
@@ -26,6 +30,8 @@ export {
   type RestoreProgress,
   type RestoreResult,
   type RestoredDisk,
+  type RestoreSource,
+  type SnapshotCloneRef,
   type WriterFactory,
 } from './pipeline.js'
 export { runRestoreJob, type RestoreJobEnv, type RestoreJobDeps, type OpenedRestoreVault } from './job.js'

@@ -3,10 +3,11 @@
  * pipeline, closes everything. The same function runs in a utility process, a child process or
  * in-process (CLI).
  */
+import type { Db } from '../catalog/index.js'
 import { createImageWriter } from '../formats/index.js'
 import type { Vault } from '../vault/api.js'
 import { restoreJobInputSchema, type RestoreJobInput } from '../workers/protocol.js'
-import { restorePoint, type RestoreProgress, type RestoreResult, type WriterFactory } from './pipeline.js'
+import { restorePoint, type RestoreProgress, type RestoreResult, type RestoreWorld, type WriterFactory } from './pipeline.js'
 
 /** What a restore job needs from its process (the same shape as backup's `JobEnv`). */
 export interface RestoreJobEnv {
@@ -20,6 +21,8 @@ export interface RestoreJobEnv {
 /** An opened vault and how to close it. */
 export interface OpenedRestoreVault {
   vault: Vault
+  /** The catalog of the data folder (owned by the opener: `close()` closes it). Without it the snapshot tier is not used. */
+  catalog?: Db
   close(): Promise<void>
 }
 
@@ -32,7 +35,13 @@ export interface RestoreJobDeps {
 async function openDefaultVault(home: string, vaultPath: string | undefined): Promise<OpenedRestoreVault> {
   const { openCurrentVault } = await import('../keys/index.js')
   const opened = await openCurrentVault(home, vaultPath === undefined ? {} : { vaultOverride: vaultPath })
-  return { vault: opened.vault as Vault, close: () => opened.close() }
+  return { vault: opened.vault as Vault, catalog: opened.catalog, close: () => opened.close() }
+}
+
+/** The snapshot-tier clones the catalog lists for a point (what `RestoreWorld.snapshotClones` wants). */
+async function catalogClones(db: Db): Promise<NonNullable<RestoreWorld['snapshotClones']>> {
+  const { listSnapshotClones } = await import('../backup/machines.js')
+  return (pointId) => listSnapshotClones(db, { pointId })
 }
 
 /**
@@ -49,8 +58,11 @@ export async function runRestoreJob(input: RestoreJobInput, env: RestoreJobEnv, 
   const request = parsed.data
   const opened = await (deps.openVault ?? openDefaultVault)(env.home, request.vaultPath)
   try {
+    const world: RestoreWorld = { vault: opened.vault, createWriter: deps.createWriter ?? createImageWriter }
+    // Kept reflink clones of the point ("instant restore"): used when present and verified; else the vault.
+    if (opened.catalog) world.snapshotClones = await catalogClones(opened.catalog)
     return await restorePoint(
-      { vault: opened.vault, createWriter: deps.createWriter ?? createImageWriter },
+      world,
       {
         pointId: request.pointId,
         mode: request.mode,

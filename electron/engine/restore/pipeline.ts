@@ -10,13 +10,23 @@
  * never data. Every file is written as `<final>.partial`, finished (fsynced), and renamed to its
  * final name only after every disk of the restore has been written and verified (I12). On failure
  * or cancellation every `.partial` of this restore is removed and no final name appears.
+ *
+ * Snapshot tier ("instant restore"): when the world lists a kept reflink clone of exactly this point
+ * and disk (`snapshotClones`), the disk is restored from that clone instead of the vault: a reflink
+ * copy when the target format is the clone's own (seconds, whatever the size), else a conversion
+ * through the formats layer (also when the target's file system cannot share the clone's extents).
+ * The result is always read back and checked against the point's block map (every DATA block's
+ * XXH3-128, zeros elsewhere) before it may get its final name; on any mismatch or failure the
+ * `.partial` is removed and the disk is restored from the vault, with the reason in the log and in
+ * the result (`source`, `tierSkipped`).
  */
-import { link, open, rename, unlink } from 'node:fs/promises'
-import { basename, dirname, extname } from 'node:path'
+import { link, lstat, open, rename, unlink } from 'node:fs/promises'
+import { basename, dirname, extname, resolve } from 'node:path'
 import { EngineError, fromFsError } from '../errors.js'
 import { createBlockHasher, isAllZero } from '../backup/checksum.js'
+import { fileState, reflinkClone, sameIdentity } from '../backup/snapshot.js'
 import type { DiskImage, Extent, ImageFormat, ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
-import type { ChunkReader, PointDisk, PointManifest, Vault } from '../vault/api.js'
+import type { ChunkReader, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
 import { assertNotInUse, findFileUses } from './inUse.js'
 import {
   assertNoNul,
@@ -38,7 +48,25 @@ export interface RestoreWorld {
   openImage?: (path: string, options: { format: ImageFormat; noBacking: boolean }) => Promise<DiskImage>
   /** Checks that no other process uses `paths` (default: /proc scan, `assertNotInUse`). */
   assertNotInUse?: (paths: string[], options: { writersOnly?: boolean; what?: string }) => Promise<void>
+  /**
+   * The snapshot-tier clones the catalog lists for a point (`listSnapshotClones(db, { pointId })`).
+   * Absent: every disk is restored from the vault.
+   */
+  snapshotClones?: (pointId: string) => SnapshotCloneRef[] | Promise<SnapshotCloneRef[]>
+  /** Opens a snapshot-tier clone in its guest view, backing chain included (default: formats' `openImage`). */
+  openClone?: (path: string, options: { format: ImageFormat }) => Promise<DiskImage>
 }
+
+/** A kept reflink clone as the catalog records it (the fields of `SnapshotCloneRow` a restore needs). */
+export interface SnapshotCloneRef {
+  pointId: string | null
+  diskName: string
+  sourcePath: string
+  clonePath: string
+}
+
+/** Where a restored disk's data came from. */
+export type RestoreSource = 'snapshot-tier' | 'vault'
 
 export type RestoreMode = 'file' | 'folder' | 'replace'
 
@@ -88,6 +116,10 @@ export interface RestoredDisk {
   path: string
   format: WriterFormat
   bytesWritten: number
+  /** `snapshot-tier`: from the kept reflink clone (verified against the point); `vault`: decrypted from the vault. */
+  source: RestoreSource
+  /** Why a snapshot-tier clone of this disk was not used (only when the catalog listed one). */
+  tierSkipped?: string
 }
 
 export interface RestoreResult {
@@ -531,6 +563,183 @@ async function swapIntoPlace(targets: TargetFile[], world: RestoreWorld, point: 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Snapshot tier
+
+/** Manifest labels the backup pipeline writes per disk (backing chain identities, snapshot mode). */
+const CHAIN_LABEL = (i: number): string => `disk.${i}.chain`
+const MODE_LABEL = (i: number): string => `disk.${i}.snapshot`
+
+interface ChainLabelEntry extends FileIdentity {
+  path: string
+}
+
+type TierOutcome = { ok: true; bytesWritten: number; how: 'reflink copy' | 'conversion' } | { ok: false; reason: string }
+
+/** The clone of exactly this point and disk (same point id, disk name and source path), if listed. */
+function cloneFor(clones: readonly SnapshotCloneRef[], point: PointManifest, disk: PointDisk): SnapshotCloneRef | undefined {
+  const mine = clones.filter((c) => c.pointId === point.id && c.diskName === disk.name && resolve(c.sourcePath) === resolve(disk.sourcePath))
+  return mine[mine.length - 1]
+}
+
+/** The catalog's clones of `pointId`; a catalog failure only costs the tier (logged), never the restore. */
+async function listClones(world: RestoreWorld, pointId: string, log: (l: string) => void): Promise<SnapshotCloneRef[]> {
+  if (!world.snapshotClones) return []
+  try {
+    return await world.snapshotClones(pointId)
+  } catch (err) {
+    log(`Snapshot tier: the catalog's list of instant-restore copies could not be read (${(err as Error).message}); restoring from the vault.`)
+    return []
+  }
+}
+
+/** The writer format that reproduces `image` file for file (a reflink copy of it is a valid result), if any. */
+function ownWriterFormat(image: DiskImage): WriterFormat | undefined {
+  switch (image.format) {
+    case 'raw':
+    case 'qcow2':
+    case 'vhdx':
+      return image.format
+    case 'vhd':
+      return image.variant === 'fixed' ? 'vhd-fixed' : image.variant === 'dynamic' ? 'vhd' : undefined
+    default:
+      return undefined
+  }
+}
+
+function parseChainLabel(value: string | undefined): ChainLabelEntry[] | undefined {
+  if (value === undefined) return undefined
+  try {
+    const v = JSON.parse(value) as unknown
+    return Array.isArray(v) && v.every((e) => typeof e === 'object' && e !== null && typeof (e as { path?: unknown }).path === 'string') ? (v as ChainLabelEntry[]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Why the opened clone's backing chain is not the one the point was read through, or undefined. */
+async function chainMismatch(point: PointManifest, disk: PointDisk, image: DiskImage): Promise<string | undefined> {
+  const recorded = parseChainLabel(point.labels[CHAIN_LABEL(disk.index)])
+  if (!recorded) return 'it has backing files, and the recovery point did not record them'
+  const now: string[] = []
+  for (let b = image.backing; b; b = b.backing) now.push(b.path)
+  if (now.length !== recorded.length || now.some((p, i) => resolve(p) !== resolve(recorded[i]!.path))) {
+    return 'its backing files are not the ones it had at backup time'
+  }
+  for (const entry of recorded) {
+    const state = await fileState(entry.path).catch(() => undefined)
+    if (!sameIdentity(entry, state)) return `its backing file "${entry.path}" changed since the backup`
+  }
+  return undefined
+}
+
+/** Guest bytes of the image's allocated, non-zero extents (what a copy of it holds as data). */
+async function dataBytes(image: DiskImage): Promise<number> {
+  let n = 0
+  for await (const e of image.extents()) if (!e.zero) n += e.length
+  return n
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r+')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/**
+ * Restores `disk` into `target.partialPath` from its snapshot-tier clone, then reads the result back
+ * and checks it against the point (`verifyWritten`). Same format as the clone (and no backing file):
+ * a reflink copy (COPYFILE_FICLONE_FORCE); another format, a backing chain (flattened: a copy of a
+ * child image would lose its parents' relative names), or a target file system that cannot share
+ * the clone's extents: a conversion through the formats layer (sparse). Resolves `{ ok: false }`
+ * with the reason, the `.partial` removed, whenever the clone cannot be used or its result differs
+ * from the point; rejects only on cancellation.
+ */
+async function restoreFromClone(
+  world: RestoreWorld,
+  point: PointManifest,
+  disk: PointDisk,
+  clone: SnapshotCloneRef,
+  format: WriterFormat,
+  target: TargetFile,
+  options: RestoreOptions,
+  report: { writing: (position: number, bytesWritten: number) => void; verifying: (position: number) => void },
+  log: (l: string) => void,
+): Promise<TierOutcome> {
+  const clonePath = clone.clonePath
+  const partial = target.partialPath
+  const skip = (reason: string): TierOutcome => ({ ok: false, reason })
+  const mode = point.labels[MODE_LABEL(disk.index)]
+  if (mode !== undefined && mode !== 'reflink') return skip(`the recovery point was not read from it (snapshot "${mode}")`)
+  try {
+    const st = await lstat(clonePath)
+    if (!st.isFile()) return skip('it is not a regular file')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return skip(code === 'ENOENT' ? 'the file is gone' : `it cannot be read (${code ?? (err as Error).message})`)
+  }
+  const formats = await import('../formats/index.js')
+  const openClone = world.openClone ?? ((p: string, o: { format: ImageFormat }) => formats.openImage(p, { format: o.format }))
+  let image: DiskImage
+  try {
+    image = await openClone(clonePath, { format: disk.sourceFormat })
+  } catch (err) {
+    return skip(`it cannot be opened as a ${disk.sourceFormat} image (${(err as Error).message})`)
+  }
+  let writer: ImageWriter | undefined
+  let how: 'reflink copy' | 'conversion' = 'conversion'
+  let bytesWritten = 0
+  try {
+    if (image.virtualSize !== disk.virtualSize) {
+      return skip(`its size is ${image.virtualSize} bytes where the recovery point's disk has ${disk.virtualSize}`)
+    }
+    if (image.backing) {
+      const why = await chainMismatch(point, disk, image)
+      if (why !== undefined) return skip(why)
+    }
+    if (!image.backing && ownWriterFormat(image) === format) {
+      const r = await reflinkClone(clonePath, partial)
+      if (r.ok) {
+        how = 'reflink copy'
+        bytesWritten = await dataBytes(image)
+        await fsyncFile(partial)
+      } else {
+        log(`Snapshot tier: "${clonePath}" cannot be shared with "${partial}" (${r.reason}); copying its data instead.`)
+      }
+    }
+    if (how === 'conversion') {
+      writer = await world.createWriter(partial, format, { virtualSize: disk.virtualSize, overwrite: false })
+      await formats.copyGuestData(image, writer, {
+        ...(options.signal ? { signal: options.signal } : {}),
+        onProgress: (p) => report.writing(p.doneBytes, 0),
+      })
+      bytesWritten = (await writer.finish()).bytesWritten
+      writer = undefined
+    }
+  } catch (err) {
+    await writer?.abort().catch(() => undefined)
+    await unlink(partial).catch(() => undefined)
+    if (err instanceof EngineError && err.code === 'CANCELLED') throw err
+    if (options.signal?.aborted) throw cancelled()
+    return skip(`copying it failed (${(err as Error).message})`)
+  } finally {
+    await image.close().catch(() => undefined)
+  }
+  report.writing(disk.virtualSize, bytesWritten)
+  try {
+    await verifyWritten(world, point, disk, partial, format, options, report.verifying)
+  } catch (err) {
+    await unlink(partial).catch(() => undefined)
+    if (err instanceof EngineError && err.code === 'CANCELLED') throw err
+    if (options.signal?.aborted) throw cancelled()
+    return skip(`the copy does not match the recovery point (${(err as Error).message})`)
+  }
+  return { ok: true, bytesWritten, how }
+}
+
 /**
  * Restores disks of a recovery point (see the module comment for the guarantees). Every target is
  * checked before anything is written: NUL in paths, symlinks, targets inside the vault (PATH_UNSAFE),
@@ -548,15 +757,15 @@ export async function restorePoint(world: RestoreWorld, request: RestoreRequest,
   const restored: RestoredDisk[] = []
   const writers: ImageWriter[] = []
   const finishedPartials: string[] = []
-  const reader = world.vault.chunkReader()
+  // Opened on first use: a restore served entirely by the snapshot tier never reads a chunk.
+  let reader: ChunkReader | undefined
+  const clones = await listClones(world, point.id, log)
   try {
     for (const { disk, format, target } of planned) {
       log(`Restoring disk "${disk.name}" of point ${point.id} as ${format} to "${target.finalPath}".`)
       await removeStalePartial(target.partialPath)
-      const writer = await world.createWriter(target.partialPath, format, { virtualSize: disk.virtualSize, overwrite: false })
-      writers.push(writer)
       let lastReport = 0
-      await writeDisk(world.vault, reader, point, disk, writer, options, (position, bytesWritten) => {
+      const reportWriting = (position: number, bytesWritten: number): void => {
         if (!options.onProgress) return
         const now = Date.now()
         if (now - lastReport < 100 && position < disk.virtualSize) return
@@ -568,25 +777,58 @@ export async function restorePoint(world: RestoreWorld, request: RestoreRequest,
           bytesWritten: writtenBefore + bytesWritten,
           currentDisk: disk.name,
         })
-      })
-      if (options.signal?.aborted) throw cancelled()
-      const { bytesWritten } = await writer.finish()
-      writers.pop()
-      finishedPartials.push(target.partialPath)
-      if (request.verifyAfterWrite ?? request.mode === 'replace') {
-        log(`Reading "${target.partialPath}" back to verify it.`)
-        let lastVerifyReport = 0
-        await verifyWritten(world, point, disk, target.partialPath, format, options, (position) => {
-          if (!options.onProgress) return
-          const now = Date.now()
-          if (now - lastVerifyReport < 100 && position < disk.virtualSize) return
-          lastVerifyReport = now
-          options.onProgress({ phase: 'verifying', bytesDone: doneBefore + position, bytesTotal, bytesWritten: writtenBefore + bytesWritten, currentDisk: disk.name })
-        })
       }
-      restored.push({ index: disk.index, name: disk.name, path: target.finalPath, format, bytesWritten })
+      let lastVerifyReport = 0
+      let diskWritten = 0
+      const reportVerifying = (position: number): void => {
+        if (!options.onProgress) return
+        const now = Date.now()
+        if (now - lastVerifyReport < 100 && position < disk.virtualSize) return
+        lastVerifyReport = now
+        options.onProgress({ phase: 'verifying', bytesDone: doneBefore + position, bytesTotal, bytesWritten: writtenBefore + diskWritten, currentDisk: disk.name })
+      }
+
+      let source: RestoreSource = 'vault'
+      let tierSkipped: string | undefined
+      const clone = cloneFor(clones, point, disk)
+      if (clone) {
+        const tier = await restoreFromClone(world, point, disk, clone, format, target, options, { writing: reportWriting, verifying: reportVerifying }, log)
+        if (tier.ok) {
+          source = 'snapshot-tier'
+          diskWritten = tier.bytesWritten
+          finishedPartials.push(target.partialPath)
+          log(`Disk "${disk.name}" restored from the snapshot tier ("${clone.clonePath}", ${tier.how}) and verified against the recovery point.`)
+        } else {
+          tierSkipped = tier.reason
+          log(`Snapshot tier: not using "${clone.clonePath}" for disk "${disk.name}": ${tier.reason}. Restoring it from the vault.`)
+        }
+      }
+
+      if (source === 'vault') {
+        const writer = await world.createWriter(target.partialPath, format, { virtualSize: disk.virtualSize, overwrite: false })
+        writers.push(writer)
+        reader ??= world.vault.chunkReader()
+        await writeDisk(world.vault, reader, point, disk, writer, options, reportWriting)
+        if (options.signal?.aborted) throw cancelled()
+        diskWritten = (await writer.finish()).bytesWritten
+        writers.pop()
+        finishedPartials.push(target.partialPath)
+        if (request.verifyAfterWrite ?? request.mode === 'replace') {
+          log(`Reading "${target.partialPath}" back to verify it.`)
+          await verifyWritten(world, point, disk, target.partialPath, format, options, reportVerifying)
+        }
+      }
+      restored.push({
+        index: disk.index,
+        name: disk.name,
+        path: target.finalPath,
+        format,
+        bytesWritten: diskWritten,
+        source,
+        ...(tierSkipped === undefined ? {} : { tierSkipped }),
+      })
       doneBefore += disk.virtualSize
-      writtenBefore += bytesWritten
+      writtenBefore += diskWritten
     }
     if (options.signal?.aborted) throw cancelled()
     // Every block of every disk is written and verified: now the final names may appear (I12).
@@ -605,7 +847,7 @@ export async function restorePoint(world: RestoreWorld, request: RestoreRequest,
     if (err instanceof EngineError) throw err
     throw fromFsError(err, (err as { path?: string }).path ?? request.targetPath ?? 'the restore target', 'restoring') ?? err
   } finally {
-    await reader.close().catch(() => undefined)
+    await reader?.close().catch(() => undefined)
   }
   options.onProgress?.({ phase: 'done', bytesDone: bytesTotal, bytesTotal, bytesWritten: writtenBefore, currentDisk: null })
   return { pointId: point.id, files: restored.map((r) => r.path), bytesWritten: writtenBefore, disks: restored }
