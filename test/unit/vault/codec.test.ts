@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { ChunkCodec, FLAG_ZSTD } from '../../../electron/engine/vault/chunkCodec.js'
 import { canonicalJson } from '../../../electron/engine/vault/config.js'
-import { chunkIdOf, deriveKeys, NONCE_BYTES } from '../../../electron/engine/vault/crypto.js'
+import { chunkAad, chunkIdOf, deriveKeys, NONCE_BYTES, TAG_BYTES } from '../../../electron/engine/vault/crypto.js'
 
 const BS = 64 * 1024
 const keys = deriveKeys(randomBytes(32), 'ab'.repeat(16))
@@ -42,6 +42,28 @@ describe('chunk codec', () => {
       r[bit >> 3]! ^= 1 << (bit & 7)
       expect(typeof codec.open(r, s.id, pack, 7, s.flags)).toBe('string')
     }
+  })
+
+  it('writes records node:crypto reads, and reads records node:crypto writes (the FORMAT.md layout, not a library\'s)', () => {
+    // stored raw (random data), so the ciphertext is the plaintext's encryption
+    const rnd = randomBytes(BS)
+    const s = seal(rnd, 3)
+    expect(s.flags).toBe(0)
+    const nonce = s.rec.subarray(0, NONCE_BYTES)
+    const d = createDecipheriv('aes-256-gcm', keys.data, nonce)
+    d.setAAD(chunkAad(pack, 3, 0, s.id))
+    d.setAuthTag(s.rec.subarray(s.rec.length - TAG_BYTES))
+    expect(Buffer.concat([d.update(s.rec.subarray(NONCE_BYTES, s.rec.length - TAG_BYTES)), d.final()])).toEqual(rnd)
+
+    const other = randomBytes(BS)
+    const id = chunkIdOf(keys.chunkId, other)
+    const iv = randomBytes(NONCE_BYTES)
+    const c = createCipheriv('aes-256-gcm', keys.data, iv)
+    c.setAAD(chunkAad(pack, 9, 0, id))
+    const rec = Buffer.concat([iv, c.update(other), c.final(), c.getAuthTag()])
+    expect(Buffer.from(codec.open(rec, id, pack, 9, 0) as Buffer)).toEqual(other)
+    rec[NONCE_BYTES + 5]! ^= 0x01
+    expect(codec.open(rec, id, pack, 9, 0)).toMatch(/authentication/)
   })
 
   it('never repeats a nonce (10k seals)', () => {
