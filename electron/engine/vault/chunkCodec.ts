@@ -60,7 +60,9 @@ export class ChunkCodec {
   private readonly compressScratch: Buffer
   private readonly plainScratch: Buffer
   private readonly bodyScratch: Buffer
-  private readonly nonce = Buffer.alloc(NONCE_BYTES)
+  /** Random nonces drawn 4 KiB at a time (one getrandom call per ~340 records instead of one each). */
+  private readonly noncePool = Buffer.alloc(NONCE_BYTES * 341)
+  private noncePos = this.noncePool.length
   private readonly aad = Buffer.alloc(CHUNK_AAD_BYTES)
 
   constructor(private readonly config: CodecConfig) {
@@ -81,10 +83,16 @@ export class ChunkCodec {
       flags = FLAG_ZSTD
       if (this.config.corruptCompressor) body[n >> 1]! ^= 0x10
     }
-    randomFillSync(this.nonce)
+    if (this.noncePos === this.noncePool.length) {
+      randomFillSync(this.noncePool)
+      this.noncePos = 0
+    }
+    // each nonce is 96 fresh random bits, used once and then overwritten by the next refill (I10)
+    this.noncePool.copy(out, 0, this.noncePos, this.noncePos + NONCE_BYTES)
+    this.noncePool.fill(0, this.noncePos, this.noncePos + NONCE_BYTES)
+    this.noncePos += NONCE_BYTES
     const aad = chunkAad(packId, ordinal, flags, chunkId, this.aad)
-    this.nonce.copy(out, 0)
-    const ctLength = zeroCopy.cipher('aes-256-gcm', 1, this.dataKey, 0, 32, this.nonce, 0, NONCE_BYTES, body, 0, body.length, out, NONCE_BYTES, aad, 0, aad.length, out, NONCE_BYTES + body.length, TAG_BYTES)
+    const ctLength = zeroCopy.cipher('aes-256-gcm', 1, this.dataKey, 0, 32, out, 0, NONCE_BYTES, body, 0, body.length, out, NONCE_BYTES, aad, 0, aad.length, out, NONCE_BYTES + body.length, TAG_BYTES)
     return { storedLength: NONCE_BYTES + ctLength + TAG_BYTES, flags }
   }
 
