@@ -67,14 +67,16 @@ export interface ConvertOptions {
 
 /** Size (and alignment) of each read while converting. */
 const CONVERT_CHUNK = 4 * 1024 * 1024
-/** Reads in flight while converting (each one chunk): memory is CONVERT_DEPTH chunks. */
-const CONVERT_DEPTH = 4
+/** Chunk buffers of a copy, shared by reads in flight and writes in flight: memory is CONVERT_BUFFERS chunks. */
+const CONVERT_BUFFERS = 8
+/** Reads in flight at most (each one chunk). */
+const CONVERT_READ_DEPTH = 4
 
 /**
  * Writes the guest view of the image at `input` as a new `to` image at `output`. Only allocated
- * extents are read; zero extents and holes stay unallocated. Memory: two 4 MiB buffers plus the
- * formats' bounded caches. On failure or cancellation (CANCELLED) the output file is removed.
- * Returns the writer's `bytesWritten` (guest bytes stored).
+ * extents are read; zero extents and holes stay unallocated. Memory: CONVERT_BUFFERS 4 MiB buffers
+ * plus the formats' bounded caches. The output is durable (fsynced) when this resolves. On failure or cancellation
+ * (CANCELLED) the output file is removed. Returns the writer's `bytesWritten` (guest bytes stored).
  */
 export async function convertImage(input: string, output: string, to: WriterFormat, options: ConvertOptions = {}): Promise<{ bytesWritten: number }> {
   const image = await openImage(input)
@@ -123,8 +125,10 @@ async function* copyRanges(image: DiskImage): AsyncGenerator<{ offset: number; l
 }
 
 /**
- * Streams every non-zero extent of `image` into `writer` in order. Up to CONVERT_DEPTH reads are in
- * flight while the oldest one is written (writes stay strictly in order). Does not finish the writer.
+ * Streams every non-zero extent of `image` into `writer` in order. Up to CONVERT_READ_DEPTH reads
+ * are in flight; the oldest finished read is handed to the writer in offset order, with up to the
+ * writer's `maxConcurrentWrites` writes in flight (one when unset). Reads and writes share
+ * CONVERT_BUFFERS chunk buffers. Does not finish the writer.
  */
 export async function copyGuestData(
   image: DiskImage,
@@ -132,7 +136,11 @@ export async function copyGuestData(
   options: { onProgress?: (p: ConvertProgress) => void; signal?: AbortSignal } = {},
 ): Promise<void> {
   const free: Buffer[] = []
-  const inflight: Array<{ offset: number; data: Buffer; done: Promise<unknown> }> = []
+  let allocated = 0
+  const reading: Array<{ offset: number; buf: Buffer; data: Buffer; done: Promise<unknown> }> = []
+  const writing = new Set<Promise<void>>()
+  const maxWrites = Math.max(1, writer.maxConcurrentWrites ?? 1)
+  let writeError: { error: unknown } | undefined
   const total = image.virtualSize
   let lastReport = 0
   const checkCancel = (): void => {
@@ -142,34 +150,57 @@ export async function copyGuestData(
   let exhausted = false
   try {
     for (;;) {
-      while (!exhausted && inflight.length < CONVERT_DEPTH) {
+      while (!exhausted && reading.length < CONVERT_READ_DEPTH && (free.length > 0 || allocated < CONVERT_BUFFERS)) {
         const next = await ranges.next()
         if (next.done) {
           exhausted = true
           break
         }
-        const buf = free.pop() ?? Buffer.allocUnsafe(CONVERT_CHUNK)
+        let buf = free.pop()
+        if (!buf) {
+          buf = Buffer.allocUnsafe(CONVERT_CHUNK)
+          allocated++
+        }
         const data = buf.subarray(0, next.value.length)
         const done = image.read(data, next.value.offset)
         done.catch(() => undefined) // awaited below, in order
-        inflight.push({ offset: next.value.offset, data, done })
+        reading.push({ offset: next.value.offset, buf, data, done })
       }
-      const first = inflight.shift()
-      if (!first) break
+      const first = reading.shift()
+      if (!first) {
+        if (exhausted) break
+        // Every buffer is being written: wait for one to come back.
+        if (writing.size === 0) throw new Error('copyGuestData: no buffer free and nothing in flight')
+        await Promise.race(writing)
+        continue
+      }
       checkCancel()
       await first.done
-      await writer.write(first.offset, first.data)
-      free.push(Buffer.from(first.data.buffer, first.data.byteOffset, CONVERT_CHUNK))
+      while (writing.size >= maxWrites) await Promise.race(writing)
+      if (writeError) throw writeError.error
+      const w: Promise<void> = writer.write(first.offset, first.data).then(
+        () => {
+          writing.delete(w)
+          free.push(first.buf)
+        },
+        (error: unknown) => {
+          writing.delete(w)
+          writeError ??= { error }
+        },
+      )
+      writing.add(w)
       const pos = first.offset + first.data.length
       if (options.onProgress && pos - lastReport >= 64 * 1024 * 1024) {
         lastReport = pos
         options.onProgress({ doneBytes: pos, totalBytes: total })
       }
     }
+    while (writing.size > 0) await Promise.race(writing)
+    if (writeError) throw writeError.error
   } finally {
     if (!exhausted) await ranges.return?.(undefined)
-    // Let reads still in flight settle before their buffers go away.
-    await Promise.allSettled(inflight.map((f) => f.done))
+    // Let reads and writes still in flight settle before their buffers go away.
+    await Promise.allSettled([...reading.map((f) => f.done), ...writing])
   }
   checkCancel()
 }

@@ -112,6 +112,13 @@ export interface ImageWriter {
   readonly path: string
   readonly format: WriterFormat
   write(offset: number, data: Uint8Array): Promise<void>
+  /**
+   * When set, `write` may be called again before earlier calls have settled, with up to this many
+   * calls outstanding (still in increasing offset order). The caller must leave each call's `data`
+   * untouched until that call settles, and must let every call settle before `finish()`/`abort()`.
+   * Unset: one call at a time.
+   */
+  readonly maxConcurrentWrites?: number
   finish(): Promise<{ bytesWritten: number }>
   abort(): Promise<void>
 }
