@@ -204,6 +204,32 @@ describe('instant restore from the snapshot tier (XFS reflink)', () => {
     expect(await sha256File(res.files[0]!)).toBe(await sha256File(b.qcowOracle))
   }, 180_000)
 
+  it('only a clone of exactly this point and disk is used; a catalog that fails only costs the tier', async () => {
+    const b = await backedUpMachine('vm6', 601)
+    const rows = listSnapshotClones(w.catalog, { pointId: b.pointId })
+    const { world, chunksRead } = countingWorld()
+    // Rows of another point, or naming another disk's source: ignored (no tier, nothing to explain).
+    world.snapshotClones = () => rows.map((r) => (r.diskName === 'data' ? { ...r, pointId: 'another-point' } : { ...r, sourcePath: join(mnt, 'elsewhere.qcow2') }))
+    const res = await restorePoint(world, { pointId: b.pointId, mode: 'folder', targetPath: join(mnt, 'out6') })
+    expect(res.disks.map((d) => [d.source, d.tierSkipped])).toEqual([['vault', undefined], ['vault', undefined]])
+    expect(chunksRead()).toBeGreaterThan(0)
+    // The data row pointing at the system disk's clone: opened as raw, it is not the point's disk.
+    world.snapshotClones = () => rows.map((r) => (r.diskName === 'data' ? { ...r, clonePath: b.clone('system') } : r))
+    const swapped = await restorePoint(world, { pointId: b.pointId, mode: 'file', targetPath: join(mnt, 'vm6-data.raw'), disks: ['data'] })
+    expect(swapped.disks[0]!.source).toBe('vault')
+    expect(swapped.disks[0]!.tierSkipped).toMatch(/size|does not match/)
+    expect(await sha256File(swapped.files[0]!)).toBe(await sha256File(b.rawOracle))
+    // A catalog error: logged, the restore goes on from the vault.
+    world.snapshotClones = () => {
+      throw new Error('database is locked')
+    }
+    const log: string[] = []
+    const failed = await restorePoint(world, { pointId: b.pointId, mode: 'file', targetPath: join(mnt, 'vm6-data2.raw'), disks: ['data'] }, { log: (l) => log.push(l) })
+    expect(failed.disks[0]!.source).toBe('vault')
+    expect(log.join('\n')).toContain('database is locked')
+    expect(await sha256File(failed.files[0]!)).toBe(await sha256File(b.rawOracle))
+  }, 180_000)
+
   it('a qcow2 with a relative backing file: restored (flattened) from the clone while the chain is unchanged, from the vault once a parent changed', async () => {
     const dir = join(mnt, 'vm5')
     await mkdir(dir)
