@@ -8,18 +8,32 @@
  * The image has mixed content in 256 KiB pieces: 35% random, 25% compressible text, 40% holes.
  * It is built as a sparse raw file, then turned into qcow2 by qemu-img (qemu's own layout).
  * Runs alternate ours / qemu, the median of BENCH_RUNS is reported. Ours runs in a child process
- * so its peak RSS (process.resourceUsage().maxRSS) is its own. Also reported: the raw reader's
+ * so its peak RSS (process.resourceUsage().maxRSS) is its own; its time is that of `convertImage`
+ * alone (open to fsync), while qemu-img is timed as a whole process. So a further line times the
+ * whole CLI process, `node bin/tresor.js image convert` (startup included: the dist/ build when it is
+ * newer than the format sources, else the sources through tsx, which is slower to start). Also reported: the raw reader's
  * two ways to find holes (FIEMAP through `filefrag`, zero-granule scan) on the sparse raw file.
  */
 import { spawn } from 'node:child_process'
 import { createCipheriv } from 'node:crypto'
+import { existsSync, statSync } from 'node:fs'
 import { mkdtemp, open, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const MiB = 1024 * 1024
 const here = fileURLToPath(import.meta.url)
+const root = join(dirname(here), '..', '..')
+
+/** True when dist/ holds a build of the conversion code at least as new as its sources. */
+function distIsFresh(): boolean {
+  const pairs = ['index', 'raw/index', 'qcow2/reader'].map((m) => [
+    join(root, 'electron', 'engine', 'formats', `${m}.ts`),
+    join(root, 'dist', 'electron', 'engine', 'formats', `${m}.js`),
+  ])
+  return pairs.every(([src, out]) => existsSync(out as string) && statSync(out as string).mtimeMs >= statSync(src as string).mtimeMs)
+}
 
 function run(cmd: string, args: string[], env?: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string; seconds: number }> {
   return new Promise((resolvePromise, reject) => {
@@ -132,6 +146,9 @@ async function main(): Promise<void> {
     const oursCpu: number[] = []
     const theirsCpu: number[] = []
     const flushed: number[] = []
+    const cli: number[] = []
+    const fromDist = distIsFresh()
+    const outCli = join(dir, 'cli.raw')
     let rss = 0
     const outOurs = join(dir, 'ours.raw')
     const outQemu = join(dir, 'qemu.raw')
@@ -155,22 +172,29 @@ async function main(): Promise<void> {
       const w = await run('qemu-img', ['convert', '-t', 'writeback', '-f', 'qcow2', '-O', 'raw', qcow2, outQemu])
       if (w.code !== 0) throw new Error(`qemu-img -t writeback failed: ${w.stderr}`)
       flushed.push(w.seconds)
+      // The whole CLI process, timed like qemu-img (startup, module loading, conversion, fsync).
+      await rm(outCli, { force: true })
+      const c = await run(process.execPath, [join(root, 'bin', 'tresor.js'), 'image', 'convert', '--to', 'raw', qcow2, outCli], fromDist ? {} : { TRESOR_FROM_SOURCE: '1' })
+      if (c.code !== 0) throw new Error(`tresor image convert failed: ${c.stderr}`)
+      cli.push(c.seconds)
       console.log(
         `  run ${i + 1}: ours ${res.seconds.toFixed(2)} s (cpu ${res.cpuSeconds.toFixed(2)} s), qemu-img ${q.seconds.toFixed(2)} s ` +
-          `(cpu ${(theirsCpu[i] as number).toFixed(2)} s), qemu-img -t writeback ${w.seconds.toFixed(2)} s`,
+          `(cpu ${(theirsCpu[i] as number).toFixed(2)} s), qemu-img -t writeback ${w.seconds.toFixed(2)} s, tresor CLI process ${c.seconds.toFixed(2)} s`,
       )
     }
     const same = await run('cmp', [outOurs, outQemu])
+    const sameCli = await run('cmp', [outCli, outQemu])
     const mbps = (s: number): string => ((sizeMiB * MiB) / s / 1e6).toFixed(0)
     const o = median(ours)
     const q = median(theirs)
     console.log(`  ours:     ${o.toFixed(2)} s  ${mbps(o)} MB/s (virtual bytes per second)`)
     console.log(`  qemu-img: ${q.toFixed(2)} s  ${mbps(q)} MB/s`)
     console.log(`  qemu-img -t writeback (flushes like ours): ${median(flushed).toFixed(2)} s  ${mbps(median(flushed))} MB/s`)
+    console.log(`  tresor CLI, whole process (${fromDist ? 'dist/ build' : 'sources via tsx: run npm run build for the shipped path'}): ${median(cli).toFixed(2)} s  ${mbps(median(cli))} MB/s; ratio qemu-img / CLI ${(q / median(cli)).toFixed(2)}x`)
     console.log(`  ratio (qemu time / our time): ${(q / o).toFixed(2)}x  (target >= 1.0x); against -t writeback: ${(median(flushed) / o).toFixed(2)}x`)
     console.log(`  cpu seconds (user+sys): ours ${median(oursCpu).toFixed(2)}, qemu-img ${median(theirsCpu).toFixed(2)}; load average ${(await import('node:os')).loadavg()[0]?.toFixed(1)} on ${(await import('node:os')).cpus().length} cores`)
     console.log(`  our peak RSS: ${(rss / 1024).toFixed(0)} MiB  (target < 200 MiB)`)
-    console.log(`  outputs identical: ${same.code === 0 ? 'yes' : 'NO'}`)
+    console.log(`  outputs identical: ${same.code === 0 ? 'yes' : 'NO'} (CLI output: ${sameCli.code === 0 ? 'yes' : 'NO'})`)
 
     // Raw hole detection on the sparse source: FIEMAP (filefrag) against the zero-granule scan.
     const scans: number[] = []
