@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { dirname, extname, isAbsolute, resolve } from 'node:path'
-import { XMLParser } from 'fast-xml-parser'
+import type { XMLParser } from 'fast-xml-parser'
 import { EngineError, fromFsError } from '../errors.js'
 import type { NewDisk } from './machines.js'
 import type { MachineSource } from './types.js'
@@ -46,7 +46,9 @@ function text(node: Node | undefined, name: string): string | undefined {
   return String(v).trim()
 }
 
-function parser(): XMLParser {
+/** fast-xml-parser is loaded on first import only: backups and restores never need it. */
+async function parser(): Promise<XMLParser> {
+  const { XMLParser } = await import('fast-xml-parser')
   return new XMLParser({
     ignoreAttributes: false,
     attributeNamePrefix: '@_',
@@ -79,7 +81,7 @@ export async function importLibvirt(xmlPath: string): Promise<ImportedMachine> {
   const xml = await readDefinition(path, 'libvirt domain XML')
   let doc: Node
   try {
-    doc = parser().parse(xml) as Node
+    doc = (await parser()).parse(xml) as Node
   } catch (err) {
     throw malformed(path, 'libvirt domain XML', 'it cannot be parsed', err)
   }
@@ -138,7 +140,7 @@ export async function importVbox(vboxPath: string): Promise<ImportedMachine> {
   const xml = await readDefinition(path, 'VirtualBox machine file')
   let doc: Node
   try {
-    doc = parser().parse(xml) as Node
+    doc = (await parser()).parse(xml) as Node
   } catch (err) {
     throw malformed(path, 'VirtualBox machine file', 'it cannot be parsed', err)
   }
