@@ -104,7 +104,7 @@ export interface RestoreOptions {
   signal?: AbortSignal
   onProgress?: (progress: RestoreProgress) => void
   log?: (line: string) => void
-  /** Upper bound of chunk plaintext bytes fetched but not yet written. Default 64 MiB. */
+  /** Upper bound of chunk plaintext bytes fetched but not yet written. Default 32 MiB (4 batches: enough to keep the workers busy). */
   maxBytesInFlight?: number
   /** Plaintext bytes per `readChunks` call. Default 8 MiB. */
   batchBytes?: number
@@ -137,7 +137,7 @@ interface PlannedDisk {
   target: TargetFile
 }
 
-const DEFAULT_IN_FLIGHT = 64 * 1024 * 1024
+const DEFAULT_IN_FLIGHT = 32 * 1024 * 1024
 const DEFAULT_BATCH = 8 * 1024 * 1024
 
 const EXTENSION_FORMATS: Record<string, WriterFormat> = {

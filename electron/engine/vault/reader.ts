@@ -10,7 +10,7 @@ import { openPackRecords, type RecordItem } from './recordReader.js'
 
 const PACKS_IN_FLIGHT = 3
 /** Plaintext buffers handed back through `release` are kept for later reads, up to this many bytes. */
-const MAX_FREE_PLAIN_BYTES = 64 * 1024 * 1024
+const MAX_FREE_PLAIN_BYTES = 48 * 1024 * 1024
 
 export class LocalChunkReader implements ChunkReader {
   private closed = false
