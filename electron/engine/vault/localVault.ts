@@ -76,7 +76,7 @@ class LocalVaultImpl implements LocalVault {
     const lock = await VaultLock.acquire(this.fs, this.layout, 'shared', this.lockOptions('backup'))
     try {
       const start = await readGeneration(this.fs, this.layout, this.ctx.keys, this.id)
-      await this.ctx.table(true)
+      // the session loads the chunk table on its first put (an unchanged disk never needs it)
       return new LocalBackupSession(this.ctx, lock, start, options.signal)
     } catch (err) {
       await lock.release()

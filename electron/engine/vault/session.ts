@@ -56,6 +56,7 @@ export class LocalBackupSession implements BackupSession {
   private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open'
   private bytesStored = 0
   private bytesNew = 0
+  private tableLoad: Promise<ChunkTable> | undefined
 
   constructor(
     private readonly ctx: VaultContext,
@@ -69,8 +70,15 @@ export class LocalBackupSession implements BackupSession {
     this.sealBatch = Math.max(1, Math.floor(SEAL_BATCH_BYTES / ctx.blockSize))
   }
 
+  /**
+   * The chunk table, brought up to date on first use (after the lock was taken and the generation
+   * read, so packs pruned before are never deduplicated against). A session that puts nothing (an
+   * unchanged disk) never reads the pack indexes.
+   */
   private tableFor(): Promise<ChunkTable> {
-    return this.repack ? Promise.resolve(this.repack.table) : this.ctx.table()
+    if (this.repack) return Promise.resolve(this.repack.table)
+    this.tableLoad ??= this.ctx.table(true)
+    return this.tableLoad
   }
 
   private check(): void {
