@@ -3,43 +3,31 @@
  * Needs root (mount); CI runs as root. Not skipped: a missing prerequisite fails.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile, chmod } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { open, readdir, readFile, writeFile, chmod } from 'node:fs/promises'
 import { join } from 'node:path'
 import { addMachine, listSnapshotClones, pruneSnapshotTier, runBackup, type BackupProgress } from '../../../electron/engine/backup/index.js'
 import { parsePolicySpec } from '../../../electron/engine/policy/index.js'
 import { randomBytes } from '../../helpers/qemu.js'
 import { makeWorld, MiB, pointDiskSha256, type TestWorld } from './helpers.js'
+import { mountReflinkXfs, type ReflinkMount } from '../../helpers/xfs.js'
 
 let root = ''
 let mnt = ''
-let mounted = false
+let xfs: ReflinkMount | undefined
 let w: TestWorld
 
 beforeAll(async () => {
-  if (process.getuid?.() !== 0) throw new Error('the reflink tests mount an XFS image and need root (CI runs as root)')
-  root = await mkdtemp(join(tmpdir(), 'tresor-xfs-'))
-  const img = join(root, 'xfs.img')
-  mnt = join(root, 'mnt')
-  await mkdir(mnt)
-  execFileSync('truncate', ['-s', '320M', img])
-  execFileSync('mkfs.xfs', ['-q', '-m', 'reflink=1', img])
-  execFileSync('mount', ['-o', 'loop', img, mnt])
-  mounted = true
+  xfs = await mountReflinkXfs('tresor-xfs-', 'the reflink tests')
+  root = xfs.root
+  mnt = xfs.mnt
   w = await makeWorld()
 })
 
 afterAll(async () => {
   await w?.close()
-  if (mounted) {
-    for (let i = 0; i < 5; i++) {
-      try { execFileSync('umount', [mnt]); break } catch { await new Promise((r) => setTimeout(r, 300)) }
-    }
-  }
-  if (root) await rm(root, { recursive: true, force: true })
+  await xfs?.unmount()
 })
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')

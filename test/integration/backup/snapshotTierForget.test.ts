@@ -8,44 +8,33 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { openCatalog } from '../../../electron/engine/catalog/index.js'
 import { listSnapshotClones } from '../../../electron/engine/backup/index.js'
 import { createAppService } from '../../../electron/engine/app/index.js'
 import { randomBytes } from '../../helpers/qemu.js'
 import { cliEnv, tresor, tresorJson } from '../keys/fixtures/cli.js'
+import { mountReflinkXfs, type ReflinkMount } from '../../helpers/xfs.js'
 
 const MiB = 1024 * 1024
 let root = ''
 let mnt = ''
 let home = ''
-let mounted = false
+let xfs: ReflinkMount | undefined
 let env: NodeJS.ProcessEnv = {}
 
 beforeAll(async () => {
-  if (process.getuid?.() !== 0) throw new Error('the snapshot-tier tests mount an XFS image and need root (CI runs as root)')
-  root = await mkdtemp(join(tmpdir(), 'tresor-tier-'))
-  const img = join(root, 'xfs.img')
-  mnt = join(root, 'mnt')
+  xfs = await mountReflinkXfs('tresor-tier-', 'the snapshot-tier tests')
+  root = xfs.root
+  mnt = xfs.mnt
   home = join(root, 'home')
-  await mkdir(mnt)
-  execFileSync('truncate', ['-s', '320M', img]) // mkfs.xfs needs ≥ 300 MiB; sparse, so nothing is written
-  execFileSync('mkfs.xfs', ['-q', '-m', 'reflink=1', img])
-  execFileSync('mount', ['-o', 'loop', img, mnt])
-  mounted = true
   env = cliEnv({ TRESOR_HOME: home, TRESOR_PASSPHRASE: 'snapshot tier test passphrase', TRESOR_SCRYPT_LOG2N: '15' })
   await tresorJson(['vault', 'init', join(root, 'vault'), '--block-size', '65536', '--json'], env)
 }, 120_000)
 
 afterAll(async () => {
-  if (mounted) {
-    for (let i = 0; i < 5; i++) {
-      try { execFileSync('umount', [mnt]); break } catch { await new Promise((r) => setTimeout(r, 300)) }
-    }
-  }
-  if (root) await rm(root, { recursive: true, force: true })
+  await xfs?.unmount()
 })
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')

@@ -7,8 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFileSync } from 'node:child_process'
-import { mkdir, mkdtemp, open, rm, utimes } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { mkdir, open, rm, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import { addMachine, listSnapshotClones, runBackup } from '../../../electron/engine/backup/index.js'
 import { createImageWriter } from '../../../electron/engine/formats/index.js'
@@ -18,34 +17,24 @@ import type { ChunkReader, Vault } from '../../../electron/engine/vault/api.js'
 import { applyOps, createImage, mixedOps, qemuCompare, qemuToRaw, randomBytes, requireQemu, sha256File } from '../../helpers/qemu.js'
 import { makeWorld, MiB, type TestWorld } from '../backup/helpers.js'
 import { cliEnv, tresorJson } from '../keys/fixtures/cli.js'
+import { mountReflinkXfs, type ReflinkMount } from '../../helpers/xfs.js'
 
 let root = ''
 let mnt = ''
-let mounted = false
+let xfs: ReflinkMount | undefined
 let w: TestWorld
 
 beforeAll(async () => {
   requireQemu()
-  if (process.getuid?.() !== 0) throw new Error('the instant-restore tests mount an XFS image and need root (CI runs as root)')
-  root = await mkdtemp(join(tmpdir(), 'tresor-instant-'))
-  const img = join(root, 'xfs.img')
-  mnt = join(root, 'mnt')
-  await mkdir(mnt)
-  execFileSync('truncate', ['-s', '320M', img]) // mkfs.xfs needs ≥ 300 MiB; sparse
-  execFileSync('mkfs.xfs', ['-q', '-m', 'reflink=1', img])
-  execFileSync('mount', ['-o', 'loop', img, mnt])
-  mounted = true
+  xfs = await mountReflinkXfs('tresor-instant-', 'the instant-restore tests')
+  root = xfs.root
+  mnt = xfs.mnt
   w = await makeWorld()
 }, 120_000)
 
 afterAll(async () => {
   await w?.close()
-  if (mounted) {
-    for (let i = 0; i < 5; i++) {
-      try { execFileSync('umount', [mnt]); break } catch { await new Promise((r) => setTimeout(r, 300)) }
-    }
-  }
-  if (root) await rm(root, { recursive: true, force: true })
+  await xfs?.unmount()
 })
 
 /** A restore world over `vault` that counts the chunks read from it, with the catalog's clone list (unless `tier` is false). */
