@@ -2,7 +2,6 @@
  * The backup job as a job process runs it: opens the world of a TRESOR_HOME (catalog, current
  * vault with its key, image opener), runs the pipeline, closes everything.
  */
-import { openImage } from '../formats/index.js'
 import { openCurrentVault } from '../keys/index.js'
 import { policyForMachine } from '../policy/index.js'
 import { getMachine } from './machines.js'
@@ -29,7 +28,7 @@ export async function runBackupJob(input: BackupJobInput, env: JobEnv, extra: Pi
     await runPendingPostScripts(catalog, env.log)
     const machine = getMachine(catalog, input.machineId)
     const policy = policyForMachine(catalog, machine.id)
-    const { result } = await runBackup(machine, { vault: opened.vault, catalog, openImage: (p) => openImage(p) }, {
+    const { result } = await runBackup(machine, { vault: opened.vault, catalog, openImage: openImageLazily }, {
       ...extra,
       signal: env.signal,
       onProgress: env.onProgress,
@@ -42,4 +41,10 @@ export async function runBackupJob(input: BackupJobInput, env: JobEnv, extra: Pi
   } finally {
     await opened.close()
   }
+}
+
+/** The format modules load on the first disk that is read: a backup of unchanged disks never needs them. */
+async function openImageLazily(path: string): ReturnType<typeof import('../formats/index.js').openImage> {
+  const { openImage } = await import('../formats/index.js')
+  return openImage(path)
 }
