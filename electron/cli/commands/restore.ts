@@ -5,18 +5,9 @@ import { usage } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
 import type { Db } from '../../engine/catalog/index.js'
 import type { RestoreQueueEntry } from '../../engine/restore/index.js'
-import type { RESTORE_FORMATS as ENGINE_RESTORE_FORMATS, RestoreJobInput } from '../../engine/workers/protocol.js'
-import type { WriterFormat } from '../../engine/formats/types.js'
+import type { RestoreJobInput } from '../../engine/workers/protocol.js'
+import { WRITER_FORMATS as RESTORE_FORMATS, type WriterFormat } from '../../engine/formats/types.js'
 import { formatBytes } from '../format.js'
-
-/**
- * The engine's RESTORE_FORMATS, repeated here so that `--help` does not load the job protocol (and
- * zod with it); `formatsMatch` fails to compile when the lists differ.
- */
-const RESTORE_FORMATS = ['raw', 'qcow2', 'vhd', 'vhd-fixed', 'vhdx'] as const
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
-const formatsMatch: Same<typeof RESTORE_FORMATS, typeof ENGINE_RESTORE_FORMATS> = true
-void formatsMatch
 
 interface RestoreOpts {
   to?: string

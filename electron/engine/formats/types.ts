@@ -11,8 +11,9 @@
  */
 
 export type ImageFormat = 'raw' | 'qcow2' | 'vhd' | 'vhdx' | 'vmdk'
-export type WriterFormat = 'raw' | 'qcow2' | 'vhd' | 'vhd-fixed' | 'vhdx'
-export const WRITER_FORMATS: readonly WriterFormat[] = ['raw', 'qcow2', 'vhd', 'vhd-fixed', 'vhdx']
+/** Formats an image can be written in (convert, restore): the one list the CLI, the job protocol and the writers use. */
+export const WRITER_FORMATS = ['raw', 'qcow2', 'vhd', 'vhd-fixed', 'vhdx'] as const
+export type WriterFormat = (typeof WRITER_FORMATS)[number]
 
 export interface Extent {
   offset: number

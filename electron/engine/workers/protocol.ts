@@ -15,13 +15,14 @@
  */
 import { z } from 'zod'
 import { ERROR_CODES, type WireError } from '../../shared/errors.js'
-import type { WriterFormat } from '../formats/types.js'
+import { WRITER_FORMATS } from '../formats/types.js'
 
 export const JOB_KINDS = ['backup', 'restore', 'verify', 'prune'] as const
 export type JobKind = (typeof JOB_KINDS)[number]
 
 /** Every image format a restore can write (the writer formats of engine/formats). */
-export const RESTORE_FORMATS = ['raw', 'qcow2', 'vhd', 'vhd-fixed', 'vhdx'] as const satisfies readonly WriterFormat[]
+/** Every writer format can be a restore target. */
+export const RESTORE_FORMATS = WRITER_FORMATS
 
 const MAX_PATH = 4096
 const pathSchema = z
