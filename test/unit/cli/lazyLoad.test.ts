@@ -8,9 +8,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 const root = join(import.meta.dirname, '..', '..', '..')
-const hooks = `export async function load(url, context, next) {
+// The hooks run on their own thread; an asynchronous stderr write from there can be lost when the
+// CLI exits right after its output, so each line is written synchronously to fd 2.
+const hooks = `import { writeSync } from 'node:fs'
+export async function load(url, context, next) {
   const r = await next(url, context)
-  process.stderr.write('LOADED ' + url + '\\n')
+  writeSync(2, 'LOADED ' + url + '\\n')
   return r
 }`
 const register = `import { register } from 'node:module'
