@@ -158,7 +158,7 @@ export async function copyGuestData(
         }
         let buf = free.pop()
         if (!buf) {
-          buf = Buffer.allocUnsafe(CONVERT_CHUNK)
+          buf = writer.allocBuffer?.(CONVERT_CHUNK) ?? Buffer.allocUnsafe(CONVERT_CHUNK)
           allocated++
         }
         const data = buf.subarray(0, next.value.length)

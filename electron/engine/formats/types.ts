@@ -120,6 +120,11 @@ export interface ImageWriter {
    * Unset: one call at a time.
    */
   readonly maxConcurrentWrites?: number
+  /**
+   * Memory the writer writes fastest from (the raw writer's direct I/O needs page-aligned memory);
+   * callers that fill big buffers for `write` should take them from here when it is offered.
+   */
+  allocBuffer?(bytes: number): Buffer
   finish(): Promise<{ bytesWritten: number }>
   abort(): Promise<void>
 }

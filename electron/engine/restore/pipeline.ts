@@ -346,58 +346,128 @@ async function writeDisk(
     inFlight -= batch.bytes
   }
 
-  let index = 0
-  for await (const entry of vault.readBlockMap(point.id, disk.index)) {
-    if (signal?.aborted) throw cancelled()
-    if (index >= expectedBlocks) throw damaged(point, disk, 'the block map has more entries than the disk has blocks')
-    if (entry.kind === 'data') {
-      indices.push(index)
-      ids.push(entry.chunkId)
-      checksums.push(entry.checksum)
-      if (ids.length * blockSize >= batchBytes) {
-        while (pending.length > 0 && inFlight + batchBytes > maxInFlight) await drainOne()
-        launch()
+  try {
+    let index = 0
+    for await (const entry of vault.readBlockMap(point.id, disk.index)) {
+      if (signal?.aborted) throw cancelled()
+      if (index >= expectedBlocks) throw damaged(point, disk, 'the block map has more entries than the disk has blocks')
+      if (entry.kind === 'data') {
+        indices.push(index)
+        ids.push(entry.chunkId)
+        checksums.push(entry.checksum)
+        if (ids.length * blockSize >= batchBytes) {
+          while (pending.length > 0 && inFlight + batchBytes > maxInFlight) await drainOne()
+          launch()
+        }
+      } else if (ids.length === 0 && pending.length === 0) {
+        report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
       }
-    } else if (ids.length === 0 && pending.length === 0) {
-      report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
+      index++
     }
-    index++
+    if (index !== expectedBlocks) throw damaged(point, disk, `the block map has ${index} entries where ${expectedBlocks} are expected`)
+    launch()
+    while (pending.length > 0) await drainOne()
+    await combiner.flush()
+    report(disk.virtualSize, bytesWritten)
+    return bytesWritten
+  } catch (err) {
+    await combiner.abandon() // writes still in flight settle before the caller aborts the writer
+    throw err
   }
-  if (index !== expectedBlocks) throw damaged(point, disk, `the block map has ${index} entries where ${expectedBlocks} are expected`)
-  launch()
-  while (pending.length > 0) await drainOne()
-  await combiner.flush()
-  report(disk.virtualSize, bytesWritten)
-  return bytesWritten
 }
 
 /** Bytes gathered before one write: a few large writes instead of one (or more) per block. */
 const COMBINE_BYTES = 4 * 1024 * 1024
 
 /**
- * Gathers writes that continue each other into one buffer and writes it when the next piece does not
- * continue it, the buffer is full, or on `flush`. A writer is never handed the buffer again before
- * its write resolved (writers may keep nothing after that).
+ * Gathers writes that continue each other into one buffer and hands it to the writer when the next
+ * piece does not continue it, the buffer is full, or on `flush`. Buffers come from the writer
+ * (`allocBuffer`: aligned memory the raw writer writes with direct I/O) and rotate: up to the
+ * writer's `maxConcurrentWrites` writes are in flight, each with its own buffer, which is reused only
+ * after its write settled. `flush` waits for every write; the first failure is thrown by the next
+ * `write` or `flush`.
  */
 class WriteCombiner {
-  private readonly buf = Buffer.allocUnsafe(COMBINE_BYTES)
+  private readonly free: Buffer[] = []
+  private readonly inFlight = new Set<Promise<void>>()
+  private readonly maxWrites: number
+  private allocated = 0
+  private buf: Buffer | undefined
   private start = 0
   private length = 0
+  private failure: { error: unknown } | undefined
 
-  constructor(private readonly writer: ImageWriter) {}
+  constructor(private readonly writer: ImageWriter) {
+    this.maxWrites = Math.max(1, writer.maxConcurrentWrites ?? 1)
+  }
 
   async write(offset: number, data: Buffer): Promise<void> {
-    if (this.length > 0 && (offset !== this.start + this.length || this.length + data.length > COMBINE_BYTES)) await this.flush()
-    if (data.length >= COMBINE_BYTES) return this.writer.write(offset, data)
-    if (this.length === 0) this.start = offset
-    this.length += data.copy(this.buf, this.length)
+    if (this.length > 0 && (offset !== this.start + this.length || this.length + data.length > COMBINE_BYTES)) await this.send()
+    if (data.length >= COMBINE_BYTES) {
+      await this.settle()
+      return this.writer.write(offset, data)
+    }
+    if (this.length === 0) {
+      this.buf ??= await this.takeBuffer()
+      this.start = offset
+    }
+    this.length += data.copy(this.buf!, this.length)
   }
 
   async flush(): Promise<void> {
-    if (this.length === 0) return
+    if (this.length > 0) await this.send()
+    await this.settle()
+  }
+
+  /** Starts the write of the gathered bytes (waiting while `maxWrites` are in flight). */
+  private async send(): Promise<void> {
+    const buf = this.buf!
+    const start = this.start
     const n = this.length
+    this.buf = undefined
     this.length = 0
-    await this.writer.write(this.start, this.buf.subarray(0, n))
+    while (this.inFlight.size >= this.maxWrites) await Promise.race(this.inFlight)
+    this.throwFailure()
+    const p: Promise<void> = this.writer.write(start, buf.subarray(0, n)).then(
+      () => {
+        this.inFlight.delete(p)
+        this.free.push(buf)
+      },
+      (error: unknown) => {
+        this.inFlight.delete(p)
+        this.failure ??= { error }
+      },
+    )
+    this.inFlight.add(p)
+  }
+
+  private async takeBuffer(): Promise<Buffer> {
+    for (;;) {
+      this.throwFailure()
+      const b = this.free.pop()
+      if (b) return b
+      if (this.allocated <= this.maxWrites) {
+        this.allocated++
+        return this.writer.allocBuffer?.(COMBINE_BYTES) ?? Buffer.allocUnsafeSlow(COMBINE_BYTES)
+      }
+      await Promise.race(this.inFlight)
+    }
+  }
+
+  /** After a failure elsewhere: lets the writes in flight settle, ignoring their outcome. */
+  async abandon(): Promise<void> {
+    this.length = 0
+    await Promise.allSettled([...this.inFlight])
+  }
+
+  /** Waits for every write in flight; throws the first failure. */
+  private async settle(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight)
+    this.throwFailure()
+  }
+
+  private throwFailure(): void {
+    if (this.failure) throw this.failure.error
   }
 }
 
