@@ -27,7 +27,7 @@ const alignedMemory = new WeakSet<ArrayBufferLike>()
 
 /** The one WebAssembly API used here (the project's type libraries do not declare WebAssembly). */
 interface WasmMemoryApi {
-  Memory: new (descriptor: { initial: number }) => { readonly buffer: ArrayBuffer }
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => { readonly buffer: ArrayBuffer | SharedArrayBuffer }
 }
 const wasm = (globalThis as unknown as { WebAssembly?: WasmMemoryApi }).WebAssembly
 
@@ -43,6 +43,23 @@ export function allocAligned(bytes: number): Buffer {
     return Buffer.from(memory.buffer, 0, bytes)
   } catch {
     return Buffer.allocUnsafeSlow(bytes)
+  }
+}
+
+/**
+ * `bytes` of page-aligned memory shared with worker threads (a shared WebAssembly.Memory, whose
+ * buffer is a SharedArrayBuffer): workers can fill it and the main thread write it out directly,
+ * with no copy and no transfer. Falls back to an ordinary SharedArrayBuffer (not aligned).
+ */
+export function allocAlignedShared(bytes: number): Buffer {
+  const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE))
+  try {
+    if (!wasm) throw new Error('no WebAssembly')
+    const memory = new wasm.Memory({ initial: pages, maximum: pages, shared: true })
+    alignedMemory.add(memory.buffer)
+    return Buffer.from(memory.buffer, 0, bytes)
+  } catch {
+    return Buffer.from(new SharedArrayBuffer(bytes))
   }
 }
 

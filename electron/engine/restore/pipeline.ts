@@ -26,7 +26,8 @@ import { EngineError, fromFsError } from '../errors.js'
 import { createBlockHasher, isAllZero } from '../backup/checksum.js'
 import { fileState, reflinkClone, sameIdentity } from '../backup/snapshot.js'
 import type { DiskImage, Extent, ImageFormat, ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
-import type { ChunkReader, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
+import type { ChunkReader, ChunksInPlace, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
+import { allocAlignedShared } from '../formats/directIo.js'
 import { assertNotInUse, findFileUses } from './inUse.js'
 import {
   assertNoNul,
@@ -372,6 +373,184 @@ async function writeDisk(
     return bytesWritten
   } catch (err) {
     await combiner.abandon() // writes still in flight settle before the caller aborts the writer
+    throw err
+  }
+}
+
+/**
+ * `writeDisk` without copies, for readers that decode in place (`ChunkReader.readChunksInto`).
+ *
+ * Memory is one page-aligned region shared with the decoding threads, cut into slots of one batch
+ * each. A batch's k-th block is decoded at k × blockSize in its slot, so blocks with consecutive
+ * indexes lie back to back exactly as in the image: each run of them is handed to the writer
+ * straight from the slot (the raw writer writes it with direct I/O), cut only where the decoding
+ * thread found all-zero granules (`zeroMaps`), which stay holes. The decoding thread also
+ * computed each block's XXH3-128, compared here with the block map. Slots: enough for
+ * `maxBytesInFlight` of batches being fetched, plus two whose writes are still in flight; a slot is
+ * reused only after every write from it settled. The main thread copies, scans and hashes nothing.
+ */
+async function writeDiskInPlace(
+  vault: Vault,
+  reader: ChunkReader & Required<Pick<ChunkReader, 'readChunksInto'>>,
+  point: PointManifest,
+  disk: PointDisk,
+  writer: ImageWriter,
+  options: RestoreOptions,
+  report: (position: number, bytesWritten: number) => void,
+): Promise<number> {
+  const blockSize = point.blockSize
+  const expectedBlocks = Math.ceil(disk.virtualSize / blockSize)
+  if (disk.blockCount !== expectedBlocks) {
+    throw damaged(point, disk, `the manifest lists ${disk.blockCount} blocks where ${expectedBlocks} are expected`)
+  }
+  const blocksPerBatch = Math.max(1, Math.floor((options.batchBytes ?? DEFAULT_BATCH) / blockSize))
+  const slotBytes = blocksPerBatch * blockSize
+  const fetchSlots = Math.max(1, Math.floor((options.maxBytesInFlight ?? DEFAULT_IN_FLIGHT) / slotBytes))
+  const slotCount = fetchSlots + 2
+  const arena = allocAlignedShared(slotCount * slotBytes)
+  const free: number[] = Array.from({ length: slotCount }, (_, i) => slotCount - 1 - i)
+  const writesFrom = new Array<number>(slotCount).fill(0)
+  const drained = new Array<boolean>(slotCount).fill(false)
+  const writeDepth = Math.max(1, writer.maxConcurrentWrites ?? 1)
+  const writes = new Set<Promise<void>>()
+  let failure: { error: unknown } | undefined
+  const signal = options.signal
+  const granulesPerBlock = Math.ceil(blockSize / HOLE_GRANULARITY)
+
+  interface Batch {
+    slot: number
+    indices: number[]
+    checksums: Buffer[]
+    promise: Promise<ChunksInPlace>
+  }
+  const pending: Batch[] = []
+  let indices: number[] = []
+  let ids: Buffer[] = []
+  let checksums: Buffer[] = []
+  let bytesWritten = 0
+
+  const throwFailure = (): void => {
+    if (failure) throw failure.error
+  }
+  const releaseIfDone = (slot: number): void => {
+    if (drained[slot] && writesFrom[slot] === 0) {
+      drained[slot] = false
+      free.push(slot)
+    }
+  }
+  /** Starts one write from `slot` (waiting while `writeDepth` are in flight). */
+  const issue = async (offset: number, data: Buffer, slot: number): Promise<void> => {
+    while (writes.size >= writeDepth) await Promise.race(writes)
+    throwFailure()
+    writesFrom[slot]!++
+    const p: Promise<void> = writer.write(offset, data).then(
+      () => {
+        writes.delete(p)
+        writesFrom[slot]!--
+        releaseIfDone(slot)
+      },
+      (error: unknown) => {
+        writes.delete(p)
+        writesFrom[slot]!--
+        failure ??= { error }
+      },
+    )
+    writes.add(p)
+  }
+
+  const launch = async (): Promise<void> => {
+    if (ids.length === 0) return
+    while (pending.length >= fetchSlots) await drainOne()
+    while (free.length === 0) {
+      if (writes.size === 0) throw new EngineError('INTERNAL', 'restore: no buffer slot is free and no write is in flight')
+      await Promise.race(writes)
+      throwFailure()
+    }
+    const slot = free.pop()!
+    const base = slot * slotBytes
+    const promise = reader.readChunksInto(ids, arena, ids.map((_, k) => base + k * blockSize), { zeroGranule: HOLE_GRANULARITY })
+    promise.catch(() => undefined) // awaited in order below; avoid an unhandled rejection meanwhile
+    pending.push({ slot, indices, checksums, promise })
+    indices = []
+    ids = []
+    checksums = []
+  }
+
+  const drainOne = async (): Promise<void> => {
+    const batch = pending.shift()!
+    const got = await batch.promise
+    const n = batch.indices.length
+    if (got.lengths.length !== n) throw damaged(point, disk, 'the vault returned a wrong number of chunks')
+    for (let k = 0; k < n; k++) {
+      const index = batch.indices[k]!
+      const expectedLength = Math.min(blockSize, disk.virtualSize - index * blockSize)
+      if (got.lengths[k] !== expectedLength) throw damaged(point, disk, `block ${index} holds ${got.lengths[k]} bytes where ${expectedLength} are expected`)
+      if (!got.checksums[k]!.equals(batch.checksums[k]!)) throw damaged(point, disk, `block ${index} does not match its recorded checksum`)
+    }
+    // Walk the batch's granules in order; write each run of non-zero granules of consecutive blocks.
+    const base = batch.slot * slotBytes
+    let runStart = -1 // byte position in the slot
+    let runOffset = 0 // guest offset of runStart
+    let runEnd = 0
+    const flushRun = async (): Promise<void> => {
+      if (runStart < 0) return
+      await issue(runOffset, arena.subarray(base + runStart, base + runEnd), batch.slot)
+      bytesWritten += runEnd - runStart
+      runStart = -1
+    }
+    for (let k = 0; k < n; k++) {
+      if (signal?.aborted) throw cancelled()
+      const index = batch.indices[k]!
+      if (k > 0 && index !== batch.indices[k - 1]! + 1) await flushRun()
+      const map = got.zeroMaps[k]!
+      const length = got.lengths[k]!
+      for (let g = 0; g < granulesPerBlock; g++) {
+        const at = g * HOLE_GRANULARITY
+        if (at >= length) break
+        const zero = (map[g >> 3]! & (1 << (g & 7))) !== 0
+        if (zero) {
+          await flushRun()
+          continue
+        }
+        const pos = k * blockSize + at
+        if (runStart < 0) {
+          runStart = pos
+          runOffset = index * blockSize + at
+        }
+        runEnd = k * blockSize + Math.min(length, at + HOLE_GRANULARITY)
+      }
+      report(index * blockSize + length, bytesWritten + (runStart < 0 ? 0 : runEnd - runStart))
+    }
+    await flushRun()
+    drained[batch.slot] = true
+    releaseIfDone(batch.slot)
+  }
+
+  try {
+    let index = 0
+    for await (const entry of vault.readBlockMap(point.id, disk.index)) {
+      if (signal?.aborted) throw cancelled()
+      if (index >= expectedBlocks) throw damaged(point, disk, 'the block map has more entries than the disk has blocks')
+      if (entry.kind === 'data') {
+        indices.push(index)
+        ids.push(entry.chunkId)
+        checksums.push(entry.checksum)
+        if (ids.length >= blocksPerBatch) await launch()
+      } else if (ids.length === 0 && pending.length === 0) {
+        report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
+      }
+      index++
+    }
+    if (index !== expectedBlocks) throw damaged(point, disk, `the block map has ${index} entries where ${expectedBlocks} are expected`)
+    await launch()
+    while (pending.length > 0) await drainOne()
+    while (writes.size > 0) await Promise.race(writes)
+    throwFailure()
+    report(disk.virtualSize, bytesWritten)
+    return bytesWritten
+  } catch (err) {
+    // Writes and decodes still in flight settle before the caller aborts the writer or frees the memory.
+    await Promise.allSettled([...writes, ...pending.map((b) => b.promise)])
     throw err
   }
 }
@@ -878,7 +1057,8 @@ export async function restorePoint(world: RestoreWorld, request: RestoreRequest,
         const writer = await world.createWriter(target.partialPath, format, { virtualSize: disk.virtualSize, overwrite: false })
         writers.push(writer)
         reader ??= world.vault.chunkReader()
-        await writeDisk(world.vault, reader, point, disk, writer, options, reportWriting)
+        if (reader.readChunksInto) await writeDiskInPlace(world.vault, reader as ChunkReader & Required<Pick<ChunkReader, 'readChunksInto'>>, point, disk, writer, options, reportWriting)
+        else await writeDisk(world.vault, reader, point, disk, writer, options, reportWriting)
         if (options.signal?.aborted) throw cancelled()
         diskWritten = (await writer.finish()).bytesWritten
         writers.pop()

@@ -111,6 +111,15 @@ export interface BackupSession {
 }
 
 /** Fetches and verifies chunk plaintexts (decrypt, decompress, re-hash). Throws CHUNK_CORRUPT/CHUNK_MISSING. */
+/** Per chunk of a `readChunksInto` call, in the order of its ids. */
+export interface ChunksInPlace {
+  lengths: number[]
+  /** XXH3-128 of each plaintext (backup/checksum.ts), computed by the thread that decoded it. */
+  checksums: Buffer[]
+  /** Per chunk: bit g (LSB first) set when bytes [g·zeroGranule, (g+1)·zeroGranule) are all zeros or past its end. */
+  zeroMaps: Uint8Array[]
+}
+
 export interface ChunkReader {
   /** Returns plaintexts in the order of `ids`; implementations read by pack ranges, many in flight. */
   readChunks(ids: Buffer[]): Promise<Buffer[]>
@@ -119,6 +128,13 @@ export interface ChunkReader {
    * caller will never touch again, so their memory can be reused by later reads.
    */
   release?(plaintexts: Buffer[]): void
+  /**
+   * Optional zero-copy read (restore): decodes chunk i straight into `target` at `positions[i]`
+   * (each position with room for a whole block) and reports, per chunk, what the decoding thread
+   * found there (ChunksInPlace). `target` must be a view on a SharedArrayBuffer (the decoding threads
+   * write into it); the same chunk id may appear more than once.
+   */
+  readChunksInto?(ids: Buffer[], target: Buffer, positions: number[], options: { zeroGranule: number }): Promise<ChunksInPlace>
   close(): Promise<void>
 }
 

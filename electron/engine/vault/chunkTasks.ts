@@ -57,6 +57,12 @@ export interface OpenTask {
    * entries × blockSize bytes; else the worker allocates one. Lets readers recycle plaintext memory.
    */
   plainBuf?: ArrayBuffer
+  /**
+   * Decode in place (restore): entry i's plaintext goes to `sab` at byte `positions[i]` (room for
+   * blockSize bytes), nothing is returned but lengths, errors and each plaintext's XXH3-128
+   * checksum. The memory is shared with the caller, so no plaintext crosses threads.
+   */
+  into?: { sab: SharedArrayBuffer; positions: number[]; zeroGranule: number }
 }
 
 export type ChunkTask = SealTask | OpenTask
@@ -77,4 +83,16 @@ export type ChunkTaskResult =
       lengths: number[]
       /** Plaintexts back to back (entry i at the sum of earlier lengths), when asked for. */
       plain: ArrayBuffer | undefined
+      /** With `into`: entry i's XXH3-128 checksum (canonical) at bytes 16i..16i+16 (zeros on error). */
+      checksums?: Uint8Array
+      /**
+       * With `into`: per entry, ceil(blockSize / zeroGranule / 8) bytes, bit g (LSB first) set when
+       * the plaintext's granule g is all zeros (or lies past its end), so holes need no scan on the caller's thread.
+       */
+      zeroMaps?: Uint8Array
     }
+
+/** Bytes of one entry's zero map (see the open result's `zeroMaps`). */
+export function zeroMapBytes(blockSize: number, zeroGranule: number): number {
+  return Math.ceil(Math.ceil(blockSize / zeroGranule) / 8)
+}

@@ -7,13 +7,16 @@ import { workerData } from 'node:worker_threads'
 import { crc32 } from 'node:zlib'
 import { serveTasks } from '../workers/pool.js'
 import { ChunkCodec, type CodecConfig } from './chunkCodec.js'
-import type { ChunkTask, ChunkTaskResult, SealedRecord } from './chunkTasks.js'
+import type { ChunkTask, ChunkTaskResult, OpenTask, SealedRecord } from './chunkTasks.js'
+import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
+import type { TaskReply } from '../workers/pool.js'
+import { zeroMapBytes } from './chunkTasks.js'
 
 const codec = new ChunkCodec(workerData as CodecConfig)
 /** Plaintext buffers are allocated in whole MiBs, so a reader can reuse one for a later range. */
 const PLAIN_ROUND = 1024 * 1024
 
-serveTasks<ChunkTask, ChunkTaskResult>((task) => {
+serveTasks<ChunkTask, ChunkTaskResult>(async (task) => {
   if (task.kind === 'seal') {
     const input = Buffer.from(task.input)
     const out = Buffer.from(task.output)
@@ -35,6 +38,7 @@ serveTasks<ChunkTask, ChunkTaskResult>((task) => {
     const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, records }
     return { value, transfer: [task.input, task.output] }
   }
+  if (task.into) return openInto(task, task.into)
   // open: records packed in `buf`; plaintexts copied into one new buffer when wanted
   const buf = Buffer.from(task.buf)
   const errors: Array<string | null> = []
@@ -57,3 +61,42 @@ serveTasks<ChunkTask, ChunkTaskResult>((task) => {
   const value: ChunkTaskResult = { kind: 'open', buf: task.buf, errors, lengths, plain: plainOut ? (plainOut.buffer as ArrayBuffer) : undefined }
   return { value, transfer: plainOut ? [task.buf, plainOut.buffer as ArrayBuffer] : [task.buf] }
 })
+
+let hasher: BlockHasher | undefined
+let zeroPage = Buffer.alloc(0)
+
+/** Opens the records of `task` straight into the caller's shared memory and checksums them there. */
+async function openInto(task: OpenTask, into: NonNullable<OpenTask['into']>): Promise<TaskReply<ChunkTaskResult>> {
+  hasher ??= await createBlockHasher()
+  if (zeroPage.length < into.zeroGranule) zeroPage = Buffer.alloc(into.zeroGranule)
+  const buf = Buffer.from(task.buf)
+  const shared = Buffer.from(into.sab)
+  const errors: Array<string | null> = []
+  const lengths: number[] = []
+  const checksums = new Uint8Array(task.entries.length * CHECKSUM_BYTES)
+  const granule = into.zeroGranule
+  const mapBytes = zeroMapBytes(task.blockSize, granule)
+  const zeroMaps = new Uint8Array(task.entries.length * mapBytes).fill(0xff)
+  task.entries.forEach((e, j) => {
+    const at = into.positions[j]!
+    const slot = shared.subarray(at, at + task.blockSize)
+    const r = slot.length === task.blockSize ? codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, slot) : 'has no room in the target buffer'
+    if (typeof r === 'string') {
+      errors.push(r)
+      lengths.push(0)
+      return
+    }
+    if (r.buffer !== shared.buffer || r.byteOffset !== slot.byteOffset) r.copy(slot)
+    const plain = slot.subarray(0, r.length)
+    checksums.set(hasher!.checksum(plain), j * CHECKSUM_BYTES)
+    for (let g = 0, at = 0; at < plain.length; g++, at += granule) {
+      const piece = plain.subarray(at, Math.min(plain.length, at + granule))
+      if (piece.compare(zeroPage, 0, piece.length) !== 0) {
+        zeroMaps[j * mapBytes + (g >> 3)]! &= ~(1 << (g & 7))
+      }
+    }
+    errors.push(null)
+    lengths.push(r.length)
+  })
+  return { value: { kind: 'open', buf: task.buf, errors, lengths, plain: undefined, checksums, zeroMaps }, transfer: [task.buf] }
+}

@@ -5,8 +5,15 @@
  */
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
-import type { ChunkTask, ChunkTaskResult, OpenEntry } from './chunkTasks.js'
+import { zeroMapBytes, type ChunkTask, type ChunkTaskResult, type OpenEntry } from './chunkTasks.js'
 import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
+
+/** What a record decoded in place (OpenTask.into) reports: see ChunkTaskResult. */
+export interface OpenedInPlace {
+  length: number
+  checksum: Uint8Array
+  zeroMap: Uint8Array
+}
 
 export interface RecordItem {
   offset: number
@@ -21,6 +28,14 @@ const MAX_GAP_BYTES = 256 * 1024
 /** Range buffers circulate (main → worker → main) instead of being allocated per read. */
 const RANGE_BUFFER_BYTES = MAX_RANGE_BYTES + 64 * 1024
 const freeRangeBuffers: ArrayBuffer[] = []
+/**
+ * Range buffers kept for reuse: as many as can be out at once (up to three packs read at a time,
+ * each with a range being read, plus the pool's running and queued tasks), so that a long read
+ * allocates none after its start. Each fresh 4 MiB buffer costs page faults and, as V8 external
+ * memory, pushes the main thread towards a full garbage collection (a 4 GiB restore allocated 75
+ * with a cap of 6).
+ */
+const MAX_FREE_RANGE_BUFFERS = 12
 
 function takeRangeBuffer(size: number): ArrayBuffer {
   if (size > RANGE_BUFFER_BYTES) return new ArrayBuffer(size)
@@ -28,7 +43,7 @@ function takeRangeBuffer(size: number): ArrayBuffer {
 }
 
 function giveRangeBuffer(ab: ArrayBuffer): void {
-  if (ab.byteLength === RANGE_BUFFER_BYTES && freeRangeBuffers.length < 6) freeRangeBuffers.push(ab)
+  if (ab.byteLength === RANGE_BUFFER_BYTES && freeRangeBuffers.length < MAX_FREE_RANGE_BUFFERS) freeRangeBuffers.push(ab)
 }
 
 /**
@@ -48,8 +63,13 @@ export async function openPackRecords(
     signal?: AbortSignal
     /** Supplies a recycled buffer for a range's plaintexts (see OpenTask.plainBuf). */
     takePlainBuffer?: (bytes: number) => ArrayBuffer | undefined
+    /**
+     * Decode in place (OpenTask.into): item i's plaintext goes to `sab` at `positions[i]`; `onResult`
+     * then gets no plaintext but its length and XXH3-128 checksum (`opened`).
+     */
+    into?: { sab: SharedArrayBuffer; positions: number[]; zeroGranule: number }
   },
-  onResult: (index: number, plain: Buffer | undefined, error: string | null) => void,
+  onResult: (index: number, plain: Buffer | undefined, error: string | null, opened?: OpenedInPlace) => void,
 ): Promise<void> {
   if (items.length === 0) return
   const order = items.map((_, i) => i).sort((a, b) => items[a]!.offset - items[b]!.offset)
@@ -86,8 +106,18 @@ export async function openPackRecords(
         const it = items[k]!
         return { start: it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
       })
-      const plainBuf = options.returnPlain ? options.takePlainBuffer?.(entries.length * options.blockSize) : undefined
-      const task: ChunkTask = { kind: 'open', buf: ab, entries, packId, blockSize: options.blockSize, returnPlain: options.returnPlain, ...(plainBuf ? { plainBuf } : {}) }
+      const into = options.into
+      const plainBuf = options.returnPlain && !into ? options.takePlainBuffer?.(entries.length * options.blockSize) : undefined
+      const task: ChunkTask = {
+        kind: 'open',
+        buf: ab,
+        entries,
+        packId,
+        blockSize: options.blockSize,
+        returnPlain: options.returnPlain && !into,
+        ...(plainBuf ? { plainBuf } : {}),
+        ...(into ? { into: { sab: into.sab, positions: group.map((k) => into.positions[k]!), zeroGranule: into.zeroGranule } } : {}),
+      }
       const { result } = await pool.submit(task, plainBuf ? [ab, plainBuf] : [ab])
       results.push(
         result.then((r) => {
@@ -97,7 +127,13 @@ export async function openPackRecords(
           const plain = r.plain ? Buffer.from(r.plain) : undefined
           group.forEach((k, j) => {
             const len = r.lengths[j]!
-            onResult(k, plain && r.errors[j] === null ? plain.subarray(p, p + len) : undefined, r.errors[j] ?? null)
+            const ok = r.errors[j] === null
+            const mapBytes = into ? zeroMapBytes(options.blockSize, into.zeroGranule) : 0
+            const opened =
+              r.checksums && r.zeroMaps && ok
+                ? { length: len, checksum: r.checksums.subarray(j * 16, j * 16 + 16), zeroMap: r.zeroMaps.subarray(j * mapBytes, (j + 1) * mapBytes) }
+                : undefined
+            onResult(k, plain && ok ? plain.subarray(p, p + len) : undefined, r.errors[j] ?? null, opened)
             p += len
           })
         }),

@@ -37,7 +37,7 @@ afterAll(async () => {
   await xfs?.unmount()
 })
 
-/** A restore world over `vault` that counts the chunks read from it, with the catalog's clone list (unless `tier` is false). */
+/** A restore world over `vault` that counts the chunks read from it (either read path), with the catalog's clone list (unless `tier` is false). */
 function countingWorld(tier = true): { world: RestoreWorld; chunksRead: () => number } {
   let chunks = 0
   const bind = <T extends object>(target: T, key: string | symbol): unknown => {
@@ -51,11 +51,20 @@ function countingWorld(tier = true): { world: RestoreWorld; chunksRead: () => nu
         const reader = target.chunkReader()
         return new Proxy(reader, {
           get(r, k) {
-            if (k !== 'readChunks') return bind(r, k)
-            return (ids: Buffer[]) => {
-              chunks += ids.length
-              return r.readChunks(ids)
+            if (k === 'readChunks') {
+              return (ids: Buffer[]) => {
+                chunks += ids.length
+                return r.readChunks(ids)
+              }
             }
+            if (k === 'readChunksInto' && r.readChunksInto) {
+              const into = r.readChunksInto.bind(r)
+              return (ids: Buffer[], ...rest: [Buffer, number[], { zeroGranule: number }]) => {
+                chunks += ids.length
+                return into(ids, ...rest)
+              }
+            }
+            return bind(r, k)
           },
         }) as ChunkReader
       }

@@ -13,6 +13,7 @@ import type {
   BackupSession,
   BlockEntry,
   ChunkReader,
+  ChunksInPlace,
   PointDisk,
   PointManifest,
   Vault,
@@ -31,7 +32,11 @@ export class MemoryVault implements Vault {
   readonly points = new Map<string, { manifest: PointManifest; maps: BlockEntry[][] }>()
   /** Called before every readChunks batch (tests slow it down or fail it). */
   beforeRead: ((ids: Buffer[]) => Promise<void> | void) | undefined
+  /** What new vaults get for `inPlace` (suites run once per read path). */
+  static defaultInPlace = false
   readCalls = 0
+  /** Offer `readChunksInto` (the restore's zero-copy path) besides `readChunks`. */
+  inPlace = MemoryVault.defaultInPlace
   maxConcurrentReads = 0
   private concurrentReads = 0
 
@@ -123,28 +128,46 @@ export class MemoryVault implements Vault {
     for (const e of p.maps[diskIndex] ?? []) yield e
   }
   chunkReader(): ChunkReader {
-    return {
-      readChunks: async (ids) => {
-        this.readCalls++
-        this.concurrentReads++
-        this.maxConcurrentReads = Math.max(this.maxConcurrentReads, this.concurrentReads)
-        try {
-          await this.beforeRead?.(ids)
-          await new Promise((r) => setImmediate(r))
-          return ids.map((id) => {
-            const data = this.chunks.get(id.toString('hex'))
-            if (!data) throw new EngineError('CHUNK_MISSING', `Chunk ${id.toString('hex')} is missing.`)
-            if (!createHash('sha256').update(data).digest().equals(id)) {
-              throw new EngineError('CHUNK_CORRUPT', `Chunk ${id.toString('hex')} is corrupt.`)
-            }
-            return Buffer.from(data)
-          })
-        } finally {
-          this.concurrentReads--
-        }
-      },
-      close: async () => undefined,
+    const readChunks = async (ids: Buffer[]): Promise<Buffer[]> => {
+      this.readCalls++
+      this.concurrentReads++
+      this.maxConcurrentReads = Math.max(this.maxConcurrentReads, this.concurrentReads)
+      try {
+        await this.beforeRead?.(ids)
+        await new Promise((r) => setImmediate(r))
+        return ids.map((id) => {
+          const data = this.chunks.get(id.toString('hex'))
+          if (!data) throw new EngineError('CHUNK_MISSING', `Chunk ${id.toString('hex')} is missing.`)
+          if (!createHash('sha256').update(data).digest().equals(id)) {
+            throw new EngineError('CHUNK_CORRUPT', `Chunk ${id.toString('hex')} is corrupt.`)
+          }
+          return Buffer.from(data)
+        })
+      } finally {
+        this.concurrentReads--
+      }
     }
+    const reader: ChunkReader = { readChunks, close: async () => undefined }
+    if (this.inPlace) {
+      // The in-place read as the real reader does it, on this thread: plaintext at each position,
+      // its XXH3-128 and its map of all-zero granules.
+      reader.readChunksInto = async (ids, target, positions, { zeroGranule }): Promise<ChunksInPlace> => {
+        if (!(target.buffer instanceof SharedArrayBuffer)) throw new Error('readChunksInto needs shared memory')
+        const plains = await readChunks(ids)
+        const hasher = await createBlockHasher()
+        const mapBytes = Math.ceil(Math.ceil(this.blockSize / zeroGranule) / 8)
+        const zeroMaps = plains.map((plain) => {
+          const map = new Uint8Array(mapBytes).fill(0xff)
+          for (let g = 0; g * zeroGranule < plain.length; g++) {
+            if (!isAllZero(plain.subarray(g * zeroGranule, (g + 1) * zeroGranule))) map[g >> 3]! &= ~(1 << (g & 7))
+          }
+          return map
+        })
+        plains.forEach((plain, i) => plain.copy(target, positions[i]!))
+        return { lengths: plains.map((p) => p.length), checksums: plains.map((p) => hasher.checksum(p)), zeroMaps }
+      }
+    }
+    return reader
   }
   async close(): Promise<void> {}
 }
