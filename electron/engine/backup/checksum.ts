@@ -7,7 +7,7 @@
  * 1 MiB blocks (test/bench/checksum.ts prints both, plus the 64-bit streaming class for reference).
  * The two produce identical digests (checked by test/unit/backup/checksum.test.ts).
  */
-import { createXXHash128, type IHasher } from 'hash-wasm'
+import type { IHasher } from 'hash-wasm'
 
 /** Length of a block checksum in bytes. */
 export const CHECKSUM_BYTES = 16
@@ -18,8 +18,12 @@ export interface BlockHasher {
   checksum(data: Uint8Array): Buffer
 }
 
-/** Creates a hasher (loads the wasm module once per process). */
+/**
+ * Creates a hasher (loads the wasm module once per process). hash-wasm is imported here, on first
+ * use, not with this module: it costs ~50 ms to load, which an unchanged disk never needs.
+ */
 export async function createBlockHasher(): Promise<BlockHasher> {
+  const { createXXHash128 } = await import('hash-wasm')
   const hasher: IHasher = await createXXHash128()
   return {
     checksum(data) {

@@ -329,7 +329,9 @@ export async function runBackup(machine: Machine, world: BackupWorld, options: R
   const session = await world.vault.beginBackup(signal ? { signal } : {})
   const blockSize = session.blockSize
   const progress = new Progress(included.map((d, i) => ({ index: i, name: d.name })), now, options.onProgress, options.progressIntervalMs ?? 200)
-  const hasher = await createBlockHasher()
+  // Created on the first disk that is read: an unchanged machine never loads the hashing module.
+  let hasherPromise: Promise<BlockHasher> | undefined
+  const hasher = (): Promise<BlockHasher> => (hasherPromise ??= createBlockHasher())
   const clones: string[] = []
   const scripts = policy.scripts
   let preOutcome: ScriptOutcome | undefined
@@ -545,7 +547,8 @@ interface DiskContext {
   world: BackupWorld
   session: BackupSession
   prev: PointManifest | null
-  hasher: BlockHasher
+  /** The block hasher, created on first call. */
+  hasher: () => Promise<BlockHasher>
   progress: Progress
   signal: AbortSignal | undefined
   log: (l: string) => void
@@ -558,13 +561,18 @@ async function backupDisk(plan: DiskPlan, ctx: DiskContext): Promise<DiskOutcome
   if (plan.mode === 'unchanged') {
     const prevDisk = plan.prevDisk!
     progress.startDisk(plan.index, 'unchanged', prevDisk.allocatedBytes)
-    const writer = session.blockMapWriter({ index: plan.index, blockCount: prevDisk.blockCount })
-    let n = 0
-    for await (const e of ctx.world.vault.readBlockMap(ctx.prev!.id, prevDisk.index)) {
-      writer.append(e)
-      if (++n % 65536 === 0) throwIfAborted(ctx.signal)
+    const target = { index: plan.index, blockCount: prevDisk.blockCount }
+    if (session.copyBlockMap) {
+      await session.copyBlockMap({ pointId: ctx.prev!.id, diskIndex: prevDisk.index }, target)
+    } else {
+      const writer = session.blockMapWriter(target)
+      let n = 0
+      for await (const e of ctx.world.vault.readBlockMap(ctx.prev!.id, prevDisk.index)) {
+        writer.append(e)
+        if (++n % 65536 === 0) throwIfAborted(ctx.signal)
+      }
+      await writer.finish()
     }
-    await writer.finish()
     dp.bytesDone = dp.bytesTotal
     progress.emit(true)
     return {
@@ -682,6 +690,7 @@ async function blockLoop(a: LoopArgs): Promise<number> {
   const free: Buffer[] = Array.from({ length: window }, () => Buffer.allocUnsafe(runBlocks * blockSize))
   const pending: Promise<BlockEntry[]>[] = []
   let stored = 0
+  const hasher = await ctx.hasher()
 
   const processRun = async (offset: number, length: number, buf: Buffer, prevEntries: Array<BlockEntry | undefined>): Promise<BlockEntry[]> => {
     try {
@@ -696,7 +705,7 @@ async function blockLoop(a: LoopArgs): Promise<number> {
           entries[j] = ZERO
           continue
         }
-        const checksum = ctx.hasher.checksum(view)
+        const checksum = hasher.checksum(view)
         const prevEntry = prevEntries[j]
         if (prevEntry?.kind === 'data' && prevEntry.checksum.equals(checksum)) entries[j] = { kind: 'data', chunkId: prevEntry.chunkId, checksum }
         else puts.push({ data: view, checksum, at: j })

@@ -104,6 +104,12 @@ export interface BackupSession {
    */
   putBlocks?(blocks: ReadonlyArray<{ data: Buffer; checksum: Buffer }>): Promise<PutResult[]>
   blockMapWriter(disk: Pick<PointDisk, 'index' | 'blockCount'>): BlockMapWriter
+  /**
+   * Optional: gives disk `disk` of the new point the block map of disk `from.diskIndex` of point
+   * `from.pointId` (same block count), finished: what an unchanged disk records, without decoding
+   * its entries. Instead of `blockMapWriter` for that disk.
+   */
+  copyBlockMap?(from: { pointId: string; diskIndex: number }, disk: Pick<PointDisk, 'index' | 'blockCount'>): Promise<void>
   /** Makes every chunk durable, then writes the manifest (I1). Returns the committed manifest. */
   commit(point: NewPoint): Promise<PointManifest>
   /** Drops what was written (packs not referenced by any manifest are reclaimed later). Idempotent. */

@@ -123,6 +123,25 @@ export class SegmentedMapWriter implements BlockMapWriter {
     if (++this.inSegment === this.segmentEntries) this.flush()
   }
 
+  /**
+   * Appends a whole segment's plaintext (entry count, then `count` encoded entries), as
+   * `openSegment` returns it; only at a segment boundary, with `count` the entries that segment holds.
+   */
+  appendSegment(plain: Buffer, count: number): void {
+    if (this.finished) throw new EngineError('INVALID_INPUT', `Block map of disk ${this.diskIndex} is already finished.`)
+    if (this.failure) throw this.failure
+    const expected = Math.min(this.segmentEntries, this.blockCount - this.total)
+    if (this.inSegment !== 0 || count !== expected || plain.length < 4 || plain.readUInt32LE(0) !== count) {
+      throw new EngineError('INTERNAL', `Block map of disk ${this.diskIndex}: a segment of ${count} entries does not fit at entry ${this.total}.`)
+    }
+    if (this.buf.length < plain.length) this.buf = Buffer.allocUnsafe(plain.length)
+    plain.copy(this.buf, 0)
+    this.pos = plain.length
+    this.inSegment = count
+    this.total += count
+    this.flush()
+  }
+
   private flush(): void {
     const count = this.inSegment
     const seg = this.segment++
@@ -156,6 +175,26 @@ export class SegmentedMapWriter implements BlockMapWriter {
   }
 }
 
+/** Reads, authenticates and checks segment `seg` of a disk's block map; returns its plaintext (count, entries). */
+async function openSegment(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, pointId: string, info: DiskMapInfo, seg: number): Promise<{ plain: Buffer; expected: number }> {
+  const expected = Math.min(info.segmentEntries, info.blockCount - seg * info.segmentEntries)
+  const path = mapSegmentPath(layout, pointId, info.diskIndex, seg)
+  const what = `block map of recovery point ${pointId} disk ${info.diskIndex} (segment ${seg})`
+  const raw = await readFileIfExists(fs, path)
+  if (!raw) throw damaged(what, 'is missing')
+  const plain = openObject(keys.meta, segmentAad(pointId, info.diskIndex, seg, expected), raw, what, 4 + expected * DATA_ENTRY_BYTES)
+  if (plain.length < 4 || plain.readUInt32LE(0) !== expected) throw damaged(what, 'has a wrong entry count')
+  // Structure: every entry a known kind, data entries complete, nothing after the last.
+  let p = 4
+  for (let i = 0; i < expected; i++) {
+    const kind = plain[p++]
+    if (kind === KIND_DATA && p + 48 <= plain.length) p += 48
+    else if (kind !== KIND_UNALLOCATED && kind !== KIND_ZERO) throw damaged(what, `has a malformed entry #${i}`)
+  }
+  if (p !== plain.length) throw damaged(what, 'has trailing bytes')
+  return { plain, expected }
+}
+
 /** Streams a disk's block map, one segment in memory at a time. */
 export async function* readSegmentedMap(
   fs: VaultFs,
@@ -166,26 +205,37 @@ export async function* readSegmentedMap(
 ): AsyncGenerator<BlockEntry> {
   let seen = 0
   for (let seg = 0; seg < info.segments; seg++) {
-    const expected = Math.min(info.segmentEntries, info.blockCount - seg * info.segmentEntries)
-    const path = mapSegmentPath(layout, pointId, info.diskIndex, seg)
-    const what = `block map of recovery point ${pointId} disk ${info.diskIndex} (segment ${seg})`
-    const raw = await readFileIfExists(fs, path)
-    if (!raw) throw damaged(what, 'is missing')
-    const plain = openObject(keys.meta, segmentAad(pointId, info.diskIndex, seg, expected), raw, what, 4 + expected * DATA_ENTRY_BYTES)
-    if (plain.length < 4 || plain.readUInt32LE(0) !== expected) throw damaged(what, 'has a wrong entry count')
+    const { plain, expected } = await openSegment(fs, layout, keys, pointId, info, seg)
     let p = 4
     for (let i = 0; i < expected; i++) {
       const kind = plain[p++]
       if (kind === KIND_UNALLOCATED) yield { kind: 'unallocated' }
       else if (kind === KIND_ZERO) yield { kind: 'zero' }
-      else if (kind === KIND_DATA && p + 48 <= plain.length) {
+      else {
         const chunkId = Buffer.from(plain.subarray(p, p + 32))
         const checksum = Buffer.from(plain.subarray(p + 32, p + 48))
         p += 48
         yield { kind: 'data', chunkId, checksum }
-      } else throw damaged(what, `has a malformed entry #${i}`)
+      }
     }
-    if (p !== plain.length) throw damaged(what, 'has trailing bytes')
+    seen += expected
+  }
+  if (seen !== info.blockCount) throw damaged(`block map of recovery point ${pointId} disk ${info.diskIndex}`, 'is incomplete')
+}
+
+/**
+ * Writes into `writer` (empty, same block count and segment size) the block map of another
+ * point's disk, segment by segment: each is opened, checked and sealed again under the new point's
+ * names, with no entry decoded. What an unchanged disk's backup records.
+ */
+export async function copySegmentedMap(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, pointId: string, info: DiskMapInfo, writer: SegmentedMapWriter): Promise<void> {
+  if (writer.entriesWritten !== 0 || writer.blockCount !== info.blockCount || writer.segmentEntries !== info.segmentEntries) {
+    throw new EngineError('INTERNAL', `Block map of disk ${info.diskIndex} cannot be copied into a writer of another shape.`)
+  }
+  let seen = 0
+  for (let seg = 0; seg < info.segments; seg++) {
+    const { plain, expected } = await openSegment(fs, layout, keys, pointId, info, seg)
+    writer.appendSegment(plain, expected)
     seen += expected
   }
   if (seen !== info.blockCount) throw damaged(`block map of recovery point ${pointId} disk ${info.diskIndex}`, 'is incomplete')

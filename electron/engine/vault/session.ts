@@ -15,7 +15,7 @@ import { bumpGeneration, readGeneration, type GenerationRecord } from './generat
 import { manifestPath, mapDir } from './layout.js'
 import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
-import { SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
+import { copySegmentedMap, readManifest, readSegmentedMap, SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { PackWriter, type PackIndexEntry } from './pack.js'
 import type { SealItem } from './chunkTasks.js'
 import { crc32 } from 'node:zlib'
@@ -319,6 +319,24 @@ export class LocalBackupSession implements BackupSession {
     )
     this.maps.set(disk.index, w)
     return w
+  }
+
+  async copyBlockMap(from: { pointId: string; diskIndex: number }, disk: Pick<PointDisk, 'index' | 'blockCount'>): Promise<void> {
+    this.check()
+    const source = await readManifest(this.ctx.fs, this.ctx.layout, this.ctx.keys, from.pointId)
+    const info = source.maps.find((d) => d.diskIndex === from.diskIndex)
+    if (!info) throw new EngineError('NOT_FOUND', `Recovery point ${from.pointId} has no disk ${from.diskIndex}.`)
+    if (info.blockCount !== disk.blockCount) {
+      throw new EngineError('INVALID_INPUT', `Disk ${from.diskIndex} of point ${from.pointId} has ${info.blockCount} blocks, not ${disk.blockCount}.`)
+    }
+    const writer = this.blockMapWriter(disk) as SegmentedMapWriter
+    if (info.segmentEntries === writer.segmentEntries) {
+      await copySegmentedMap(this.ctx.fs, this.ctx.layout, this.ctx.keys, from.pointId, info, writer)
+    } else {
+      // A vault whose segment size changed since that point: entry by entry.
+      for await (const e of readSegmentedMap(this.ctx.fs, this.ctx.layout, this.ctx.keys, from.pointId, info)) writer.append(e)
+    }
+    await writer.finish()
   }
 
   private ensureMapDir(): Promise<void> {

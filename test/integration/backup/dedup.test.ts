@@ -1,9 +1,10 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
+import { open } from 'node:fs/promises'
 import { addMachine, runBackup, type BackupWorld } from '../../../electron/engine/backup/index.js'
 import { openImage } from '../../../electron/engine/formats/index.js'
 import { parsePolicySpec } from '../../../electron/engine/policy/index.js'
-import { applyOps, createImage, qemuGuestSha256, requireQemu } from '../../helpers/qemu.js'
+import { applyOps, createImage, qemuGuestSha256, randomBytes, requireQemu } from '../../helpers/qemu.js'
 import { makeWorld, MiB, pointDiskSha256, TEST_BLOCK_SIZE, type TestWorld } from './helpers.js'
 
 let w: TestWorld | undefined
@@ -62,4 +63,32 @@ describe('deduplication and skipping', () => {
     expect(r3.result.bytesNew).toBe(BS)
     expect(await pointDiskSha256(w.vault, r3.result.pointId, 0)).toBe(await qemuGuestSha256(top, 'qcow2', w.dir))
   })
+
+  it("an unchanged disk's block map is copied segment by segment: every entry equal, over two segments", async () => {
+    w = await makeWorld()
+    // 65 536 entries per segment (MAP_SEGMENT_ENTRIES): 70 000 blocks of 64 KiB make two, the second partial.
+    const blocks = 70_000
+    const disk = join(w.dir, 'big.raw')
+    const fh = await open(disk, 'w')
+    await fh.truncate(blocks * BS)
+    for (const b of [0, 1, 5, 40_000, 65_535, 65_536, 69_999]) await fh.write(randomBytes(b, BS), 0, BS, b * BS)
+    await fh.write(Buffer.alloc(BS), 0, BS, 3 * BS) // written zeros: a ZERO entry
+    await fh.close()
+    const m = addMachine(w.catalog, { name: 'big', disks: [{ path: disk }] })
+    const r1 = await runBackup(m, w.world, { policy, snapshot: 'read' })
+    const r2 = await runBackup(m, w.world, { policy, snapshot: 'read' })
+    expect(r2.result.bytesRead).toBe(0)
+    const entries = async (pointId: string): Promise<string[]> => {
+      const out: string[] = []
+      for await (const e of w!.vault.readBlockMap(pointId, 0)) out.push(e.kind === 'data' ? `data:${e.chunkId.toString('hex')}:${e.checksum.toString('hex')}` : e.kind)
+      return out
+    }
+    const before = await entries(r1.result.pointId)
+    const after = await entries(r2.result.pointId)
+    expect(before).toHaveLength(blocks)
+    expect(before.filter((k) => k.startsWith('data:'))).toHaveLength(7)
+    expect(before.filter((k) => k === 'zero')).toHaveLength(1)
+    expect(after).toEqual(before)
+  }, 120_000)
 })
+
