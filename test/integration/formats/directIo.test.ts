@@ -1,5 +1,5 @@
 /**
- * The raw writer's direct I/O (formats/directIo.ts): aligned writes from the writer's own buffers
+ * The raw and qcow2 writers' direct I/O (formats/directIo.ts): aligned writes from the writer's own buffers
  * bypass the page cache (checked with util-linux `fincore`, which counts a file's cached pages),
  * everything else goes through the ordinary handle, and the file reads back exactly, holes kept,
  * with direct I/O on and off.
@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { readFile, stat, writeFile } from 'node:fs/promises'
-import { createImageWriter } from '../../../electron/engine/formats/index.js'
+import { createImageWriter, openImage } from '../../../electron/engine/formats/index.js'
 import { openDirect } from '../../../electron/engine/formats/directIo.js'
 import { randomBytes, run, tempDir } from '../../helpers/qemu.js'
 
@@ -97,4 +97,37 @@ describe('raw writer direct I/O', () => {
       delete process.env.TRESOR_NO_DIRECT_IO
     }
   })
+
+  it('qcow2: whole clusters from the writer\'s buffers go direct, the rest (partial clusters, metadata) buffered; reads back exactly', async () => {
+    const size = 24 * MiB + 3000
+    const expected = Buffer.alloc(size)
+    const file = join(dir, 'direct.qcow2')
+    const writer = await createImageWriter(file, 'qcow2', { virtualSize: size })
+    const buf = writer.allocBuffer!(4 * MiB)
+    for (let i = 0; i < 4; i++) {
+      randomBytes(200 + i, 4 * MiB).copy(buf)
+      buf.copy(expected, i * 4 * MiB)
+      await writer.write(i * 4 * MiB, buf)
+    }
+    const odd = randomBytes(300, 70_000) // a caller's buffer, not cluster aligned at its end
+    odd.copy(expected, 20 * MiB + 512)
+    await writer.write(20 * MiB + 512, odd)
+    const tail = randomBytes(301, 3000)
+    tail.copy(expected, size - 3000)
+    await writer.write(size - 3000, tail)
+    const cached = await cachedBytes(file)
+    await writer.finish()
+    expect(cached).toBeLessThan(4 * MiB) // 16 MiB of clusters went around the page cache
+    const image = await openImage(file)
+    try {
+      const got = Buffer.alloc(size)
+      await image.read(got, 0)
+      expect(got.equals(expected)).toBe(true)
+    } finally {
+      await image.close()
+    }
+    const check = await run('qemu-img', ['check', '-f', 'qcow2', file])
+    expect(check.code, check.stdout + check.stderr).toBe(0)
+  })
 })
+
