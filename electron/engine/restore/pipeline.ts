@@ -26,7 +26,7 @@ import { EngineError, fromFsError } from '../errors.js'
 import { createBlockHasher, isAllZero } from '../backup/checksum.js'
 import { fileState, reflinkClone, sameIdentity } from '../backup/snapshot.js'
 import type { DiskImage, Extent, ImageFormat, ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
-import type { ChunkReader, ChunksInPlace, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
+import type { BlockEntry, ChunkReader, ChunksInPlace, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
 import { allocAlignedShared } from '../formats/directIo.js'
 import { assertNotInUse, findFileUses } from './inUse.js'
 import {
@@ -274,6 +274,37 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** The disk's block count, after checking the manifest agrees with its size. */
+function checkedBlockCount(point: PointManifest, disk: PointDisk): number {
+  const expected = Math.ceil(disk.virtualSize / point.blockSize)
+  if (disk.blockCount !== expected) throw damaged(point, disk, `the manifest lists ${disk.blockCount} blocks where ${expected} are expected`)
+  return expected
+}
+
+/**
+ * Walks a disk's block map in order, checking it has exactly one entry per block: `onData` for DATA
+ * entries (awaited: it may wait for room), `onHole` for ZERO and UNALLOCATED ones.
+ */
+async function walkBlockMap(
+  vault: Vault,
+  point: PointManifest,
+  disk: PointDisk,
+  signal: AbortSignal | undefined,
+  onData: (index: number, entry: Extract<BlockEntry, { kind: 'data' }>) => Promise<void> | void,
+  onHole: (index: number) => void,
+): Promise<void> {
+  const expectedBlocks = checkedBlockCount(point, disk)
+  let index = 0
+  for await (const entry of vault.readBlockMap(point.id, disk.index)) {
+    if (signal?.aborted) throw cancelled()
+    if (index >= expectedBlocks) throw damaged(point, disk, 'the block map has more entries than the disk has blocks')
+    if (entry.kind === 'data') await onData(index, entry)
+    else onHole(index)
+    index++
+  }
+  if (index !== expectedBlocks) throw damaged(point, disk, `the block map has ${index} entries where ${expectedBlocks} are expected`)
+}
+
 /**
  * Streams one disk's blocks from the vault into `writer`. Verifies block count, each block's
  * length and XXH3-128 checksum. Does not finish the writer.
@@ -288,10 +319,7 @@ async function writeDisk(
   report: (position: number, bytesWritten: number) => void,
 ): Promise<number> {
   const blockSize = point.blockSize
-  const expectedBlocks = Math.ceil(disk.virtualSize / blockSize)
-  if (disk.blockCount !== expectedBlocks) {
-    throw damaged(point, disk, `the manifest lists ${disk.blockCount} blocks where ${expectedBlocks} are expected`)
-  }
+  checkedBlockCount(point, disk)
   const batchBytes = Math.max(blockSize, options.batchBytes ?? DEFAULT_BATCH)
   const maxInFlight = Math.max(batchBytes, options.maxBytesInFlight ?? DEFAULT_IN_FLIGHT)
   const hasher = await createBlockHasher()
@@ -348,11 +376,12 @@ async function writeDisk(
   }
 
   try {
-    let index = 0
-    for await (const entry of vault.readBlockMap(point.id, disk.index)) {
-      if (signal?.aborted) throw cancelled()
-      if (index >= expectedBlocks) throw damaged(point, disk, 'the block map has more entries than the disk has blocks')
-      if (entry.kind === 'data') {
+    await walkBlockMap(
+      vault,
+      point,
+      disk,
+      signal,
+      async (index, entry) => {
         indices.push(index)
         ids.push(entry.chunkId)
         checksums.push(entry.checksum)
@@ -360,12 +389,11 @@ async function writeDisk(
           while (pending.length > 0 && inFlight + batchBytes > maxInFlight) await drainOne()
           launch()
         }
-      } else if (ids.length === 0 && pending.length === 0) {
-        report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
-      }
-      index++
-    }
-    if (index !== expectedBlocks) throw damaged(point, disk, `the block map has ${index} entries where ${expectedBlocks} are expected`)
+      },
+      (index) => {
+        if (ids.length === 0 && pending.length === 0) report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
+      },
+    )
     launch()
     while (pending.length > 0) await drainOne()
     await combiner.flush()
@@ -399,10 +427,7 @@ async function writeDiskInPlace(
   report: (position: number, bytesWritten: number) => void,
 ): Promise<number> {
   const blockSize = point.blockSize
-  const expectedBlocks = Math.ceil(disk.virtualSize / blockSize)
-  if (disk.blockCount !== expectedBlocks) {
-    throw damaged(point, disk, `the manifest lists ${disk.blockCount} blocks where ${expectedBlocks} are expected`)
-  }
+  checkedBlockCount(point, disk)
   const blocksPerBatch = Math.max(1, Math.floor((options.batchBytes ?? DEFAULT_BATCH) / blockSize))
   const slotBytes = blocksPerBatch * blockSize
   const fetchSlots = Math.max(1, Math.floor((options.maxBytesInFlight ?? DEFAULT_IN_FLIGHT) / slotBytes))
@@ -527,21 +552,21 @@ async function writeDiskInPlace(
   }
 
   try {
-    let index = 0
-    for await (const entry of vault.readBlockMap(point.id, disk.index)) {
-      if (signal?.aborted) throw cancelled()
-      if (index >= expectedBlocks) throw damaged(point, disk, 'the block map has more entries than the disk has blocks')
-      if (entry.kind === 'data') {
+    await walkBlockMap(
+      vault,
+      point,
+      disk,
+      signal,
+      async (index, entry) => {
         indices.push(index)
         ids.push(entry.chunkId)
         checksums.push(entry.checksum)
         if (ids.length >= blocksPerBatch) await launch()
-      } else if (ids.length === 0 && pending.length === 0) {
-        report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
-      }
-      index++
-    }
-    if (index !== expectedBlocks) throw damaged(point, disk, `the block map has ${index} entries where ${expectedBlocks} are expected`)
+      },
+      (index) => {
+        if (ids.length === 0 && pending.length === 0) report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
+      },
+    )
     await launch()
     while (pending.length > 0) await drainOne()
     while (writes.size > 0) await Promise.race(writes)
