@@ -53,9 +53,22 @@ interface Pending<T, R> {
 interface Slot<T, R> {
   worker: Worker
   running: (Pending<T, R> & { id: number }) | undefined
+  /** Settles once the task module has loaded (its `serveTasks` ran) or the worker is gone. */
+  ready: Promise<void>
 }
 
-type WireReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: { code?: string; message: string; userMessage?: string } }
+type WireReply =
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: { code?: string; message: string; userMessage?: string } }
+  | { ready: true }
+
+/**
+ * How long `dispose` waits for a worker still loading its task module before terminating it.
+ * Terminating a thread while a native addon initialises makes the addon's init fail, and some
+ * addons abort the whole process then (seen with @ronomon/crypto-async: a pool disposed right after
+ * it was created, by a backup that found nothing to read).
+ */
+const READY_WAIT_MS = 10_000
 
 /**
  * How a worker loads its task module. Compiled `.js` modules load directly. A `.ts` module (tests,
@@ -128,16 +141,24 @@ export class WorkerPool<T, R> {
     const boot = bootstrapFor(String(this.moduleUrl))
     const worker = new Worker(boot.code, { eval: boot.eval, workerData: this.options.workerData, name: this.options.name ?? 'tresor-worker' })
     worker.unref()
-    const slot: Slot<T, R> = { worker, running: undefined }
-    worker.on('message', (msg: WireReply) => this.onReply(slot, msg))
-    worker.on('error', (err) => this.onDeath(slot, err))
+    let markReady!: () => void
+    const slot: Slot<T, R> = { worker, running: undefined, ready: new Promise<void>((r) => (markReady = r)) }
+    worker.on('message', (msg: WireReply) => {
+      if ('ready' in msg) markReady()
+      else this.onReply(slot, msg)
+    })
+    worker.on('error', (err) => {
+      markReady()
+      this.onDeath(slot, err)
+    })
     worker.on('exit', (code) => {
+      markReady()
       if (!this.disposed) this.onDeath(slot, new Error(`worker exited with code ${code}`))
     })
     return slot
   }
 
-  private onReply(slot: Slot<T, R>, msg: WireReply): void {
+  private onReply(slot: Slot<T, R>, msg: Exclude<WireReply, { ready: true }>): void {
     const job = slot.running
     if (!job || job.id !== msg.id) return
     slot.running = undefined
@@ -217,6 +238,9 @@ export class WorkerPool<T, R> {
       this.slots.map(async (slot) => {
         slot.running?.reject(cancelled)
         slot.running = undefined
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([slot.ready, new Promise<void>((r) => (timer = setTimeout(r, READY_WAIT_MS)))])
+        clearTimeout(timer)
         await slot.worker.terminate().catch(() => undefined)
       }),
     )
@@ -235,6 +259,7 @@ function reviveError(e: { code?: string; message: string; userMessage?: string }
 export function serveTasks<T, R>(handler: (task: T) => TaskReply<R> | Promise<TaskReply<R>>): void {
   const port = parentPort
   if (!port) throw new Error('serveTasks must run inside a worker thread')
+  port.postMessage({ ready: true })
   port.on('message', async (msg: { id: number; task: T }) => {
     try {
       const reply = await handler(msg.task)

@@ -50,4 +50,14 @@ describe('WorkerPool', () => {
     await expect(running.result).rejects.toMatchObject({ code: 'CANCELLED' })
     await pool.dispose() // idempotent
   })
+
+  it('dispose right after creation lets each worker finish loading its module before terminating it', async () => {
+    // Terminating a thread while a native addon initialises can abort the whole process; the pool
+    // waits for the module's serveTasks (its "ready") first.
+    const loaded = new SharedArrayBuffer(4)
+    pool = new WorkerPool(new URL('./slowLoadWorker.ts', import.meta.url), { size: 1, workerData: loaded })
+    await pool.dispose()
+    expect(Atomics.load(new Int32Array(loaded), 0)).toBe(1)
+  })
 })
+
