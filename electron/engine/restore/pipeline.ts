@@ -2,11 +2,11 @@
  * The restore pipeline: a recovery point's block maps → verified chunk plaintexts → new image files.
  *
  * For each selected disk the block map is streamed in block order; DATA blocks are grouped into
- * batches (`batchBytes`) fetched with `ChunkReader.readChunks` several at a time (bounded by
- * `maxBytesInFlight`), and written in increasing offset order. ZERO and UNALLOCATED blocks (and
- * DATA blocks whose plaintext is all zeros) are never written: they stay holes. The chunk reader
- * re-hashes every plaintext (I3); the pipeline also checks each block's length and XXH3-128
- * checksum against the block map, so a block that is not exactly what was backed up is an error,
+ * batches (`batchBytes`) decoded with `ChunkReader.readChunksInto` several at a time (bounded by
+ * `maxBytesInFlight`) straight into shared memory, and written from there in increasing offset
+ * order (see `writeDisk`). ZERO and UNALLOCATED blocks (and all-zero 4 KiB granules inside DATA
+ * blocks) are never written: they stay holes. The chunk reader re-hashes every plaintext (I3); the
+ * pipeline also checks each block's length and XXH3-128 checksum against the block map, so a block that is not exactly what was backed up is an error,
  * never data. Every file is written as `<final>.partial`, finished (fsynced), and renamed to its
  * final name only after every disk of the restore has been written and verified (I12). On failure
  * or cancellation every `.partial` of this restore is removed and no final name appears.
@@ -306,107 +306,7 @@ async function walkBlockMap(
 }
 
 /**
- * Streams one disk's blocks from the vault into `writer`. Verifies block count, each block's
- * length and XXH3-128 checksum. Does not finish the writer.
- */
-async function writeDisk(
-  vault: Vault,
-  reader: ChunkReader,
-  point: PointManifest,
-  disk: PointDisk,
-  writer: ImageWriter,
-  options: RestoreOptions,
-  report: (position: number, bytesWritten: number) => void,
-): Promise<number> {
-  const blockSize = point.blockSize
-  checkedBlockCount(point, disk)
-  const batchBytes = Math.max(blockSize, options.batchBytes ?? DEFAULT_BATCH)
-  const maxInFlight = Math.max(batchBytes, options.maxBytesInFlight ?? DEFAULT_IN_FLIGHT)
-  const hasher = await createBlockHasher()
-  const signal = options.signal
-  const combiner = new WriteCombiner(writer)
-
-  interface Batch {
-    indices: number[]
-    checksums: Buffer[]
-    promise: Promise<Buffer[]>
-    bytes: number
-  }
-  const pending: Batch[] = []
-  let inFlight = 0
-  let indices: number[] = []
-  let ids: Buffer[] = []
-  let checksums: Buffer[] = []
-  let bytesWritten = 0
-
-  const launch = (): void => {
-    if (ids.length === 0) return
-    const promise = reader.readChunks(ids)
-    promise.catch(() => undefined) // awaited in order below; avoid an unhandled rejection meanwhile
-    const bytes = ids.length * blockSize
-    pending.push({ indices, checksums, promise, bytes })
-    inFlight += bytes
-    indices = []
-    ids = []
-    checksums = []
-  }
-
-  const drainOne = async (): Promise<void> => {
-    const batch = pending.shift()!
-    const plaintexts = await batch.promise
-    if (plaintexts.length !== batch.indices.length) throw damaged(point, disk, 'the vault returned a wrong number of chunks')
-    for (let k = 0; k < plaintexts.length; k++) {
-      if (signal?.aborted) throw cancelled()
-      const index = batch.indices[k]!
-      const data = plaintexts[k]!
-      const offset = index * blockSize
-      const expectedLength = Math.min(blockSize, disk.virtualSize - offset)
-      if (data.length !== expectedLength) {
-        throw damaged(point, disk, `block ${index} holds ${data.length} bytes where ${expectedLength} are expected`)
-      }
-      if (!hasher.checksum(data).equals(batch.checksums[k]!)) {
-        throw damaged(point, disk, `block ${index} does not match its recorded checksum`)
-      }
-      bytesWritten += await writeNonZeroRuns(combiner, offset, data)
-      report(offset + data.length, bytesWritten)
-    }
-    // Every block of the batch is written or copied into the combiner: its memory can be reused.
-    reader.release?.(plaintexts)
-    inFlight -= batch.bytes
-  }
-
-  try {
-    await walkBlockMap(
-      vault,
-      point,
-      disk,
-      signal,
-      async (index, entry) => {
-        indices.push(index)
-        ids.push(entry.chunkId)
-        checksums.push(entry.checksum)
-        if (ids.length * blockSize >= batchBytes) {
-          while (pending.length > 0 && inFlight + batchBytes > maxInFlight) await drainOne()
-          launch()
-        }
-      },
-      (index) => {
-        if (ids.length === 0 && pending.length === 0) report(Math.min(disk.virtualSize, (index + 1) * blockSize), bytesWritten)
-      },
-    )
-    launch()
-    while (pending.length > 0) await drainOne()
-    await combiner.flush()
-    report(disk.virtualSize, bytesWritten)
-    return bytesWritten
-  } catch (err) {
-    await combiner.abandon() // writes still in flight settle before the caller aborts the writer
-    throw err
-  }
-}
-
-/**
- * `writeDisk` without copies, for readers that decode in place (`ChunkReader.readChunksInto`).
+ * Streams one disk's blocks from the vault into `writer`, without copies. Does not finish the writer.
  *
  * Memory is one page-aligned region shared with the decoding threads, cut into slots of one batch
  * each. A batch's k-th block is decoded at k × blockSize in its slot, so blocks with consecutive
@@ -417,9 +317,9 @@ async function writeDisk(
  * `maxBytesInFlight` of batches being fetched, plus two whose writes are still in flight; a slot is
  * reused only after every write from it settled. The main thread copies, scans and hashes nothing.
  */
-async function writeDiskInPlace(
+async function writeDisk(
   vault: Vault,
-  reader: ChunkReader & Required<Pick<ChunkReader, 'readChunksInto'>>,
+  reader: ChunkReader,
   point: PointManifest,
   disk: PointDisk,
   writer: ImageWriter,
@@ -580,101 +480,6 @@ async function writeDiskInPlace(
   }
 }
 
-/** Bytes gathered before one write: a few large writes instead of one (or more) per block. */
-const COMBINE_BYTES = 4 * 1024 * 1024
-
-/**
- * Gathers writes that continue each other into one buffer and hands it to the writer when the next
- * piece does not continue it, the buffer is full, or on `flush`. Buffers come from the writer
- * (`allocBuffer`: aligned memory the raw writer writes with direct I/O) and rotate: up to the
- * writer's `maxConcurrentWrites` writes are in flight, each with its own buffer, which is reused only
- * after its write settled. `flush` waits for every write; the first failure is thrown by the next
- * `write` or `flush`.
- */
-class WriteCombiner {
-  private readonly free: Buffer[] = []
-  private readonly inFlight = new Set<Promise<void>>()
-  private readonly maxWrites: number
-  private allocated = 0
-  private buf: Buffer | undefined
-  private start = 0
-  private length = 0
-  private failure: { error: unknown } | undefined
-
-  constructor(private readonly writer: ImageWriter) {
-    this.maxWrites = Math.max(1, writer.maxConcurrentWrites ?? 1)
-  }
-
-  async write(offset: number, data: Buffer): Promise<void> {
-    if (this.length > 0 && (offset !== this.start + this.length || this.length + data.length > COMBINE_BYTES)) await this.send()
-    if (data.length >= COMBINE_BYTES) {
-      await this.settle()
-      return this.writer.write(offset, data)
-    }
-    if (this.length === 0) {
-      this.buf ??= await this.takeBuffer()
-      this.start = offset
-    }
-    this.length += data.copy(this.buf!, this.length)
-  }
-
-  async flush(): Promise<void> {
-    if (this.length > 0) await this.send()
-    await this.settle()
-  }
-
-  /** Starts the write of the gathered bytes (waiting while `maxWrites` are in flight). */
-  private async send(): Promise<void> {
-    const buf = this.buf!
-    const start = this.start
-    const n = this.length
-    this.buf = undefined
-    this.length = 0
-    while (this.inFlight.size >= this.maxWrites) await Promise.race(this.inFlight)
-    this.throwFailure()
-    const p: Promise<void> = this.writer.write(start, buf.subarray(0, n)).then(
-      () => {
-        this.inFlight.delete(p)
-        this.free.push(buf)
-      },
-      (error: unknown) => {
-        this.inFlight.delete(p)
-        this.failure ??= { error }
-      },
-    )
-    this.inFlight.add(p)
-  }
-
-  private async takeBuffer(): Promise<Buffer> {
-    for (;;) {
-      this.throwFailure()
-      const b = this.free.pop()
-      if (b) return b
-      if (this.allocated <= this.maxWrites) {
-        this.allocated++
-        return this.writer.allocBuffer?.(COMBINE_BYTES) ?? Buffer.allocUnsafeSlow(COMBINE_BYTES)
-      }
-      await Promise.race(this.inFlight)
-    }
-  }
-
-  /** After a failure elsewhere: lets the writes in flight settle, ignoring their outcome. */
-  async abandon(): Promise<void> {
-    this.length = 0
-    await Promise.allSettled([...this.inFlight])
-  }
-
-  /** Waits for every write in flight; throws the first failure. */
-  private async settle(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.race(this.inFlight)
-    this.throwFailure()
-  }
-
-  private throwFailure(): void {
-    if (this.failure) throw this.failure.error
-  }
-}
-
 /**
  * Reads a finished image back through its format reader and checks it against the point: each DATA
  * block's XXH3-128 checksum, and zeros wherever the block map has ZERO/UNALLOCATED (only ranges the
@@ -748,30 +553,6 @@ async function verifyWritten(
 /** Granularity of hole detection inside a block: the page size of common file systems. */
 const HOLE_GRANULARITY = 4096
 
-/**
- * Writes the non-zero runs of `data` (at `HOLE_GRANULARITY`) at `offset`, leaving all-zero pages
- * as holes, so the restored image is as sparse as the guest data. Returns the bytes written.
- */
-async function writeNonZeroRuns(writer: Pick<WriteCombiner, 'write'>, offset: number, data: Buffer): Promise<number> {
-  if (isAllZero(data)) return 0
-  let written = 0
-  let runStart = -1
-  for (let pos = 0; pos < data.length; pos += HOLE_GRANULARITY) {
-    const end = Math.min(data.length, pos + HOLE_GRANULARITY)
-    const zero = isAllZero(data.subarray(pos, end))
-    if (!zero && runStart < 0) runStart = pos
-    if (zero && runStart >= 0) {
-      await writer.write(offset + runStart, data.subarray(runStart, pos))
-      written += pos - runStart
-      runStart = -1
-    }
-  }
-  if (runStart >= 0) {
-    await writer.write(offset + runStart, data.subarray(runStart))
-    written += data.length - runStart
-  }
-  return written
-}
 
 /** Moves a finished `.partial` to its final name: never over an existing file unless chosen (no clobber). */
 async function publish(target: TargetFile): Promise<void> {
@@ -1082,8 +863,7 @@ export async function restorePoint(world: RestoreWorld, request: RestoreRequest,
         const writer = await world.createWriter(target.partialPath, format, { virtualSize: disk.virtualSize, overwrite: false })
         writers.push(writer)
         reader ??= world.vault.chunkReader()
-        if (reader.readChunksInto) await writeDiskInPlace(world.vault, reader as ChunkReader & Required<Pick<ChunkReader, 'readChunksInto'>>, point, disk, writer, options, reportWriting)
-        else await writeDisk(world.vault, reader, point, disk, writer, options, reportWriting)
+        await writeDisk(world.vault, reader, point, disk, writer, options, reportWriting)
         if (options.signal?.aborted) throw cancelled()
         diskWritten = (await writer.finish()).bytesWritten
         writers.pop()

@@ -135,12 +135,12 @@ export interface ChunkReader {
    */
   release?(plaintexts: Buffer[]): void
   /**
-   * Optional zero-copy read (restore): decodes chunk i straight into `target` at `positions[i]`
-   * (each position with room for a whole block) and reports, per chunk, what the decoding thread
-   * found there (ChunksInPlace). `target` must be a view on a SharedArrayBuffer (the decoding threads
+   * Zero-copy read (restore): decodes chunk i straight into `target` at `positions[i]` (each
+   * position with room for a whole block) and reports, per chunk, what the decoding thread found
+   * there (ChunksInPlace). `target` must be a view on a SharedArrayBuffer (the decoding threads
    * write into it); the same chunk id may appear more than once.
    */
-  readChunksInto?(ids: Buffer[], target: Buffer, positions: number[], options: { zeroGranule: number }): Promise<ChunksInPlace>
+  readChunksInto(ids: Buffer[], target: Buffer, positions: number[], options: { zeroGranule: number }): Promise<ChunksInPlace>
   close(): Promise<void>
 }
 

@@ -95,7 +95,9 @@ describe('JobSupervisor with child processes', () => {
 
   it('kill -9 of a restore job leaves only the .partial; a new run completes the file', async () => {
     const source = join(home, 'source.img')
-    await writeFile(source, Buffer.concat([randomBytes(7, 3 * 1024 * 1024), Buffer.alloc(1024 * 1024), randomBytes(8, 2 * 1024 * 1024 + 4096)]))
+    // More than one 8 MiB batch of data blocks: the fixture answers the first batch at once and the
+    // next one only after TEST_READ_DELAY_MS, so the job is killed half-way.
+    await writeFile(source, Buffer.concat([randomBytes(7, 6 * 1024 * 1024), Buffer.alloc(1024 * 1024), randomBytes(8, 5 * 1024 * 1024 + 4096)]))
     const out = join(home, 'out')
     const pids: number[] = []
     const slow = new ChildProcessLauncher({

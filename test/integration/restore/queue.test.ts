@@ -36,7 +36,9 @@ const until = async (cond: () => boolean | Promise<boolean>, timeoutMs = 30_000)
 describe('restore queue', () => {
   it('survives a restart mid-restore: the interrupted entry restarts from scratch and completes, then the next one runs', async () => {
     const source = join(home, 'source.img')
-    const data = Buffer.concat([randomBytes(11, 3 * 1024 * 1024), Buffer.alloc(2 * 1024 * 1024), randomBytes(12, 3 * 1024 * 1024 + 512)])
+    // More than one 8 MiB batch of data blocks: the fixture's vault answers the first batch at once
+    // and the next one only after TEST_READ_DELAY_MS, so the restore is caught half-way.
+    const data = Buffer.concat([randomBytes(11, 6 * 1024 * 1024), Buffer.alloc(2 * 1024 * 1024), randomBytes(12, 6 * 1024 * 1024 + 512)])
     await writeFile(source, data)
     const out = join(home, 'out')
     const first = enqueueRestore(db, { pointId: 'p-1', mode: 'file', targetPath: join(out, 'disk.img') })

@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto'
 import type { DiskImage, Extent } from '../../../electron/engine/formats/types.js'
 import type { BackupSession, BlockEntry, ChunkReader, NewPoint, PointManifest, PutResult, Vault } from '../../../electron/engine/vault/api.js'
+import { readChunksIntoVia } from '../../helpers/chunksInPlace.js'
 
 export class MemoryVault implements Vault {
   readonly id = 'memvault'
@@ -73,10 +74,8 @@ export class MemoryVault implements Vault {
     yield* this.maps.get(`${pointId}/${diskIndex}`) ?? []
   }
   chunkReader(): ChunkReader {
-    return {
-      readChunks: async (ids) => ids.map((id) => this.chunks.get(id.toString('hex'))!),
-      close: async () => {},
-    }
+    const readChunks = async (ids: Buffer[]): Promise<Buffer[]> => ids.map((id) => this.chunks.get(id.toString('hex'))!)
+    return { readChunks, readChunksInto: readChunksIntoVia(readChunks, this.blockSize), close: async () => {} }
   }
   async close(): Promise<void> {}
   /** The guest view of a point's disk. */

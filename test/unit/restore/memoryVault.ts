@@ -8,12 +8,12 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { createBlockHasher, isAllZero } from '../../../electron/engine/backup/checksum.js'
 import { EngineError } from '../../../electron/engine/errors.js'
+import { readChunksIntoVia } from '../../helpers/chunksInPlace.js'
 import { openImage } from '../../../electron/engine/formats/index.js'
 import type {
   BackupSession,
   BlockEntry,
   ChunkReader,
-  ChunksInPlace,
   PointDisk,
   PointManifest,
   Vault,
@@ -32,11 +32,7 @@ export class MemoryVault implements Vault {
   readonly points = new Map<string, { manifest: PointManifest; maps: BlockEntry[][] }>()
   /** Called before every readChunks batch (tests slow it down or fail it). */
   beforeRead: ((ids: Buffer[]) => Promise<void> | void) | undefined
-  /** What new vaults get for `inPlace` (suites run once per read path). */
-  static defaultInPlace = false
   readCalls = 0
-  /** Offer `readChunksInto` (the restore's zero-copy path) besides `readChunks`. */
-  inPlace = MemoryVault.defaultInPlace
   maxConcurrentReads = 0
   private concurrentReads = 0
 
@@ -147,27 +143,7 @@ export class MemoryVault implements Vault {
         this.concurrentReads--
       }
     }
-    const reader: ChunkReader = { readChunks, close: async () => undefined }
-    if (this.inPlace) {
-      // The in-place read as the real reader does it, on this thread: plaintext at each position,
-      // its XXH3-128 and its map of all-zero granules.
-      reader.readChunksInto = async (ids, target, positions, { zeroGranule }): Promise<ChunksInPlace> => {
-        if (!(target.buffer instanceof SharedArrayBuffer)) throw new Error('readChunksInto needs shared memory')
-        const plains = await readChunks(ids)
-        const hasher = await createBlockHasher()
-        const mapBytes = Math.ceil(Math.ceil(this.blockSize / zeroGranule) / 8)
-        const zeroMaps = plains.map((plain) => {
-          const map = new Uint8Array(mapBytes).fill(0xff)
-          for (let g = 0; g * zeroGranule < plain.length; g++) {
-            if (!isAllZero(plain.subarray(g * zeroGranule, (g + 1) * zeroGranule))) map[g >> 3]! &= ~(1 << (g & 7))
-          }
-          return map
-        })
-        plains.forEach((plain, i) => plain.copy(target, positions[i]!))
-        return { lengths: plains.map((p) => p.length), checksums: plains.map((p) => hasher.checksum(p)), zeroMaps }
-      }
-    }
-    return reader
+    return { readChunks, readChunksInto: readChunksIntoVia(readChunks, this.blockSize), close: async () => undefined }
   }
   async close(): Promise<void> {}
 }

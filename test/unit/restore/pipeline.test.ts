@@ -36,16 +36,7 @@ function world(vault: MemoryVault, extra: Partial<RestoreWorld> = {}): RestoreWo
   return { vault, createWriter: createImageWriter, assertNotInUse: async () => undefined, ...extra }
 }
 
-// Every case runs on both read paths: plaintexts handed over (`readChunks`) and decoded in place
-// into shared memory (`readChunksInto`, what the real vault offers).
-describe.each([false, true])('restorePoint (decoded in place: %s)', (inPlace) => {
-  beforeEach(() => {
-    MemoryVault.defaultInPlace = inPlace
-  })
-  afterEach(() => {
-    MemoryVault.defaultInPlace = false
-  })
-
+describe('restorePoint', () => {
   it('restores a disk byte for byte and keeps holes as holes', async () => {
     const src = join(dir, 'src.img')
     const expected = await makeSource(src)
