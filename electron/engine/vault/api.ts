@@ -130,11 +130,6 @@ export interface ChunkReader {
   /** Returns plaintexts in the order of `ids`; implementations read by pack ranges, many in flight. */
   readChunks(ids: Buffer[]): Promise<Buffer[]>
   /**
-   * Optional: hands back plaintexts from `readChunks` (all views of one call at once) that the
-   * caller will never touch again, so their memory can be reused by later reads.
-   */
-  release?(plaintexts: Buffer[]): void
-  /**
    * Zero-copy read (restore): decodes chunk i straight into `target` at `positions[i]` (each
    * position with room for a whole block) and reports, per chunk, what the decoding thread found
    * there (ChunksInPlace). `target` must be a view on a SharedArrayBuffer (the decoding threads

@@ -53,11 +53,6 @@ export interface OpenTask {
   /** True: return plaintexts (reads); false: only check them (verify, verify-before-commit). */
   returnPlain: boolean
   /**
-   * A buffer to put the plaintexts in (moved here, returned as `plain`), when it holds
-   * entries × blockSize bytes; else the worker allocates one. Lets readers recycle plaintext memory.
-   */
-  plainBuf?: ArrayBuffer
-  /**
    * Decode in place (restore): entry i's plaintext goes to `sab` at byte `positions[i]` (room for
    * blockSize bytes), nothing is returned but lengths, errors and each plaintext's XXH3-128
    * checksum. The memory is shared with the caller, so no plaintext crosses threads.

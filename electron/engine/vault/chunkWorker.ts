@@ -13,8 +13,6 @@ import type { TaskReply } from '../workers/pool.js'
 import { zeroMapBytes } from './chunkTasks.js'
 
 const codec = new ChunkCodec(workerData as CodecConfig)
-/** Plaintext buffers are allocated in whole MiBs, so a reader can reuse one for a later range. */
-const PLAIN_ROUND = 1024 * 1024
 
 serveTasks<ChunkTask, ChunkTaskResult>(async (task) => {
   if (task.kind === 'seal') {
@@ -44,7 +42,7 @@ serveTasks<ChunkTask, ChunkTaskResult>(async (task) => {
   const errors: Array<string | null> = []
   const lengths: number[] = []
   const need = task.entries.length * task.blockSize
-  const plainOut = !task.returnPlain ? undefined : task.plainBuf && task.plainBuf.byteLength >= need ? Buffer.from(task.plainBuf) : Buffer.allocUnsafeSlow(Math.ceil(need / PLAIN_ROUND) * PLAIN_ROUND)
+  const plainOut = task.returnPlain ? Buffer.allocUnsafeSlow(need) : undefined
   let p = 0
   for (const e of task.entries) {
     // plaintexts land directly in plainOut (no scratch copy); a failed entry leaves p where it was

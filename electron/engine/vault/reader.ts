@@ -9,8 +9,6 @@ import { packPath } from './layout.js'
 import { openPackRecords, type OpenedInPlace, type RecordItem } from './recordReader.js'
 
 const PACKS_IN_FLIGHT = 3
-/** Plaintext buffers handed back through `release` are kept for later reads, up to this many bytes. */
-const MAX_FREE_PLAIN_BYTES = 48 * 1024 * 1024
 
 /** The chunks of one call that live in one pack: records to open, and where each is wanted (indexes into the call's ids). */
 interface PackGroup {
@@ -20,14 +18,12 @@ interface PackGroup {
 
 export class LocalChunkReader implements ChunkReader {
   private closed = false
-  private readonly freePlain: ArrayBuffer[] = []
-  private freeBytes = 0
 
   constructor(private readonly ctx: VaultContext) {}
 
   async readChunks(ids: Buffer[]): Promise<Buffer[]> {
     const out: Buffer[] = new Array<Buffer>(ids.length)
-    await this.fetch(ids, { returnPlain: true, blockSize: this.ctx.blockSize, takePlainBuffer: (n) => this.takePlain(n) }, (g, k, plain) => {
+    await this.fetch(ids, { returnPlain: true, blockSize: this.ctx.blockSize }, (g, k, plain) => {
       for (const t of g.targets[k]!) out[t] = plain!
     })
     return out
@@ -79,7 +75,6 @@ export class LocalChunkReader implements ChunkReader {
     options: {
       returnPlain: boolean
       blockSize: number
-      takePlainBuffer?: (bytes: number) => ArrayBuffer | undefined
       into?: (group: PackGroup) => { sab: SharedArrayBuffer; positions: number[]; zeroGranule: number }
     },
     onChunk: (group: PackGroup, item: number, plain: Buffer | undefined, opened: OpenedInPlace | undefined) => void,
@@ -127,38 +122,7 @@ export class LocalChunkReader implements ChunkReader {
     await Promise.all(Array.from({ length: Math.min(PACKS_IN_FLIGHT, groups.length) }, run))
   }
 
-  /** The smallest free plaintext buffer of at least `bytes`, if any (else the worker allocates). */
-  private takePlain(bytes: number): ArrayBuffer | undefined {
-    let best = -1
-    for (let i = 0; i < this.freePlain.length; i++) {
-      const size = this.freePlain[i]!.byteLength
-      if (size >= bytes && (best < 0 || size < this.freePlain[best]!.byteLength)) best = i
-    }
-    if (best < 0) return undefined
-    const [ab] = this.freePlain.splice(best, 1)
-    this.freeBytes -= ab!.byteLength
-    return ab
-  }
-
-  /**
-   * Takes back plaintexts returned by `readChunks` that the caller will not touch again: their memory
-   * is reused by later reads (fresh memory per read cost page faults and garbage collection).
-   */
-  release(plaintexts: Buffer[]): void {
-    const seen = new Set<ArrayBufferLike>()
-    for (const p of plaintexts) {
-      const ab = p.buffer
-      if (seen.has(ab)) continue
-      seen.add(ab)
-      if (!(ab instanceof ArrayBuffer) || this.freeBytes + ab.byteLength > MAX_FREE_PLAIN_BYTES || this.freePlain.includes(ab)) continue
-      this.freePlain.push(ab)
-      this.freeBytes += ab.byteLength
-    }
-  }
-
   async close(): Promise<void> {
     this.closed = true
-    this.freePlain.length = 0
-    this.freeBytes = 0
   }
 }

@@ -61,8 +61,6 @@ export async function openPackRecords(
     returnPlain: boolean
     blockSize: number
     signal?: AbortSignal
-    /** Supplies a recycled buffer for a range's plaintexts (see OpenTask.plainBuf). */
-    takePlainBuffer?: (bytes: number) => ArrayBuffer | undefined
     /**
      * Decode in place (OpenTask.into): item i's plaintext goes to `sab` at `positions[i]`; `onResult`
      * then gets no plaintext but its length and XXH3-128 checksum (`opened`).
@@ -107,7 +105,6 @@ export async function openPackRecords(
         return { start: it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
       })
       const into = options.into
-      const plainBuf = options.returnPlain && !into ? options.takePlainBuffer?.(entries.length * options.blockSize) : undefined
       const task: ChunkTask = {
         kind: 'open',
         buf: ab,
@@ -115,10 +112,9 @@ export async function openPackRecords(
         packId,
         blockSize: options.blockSize,
         returnPlain: options.returnPlain && !into,
-        ...(plainBuf ? { plainBuf } : {}),
         ...(into ? { into: { sab: into.sab, positions: group.map((k) => into.positions[k]!), zeroGranule: into.zeroGranule } } : {}),
       }
-      const { result } = await pool.submit(task, plainBuf ? [ab, plainBuf] : [ab])
+      const { result } = await pool.submit(task, [ab])
       results.push(
         result.then((r) => {
           if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
