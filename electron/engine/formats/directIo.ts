@@ -18,6 +18,7 @@
  */
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
+import { EngineError, fromFsError } from '../errors.js'
 
 /** Alignment of direct writes: 4 KiB covers devices with 512 B and 4 KiB logical sectors. */
 export const DIRECT_ALIGN = 4096
@@ -84,5 +85,73 @@ export async function openDirect(path: string): Promise<FileHandle | undefined> 
     return await open(path, constants.O_WRONLY | flag)
   } catch {
     return undefined
+  }
+}
+
+/**
+ * A writer's O_DIRECT side of one file: hands out the memory it can write from, writes runs that
+ * qualify (aligned memory, position and lengths), and turns itself off for good at the first write
+ * the kernel refuses (EINVAL), leaving that run and all later ones to the caller's buffered handle.
+ * Its handle is closed by `close()`, once the caller's writes have settled (a refused write may
+ * overlap others still in flight).
+ */
+export class DirectWriter {
+  private on: boolean
+
+  private constructor(
+    private readonly path: string,
+    private readonly handle: FileHandle | undefined,
+  ) {
+    this.on = handle !== undefined
+  }
+
+  /** Opens the direct side of the existing file `path` (off where direct I/O is not offered). */
+  static async open(path: string): Promise<DirectWriter> {
+    return new DirectWriter(path, await openDirect(path))
+  }
+
+  /** Memory to fill for `write`: page aligned while direct I/O is on. */
+  alloc(bytes: number): Buffer {
+    return this.on ? allocAligned(bytes) : Buffer.allocUnsafeSlow(bytes)
+  }
+
+  /**
+   * Writes `bufs`, lying back to back in the file from `position`, with O_DIRECT. Returns false,
+   * having written nothing, when they do not qualify or direct I/O is (now) off: the caller then
+   * writes them through its ordinary handle. Other errors are thrown.
+   */
+  async write(bufs: Uint8Array[], position: number): Promise<boolean> {
+    const handle = this.handle
+    if (!this.on || !handle || bufs.length === 0) return false
+    if (!bufs.every((b, i) => b.length % DIRECT_ALIGN === 0 && isDirectWritable(b, i === 0 ? position : 0))) return false
+    try {
+      let { bytesWritten } = await handle.writev(bufs, position)
+      // A short vectored write: finish buffer by buffer.
+      for (const b of bufs) {
+        if (bytesWritten >= b.length) {
+          bytesWritten -= b.length
+          position += b.length
+          continue
+        }
+        for (let done = bytesWritten; done < b.length; ) {
+          const r = await handle.write(b, done, b.length - done, position + done)
+          if (r.bytesWritten <= 0) throw new EngineError('IO_ERROR', `Writing "${this.path}" made no progress.`)
+          done += r.bytesWritten
+        }
+        position += b.length
+        bytesWritten = 0
+      }
+      return true
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err instanceof EngineError ? err : (fromFsError(err, this.path, 'writing') ?? err)
+      this.on = false
+      return false
+    }
+  }
+
+  /** Closes the direct handle; every write must have settled. */
+  async close(): Promise<void> {
+    this.on = false
+    await this.handle?.close().catch(() => undefined)
   }
 }

@@ -19,7 +19,7 @@ import { createRequire } from 'node:module'
 import { EngineError, fromFsError } from '../../errors.js'
 import { isAllZero } from '../io.js'
 import { checkWriteOrder, createOutputFile, writeFully } from '../raw/index.js'
-import { DIRECT_ALIGN, allocAligned, isDirectWritable, openDirect } from '../directIo.js'
+import { DIRECT_ALIGN, DirectWriter } from '../directIo.js'
 import type { ImageWriter, WriterOptions } from '../types.js'
 import { INCOMPAT_COMPRESSION, MAX_L1_BYTES, QCOW2_MAGIC } from './header.js'
 
@@ -78,8 +78,8 @@ class Qcow2Writer implements ImageWriter {
     private readonly virtualSize: number,
     clusterSize: number,
     private readonly compress: boolean,
-    /** O_DIRECT handle for data runs in aligned memory (directIo.ts), when the file system allows it. */
-    private direct: FileHandle | undefined,
+    /** The O_DIRECT side of the file, for runs of whole clusters in aligned memory (directIo.ts). */
+    private readonly direct: DirectWriter,
   ) {
     this.cs = clusterSize
     this.clusterBits = Math.log2(clusterSize)
@@ -163,9 +163,7 @@ class Qcow2Writer implements ImageWriter {
     this.runBufs = []
     this.runLen = 0
     try {
-      if (this.direct && this.cs >= DIRECT_ALIGN && bufs.every((b, i) => isDirectWritable(b, i === 0 ? position : DIRECT_ALIGN) && b.length % DIRECT_ALIGN === 0)) {
-        if (await this.writevDirect(bufs, position)) return
-      }
+      if (this.cs >= DIRECT_ALIGN && (await this.direct.write(bufs, position))) return
       let { bytesWritten } = await this.handle.writev(bufs, position)
       const total = bufs.reduce((s, b) => s + b.length, 0)
       if (bytesWritten < total) {
@@ -187,42 +185,9 @@ class Qcow2Writer implements ImageWriter {
     }
   }
 
-  /**
-   * Writes a run of whole clusters in aligned memory through the O_DIRECT handle; false when the
-   * kernel refuses direct I/O (EINVAL: then off for good, and the caller writes buffered).
-   */
-  private async writevDirect(bufs: Uint8Array[], position: number): Promise<boolean> {
-    const direct = this.direct!
-    try {
-      let { bytesWritten } = await direct.writev(bufs, position)
-      for (const b of bufs) {
-        if (bytesWritten >= b.length) {
-          bytesWritten -= b.length
-          position += b.length
-          continue
-        }
-        await writeFully(direct, this.path, b.subarray(bytesWritten), position + bytesWritten)
-        position += b.length
-        bytesWritten = 0
-      }
-      return true
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err
-      this.direct = undefined
-      await direct.close().catch(() => undefined)
-      return false
-    }
-  }
-
   /** Memory this writer writes fastest from: page aligned when direct I/O is on. */
   allocBuffer(bytes: number): Buffer {
-    return this.direct ? allocAligned(bytes) : Buffer.allocUnsafeSlow(bytes)
-  }
-
-  private async closeDirect(): Promise<void> {
-    const direct = this.direct
-    this.direct = undefined
-    await direct?.close().catch(() => undefined)
+    return this.direct.alloc(bytes)
   }
 
   // ---- L2 / L1 ----
@@ -378,11 +343,11 @@ class Qcow2Writer implements ImageWriter {
       this.refTable.forEach((off, i) => rt.writeBigUInt64BE(BigInt(off), i * 8))
       await this.writeAt(rt, rtOffset)
       await this.writeAt(this.buildHeader(l1Offset, rtOffset, rtClusters), 0)
-      await this.closeDirect()
+      await this.direct.close()
       await this.handle.truncate(this.next)
       await this.handle.sync()
     } catch (err) {
-      await this.closeDirect()
+      await this.direct.close()
       await this.handle.close().catch(() => undefined)
       if (err instanceof EngineError) throw err
       throw fromFsError(err, this.path, 'finishing') ?? err
@@ -416,7 +381,7 @@ class Qcow2Writer implements ImageWriter {
   async abort(): Promise<void> {
     if (this.state === 'open') {
       this.state = 'aborted'
-      await this.closeDirect()
+      await this.direct.close()
       await this.handle.close().catch(() => undefined)
     }
     await unlink(this.path).catch(() => undefined)
@@ -444,5 +409,5 @@ export async function createQcow2Writer(path: string, options: WriterOptions): P
   // qemu counts qcow2 sizes in 512-byte sectors (a smaller tail would be cut off): round up; the
   // extra bytes read as zeros.
   const size = Math.ceil(options.virtualSize / 512) * 512
-  return new Qcow2Writer(path, handle, size, cs, options.compress === true, await openDirect(path))
+  return new Qcow2Writer(path, handle, size, cs, options.compress === true, await DirectWriter.open(path))
 }

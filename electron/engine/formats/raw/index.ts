@@ -25,7 +25,7 @@ import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { EngineError, fromFsError } from '../../errors.js'
 import { ImageFile, isAllZero } from '../io.js'
-import { DIRECT_ALIGN, allocAligned, isDirectWritable, openDirect } from '../directIo.js'
+import { DIRECT_ALIGN, DirectWriter } from '../directIo.js'
 import type { FormatModule, OpenContext } from '../open.js'
 import type { DiskImage, Extent, ImageInfo, ImageWriter, WriterOptions } from '../types.js'
 
@@ -276,18 +276,16 @@ class RawWriter implements ImageWriter {
   private flushing: Promise<void> | undefined
   private flushError: { error: unknown } | undefined
   private done = false
-  /** Direct handles turned off while writes were still in flight: closed at finish/abort. */
-  private retired: FileHandle[] = []
   constructor(
     readonly path: string,
     private readonly handle: FileHandle,
     private readonly virtualSize: number,
-    private direct: FileHandle | undefined,
+    private readonly direct: DirectWriter,
   ) {}
 
   /** Memory this writer writes fastest from: page aligned when direct I/O is on. */
   allocBuffer(bytes: number): Buffer {
-    return this.direct ? allocAligned(bytes) : Buffer.allocUnsafeSlow(bytes)
+    return this.direct.alloc(bytes)
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -319,40 +317,15 @@ class RawWriter implements ImageWriter {
   private async writeRun(data: Uint8Array, from: number, to: number, offset: number): Promise<void> {
     const run = data.subarray(from, to)
     const position = offset + from
-    let buffered = 0
-    if (this.direct && isDirectWritable(run, position)) {
-      const directBytes = run.length - (run.length % DIRECT_ALIGN)
-      if (await this.writeDirect(run.subarray(0, directBytes), position)) buffered = directBytes
-    }
-    if (buffered < run.length) {
-      await writeFully(this.handle, this.path, run.subarray(buffered), position + buffered)
-      this.unflushed += run.length - buffered
+    // The aligned prefix directly when it qualifies; the rest (or all) through the ordinary handle.
+    const directBytes = run.length - (run.length % DIRECT_ALIGN)
+    const wroteDirect = directBytes > 0 && (await this.direct.write([run.subarray(0, directBytes)], position)) ? directBytes : 0
+    if (wroteDirect < run.length) {
+      await writeFully(this.handle, this.path, run.subarray(wroteDirect), position + wroteDirect)
+      this.unflushed += run.length - wroteDirect
     }
     this.written += run.length
     if (this.unflushed >= RAW_FLUSH_EVERY && !this.flushing && !this.done) this.startFlush()
-  }
-
-  /** Writes `data` through the O_DIRECT handle; false (direct I/O now off) when the kernel refuses it. */
-  private async writeDirect(data: Uint8Array, position: number): Promise<boolean> {
-    const direct = this.direct
-    if (!direct) return false
-    try {
-      await writeFully(direct, this.path, data, position)
-      return true
-    } catch (err) {
-      if (((err as { cause?: NodeJS.ErrnoException }).cause ?? (err as NodeJS.ErrnoException)).code !== 'EINVAL') throw err
-      this.direct = undefined
-      this.retired.push(direct)
-      return false
-    }
-  }
-
-  /** Closes the direct handle (and any retired one); writes must have settled. */
-  private async closeDirect(): Promise<void> {
-    const handles = [...this.retired, ...(this.direct ? [this.direct] : [])]
-    this.direct = undefined
-    this.retired = []
-    await Promise.all(handles.map((h) => h.close().catch(() => undefined)))
   }
 
   private startFlush(): void {
@@ -378,7 +351,7 @@ class RawWriter implements ImageWriter {
     try {
       await this.flushing
       this.throwFlushError()
-      await this.closeDirect()
+      await this.direct.close()
       await this.handle.truncate(this.virtualSize)
       await this.handle.sync()
     } catch (err) {
@@ -393,7 +366,7 @@ class RawWriter implements ImageWriter {
     if (!this.done) {
       this.done = true
       await this.flushing
-      await this.closeDirect()
+      await this.direct.close()
       await this.handle.close().catch(() => undefined)
     }
     await unlink(this.path).catch(() => undefined)
@@ -406,7 +379,7 @@ export async function createRawWriter(path: string, options: WriterOptions): Pro
     throw new EngineError('INVALID_INPUT', `Invalid virtual size ${options.virtualSize} for "${path}".`)
   }
   const handle = await createOutputFile(path, options.overwrite)
-  return new RawWriter(path, handle, options.virtualSize, await openDirect(path))
+  return new RawWriter(path, handle, options.virtualSize, await DirectWriter.open(path))
 }
 
 /** Size of the file's allocated storage (for tests and info). */
