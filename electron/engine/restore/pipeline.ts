@@ -282,18 +282,19 @@ function checkedBlockCount(point: PointManifest, disk: PointDisk): number {
 }
 
 /**
- * Walks a disk's block map in order, checking it has exactly one entry per block: `onData` for DATA
- * entries (awaited: it may wait for room), `onHole` for ZERO and UNALLOCATED ones.
+ * Walks a disk's block map in order, checking it has exactly `expectedBlocks` entries (see
+ * `checkedBlockCount`): `onData` for DATA entries (awaited: it may wait for room), `onHole` for ZERO
+ * and UNALLOCATED ones.
  */
 async function walkBlockMap(
   vault: Vault,
   point: PointManifest,
   disk: PointDisk,
+  expectedBlocks: number,
   signal: AbortSignal | undefined,
   onData: (index: number, entry: Extract<BlockEntry, { kind: 'data' }>) => Promise<void> | void,
   onHole: (index: number) => void,
 ): Promise<void> {
-  const expectedBlocks = checkedBlockCount(point, disk)
   let index = 0
   for await (const entry of vault.readBlockMap(point.id, disk.index)) {
     if (signal?.aborted) throw cancelled()
@@ -327,7 +328,7 @@ async function writeDisk(
   report: (position: number, bytesWritten: number) => void,
 ): Promise<number> {
   const blockSize = point.blockSize
-  checkedBlockCount(point, disk)
+  const expectedBlocks = checkedBlockCount(point, disk)
   const blocksPerBatch = Math.max(1, Math.floor((options.batchBytes ?? DEFAULT_BATCH) / blockSize))
   const slotBytes = blocksPerBatch * blockSize
   const fetchSlots = Math.max(1, Math.floor((options.maxBytesInFlight ?? DEFAULT_IN_FLIGHT) / slotBytes))
@@ -456,6 +457,7 @@ async function writeDisk(
       vault,
       point,
       disk,
+      expectedBlocks,
       signal,
       async (index, entry) => {
         indices.push(index)

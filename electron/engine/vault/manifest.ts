@@ -175,8 +175,8 @@ export class SegmentedMapWriter implements BlockMapWriter {
   }
 }
 
-/** Reads, authenticates and checks segment `seg` of a disk's block map; returns its plaintext (count, entries). */
-async function openSegment(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, pointId: string, info: DiskMapInfo, seg: number): Promise<{ plain: Buffer; expected: number }> {
+/** Reads and authenticates segment `seg` of a disk's block map and checks its entry count; returns its plaintext (count, entries). */
+async function openSegment(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, pointId: string, info: DiskMapInfo, seg: number): Promise<{ plain: Buffer; expected: number; what: string }> {
   const expected = Math.min(info.segmentEntries, info.blockCount - seg * info.segmentEntries)
   const path = mapSegmentPath(layout, pointId, info.diskIndex, seg)
   const what = `block map of recovery point ${pointId} disk ${info.diskIndex} (segment ${seg})`
@@ -184,7 +184,11 @@ async function openSegment(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, po
   if (!raw) throw damaged(what, 'is missing')
   const plain = openObject(keys.meta, segmentAad(pointId, info.diskIndex, seg, expected), raw, what, 4 + expected * DATA_ENTRY_BYTES)
   if (plain.length < 4 || plain.readUInt32LE(0) !== expected) throw damaged(what, 'has a wrong entry count')
-  // Structure: every entry a known kind, data entries complete, nothing after the last.
+  return { plain, expected, what }
+}
+
+/** Checks an opened segment's structure without decoding it: a known kind per entry, data entries complete, nothing after the last. */
+function checkSegment(plain: Buffer, expected: number, what: string): void {
   let p = 4
   for (let i = 0; i < expected; i++) {
     const kind = plain[p++]
@@ -192,7 +196,6 @@ async function openSegment(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, po
     else if (kind !== KIND_UNALLOCATED && kind !== KIND_ZERO) throw damaged(what, `has a malformed entry #${i}`)
   }
   if (p !== plain.length) throw damaged(what, 'has trailing bytes')
-  return { plain, expected }
 }
 
 /** Streams a disk's block map, one segment in memory at a time. */
@@ -205,19 +208,21 @@ export async function* readSegmentedMap(
 ): AsyncGenerator<BlockEntry> {
   let seen = 0
   for (let seg = 0; seg < info.segments; seg++) {
-    const { plain, expected } = await openSegment(fs, layout, keys, pointId, info, seg)
+    const { plain, expected, what } = await openSegment(fs, layout, keys, pointId, info, seg)
+    // Parsed and checked in one pass while yielding (a segment holds up to 65 536 entries).
     let p = 4
     for (let i = 0; i < expected; i++) {
       const kind = plain[p++]
       if (kind === KIND_UNALLOCATED) yield { kind: 'unallocated' }
       else if (kind === KIND_ZERO) yield { kind: 'zero' }
-      else {
+      else if (kind === KIND_DATA && p + 48 <= plain.length) {
         const chunkId = Buffer.from(plain.subarray(p, p + 32))
         const checksum = Buffer.from(plain.subarray(p + 32, p + 48))
         p += 48
         yield { kind: 'data', chunkId, checksum }
-      }
+      } else throw damaged(what, `has a malformed entry #${i}`)
     }
+    if (p !== plain.length) throw damaged(what, 'has trailing bytes')
     seen += expected
   }
   if (seen !== info.blockCount) throw damaged(`block map of recovery point ${pointId} disk ${info.diskIndex}`, 'is incomplete')
@@ -234,7 +239,8 @@ export async function copySegmentedMap(fs: VaultFs, layout: VaultLayout, keys: V
   }
   let seen = 0
   for (let seg = 0; seg < info.segments; seg++) {
-    const { plain, expected } = await openSegment(fs, layout, keys, pointId, info, seg)
+    const { plain, expected, what } = await openSegment(fs, layout, keys, pointId, info, seg)
+    checkSegment(plain, expected, what)
     writer.appendSegment(plain, expected)
     seen += expected
   }
