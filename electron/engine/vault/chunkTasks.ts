@@ -31,8 +31,8 @@ export interface SealedRecord {
    * (decrypt, decompress, keyed BLAKE3 equal to the chunk id), else what failed.
    */
   verifyError: string | null
-  /** CRC-32 of the verified record: the caller re-checks it right before writing (no change in between). */
-  recordCrc: number
+  /** XXH3-64 of the verified record (recordCheck.ts): the caller re-checks it right before writing (no change in between). */
+  recordCheck: bigint
 }
 
 export interface OpenEntry {

@@ -4,7 +4,7 @@
  * Buffers arrive and return as transferables, so the caller's buffer pool circulates.
  */
 import { workerData } from 'node:worker_threads'
-import { crc32 } from 'node:zlib'
+import { recordCheck } from './recordCheck.js'
 import { serveTasks } from '../workers/pool.js'
 import { ChunkCodec, type CodecConfig } from './chunkCodec.js'
 import type { ChunkTask, ChunkTaskResult, OpenTask, SealedRecord } from './chunkTasks.js'
@@ -30,7 +30,7 @@ serveTasks<ChunkTask, ChunkTaskResult>(async (task) => {
       // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
       const record = target.subarray(0, r.storedLength)
       const opened = codec.open(record, item.chunkId, task.packId, item.ordinal, r.flags)
-      records.push({ storedLength: r.storedLength, flags: r.flags, verifyError: typeof opened === 'string' ? opened : null, recordCrc: crc32(record) })
+      records.push({ storedLength: r.storedLength, flags: r.flags, verifyError: typeof opened === 'string' ? opened : null, recordCheck: recordCheck(record) })
       outPos += r.storedLength
     }
     const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, records }

@@ -3,9 +3,9 @@
  * (keyed BLAKE3 runs at several GB/s here, see test/bench/vaultHash.ts), deduplicates against the
  * chunk table and its own pending chunks, and sends new blocks to the worker pool to be sealed.
  * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Every record is opened again
- * in the worker right after sealing, on the exact bytes that will be written, and its CRC-32 is
- * re-checked here just before the write (I9); each full pack is then finished (one fsync) and
- * published; `commit` waits for all packs, the block maps, re-checks the lock and the generation,
+ * in the worker right after sealing, on the exact bytes that will be written, and its check value
+ * is recomputed here just before the write (I9, recordCheck.ts); each full pack is then finished
+ * (one fsync) and published; `commit` waits for all packs, the block maps, re-checks the lock and the generation,
  * and only then writes the manifest (I1).
  */
 import { EngineError, isEngineError } from '../errors.js'
@@ -18,7 +18,7 @@ import type { VaultLock } from './locks.js'
 import { copySegmentedMap, readManifest, readSegmentedMap, SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { PackWriter, type PackIndexEntry } from './pack.js'
 import type { SealItem } from './chunkTasks.js'
-import { crc32 } from 'node:zlib'
+import { recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
 
@@ -240,7 +240,7 @@ export class LocalBackupSession implements BackupSession {
               const record = out.subarray(pos, pos + rec.storedLength)
               hooks.afterSeal?.(record)
               const chunkId = ids[fresh[n]!]!
-              if (rec.verifyError !== null || crc32(record) !== rec.recordCrc) {
+              if (rec.verifyError !== null || recordCheck(record) !== rec.recordCheck) {
                 throw new EngineError(
                   'CHUNK_CORRUPT',
                   `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (${rec.verifyError ?? 'changed in memory after it was verified'}). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
