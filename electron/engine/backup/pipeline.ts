@@ -6,7 +6,9 @@
  * Block pipeline of one disk: the allocated extents of the guest view are walked in step with the
  * block grid (`vault.blockSize`). A block no extent touches is UNALLOCATED; one touched only by
  * extents the format marks as zeros is ZERO; any other block is read (a window of `blocksInFlight`
- * reused buffers per disk), and if all its bytes are zero it is ZERO too. A data block is hashed
+ * reused buffers per disk; only the ranges data extents cover, the rest is zero-filled in memory:
+ * reading a raw file's holes costs the kernel fresh zeroed page-cache pages and a read-ahead through
+ * them), and if all its bytes are zero it is ZERO too. A data block is hashed
  * with XXH3-128 and compared with the previous point's entry at the same index, streamed in step:
  * equal → the previous chunk id is reused and nothing moves; different → `session.putBlock`.
  * A disk whose file (and backing files) have the identity recorded by the previous point is not
@@ -199,12 +201,19 @@ class ExtentCursor {
   }
   /** Start of the next extent not yet passed (Infinity at the end). */
   nextStart(): number { return this.cur ? this.cur.offset : Number.POSITIVE_INFINITY }
-  /** 0: no extent touches [start, end); 1: only zero extents; 2: data. Consumes extents ending by `end`. */
-  async classify(start: number, end: number): Promise<0 | 1 | 2> {
+  /**
+   * 0: no extent touches [start, end); 1: only zero extents; 2: data. Consumes extents ending by
+   * `end`. `dataRanges` receives the parts of [start, end) that data extents cover, in order.
+   */
+  async classify(start: number, end: number, dataRanges: Array<[number, number]>): Promise<0 | 1 | 2> {
     let kind: 0 | 1 | 2 = 0
+    dataRanges.length = 0
     while (this.cur && this.cur.offset < end) {
       const extEnd = this.cur.offset + this.cur.length
-      if (extEnd > start && this.cur.length > 0) kind = this.cur.zero ? (kind === 2 ? 2 : 1) : 2
+      if (extEnd > start && this.cur.length > 0) {
+        kind = this.cur.zero ? (kind === 2 ? 2 : 1) : 2
+        if (!this.cur.zero) dataRanges.push([Math.max(start, this.cur.offset), Math.min(end, extEnd)])
+      }
       if (extEnd <= end) await this.advance()
       else break
     }
@@ -675,6 +684,9 @@ interface LoopArgs {
 const UNALLOCATED: BlockEntry = { kind: 'unallocated' }
 const ZERO: BlockEntry = { kind: 'zero' }
 
+/** Data ranges of a run closer than this are read as one (a page: never a whole hole page). */
+const RANGE_MERGE_GAP = 4096
+
 /** Bytes read at once: consecutive data blocks are read together (fewer, larger reads) and put as one batch. */
 const RUN_BYTES = 1024 * 1024
 
@@ -692,11 +704,21 @@ async function blockLoop(a: LoopArgs): Promise<number> {
   let stored = 0
   const hasher = await ctx.hasher()
 
-  const processRun = async (offset: number, length: number, buf: Buffer, prevEntries: Array<BlockEntry | undefined>): Promise<BlockEntry[]> => {
+  const processRun = async (offset: number, length: number, buf: Buffer, prevEntries: Array<BlockEntry | undefined>, ranges: Array<[number, number]> | undefined): Promise<BlockEntry[]> => {
     try {
       const data = buf.subarray(0, length)
-      await image.read(data, offset)
-      dp.bytesRead += length
+      if (!ranges) {
+        await image.read(data, offset)
+        dp.bytesRead += length
+      } else {
+        // only what data extents cover: the rest reads as zeros, and reading it would make the
+        // kernel fill page-cache pages with zeros for the holes (and read ahead through them)
+        data.fill(0)
+        for (const [from, to] of ranges) {
+          await image.read(data.subarray(from - offset, to - offset), from)
+          dp.bytesRead += to - from
+        }
+      }
       const entries: BlockEntry[] = new Array<BlockEntry>(prevEntries.length)
       const puts: Array<{ data: Buffer; checksum: Buffer; at: number }> = []
       for (let j = 0; j < prevEntries.length; j++) {
@@ -735,27 +757,29 @@ async function blockLoop(a: LoopArgs): Promise<number> {
     if (pending.length === 0) writer.append(entry)
     else pending.push(Promise.resolve([entry]))
   }
-  // The run being gathered: blocks [first, first + prevs.length).
-  let run: { first: number; prevs: Array<BlockEntry | undefined> } | undefined
+  // The run being gathered: blocks [first, first + prevs.length); `ranges` (merged, in order) when
+  // data extents do not cover all of it.
+  let run: { first: number; prevs: Array<BlockEntry | undefined>; ranges: Array<[number, number]>; partial: boolean } | undefined
   const flushRun = async (): Promise<void> => {
     if (!run) return
-    const { first, prevs } = run
+    const { first, prevs, ranges, partial } = run
     run = undefined
     while (free.length === 0) await drainOne()
     const start = first * blockSize
     const end = Math.min((first + prevs.length) * blockSize, virtualSize)
-    const p = processRun(start, end - start, free.pop()!, prevs)
+    const p = processRun(start, end - start, free.pop()!, prevs, partial ? ranges : undefined)
     p.catch(() => {}) // observed when drained; avoids an unhandled rejection meanwhile
     pending.push(p)
   }
 
+  const blockRanges: Array<[number, number]> = []
   try {
     for (let i = 0; i < blockCount; i++) {
       throwIfAborted(ctx.signal)
       const start = i * blockSize
       const end = Math.min(start + blockSize, virtualSize)
       // Fast path: no extent before the end of this block.
-      const kind = cursor.nextStart() >= end ? 0 : await cursor.classify(start, end)
+      const kind = cursor.nextStart() >= end ? 0 : await cursor.classify(start, end, blockRanges)
       if (kind !== 2) {
         await flushRun()
         if (kind === 1) { dp.bytesDone += end - start; ctx.progress.emit() }
@@ -764,7 +788,16 @@ async function blockLoop(a: LoopArgs): Promise<number> {
         const prevEntry = i < a.prevBlocks ? await prevMap.at(i) : undefined
         if (run && run.prevs.length >= runBlocks) await flushRun()
         if (run) run.prevs.push(prevEntry)
-        else run = { first: i, prevs: [prevEntry] }
+        else run = { first: i, prevs: [prevEntry], ranges: [], partial: false }
+        let covered = 0
+        for (const [from, to] of blockRanges) {
+          covered += to - from
+          const last = run.ranges[run.ranges.length - 1]
+          // gaps within a page (sector-granular formats) are read with their neighbours
+          if (last && from - last[1] < RANGE_MERGE_GAP) last[1] = Math.max(last[1], to)
+          else run.ranges.push([from, to])
+        }
+        if (covered < end - start) run.partial = true
       }
       while (pending.length >= window * runBlocks * 4) await drainOne()
     }

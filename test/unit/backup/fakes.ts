@@ -97,6 +97,8 @@ export class MemoryImage implements DiskImage {
   readonly backing = undefined
   reads = 0
   bytesRead = 0
+  /** Every read: [offset, length]. */
+  readLog: Array<[number, number]> = []
   closed = false
   readDelayMs = 0
   constructor(readonly path: string, public data: Buffer, public extentList: Extent[]) {}
@@ -107,6 +109,7 @@ export class MemoryImage implements DiskImage {
     if (this.readDelayMs) await new Promise((r) => setTimeout(r, this.readDelayMs))
     this.reads++
     this.bytesRead += buffer.length
+    this.readLog.push([offset, buffer.length])
     buffer.set(this.data.subarray(offset, offset + buffer.length))
     return buffer
   }

@@ -48,7 +48,7 @@ function worldOf(vault: MemoryVault, images: Map<string, MemoryImage>, opened: s
 }
 
 describe('block pipeline', () => {
-  it('classifies blocks: UNALLOCATED, ZERO (format zero or read zeros), DATA; reads only touched blocks; restores exactly', async () => {
+  it('classifies blocks: UNALLOCATED, ZERO (format zero or read zeros), DATA; reads only what data extents cover; restores exactly', async () => {
     const size = 10 * BS + 1000 // last block is short
     const data = Buffer.alloc(size)
     randomBytes(100).copy(data, 10) // block 0
@@ -67,12 +67,39 @@ describe('block pipeline', () => {
     const r = await runBackup(m, worldOf(vault, new Map([[path, img]])), { snapshot: 'read' })
     const map = vault.maps.get(`${r.manifest.id}/0`)!
     expect(map.map((e) => e.kind)).toEqual(['data', 'unallocated', 'zero', 'unallocated', 'data', 'zero', 'unallocated', 'unallocated', 'unallocated', 'unallocated', 'data'])
-    expect(img.bytesRead).toBe(3 * BS + 1000)
-    expect(r.result.bytesRead).toBe(3 * BS + 1000)
+    // block 0 holds one 4 KiB extent: only that is read, the rest of the block is a hole
+    expect(img.bytesRead).toBe(4096 + 2 * BS + 1000)
+    expect(r.result.bytesRead).toBe(4096 + 2 * BS + 1000)
     expect(r.result.bytesNew).toBe(2 * BS + 1000)
     expect(r.manifest.disks[0]).toMatchObject({ virtualSize: size, blockCount: 11, allocatedBytes: 4096 + 3 * BS + 1000, sourcePath: path, isSystem: true })
     expect((await vault.restore(r.manifest.id, 0)).equals(data)).toBe(true)
     expect(img.closed).toBe(true)
+  })
+
+  it('never reads outside data extents: holes and format zeros inside data blocks are filled in memory', async () => {
+    const size = 8 * BS
+    const data = Buffer.alloc(size)
+    const extents = [
+      { offset: 1000, length: 3000, zero: false }, // odd piece inside block 0
+      { offset: BS - 4096, length: 8192, zero: false }, // across the block 0/1 border
+      { offset: BS + 8192, length: 4096, zero: true }, // format zeros inside block 1
+      { offset: BS + 16384, length: BS, zero: false }, // the rest of block 1 into block 2
+      { offset: 4 * BS, length: 2 * BS, zero: false }, // blocks 4 and 5 in full
+      { offset: 7 * BS + 512, length: 512, zero: false }, // a sector in the last block
+    ]
+    for (const e of extents) if (!e.zero) randomBytes(e.length).copy(data, e.offset)
+    data.fill(0, 4 * BS + 100, 4 * BS + 200) // zeros inside data are read like any data
+    const img = new MemoryImage('x', data, extents)
+    const path = await diskFile('holes.raw')
+    const vault = new MemoryVault(BS)
+    const m = addMachine(db, { name: 'vm', disks: [{ path }] })
+    const r = await runBackup(m, worldOf(vault, new Map([[path, img]])), { snapshot: 'read' })
+    const inData = (from: number, to: number): boolean => extents.some((e) => !e.zero && e.offset <= from && to <= e.offset + e.length)
+    for (const [offset, length] of img.readLog) expect(inData(offset, offset + length), `read ${offset}+${length}`).toBe(true)
+    const dataBytes = extents.filter((e) => !e.zero).reduce((s, e) => s + e.length, 0)
+    expect(img.bytesRead).toBe(dataBytes)
+    expect(r.result.bytesRead).toBe(dataBytes)
+    expect((await vault.restore(r.manifest.id, 0)).equals(data)).toBe(true)
   })
 
   it('an incremental moves only changed blocks and reuses the chunk ids of the others', async () => {
