@@ -27,7 +27,7 @@ import { createBlockHasher, isAllZero } from '../backup/checksum.js'
 import { fileState, reflinkClone, sameIdentity } from '../backup/snapshot.js'
 import type { DiskImage, Extent, ImageFormat, ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
 import type { BlockEntry, ChunkReader, ChunksInPlace, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
-import { allocAlignedShared } from '../directIo.js'
+import { allocAlignedShared } from '../formats/directIo.js'
 import { assertNotInUse, findFileUses } from './inUse.js'
 import {
   assertNoNul,

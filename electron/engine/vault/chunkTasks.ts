@@ -46,8 +46,7 @@ export interface OpenEntry {
 
 export interface OpenTask {
   kind: 'open'
-  /** The records, at `entries[i].start`: memory shared with the caller, who reuses it after the reply. */
-  buf: SharedArrayBuffer
+  buf: ArrayBuffer
   entries: OpenEntry[]
   packId: Uint8Array
   blockSize: number
@@ -72,6 +71,7 @@ export type ChunkTaskResult =
     }
   | {
       kind: 'open'
+      buf: ArrayBuffer
       /** Per entry: null when it verified, else what failed. */
       errors: Array<string | null>
       /** Per entry: plaintext length (0 on error). */

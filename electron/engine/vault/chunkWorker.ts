@@ -56,8 +56,8 @@ serveTasks<ChunkTask, ChunkTaskResult>(async (task) => {
     lengths.push(r.length)
     if (plainOut) p += r.buffer === plainOut.buffer ? r.length : r.copy(plainOut, p)
   }
-  const value: ChunkTaskResult = { kind: 'open', errors, lengths, plain: plainOut ? (plainOut.buffer as ArrayBuffer) : undefined }
-  return { value, transfer: plainOut ? [plainOut.buffer as ArrayBuffer] : [] }
+  const value: ChunkTaskResult = { kind: 'open', buf: task.buf, errors, lengths, plain: plainOut ? (plainOut.buffer as ArrayBuffer) : undefined }
+  return { value, transfer: plainOut ? [task.buf, plainOut.buffer as ArrayBuffer] : [task.buf] }
 })
 
 let hasher: BlockHasher | undefined
@@ -96,5 +96,5 @@ async function openInto(task: OpenTask, into: NonNullable<OpenTask['into']>): Pr
     errors.push(null)
     lengths.push(r.length)
   })
-  return { value: { kind: 'open', errors, lengths, plain: undefined, checksums, zeroMaps }, transfer: [] }
+  return { value: { kind: 'open', buf: task.buf, errors, lengths, plain: undefined, checksums, zeroMaps }, transfer: [task.buf] }
 }

@@ -1,17 +1,9 @@
 /**
  * Pack files (FORMAT.md "Pack"): header | chunk records | encrypted index | trailer.
- * A pack is written under `tmp/`, fsynced, then renamed to `packs/<xx>/<id>` and the directory
- * fsynced (I2); its records were checked before they were appended (I9, session.ts). Packs are
- * never modified afterwards.
- *
- * Records are gathered in page-aligned staging memory and written in aligned pieces of about
- * 2 MiB, which the vault's file handles send with direct I/O (vaultFs.ts): a backup writes
- * gigabytes of packs that are not read again soon, and copying them into fresh page-cache pages
- * was the largest single cost of a full backup (DECISIONS.md). The last, unaligned piece goes out
- * with the index and trailer through the page cache, and one fsync covers the whole file.
+ * A pack is written under `tmp/`, fsynced, checked (every record opened, I9), then renamed to
+ * `packs/<xx>/<id>` and the directory fsynced (I2). Packs are never modified afterwards.
  */
 import { join } from 'node:path'
-import { allocAligned, DIRECT_ALIGN } from '../directIo.js'
 import { EngineError } from '../errors.js'
 import { CHUNK_ID_BYTES, damaged, openObject, randomId, sealObject, type VaultKeys } from './crypto.js'
 import { packPath, type VaultLayout } from './layout.js'
@@ -117,23 +109,6 @@ export async function readPackIndex(
   }
 }
 
-/** Staging memory of one pack: aligned pieces are written from it once this much is gathered. */
-const STAGE_BYTES = 4 * 1024 * 1024
-const STAGE_FLUSH_BYTES = 2 * 1024 * 1024
-/** Writes of staged pieces one pack may have in flight before `append` waits (memory bound). */
-const MAX_STAGED_WRITES = 2
-/** Staging buffers kept for the next pieces and packs (each fresh one costs page faults). */
-const freeStages: Buffer[] = []
-const MAX_FREE_STAGES = 8
-
-function takeStage(): Buffer {
-  return freeStages.pop() ?? allocAligned(STAGE_BYTES)
-}
-
-function giveStage(stage: Buffer): void {
-  if (stage.length === STAGE_BYTES && freeStages.length < MAX_FREE_STAGES && !freeStages.includes(stage)) freeStages.push(stage)
-}
-
 /**
  * Builds one pack under tmp/. Ordinals are reserved in dispatch order (they go into the chunk's
  * AAD before its size is known); records are appended at byte offsets in arrival order.
@@ -149,10 +124,6 @@ export class PackWriter {
   private reservedBytes = 0
   private readonly writes = new Set<Promise<void>>()
   private failure: unknown
-  /** Bytes from file offset `stageStart` (aligned) not written yet: `stage[0, staged)`. */
-  private stage: Buffer | undefined = takeStage()
-  private stageStart = 0
-  private staged = 0
 
   private constructor(
     private readonly fs: VaultFs,
@@ -177,44 +148,9 @@ export class PackWriter {
       throw vaultIoError(err, tmpPath, 'creating pack')
     }
     const w = new PackWriter(fs, fh, layout, hex, targetBytes)
-    w.gather(Buffer.concat([PACK_MAGIC, w.id]))
+    const head = Buffer.concat([PACK_MAGIC, w.id])
+    w.track(writeAll(fh, head, 0, tmpPath))
     return w
-  }
-
-  /**
-   * Copies `data` (the bytes at the end of the file so far) into the staging memory, starting the
-   * write of every aligned piece that fills up. Synchronous, so concurrent appends keep their order.
-   */
-  private gather(data: Buffer): void {
-    for (let from = 0; from < data.length; ) {
-      const stage = this.stage
-      if (!stage) throw new EngineError('INTERNAL', `pack ${this.hex}: written after it was finished`)
-      const n = Math.min(data.length - from, stage.length - this.staged)
-      data.copy(stage, this.staged, from, from + n)
-      this.staged += n
-      from += n
-      if (this.staged >= STAGE_FLUSH_BYTES) this.writeStaged()
-    }
-  }
-
-  /** Starts the write of the staged bytes up to the last aligned offset; the rest moves to a new stage. */
-  private writeStaged(): void {
-    const stage = this.stage!
-    const aligned = this.staged - (this.staged % DIRECT_ALIGN)
-    if (aligned === 0) return
-    const next = takeStage()
-    stage.copy(next, 0, aligned, this.staged)
-    const position = this.stageStart
-    this.stage = next
-    this.stageStart += aligned
-    this.staged -= aligned
-    this.track(writeAll(this.fh, stage.subarray(0, aligned), position, this.tmpPath).finally(() => giveStage(stage)))
-  }
-
-  /** Returns the staging memory (finish, discard). */
-  private releaseStage(): void {
-    if (this.stage) giveStage(this.stage)
-    this.stage = undefined
   }
 
   private track(p: Promise<void>): void {
@@ -246,10 +182,8 @@ export class PackWriter {
   }
 
   /**
-   * Appends sealed records that lie back to back in `records`; `entries` give their lengths in
-   * order. The records are copied into the staging memory at once (`records` may be reused when this
-   * resolves) and reach the file in aligned pieces; a failed write fails the next `append` or
-   * `finish`. Resolves when few enough pieces are in flight (back-pressure).
+   * Appends sealed records that lie back to back in `records`, with one write; `entries` give their
+   * lengths in order. Resolves once written (the buffer may then be reused).
    */
   async append(records: Buffer, entries: Array<Omit<PackIndexEntry, 'offset'>>, reservedBytes: number): Promise<void> {
     if (this.failure) throw this.failure
@@ -262,9 +196,13 @@ export class PackWriter {
       this.entries.push({ ...e, offset })
       offset += e.length
     }
-    this.gather(records)
-    while (this.writes.size > MAX_STAGED_WRITES) await Promise.race([...this.writes])
-    if (this.failure) throw this.failure
+    const p = writeAll(this.fh, records, offset - records.length, this.tmpPath)
+    this.track(p)
+    try {
+      await p
+    } catch (err) {
+      throw vaultIoError(err, this.tmpPath, 'writing pack')
+    }
   }
 
   /** Releases a reservation whose chunk will not come (error paths). */
@@ -275,7 +213,6 @@ export class PackWriter {
   /** Writes index and trailer, fsyncs and closes. The pack is still under tmp/. Returns its size. */
   async finish(keys: VaultKeys): Promise<number> {
     try {
-      if (this.stage) this.writeStaged()
       while (this.writes.size) await Promise.all([...this.writes])
       if (this.failure) throw this.failure
       if (this.entries.length !== this.nextOrdinal) throw new EngineError('INTERNAL', `pack ${this.hex}: ${this.nextOrdinal - this.entries.length} chunks never arrived`)
@@ -285,15 +222,12 @@ export class PackWriter {
       trailer.writeBigUInt64LE(BigInt(indexOffset), 0)
       trailer.writeUInt32LE(index.length, 8)
       TRAILER_MAGIC.copy(trailer, 12)
-      if (!this.stage || this.stageStart + this.staged !== indexOffset) throw new EngineError('INTERNAL', `pack ${this.hex}: staged bytes do not end at the index`)
-      // the unaligned rest of the records, the index and the trailer: one ordinary write
-      await writeAll(this.fh, Buffer.concat([this.stage.subarray(0, this.staged), index, trailer]), this.stageStart, this.tmpPath)
+      await writeAll(this.fh, Buffer.concat([index, trailer]), indexOffset, this.tmpPath)
       await this.fh.sync()
       return indexOffset + index.length + TRAILER_BYTES
     } catch (err) {
       throw vaultIoError(err, this.tmpPath, 'writing pack')
     } finally {
-      this.releaseStage()
       await this.fh.close().catch(() => undefined)
     }
   }
@@ -311,7 +245,6 @@ export class PackWriter {
   /** Removes the temp file (abort paths). */
   async discard(): Promise<void> {
     while (this.writes.size) await Promise.all([...this.writes])
-    this.releaseStage()
     await this.fh.close().catch(() => undefined)
     await this.fs.unlink(this.tmpPath).catch(() => undefined)
   }

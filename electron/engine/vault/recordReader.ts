@@ -1,18 +1,12 @@
 /**
  * Reads chunk records of one pack by coalesced byte ranges and opens them in the worker pool
- * (decrypt, decompress, re-hash). Shared by restore reads, verify --read-data and repack.
- * Memory: at most the pool's queue of range buffers.
- *
- * Ranges are read from page-aligned shared memory at aligned file offsets, so the vault's file
- * handle reads them with direct I/O (vaultFs.ts): packs are written past the page cache
- * (pack.ts), and reading them back through it would fill fresh cache pages with data read once.
- * The workers see the same memory; nothing is transferred or copied.
+ * (decrypt, decompress, re-hash). Shared by restore reads, verify --read-data, repack and the
+ * verify-before-commit of new packs (I9). Memory: at most the pool's queue of range buffers.
  */
-import { allocAlignedShared, DIRECT_ALIGN } from '../directIo.js'
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
 import { zeroMapBytes, type ChunkTask, type ChunkTaskResult, type OpenEntry } from './chunkTasks.js'
-import { readAtLeast, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
+import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
 
 /** What a record decoded in place (OpenTask.into) reports: see ChunkTaskResult. */
 export interface OpenedInPlace {
@@ -31,9 +25,9 @@ export interface RecordItem {
 
 export const MAX_RANGE_BYTES = 4 * 1024 * 1024
 const MAX_GAP_BYTES = 256 * 1024
-/** Range buffers are reused (main → worker → main) instead of being allocated per read. */
+/** Range buffers circulate (main → worker → main) instead of being allocated per read. */
 const RANGE_BUFFER_BYTES = MAX_RANGE_BYTES + 64 * 1024
-const freeRangeBuffers: Buffer[] = []
+const freeRangeBuffers: ArrayBuffer[] = []
 /**
  * Range buffers kept for reuse: as many as can be out at once (up to three packs read at a time,
  * each with a range being read, plus the pool's running and queued tasks), so that a long read
@@ -43,14 +37,13 @@ const freeRangeBuffers: Buffer[] = []
  */
 const MAX_FREE_RANGE_BUFFERS = 12
 
-/** Aligned shared memory for a range of `size` bytes (a whole reusable buffer when it fits). */
-function takeRangeBuffer(size: number): Buffer {
-  if (size > RANGE_BUFFER_BYTES) return allocAlignedShared(size)
-  return freeRangeBuffers.pop() ?? allocAlignedShared(RANGE_BUFFER_BYTES)
+function takeRangeBuffer(size: number): ArrayBuffer {
+  if (size > RANGE_BUFFER_BYTES) return new ArrayBuffer(size)
+  return freeRangeBuffers.pop() ?? new ArrayBuffer(RANGE_BUFFER_BYTES)
 }
 
-function giveRangeBuffer(buf: Buffer): void {
-  if (buf.length === RANGE_BUFFER_BYTES && freeRangeBuffers.length < MAX_FREE_RANGE_BUFFERS) freeRangeBuffers.push(buf)
+function giveRangeBuffer(ab: ArrayBuffer): void {
+  if (ab.byteLength === RANGE_BUFFER_BYTES && freeRangeBuffers.length < MAX_FREE_RANGE_BUFFERS) freeRangeBuffers.push(ab)
 }
 
 /**
@@ -104,40 +97,28 @@ export async function openPackRecords(
         group.push(order[i]!)
         i++
       }
-      // read whole aligned blocks around the range (past the end of the file the read is short)
-      const from = start - (start % DIRECT_ALIGN)
-      const span = Math.ceil((end - from) / DIRECT_ALIGN) * DIRECT_ALIGN
-      const buf = takeRangeBuffer(span)
-      try {
-        await readAtLeast(fh, buf, span, end - from, from, path)
-      } catch (err) {
-        giveRangeBuffer(buf)
-        throw err
-      }
+      const ab = takeRangeBuffer(end - start)
+      const buf = Buffer.from(ab, 0, end - start)
+      await readExactly(fh, buf, 0, end - start, start, path)
       const entries: OpenEntry[] = group.map((k) => {
         const it = items[k]!
-        return { start: it.offset - from, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
+        return { start: it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
       })
       const into = options.into
       const task: ChunkTask = {
         kind: 'open',
-        buf: buf.buffer as SharedArrayBuffer,
+        buf: ab,
         entries,
         packId,
         blockSize: options.blockSize,
         returnPlain: options.returnPlain && !into,
         ...(into ? { into: { sab: into.sab, positions: group.map((k) => into.positions[k]!), zeroGranule: into.zeroGranule } } : {}),
       }
-      let submitted: { result: Promise<ChunkTaskResult> }
-      try {
-        submitted = await pool.submit(task)
-      } catch (err) {
-        giveRangeBuffer(buf)
-        throw err
-      }
+      const { result } = await pool.submit(task, [ab])
       results.push(
-        submitted.result.finally(() => giveRangeBuffer(buf)).then((r) => {
+        result.then((r) => {
           if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
+          giveRangeBuffer(r.buf)
           let p = 0
           const plain = r.plain ? Buffer.from(r.plain) : undefined
           group.forEach((k, j) => {

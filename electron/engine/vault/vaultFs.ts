@@ -7,8 +7,6 @@
 import { constants as fsConstants, promises as fsp } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import type { FileHandle } from 'node:fs/promises'
-import { isDirectRange, openDirect } from '../directIo.js'
 import { EngineError, fromFsError, isEngineError } from '../errors.js'
 
 export interface VaultFileHandle {
@@ -38,58 +36,12 @@ export interface VaultFs {
   syncDir(path: string): Promise<void>
 }
 
-/**
- * A node:fs handle. Reads and writes whose memory, position and length are all aligned
- * (directIo.ts: pack data staged in aligned buffers) go through a second O_DIRECT handle, opened on
- * first use: pack files are gigabytes that a backup writes once and a restore or verify reads once,
- * so they bypass the page cache (DECISIONS.md). Everything else, and every call on a file system
- * without direct I/O, uses the ordinary handle. `sync` on the ordinary handle covers both.
- */
 class NodeFileHandle implements VaultFileHandle {
-  private direct: Promise<FileHandle | undefined> | undefined
-  private directOn = true
-
-  constructor(
-    private readonly fh: FileHandle,
-    private readonly path: string,
-    private readonly access: 'r' | 'w',
-  ) {}
-
-  /** The O_DIRECT handle when this call qualifies and direct I/O is on. */
-  private async directFor(buffer: Uint8Array, offset: number, length: number, position: number): Promise<FileHandle | undefined> {
-    if (!this.directOn || !isDirectRange(buffer, offset, length, position)) return undefined
-    const d = await (this.direct ??= openDirect(this.path, this.access))
-    if (!d) this.directOn = false
-    return d
-  }
-
-  /** A direct call the kernel refused (EINVAL: the file system's alignment is stricter): off for good. */
-  private refused(err: unknown): boolean {
-    if ((err as NodeJS.ErrnoException).code !== 'EINVAL') return false
-    this.directOn = false
-    return true
-  }
-
+  constructor(private readonly fh: fsp.FileHandle) {}
   async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    const d = await this.directFor(buffer, offset, length, position)
-    if (d) {
-      try {
-        return (await d.read(buffer, offset, length, position)).bytesRead
-      } catch (err) {
-        if (!this.refused(err)) throw err
-      }
-    }
     return (await this.fh.read(buffer, offset, length, position)).bytesRead
   }
   async write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    const d = await this.directFor(buffer, offset, length, position)
-    if (d) {
-      try {
-        return (await d.write(buffer, offset, length, position)).bytesWritten
-      } catch (err) {
-        if (!this.refused(err)) throw err
-      }
-    }
     return (await this.fh.write(buffer, offset, length, position)).bytesWritten
   }
   sync(): Promise<void> {
@@ -98,11 +50,8 @@ class NodeFileHandle implements VaultFileHandle {
   async size(): Promise<number> {
     return (await this.fh.stat()).size
   }
-  async close(): Promise<void> {
-    const d = await this.direct?.catch(() => undefined)
-    this.directOn = false
-    await d?.close().catch(() => undefined)
-    await this.fh.close()
+  close(): Promise<void> {
+    return this.fh.close()
   }
 }
 
@@ -110,7 +59,7 @@ class NodeFileHandle implements VaultFileHandle {
 export const nodeVaultFs: VaultFs = {
   async open(path, flags) {
     const mode = flags === 'r' ? fsConstants.O_RDONLY : fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL
-    return new NodeFileHandle(await fsp.open(path, mode, 0o600), path, flags === 'r' ? 'r' : 'w')
+    return new NodeFileHandle(await fsp.open(path, mode, 0o600))
   },
   readFile: (path) => fsp.readFile(path),
   rename: (from, to) => fsp.rename(from, to),
@@ -185,24 +134,6 @@ export async function readExactly(
     }
     done += n
   }
-}
-
-/**
- * Reads `length` bytes at `position` into `buffer` (from its start), accepting a short read at the
- * end of the file as long as at least `minLength` bytes arrived; returns the bytes read. Used for
- * aligned (direct I/O) reads that may reach past the end of a file. Less than `minLength` is
- * VAULT_DAMAGED.
- */
-export async function readAtLeast(fh: VaultFileHandle, buffer: Uint8Array, length: number, minLength: number, position: number, path: string): Promise<number> {
-  let done = 0
-  while (done < minLength) {
-    const n = await fh.read(buffer, done, length - done, position + done)
-    if (n <= 0) {
-      throw new EngineError('VAULT_DAMAGED', `"${path}" is shorter than expected (truncated). Run "tresor verify" to see what it affects.`)
-    }
-    done += n
-  }
-  return done
 }
 
 export function tempName(finalPath: string): string {

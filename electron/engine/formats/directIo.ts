@@ -1,6 +1,5 @@
 /**
- * Direct I/O for bulk data: the writes of new images (restore, convert) and the vault's pack files
- * (written by backups, read by restores and verify).
+ * Direct I/O for the bulk writes of new images (restore, convert).
  *
  * A restore or conversion writes gigabytes that nobody reads again soon. Written through the page
  * cache, every byte first lands in a newly allocated cache page and is flushed by the final fsync
@@ -19,7 +18,7 @@
  */
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
-import { EngineError, fromFsError } from './errors.js'
+import { EngineError, fromFsError } from '../errors.js'
 
 /** Alignment of direct writes: 4 KiB covers devices with 512 B and 4 KiB logical sectors. */
 export const DIRECT_ALIGN = 4096
@@ -75,21 +74,15 @@ export function isDirectWritable(data: Uint8Array, position: number): boolean {
   )
 }
 
-/** True when `length` bytes of `data` from `offset`, at file `position`, can go through O_DIRECT. */
-export function isDirectRange(data: Uint8Array, offset: number, length: number, position: number): boolean {
-  return length % DIRECT_ALIGN === 0 && isDirectWritable(data.subarray(offset, offset + length), position)
-}
-
 /**
- * A second O_DIRECT handle on an existing file (write-only, or read-only with `'r'`), or undefined
- * when the platform or the file system does not offer direct I/O (the caller then uses its ordinary
- * handle). `TRESOR_NO_DIRECT_IO=1` turns direct I/O off everywhere.
+ * A second, write-only O_DIRECT handle on an existing file, or undefined when the platform or the
+ * file system does not offer direct I/O (the caller then writes through its ordinary handle).
  */
-export async function openDirect(path: string, access: 'w' | 'r' = 'w'): Promise<FileHandle | undefined> {
+export async function openDirect(path: string): Promise<FileHandle | undefined> {
   const flag = (constants as Record<string, number | undefined>).O_DIRECT
   if (flag === undefined || process.env.TRESOR_NO_DIRECT_IO === '1') return undefined
   try {
-    return await open(path, (access === 'r' ? constants.O_RDONLY : constants.O_WRONLY) | flag)
+    return await open(path, constants.O_WRONLY | flag)
   } catch {
     return undefined
   }
