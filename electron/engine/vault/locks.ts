@@ -170,6 +170,18 @@ export class VaultLock {
     )
   }
 
+  /**
+   * VAULT_LOCK_LOST when this held lock can no longer be trusted from what is already known (not
+   * refreshed within its lifetime, or found removed by a refresh), else undefined (also once
+   * released: letting go is not losing). No I/O: cheap enough to ask before every step of a job.
+   */
+  lostReason(): EngineError | undefined {
+    if (this.released) return undefined
+    if (this.isExpired(this.clock.now(), this.clock.monotonic())) return this.lostError()
+    const err = this.refreshError
+    return err instanceof EngineError && err.code === 'VAULT_LOCK_LOST' ? err : undefined
+  }
+
   /** Throws VAULT_LOCK_LOST unless the lock is still ours and fresh. Call right before committing. */
   async assertHeld(): Promise<void> {
     if (this.released) throw this.lostError()

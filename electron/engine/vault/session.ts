@@ -81,14 +81,28 @@ export class LocalBackupSession implements BackupSession {
     return this.tableLoad
   }
 
-  private check(): void {
+  private checkOpen(): void {
     if (this.failure) throw this.failure
     if (this.state !== 'open') throw new EngineError('INVALID_INPUT', `This backup session is already ${this.state}.`)
     if (this.signal?.aborted) throw new EngineError('CANCELLED', 'The backup was cancelled.')
   }
 
+  /** Before each step: open, not cancelled, and still holding its lock (a lost lock fails the session at once). */
+  private check(): void {
+    this.checkOpen()
+    const lost = this.lock.lostReason()
+    if (lost) {
+      this.fail(lost)
+      throw lost
+    }
+  }
+
   private fail(err: unknown): void {
-    this.failure ??= isEngineError(err) ? err : new EngineError('INTERNAL', `Backup to the vault failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+    // A session that lost its lock (suspended past the lock lifetime, lock cleared) fails for that
+    // reason, not for whatever another process's changes to the vault then broke under it.
+    this.failure ??=
+      this.lock.lostReason() ??
+      (isEngineError(err) ? err : new EngineError('INTERNAL', `Backup to the vault failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
     for (const w of this.slotWaiters.splice(0)) w()
   }
 
@@ -360,7 +374,7 @@ export class LocalBackupSession implements BackupSession {
   }
 
   async commit(point: NewPoint): Promise<PointManifest> {
-    this.check()
+    this.checkOpen() // the lock is checked below, where a failure also cleans up
     this.state = 'committing'
     let manifestWritten = false
     try {
