@@ -55,8 +55,10 @@ export function promptSecret(question: string, input: NodeJS.ReadStream = proces
         typed += ch
       }
     }
-    output.write(question)
+    // Echo goes off before the question shows: an answer typed (or pasted, or sent by a password
+    // manager) the moment the prompt appears must not reach the screen.
     input.setRawMode(true)
+    output.write(question)
     input.resume()
     input.on('data', onData)
   })

@@ -1,7 +1,7 @@
 import { resolve as resolvePath } from 'node:path'
 import { EngineError } from '../errors.js'
 import { openCatalog, type Db } from '../catalog/index.js'
-import { getCurrentVault, getVault, getVaultByPath, registerVault, updateLastGeneration, resetLastGeneration, type VaultRow } from '../catalog/vaults.js'
+import { getCurrentVault, getVault, getVaultByPath, registerVault, replacePoints, updateLastGeneration, resetLastGeneration, type VaultRow } from '../catalog/vaults.js'
 import { openVault, readVaultHeader, type LocalVault } from '../vault/index.js'
 import { defaultKeyStore, type KeychainState, type KeyStore } from './keychain.js'
 import type { SecretPrompt } from './prompt.js'
@@ -106,8 +106,20 @@ async function openWithCatalog(home: string, catalog: Db, ownsCatalog: boolean, 
           `run "tresor vault open ${path} --accept-rollback".`,
       )
     }
+    const seenHere = getVault(catalog, header.vaultId)?.lastGeneration ?? 0
     const row = registerVault(catalog, { id: header.vaultId, path, lastGeneration: generation }, { makeCurrent: options.makeCurrent === true || !getCurrentVault(catalog) })
     if (options.acceptRollback && generation < remembered) resetLastGeneration(catalog, row.id, generation)
+    if (generation !== seenHere) {
+      // The vault moved on without this catalog: a job killed between its vault commit and its
+      // catalog write, a prune cut short, another computer. The vault is the truth (RELIABILITY #3).
+      // A manifest that cannot be read leaves the rows as they were: `tresor catalog rebuild` and
+      // `tresor verify` name the problem, and the job that opened the vault still runs.
+      try {
+        replacePoints(catalog, header.vaultId, await vault.listPoints())
+      } catch {
+        // see above
+      }
+    }
   } catch (err) {
     await vault.close()
     throw err

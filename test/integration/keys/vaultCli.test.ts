@@ -69,6 +69,46 @@ describe('vault open, catalog rebuild, info', () => {
   })
 })
 
+describe('catalog behind the vault (RELIABILITY #3)', () => {
+  it('a job killed between its vault commit and its catalog write, or a point from elsewhere: the next opening of the vault brings the catalog up to date', async () => {
+    const v = await vaultWithPoints(2)
+    await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
+    expect(pointRows(v.home)).toEqual([...v.ids].sort())
+
+    // Another computer (here: the vault API) commits a point; this catalog has not seen it.
+    const vault = await open(v.dir, v.key)
+    const third = await writePoint(vault, { seed: 3, blocks: 3 })
+    await vault.close()
+    expect(pointRows(v.home)).toEqual([...v.ids].sort())
+    // Any command that opens the vault reconciles: a verify here.
+    const verified = await tresor(['--json', 'verify'], v.env)
+    expect(verified.code, verified.stderr).toBe(0)
+    expect(pointRows(v.home)).toEqual([...v.ids, third.id].sort())
+
+    // The state a SIGKILL right after a commit leaves: the vault has the point, the catalog neither
+    // the row nor the generation.
+    const db = openCatalog(v.home)
+    try {
+      db.prepare('DELETE FROM points WHERE id = ?').run(third.id)
+      db.prepare('UPDATE vaults SET last_generation = last_generation - 1').run()
+    } finally {
+      db.close()
+    }
+    expect(pointRows(v.home)).not.toContain(third.id)
+    const again = await tresor(['--json', 'verify'], v.env)
+    expect(again.code, again.stderr).toBe(0)
+    expect(pointRows(v.home)).toEqual([...v.ids, third.id].sort())
+
+    // A point deleted elsewhere disappears from the catalog the same way.
+    const pruner = await open(v.dir, v.key)
+    await pruner.prune({ deletePointIds: [v.ids[0]!] })
+    await pruner.close()
+    const afterPrune = await tresor(['--json', 'verify'], v.env)
+    expect(afterPrune.code, afterPrune.stderr).toBe(0)
+    expect(pointRows(v.home)).toEqual([v.ids[1]!, third.id].sort())
+  })
+})
+
 describe('tresor prune with retention', () => {
   it("removes what each known machine's policy expires, keeps the newest, and never touches unknown machines", async () => {
     const v = await vaultWithPoints(5)
