@@ -114,11 +114,10 @@ async function openWithCatalog(home: string, catalog: Db, ownsCatalog: boolean, 
       // catalog write, a prune cut short, another computer. The vault is the truth (RELIABILITY #3).
       // A manifest that cannot be read leaves the rows as they were: `tresor catalog rebuild` and
       // `tresor verify` name the problem, and the job that opened the vault still runs.
-      try {
-        replacePoints(catalog, header.vaultId, await vault.listPoints())
-      } catch {
-        // see above
-      }
+      await vault
+        .listPoints()
+        .then((points) => replacePoints(catalog, header.vaultId, points))
+        .catch(() => undefined) // rows kept as they were: see above
     }
   } catch (err) {
     await vault.close()

@@ -185,7 +185,8 @@ export class VaultLock {
   /** Throws VAULT_LOCK_LOST unless the lock is still ours and fresh. Call right before committing. */
   async assertHeld(): Promise<void> {
     if (this.released) throw this.lostError()
-    if (this.isExpired(this.clock.now(), this.clock.monotonic())) throw this.lostError()
+    const lost = this.lostReason()
+    if (lost) throw lost
     let raw: Buffer | undefined
     try {
       raw = await readFileIfExists(this.fs, this.path)

@@ -5,8 +5,8 @@
  * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Every record is opened again
  * in the worker right after sealing, on the exact bytes that will be written, and its check value
  * is recomputed here just before the write (I9, recordCheck.ts); each full pack is then finished
- * (one fsync) and published; `commit` waits for all packs, the block maps, re-checks the lock and the generation,
- * and only then writes the manifest (I1).
+ * (one fsync) and published; `commit` waits for all packs, the block maps, re-checks the lock and
+ * the generation, and only then writes the manifest (I1).
  */
 import { EngineError, isEngineError } from '../errors.js'
 import type { BackupSession, BlockMapWriter, NewPoint, PointDisk, PointManifest, PutResult } from './api.js'
@@ -90,10 +90,9 @@ export class LocalBackupSession implements BackupSession {
   /** Before each step: open, not cancelled, and still holding its lock (a lost lock fails the session at once). */
   private check(): void {
     this.checkOpen()
-    const lost = this.lock.lostReason()
-    if (lost) {
-      this.fail(lost)
-      throw lost
+    if (this.lock.lostReason()) {
+      this.fail(undefined) // records the lock's own error
+      throw this.failure
     }
   }
 
