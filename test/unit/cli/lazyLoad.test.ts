@@ -35,7 +35,7 @@ function loadedBy(args: string[]): { status: number | null; stdout: string; load
   }
 }
 
-const HEAVY_PACKAGES = ['better-sqlite3', 'zod', 'croner', 'fast-xml-parser', 'zstd-napi', '@napi-rs/blake-hash', 'hash-wasm', 'keytar', 'ws']
+const HEAVY_PACKAGES = ['better-sqlite3', 'zod', 'croner', 'fast-xml-parser', 'zstd-napi', '@napi-rs/blake-hash', 'hash-wasm', 'xxhash-addon', 'keytar', 'ws']
 
 function packagesIn(loaded: string[]): Set<string> {
   const out = new Set<string>()
