@@ -217,7 +217,7 @@ describe('block pipeline', () => {
   })
 
   it('keeps memory bounded: at most blocksInFlight puts at once per disk', async () => {
-    const data = randomBytes(40 * BS)
+    const data = randomBytes(200 * BS) // several 4 MiB runs
     const path = await diskFile('a.raw')
     const vault = new MemoryVault(BS)
     vault.putDelayMs = 3
