@@ -79,8 +79,9 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
       const { openCurrentVault, replacePoints } = await engine()
       const session = await openCurrentVault(ctx.home(), { vaultOverride: resolve(dir), makeCurrent: true, acceptRollback: opts.acceptRollback === true })
       try {
-        const manifests = await session.vault.listPoints()
-        const points = replacePoints(session.catalog, session.vaultId, manifests)
+        // Opening already replaced the rows when the vault moved since this catalog last saw it (a
+        // first open always does); otherwise rebuild them here, as this command promises.
+        const points = session.pointsReconciled ?? replacePoints(session.catalog, session.vaultId, await session.vault.listPoints())
         ctx.print({ vaultId: session.vaultId, points }, `Vault ${session.vaultId} (${session.path}) is now the current vault: ${points} recovery point(s).`)
       } finally {
         await session.close()

@@ -151,7 +151,7 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
           env,
         })
         try {
-          replacePoints(db, session.vaultId, await session.vault.listPoints())
+          if (session.pointsReconciled === undefined) replacePoints(db, session.vaultId, await session.vault.listPoints())
         } finally {
           await session.close()
         }

@@ -36,6 +36,12 @@ export interface OpenedVault {
   keychain: KeychainState
   /** The key is cached in the keychain after opening. */
   keyInKeychain: boolean
+  /**
+   * Point rows written while opening: the vault's generation differed from the one this catalog
+   * last saw, so its rows were replaced from the vault's manifests. Undefined when nothing was
+   * replaced (rows already current, or a manifest could not be read).
+   */
+  pointsReconciled: number | undefined
   /** Records the vault's current generation as the last seen (catalog and keychain). Call after a commit. */
   recordGeneration(): Promise<number>
   /** Records the generation, closes the vault, and closes the catalog unless it was passed in. */
@@ -86,6 +92,7 @@ async function openWithCatalog(home: string, catalog: Db, ownsCatalog: boolean, 
   const remembered = Math.max(getVault(catalog, header.vaultId)?.lastGeneration ?? 0, await keychainGeneration(store, header.vaultId, key.keychain))
   const lastGeneration = options.acceptRollback ? 0 : remembered
   let vault: LocalVault
+  let pointsReconciled: number | undefined
   try {
     vault = await openVault(path, key.masterKey, { lastGeneration })
   } catch (err) {
@@ -114,7 +121,7 @@ async function openWithCatalog(home: string, catalog: Db, ownsCatalog: boolean, 
       // catalog write, a prune cut short, another computer. The vault is the truth (RELIABILITY #3).
       // A manifest that cannot be read leaves the rows as they were: `tresor catalog rebuild` and
       // `tresor verify` name the problem, and the job that opened the vault still runs.
-      await vault
+      pointsReconciled = await vault
         .listPoints()
         .then((points) => replacePoints(catalog, header.vaultId, points))
         .catch(() => undefined) // rows kept as they were: see above
@@ -153,6 +160,7 @@ async function openWithCatalog(home: string, catalog: Db, ownsCatalog: boolean, 
       return keychain
     },
     keyInKeychain: key.inKeychain,
+    pointsReconciled,
     recordGeneration,
     async close() {
       if (closed) return

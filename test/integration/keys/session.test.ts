@@ -45,6 +45,21 @@ describe('openCurrentVault', () => {
     await second.close()
   })
 
+  it('replaces the point rows once when the vault moved without this catalog, and not when it did not', async () => {
+    const { home, store } = await setup()
+    const first = await openCurrentVault(home, { env: withPass, interactive: false, keyStore: store })
+    await writePoint(first.vault, { seed: 2, blocks: 2 })
+    await writePoint(first.vault, { seed: 3, blocks: 2 })
+    await first.vault.close() // committed, but the catalog never recorded the new generation
+    first.catalog.close()
+    const second = await openCurrentVault(home, { env: {}, interactive: false, keyStore: store })
+    expect(second.pointsReconciled).toBe(2)
+    await second.close()
+    const third = await openCurrentVault(home, { env: {}, interactive: false, keyStore: store })
+    expect(third.pointsReconciled).toBeUndefined()
+    await third.close()
+  })
+
   it('without keychain key or passphrase: PASSPHRASE_REQUIRED; wrong passphrase: WRONG_PASSPHRASE', async () => {
     const { home } = await setup()
     await expect(openCurrentVault(home, { env: {}, interactive: false, keyStore: new MemoryKeyStore(false) })).rejects.toMatchObject({ code: 'PASSPHRASE_REQUIRED' })
