@@ -689,7 +689,7 @@ const RANGE_MERGE_GAP = 4096
 
 /**
  * Bytes read at once: consecutive data blocks are read together (fewer, larger reads) and put as one
- * batch. 4 MiB, measured on the bench's 4 GiB disk (three runs each, 1/4/8/16 MiB): the scattered
+ * batch. 4 MiB, measured on the bench's 4 GiB disk (two runs each, 1/4/8/16 MiB): the scattered
  * incremental took 5.75–5.92 s at 1 MiB, 4.87–5.15 s at 4 MiB (a quarter of the reads, and the few
  * changed blocks of a run go to the workers in fewer messages), 5.0–5.5 s at 8 MiB, 5.35–5.70 s at
  * 16 MiB; full and contiguous backups did not move; peak RSS +10 MiB.
