@@ -10,11 +10,15 @@
  * - a file whose allocated blocks (`stat.blocks * 512`) cover its size has no holes: one data
  *   extent, nothing read up front;
  * - a file with no allocated block is all holes: no extent;
- * - otherwise, on Linux, the file system's own map is asked through `filefrag -s -e` (FIEMAP, after
- *   a sync so delayed allocations are on disk): one process per image, milliseconds whatever the
- *   size, where scanning costs a read of every hole (measured: 512 MiB sparse, scan 0.24 s vs
- *   filefrag 0.10 s; the gap grows with the size of the holes). Unwritten (preallocated) ranges read as
- *   zeros and are left out. The output is checked (header, extent count); any doubt falls back to:
+ * - otherwise, on Linux, the file system's own map is asked through `filefrag -e` (FIEMAP): one
+ *   process per image, milliseconds whatever the size, where scanning costs a read of every hole
+ *   (measured: 512 MiB sparse, scan 0.24 s vs filefrag 0.10 s; the gap grows with the size of the
+ *   holes). Data not yet written back shows as delayed-allocation extents, which are data, so the
+ *   file is not synced first: syncing a disk image just copied or just used by its VM waits for
+ *   gigabytes of writeback. Only when the map shows an unwritten (preallocated) range is it asked
+ *   again with `-s` (sync first), because a page written into such a range keeps it "unwritten"
+ *   until written back; after the sync, unwritten ranges read as zeros and are left out. The output
+ *   is checked (header, order, the kernel's last-extent flag); any doubt falls back to:
  * - scanning: the file is read in large chunks and every all-zero granule is reported as a hole
  *   (reading a hole costs the kernel a page of zeros, not a disk read).
  * Either way only ranges that read as zeros are left out, so extents never omit data.
@@ -38,7 +42,7 @@ export class RawImage implements DiskImage {
   readonly format = 'raw' as const
   readonly backing = undefined
   /** How the last `extents()` pass found the map (tests and diagnostics). */
-  extentMethod: 'none' | 'whole file' | 'fiemap' | 'fiemap, then scan' | 'scan' | undefined
+  extentMethod: 'none' | 'whole file' | 'fiemap' | 'fiemap, synced' | 'fiemap, then scan' | 'fiemap, synced, then scan' | 'scan' | undefined
 
   private constructor(
     private readonly file: ImageFile,
@@ -91,9 +95,15 @@ export class RawImage implements DiskImage {
     if (process.platform === 'linux' && process.env.TRESOR_RAW_EXTENTS !== 'scan') {
       const progress = { end: 0 }
       this.extentMethod = 'fiemap'
-      const ok = yield* fiemapExtents(this.path, size, progress)
-      if (ok) return
-      this.extentMethod = 'fiemap, then scan'
+      let outcome = yield* fiemapExtents(this.path, size, progress, false)
+      if (outcome === 'unwritten') {
+        // Preallocated ranges are only known to read as zeros once the file's dirty pages are on
+        // disk: map the rest again after a sync.
+        this.extentMethod = 'fiemap, synced'
+        outcome = yield* fiemapExtents(this.path, size, progress, true)
+      }
+      if (outcome === 'complete') return
+      this.extentMethod = this.extentMethod === 'fiemap' ? 'fiemap, then scan' : 'fiemap, synced, then scan'
       from = progress.end // continue by scanning after what FIEMAP already reported
     }
     yield* this.scanExtents(from)
@@ -142,24 +152,31 @@ export class RawImage implements DiskImage {
 const FILEFRAG_EXTENT = /^\s*(\d+):\s+(\d+)\.\.\s*(\d+):\s+\d+\.\.\s*\d+:\s+\d+:\s*(?:\d+:)?\s*(\S*)\s*$/
 
 /**
- * Data extents of `path` from FIEMAP via `filefrag -s -e`, merged and clipped to `size`. Returns true
- * when the whole map was read and checked; false when filefrag is missing, fails or prints something
- * unexpected, with `progress.end` set to the end of what was already yielded (the caller scans on).
+ * Data extents of `path` from FIEMAP via `filefrag -e` (`-s` first syncs the file), merged, clipped
+ * to `size` and to what follows `progress.end` (a second pass resumes there). Returns 'complete'
+ * when the whole map was read and checked; 'unwritten' when an unsynced map shows a preallocated
+ * range (pages written into it may still be only in memory: map again with `sync`); 'failed' when
+ * filefrag is missing, fails or prints something unexpected. `progress.end` is the end of what was
+ * yielded. Without a sync, data not yet on disk shows as delayed-allocation extents: data.
  */
-async function* fiemapExtents(path: string, size: number, progress: { end: number }): AsyncGenerator<Extent, boolean> {
-  const child = spawn('filefrag', ['-s', '-e', resolve(path)], { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, LC_ALL: 'C' } })
+async function* fiemapExtents(path: string, size: number, progress: { end: number }, sync: boolean): AsyncGenerator<Extent, 'complete' | 'unwritten' | 'failed'> {
+  const args = sync ? ['-s', '-e', resolve(path)] : ['-e', resolve(path)]
+  const child = spawn('filefrag', args, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, LC_ALL: 'C' } })
   const exited = new Promise<number>((done) => {
     child.on('error', () => done(-1))
     child.on('close', (code) => done(code ?? -1))
   })
+  const floor = progress.end
   let blockSize = 0
   let sawHeader = false
   let lines = 0
   let lastFlag = false
   let count = -1
   let expectedIndex = 0
+  let previousEnd = 0
   let pending: Extent | undefined
   let ok = true
+  let unwritten = false
   const lineReader = createInterface({ input: child.stdout })
   try {
     for await (const line of lineReader) {
@@ -187,14 +204,21 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
       lines++
       const flags = (m[4] ?? '').split(',')
       lastFlag = flags.includes('last')
-      if (flags.includes('unwritten')) continue
-      const start = Number(m[2]) * blockSize
-      const end = Math.min(size, (Number(m[3]) + 1) * blockSize)
-      if (start < (pending ? pending.offset + pending.length : progress.end)) {
+      const logicalStart = Number(m[2]) * blockSize
+      const logicalEnd = (Number(m[3]) + 1) * blockSize
+      if (logicalStart < previousEnd) {
         ok = false // not in increasing order: do not trust the map
         break
       }
-      if (!(start < end)) continue // past the end of the file
+      previousEnd = logicalEnd
+      if (flags.includes('unwritten')) {
+        if (sync) continue // on disk and never written: reads as zeros
+        unwritten = true
+        break
+      }
+      const start = Math.max(logicalStart, floor)
+      const end = Math.min(size, logicalEnd)
+      if (!(start < end)) continue // before the resume point or past the end of the file
       if (pending && pending.offset + pending.length === start) pending.length = end - pending.offset
       else {
         if (pending) {
@@ -211,12 +235,16 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
   const code = await exited
   // filefrag counts physically contiguous lines as one extent, so its count is at most the lines
   // printed; the kernel flags the map's final extent as last, which proves nothing was cut off.
-  if (!ok || code !== 0 || count < 0 || count > lines || (lines > 0 && !lastFlag) || (lines === 0 && count !== 0)) return false
-  if (pending) {
-    yield pending
-    progress.end = pending.offset + pending.length
+  const complete = ok && !unwritten && code === 0 && count >= 0 && count <= lines && (lines > 0 ? lastFlag : count === 0)
+  if (complete || (ok && unwritten)) {
+    // what came before a preallocated range is data whatever a sync would change
+    if (pending) {
+      yield pending
+      progress.end = pending.offset + pending.length
+    }
+    return complete ? 'complete' : 'unwritten'
   }
-  return true
+  return 'failed'
 }
 
 export const rawModule: FormatModule = {
