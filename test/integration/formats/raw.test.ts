@@ -29,6 +29,13 @@ async function sparseFile(name: string, size: number, pieces: Array<[number, Buf
   return file
 }
 
+/** Our bytes equal qemu's for `file`, and our extents omit none of its data. */
+async function expectSameAsQemu(file: string): Promise<void> {
+  const r = await compareWithQemu(file, 'raw', dir)
+  expect(r.ourSha256).toBe(r.qemuSha256)
+  expect(r.firstOmitted).toBe(-1)
+}
+
 describe('raw reader', () => {
   it('reads a sparse file exactly, reports its data in extents, and never reads holes as data', async () => {
     const size = 16 * MiB + 512
@@ -39,9 +46,7 @@ describe('raw reader', () => {
       [size - 512, Buffer.alloc(512, 0xff)],
     ])
     expect(await probeFormat(file)).toBe('raw')
-    const r = await compareWithQemu(file, 'raw', dir)
-    expect(r.ourSha256).toBe(r.qemuSha256)
-    expect(r.firstOmitted).toBe(-1)
+    await expectSameAsQemu(file)
     const image = await openImage(file)
     try {
       expect(image.variant).toBe('sparse')
@@ -144,9 +149,7 @@ describe('raw reader', () => {
     } finally {
       await image.close()
     }
-    const r = await compareWithQemu(file, 'raw', dir)
-    expect(r.ourSha256).toBe(r.qemuSha256)
-    expect(r.firstOmitted).toBe(-1)
+    await expectSameAsQemu(file)
   })
 
   it('takes the file system map as it is when its pieces lie back to back on disk (no scan after it)', async () => {
@@ -164,9 +167,7 @@ describe('raw reader', () => {
     } finally {
       await image.close()
     }
-    const r = await compareWithQemu(file, 'raw', dir)
-    expect(r.ourSha256).toBe(r.qemuSha256)
-    expect(r.firstOmitted).toBe(-1)
+    await expectSameAsQemu(file)
   })
 
   it('a fully allocated file is one data extent; an empty sparse file has none', async () => {
@@ -187,9 +188,7 @@ describe('raw reader', () => {
     const size = 10 * MiB + 3 * 512
     await createImage(file, 'raw', size)
     await applyOps(file, 'raw', mixedOps(17, size, 40), dir)
-    const r = await compareWithQemu(file, 'raw', dir)
-    expect(r.ourSha256).toBe(r.qemuSha256)
-    expect(r.firstOmitted).toBe(-1)
+    await expectSameAsQemu(file)
   })
 
   it('refuses reads past the end', async () => {
