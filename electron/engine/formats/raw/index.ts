@@ -96,9 +96,9 @@ export class RawImage implements DiskImage {
       const progress = { end: 0 }
       this.extentMethod = 'fiemap'
       let outcome = yield* fiemapExtents(this.path, size, progress, false)
-      if (outcome === 'unwritten') {
+      if (outcome === 'needs sync') {
         // Preallocated ranges are only known to read as zeros once the file's dirty pages are on
-        // disk: map the rest again after a sync.
+        // disk, and other file systems may not map data still in memory: map the rest after a sync.
         this.extentMethod = 'fiemap, synced'
         outcome = yield* fiemapExtents(this.path, size, progress, true)
       }
@@ -149,17 +149,23 @@ export class RawImage implements DiskImage {
   }
 }
 
+/**
+ * File systems whose FIEMAP reports data still only in memory as delayed-allocation extents (ext4,
+ * XFS, btrfs; `statfs` magic numbers as filefrag prints them). Elsewhere the map is read after a sync.
+ */
+const MAPS_DELAYED_ALLOCATION = new Set(['ef53', '58465342', '9123683e'])
+
 const FILEFRAG_EXTENT = /^\s*(\d+):\s+(\d+)\.\.\s*(\d+):\s+\d+\.\.\s*\d+:\s+\d+:\s*(?:\d+:)?\s*(\S*)\s*$/
 
 /**
  * Data extents of `path` from FIEMAP via `filefrag -e` (`-s` first syncs the file), merged, clipped
  * to `size` and to what follows `progress.end` (a second pass resumes there). Returns 'complete'
- * when the whole map was read and checked; 'unwritten' when an unsynced map shows a preallocated
- * range (pages written into it may still be only in memory: map again with `sync`); 'failed' when
- * filefrag is missing, fails or prints something unexpected. `progress.end` is the end of what was
- * yielded. Without a sync, data not yet on disk shows as delayed-allocation extents: data.
+ * when the whole map was read and checked; 'needs sync' when an unsynced map cannot be trusted
+ * (map again with `sync`): it shows a preallocated range, whose pages written may still be only in
+ * memory, or the file system is not one known to map delayed allocations; 'failed' when filefrag is
+ * missing, fails or prints something unexpected. `progress.end` is the end of what was yielded.
  */
-async function* fiemapExtents(path: string, size: number, progress: { end: number }, sync: boolean): AsyncGenerator<Extent, 'complete' | 'unwritten' | 'failed'> {
+async function* fiemapExtents(path: string, size: number, progress: { end: number }, sync: boolean): AsyncGenerator<Extent, 'complete' | 'needs sync' | 'failed'> {
   const args = sync ? ['-s', '-e', resolve(path)] : ['-e', resolve(path)]
   const child = spawn('filefrag', args, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, LC_ALL: 'C' } })
   const exited = new Promise<number>((done) => {
@@ -176,10 +182,16 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
   let previousEnd = 0
   let pending: Extent | undefined
   let ok = true
-  let unwritten = false
+  let needsSync = false
+  let fsType = ''
   const lineReader = createInterface({ input: child.stdout })
   try {
     for await (const line of lineReader) {
+      const fsLine = /^Filesystem type is: ([0-9a-f]+)/.exec(line)
+      if (fsLine && !fsType) {
+        fsType = fsLine[1]!
+        continue
+      }
       const sizeLine = /\((\d+) blocks? of (\d+) bytes\)/.exec(line)
       if (sizeLine && blockSize === 0) {
         blockSize = Number(sizeLine[2])
@@ -196,6 +208,10 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
       }
       const m = FILEFRAG_EXTENT.exec(line)
       if (!m) continue
+      if (!sync && !MAPS_DELAYED_ALLOCATION.has(fsType)) {
+        needsSync = true
+        break
+      }
       if (!sawHeader || blockSize <= 0 || Number(m[1]) !== expectedIndex) {
         ok = false
         break
@@ -213,7 +229,7 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
       previousEnd = logicalEnd
       if (flags.includes('unwritten')) {
         if (sync) continue // on disk and never written: reads as zeros
-        unwritten = true
+        needsSync = true
         break
       }
       const start = Math.max(logicalStart, floor)
@@ -233,16 +249,17 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
     if (child.exitCode === null) child.kill()
   }
   const code = await exited
+  if (ok && !sync && !MAPS_DELAYED_ALLOCATION.has(fsType)) needsSync = true // even with no extent listed
   // filefrag counts physically contiguous lines as one extent, so its count is at most the lines
   // printed; the kernel flags the map's final extent as last, which proves nothing was cut off.
-  const complete = ok && !unwritten && code === 0 && count >= 0 && count <= lines && (lines > 0 ? lastFlag : count === 0)
-  if (complete || (ok && unwritten)) {
-    // what came before a preallocated range is data whatever a sync would change
+  const complete = ok && !needsSync && code === 0 && count >= 0 && count <= lines && (lines > 0 ? lastFlag : count === 0)
+  if (complete || (ok && needsSync)) {
+    // what came before is data whatever a sync would change
     if (pending) {
       yield pending
       progress.end = pending.offset + pending.length
     }
-    return complete ? 'complete' : 'unwritten'
+    return complete ? 'complete' : 'needs sync'
   }
   return 'failed'
 }
