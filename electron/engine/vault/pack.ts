@@ -1,7 +1,8 @@
 /**
  * Pack files (FORMAT.md "Pack"): header | chunk records | encrypted index | trailer.
- * A pack is written under `tmp/`, fsynced, checked (every record opened, I9), then renamed to
- * `packs/<xx>/<id>` and the directory fsynced (I2). Packs are never modified afterwards.
+ * A pack is written under `tmp/`, fsynced, then renamed to `packs/<xx>/<id>` and the directory
+ * fsynced (I2); its records were checked in memory before they were appended (I9, session.ts).
+ * Packs are never modified afterwards.
  */
 import { join } from 'node:path'
 import { EngineError } from '../errors.js'

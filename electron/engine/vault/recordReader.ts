@@ -1,7 +1,7 @@
 /**
  * Reads chunk records of one pack by coalesced byte ranges and opens them in the worker pool
- * (decrypt, decompress, re-hash). Shared by restore reads, verify --read-data, repack and the
- * verify-before-commit of new packs (I9). Memory: at most the pool's queue of range buffers.
+ * (decrypt, decompress, re-hash). Shared by restore reads, verify --read-data and repack.
+ * Memory: at most the pool's queue of range buffers.
  */
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
