@@ -24,7 +24,7 @@
  * Either way only ranges that read as zeros are left out, so extents never omit data.
  */
 import { spawn } from 'node:child_process'
-import { open, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { open, stat, statfs, unlink, type FileHandle } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { EngineError, fromFsError } from '../../errors.js'
@@ -94,11 +94,13 @@ export class RawImage implements DiskImage {
     this.extentMethod = 'scan'
     if (process.platform === 'linux' && process.env.TRESOR_RAW_EXTENTS !== 'scan') {
       const progress = { end: 0 }
-      this.extentMethod = 'fiemap'
-      let outcome = yield* fiemapExtents(this.path, size, progress, false)
+      // Other file systems may not map data still in memory: their map is read after a sync.
+      const unsyncedOk = await mapsDelayedAllocation(this.path)
+      this.extentMethod = unsyncedOk ? 'fiemap' : 'fiemap, synced'
+      let outcome = yield* fiemapExtents(this.path, size, progress, !unsyncedOk)
       if (outcome === 'needs sync') {
         // Preallocated ranges are only known to read as zeros once the file's dirty pages are on
-        // disk, and other file systems may not map data still in memory: map the rest after a sync.
+        // disk: map the rest again after a sync.
         this.extentMethod = 'fiemap, synced'
         outcome = yield* fiemapExtents(this.path, size, progress, true)
       }
@@ -151,19 +153,28 @@ export class RawImage implements DiskImage {
 
 /**
  * File systems whose FIEMAP reports data still only in memory as delayed-allocation extents (ext4,
- * XFS, btrfs; `statfs` magic numbers as filefrag prints them). Elsewhere the map is read after a sync.
+ * XFS, btrfs; `statfs` magic numbers). Elsewhere the map is read after a sync.
  */
-const MAPS_DELAYED_ALLOCATION = new Set(['ef53', '58465342', '9123683e'])
+const MAPS_DELAYED_ALLOCATION = new Set([0xef53, 0x58465342, 0x9123683e])
+
+/** True when `path` lies on a file system whose FIEMAP maps delayed allocations (statfs). */
+async function mapsDelayedAllocation(path: string): Promise<boolean> {
+  try {
+    return MAPS_DELAYED_ALLOCATION.has((await statfs(path)).type)
+  } catch {
+    return false
+  }
+}
 
 const FILEFRAG_EXTENT = /^\s*(\d+):\s+(\d+)\.\.\s*(\d+):\s+\d+\.\.\s*\d+:\s+\d+:\s*(?:\d+:)?\s*(\S*)\s*$/
 
 /**
  * Data extents of `path` from FIEMAP via `filefrag -e` (`-s` first syncs the file), merged, clipped
  * to `size` and to what follows `progress.end` (a second pass resumes there). Returns 'complete'
- * when the whole map was read and checked; 'needs sync' when an unsynced map cannot be trusted
- * (map again with `sync`): it shows a preallocated range, whose pages written may still be only in
- * memory, or the file system is not one known to map delayed allocations; 'failed' when filefrag is
- * missing, fails or prints something unexpected. `progress.end` is the end of what was yielded.
+ * when the whole map was read and checked; 'needs sync' when an unsynced map shows a preallocated
+ * range, whose written pages may still be only in memory (map again with `sync`); 'failed' when
+ * filefrag is missing, fails or prints something unexpected. `progress.end` is the end of what was
+ * yielded. Call it unsynced only on a file system that maps delayed allocations.
  */
 async function* fiemapExtents(path: string, size: number, progress: { end: number }, sync: boolean): AsyncGenerator<Extent, 'complete' | 'needs sync' | 'failed'> {
   const args = sync ? ['-s', '-e', resolve(path)] : ['-e', resolve(path)]
@@ -183,15 +194,9 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
   let pending: Extent | undefined
   let ok = true
   let needsSync = false
-  let fsType = ''
   const lineReader = createInterface({ input: child.stdout })
   try {
     for await (const line of lineReader) {
-      const fsLine = /^Filesystem type is: ([0-9a-f]+)/.exec(line)
-      if (fsLine && !fsType) {
-        fsType = fsLine[1]!
-        continue
-      }
       const sizeLine = /\((\d+) blocks? of (\d+) bytes\)/.exec(line)
       if (sizeLine && blockSize === 0) {
         blockSize = Number(sizeLine[2])
@@ -208,10 +213,6 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
       }
       const m = FILEFRAG_EXTENT.exec(line)
       if (!m) continue
-      if (!sync && !MAPS_DELAYED_ALLOCATION.has(fsType)) {
-        needsSync = true
-        break
-      }
       if (!sawHeader || blockSize <= 0 || Number(m[1]) !== expectedIndex) {
         ok = false
         break
@@ -249,7 +250,6 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
     if (child.exitCode === null) child.kill()
   }
   const code = await exited
-  if (ok && !sync && !MAPS_DELAYED_ALLOCATION.has(fsType)) needsSync = true // even with no extent listed
   // filefrag counts physically contiguous lines as one extent, so its count is at most the lines
   // printed; the kernel flags the map's final extent as last, which proves nothing was cut off.
   const complete = ok && !needsSync && code === 0 && count >= 0 && count <= lines && (lines > 0 ? lastFlag : count === 0)
