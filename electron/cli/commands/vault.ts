@@ -249,11 +249,13 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('prune')
     .description('apply retention (each machine\'s policy) and free the space of unreferenced data')
     .option('--dry-run', 'only list the recovery points retention would remove')
-    .action(async (opts: { dryRun?: boolean }) => {
+    .option('--max-unused <percent>', 'unused space the vault may keep, in % of its data (default 5): packs are rewritten until at most this much stays unused; 100 rewrites nothing')
+    .action(async (opts: { dryRun?: boolean; maxUnused?: string }) => {
+      const maxUnused = opts.maxUnused === undefined ? undefined : parsePercent(opts.maxUnused, '--max-unused')
       const { openCurrentVault } = await engine()
       const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
       try {
-        const result = await pruneVault(session, { dryRun: opts.dryRun === true })
+        const result = await pruneVault(session, { dryRun: opts.dryRun === true, ...(maxUnused === undefined ? {} : { maxUnused }) })
         ctx.print(result, () =>
           opts.dryRun
             ? `${result.removed.length} recovery point(s) would be removed${result.removed.length ? ': ' + result.removed.join(', ') : ''}.`
@@ -372,7 +374,16 @@ type Session = Awaited<ReturnType<typeof openCurrentVault>>
  * computer's, or a rebuilt catalog without machines) are never selected. The newest point of each
  * machine always survives (I13).
  */
-async function pruneVault(session: Session, options: { dryRun: boolean }): Promise<{ pointsRemoved: number; bytesFreed: number; removed: string[]; kept: number; clonesRemoved: string[] }> {
+/** A percentage 0..100 given on the command line, as a fraction; a usage error otherwise. */
+function parsePercent(text: string, option: string): number {
+  const value = Number(text.trim().replace(/%$/, ''))
+  if (text.trim() === '' || !Number.isFinite(value) || value < 0 || value > 100) {
+    usage(`${option} takes a percentage from 0 to 100 (got "${text}")`)
+  }
+  return value / 100
+}
+
+async function pruneVault(session: Session, options: { dryRun: boolean; maxUnused?: number }): Promise<{ pointsRemoved: number; bytesFreed: number; removed: string[]; kept: number; clonesRemoved: string[] }> {
   const [{ deletePointRows }, { policyForMachine, selectPointsToPrune }] = await Promise.all([engine(), import('../../engine/policy/index.js')])
   const points = await session.vault.listPoints()
   const machineOf = (p: { machineId: string; machineName: string }): string | undefined => {
@@ -387,7 +398,7 @@ async function pruneVault(session: Session, options: { dryRun: boolean }): Promi
   })
   const expired = selectPointsToPrune(judged, (machine) => policyForMachine(session.catalog, machine).retention)
   if (options.dryRun) return { pointsRemoved: 0, bytesFreed: 0, removed: expired, kept: points.length - expired.length, clonesRemoved: [] }
-  const result = await session.vault.prune({ deletePointIds: expired })
+  const result = await session.vault.prune({ deletePointIds: expired, ...(options.maxUnused === undefined ? {} : { maxUnused: options.maxUnused }) })
   const remaining = new Set((await session.vault.listPoints()).map((p) => p.id))
   const rows = session.catalog.prepare('SELECT id FROM points WHERE vault_id = ?').all(session.vaultId) as { id: string }[]
   const gone = rows.map((r) => r.id).filter((id) => !remaining.has(id))

@@ -14,6 +14,7 @@ import { VaultLock } from './locks.js'
 import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
 import { readPackIndex, type PackIndexEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
+import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
 import { openPackRecords } from './recordReader.js'
 import { LocalBackupSession } from './session.js'
 import type { AffectedPoint, LocalVault, PointScan, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
@@ -22,7 +23,8 @@ import { nodeVaultFs, readdirIfExists, unlinkDurable, vaultIoError, writeFileAto
 import { randomBytes } from 'node:crypto'
 
 const MAX_PROBLEMS = 1000
-const REPACK_BATCH = 16
+/** Live chunks opened and re-sealed at once while repacking (memory: this many blocks). */
+const REPACK_BATCH = 64
 
 /**
  * Opens the vault in `dir` with its master key: authenticates the config (tampered → VAULT_DAMAGED,
@@ -290,7 +292,8 @@ class LocalVaultImpl implements LocalVault {
   /**
    * Under the exclusive lock: deletes the manifests of `deletePointIds`, then (unless gc: false)
    * marks every chunk the remaining points reference, deletes packs with no live chunk, rewrites
-   * packs whose live share is below `repackBelowOccupancy` (new packs durable before old ones go),
+   * partly used packs until at most `maxUnused` of the record bytes stay unused (`choosePacks`;
+   * new packs durable before old ones go),
    * removes orphan block maps and temp files. Crash-safe at every step; a backup that lost its lock
    * meanwhile cannot commit (the first prune generation is written before anything is deleted).
    */
@@ -371,19 +374,11 @@ class LocalVaultImpl implements LocalVault {
         const loc = table.location(slot)
         liveBytes[loc.pack]! += loc.length
       }
-      const threshold = options.repackBelowOccupancy ?? 0.5
-      const toRemove: number[] = []
-      const toRepack: number[] = []
-      const readable = table.packs.map((_, n) => n).filter((n) => recordBytes[n] !== undefined)
-      for (const n of readable) {
-        if (liveBytes[n] === 0) toRemove.push(n)
-        else if (threshold > 0 && liveBytes[n]! / Math.max(1, recordBytes[n]!) < threshold) toRepack.push(n)
-      }
-      // small packs (e.g. the tail pack of every backup) are worth merging too
-      if (threshold > 0) {
-        const small = readable.filter((n) => !toRemove.includes(n) && !toRepack.includes(n) && table.packs[n]!.sizeBytes < this.ctx.packTargetBytes / 8)
-        if (small.length > 1) toRepack.push(...small)
-      }
+      const { toRemove, toRepack } = choosePacks(
+        table.packs.map((_, n) => n).filter((n) => recordBytes[n] !== undefined),
+        (n) => ({ live: liveBytes[n]!, records: recordBytes[n]!, small: table.packs[n]!.sizeBytes < this.ctx.packTargetBytes / 8 }),
+        options.maxUnused ?? DEFAULT_MAX_UNUSED,
+      )
       const liveEntries = async (n: number): Promise<PackIndexEntry[]> => {
         const pack = table.packs[n]!
         const idx = await readPackIndex(this.fs, packPath(this.layout, pack.hex), pack.hex, this.ctx.keys, this.blockSize)
@@ -409,7 +404,8 @@ class LocalVaultImpl implements LocalVault {
               if (error || !plain) throw new EngineError('CHUNK_CORRUPT', `Prune stopped: chunk ${batch[k]!.chunkId.toString('hex')} in pack ${pack.hex} ${error ?? 'is unreadable'}. Run "tresor verify --read-data".`)
               plains[k] = plain
             })
-            for (const plain of plains) await session.putBlock(plain, zero)
+            // one put per batch: the workers seal it in a few messages, not one per chunk
+            await session.putBlocks(plains.map((data) => ({ data, checksum: zero })))
           }
         }
         const written = await session.flushPacks()
@@ -462,3 +458,4 @@ class LocalVaultImpl implements LocalVault {
 function messageOf(err: unknown): string {
   return isEngineError(err) ? err.userMessage : (err as Error)?.message ?? String(err)
 }
+

@@ -80,8 +80,13 @@ export interface VerifyOptions {
 }
 
 export interface PruneOptions {
-  /** Repack packs whose live fraction (by stored bytes) is below this (default 0.5; 0 disables). */
-  repackBelowOccupancy?: number
+  /**
+   * The share of the vault's record bytes that may stay unused after the prune, 0..1 (default
+   * DEFAULT_MAX_UNUSED, 5 %). Packs holding no live chunk are always deleted; partly used packs are
+   * rewritten, those with the largest unused share first, until what stays unused is within this
+   * limit. 1 rewrites nothing; 0 rewrites every pack that holds any unused record.
+   */
+  maxUnused?: number
   onProgress?: (progress: { phase: 'delete' | 'mark' | 'repack' | 'sweep'; done: number; total: number }) => void
 }
 

@@ -147,7 +147,12 @@ describe('tresor forget', () => {
     const unknown = await tresor(['forget', 'ffffffffffffffff'], v.env)
     expect(unknown.code).toBe(1)
     expect(unknown.stderr).toMatch(/No recovery point/)
-    const pruned = await tresorJson(['--json', 'prune'], v.env)
+    for (const bad of ['abc', '101', '-1', '']) {
+      const refused = await tresor(['prune', '--max-unused', bad], v.env)
+      expect(refused.code).toBe(2)
+      expect(refused.stderr).toMatch(/--max-unused takes a percentage from 0 to 100/)
+    }
+    const pruned = await tresorJson(['--json', 'prune', '--max-unused', '0'], v.env)
     expect(pruned.bytesFreed).toBeGreaterThan(0)
     const verify = await tresorJson(['--json', 'verify', '--read-data'], v.env)
     expect(verify.ok).toBe(true)

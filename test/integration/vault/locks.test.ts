@@ -143,7 +143,7 @@ describe('vault locks', () => {
     try {
       const blocks = [makeBlock(11, 'random'), makeBlock(12, 'text')]
       const session = await vault.beginBackup()
-      const pruning = waiting.prune({ repackBelowOccupancy: 0.9 })
+      const pruning = waiting.prune({ maxUnused: 0 })
       await new Promise((r) => setTimeout(r, 300))
       const w = session.blockMapWriter({ index: 0, blockCount: blocks.length })
       for (const b of blocks) {

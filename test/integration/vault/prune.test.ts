@@ -31,7 +31,7 @@ describe('prune', () => {
   it('deletes the given points, frees their space and keeps every other point intact', async () => {
     const before = await vault.stats()
     const gen = await vault.generation()
-    const r = await vault.prune({ deletePointIds: [points[1]!.id], repackBelowOccupancy: 0.5 })
+    const r = await vault.prune({ deletePointIds: [points[1]!.id] })
     expect(r.pointsRemoved).toBe(1)
     expect(r.bytesFreed).toBeGreaterThan(20 * 64 * 1024)
     const after = await vault.stats()
@@ -58,7 +58,7 @@ describe('prune', () => {
     const all = Array.from({ length: 12 }, (_, i) => makeBlock(70_000 + i, 'random'))
     const drop = await backUp(vault, [{ name: 'y', blocks: all }])
     const keep = await backUp(vault, [{ name: 'x', blocks: all.slice(0, 4) }])
-    const r = await vault.prune({ deletePointIds: [drop.id], repackBelowOccupancy: 0.5 })
+    const r = await vault.prune({ deletePointIds: [drop.id] })
     expect(r.pointsRemoved).toBe(1)
     expect(r.packsRepacked).toBeGreaterThan(0)
     expect(r.bytesFreed).toBeGreaterThan(5 * 64 * 1024)
@@ -67,6 +67,48 @@ describe('prune', () => {
     const report = await vault.verify({ readData: true })
     expect(report.problems).toEqual([])
     expect(report.unreferencedPacks).toBe(0)
+  })
+
+  it('frees garbage spread thinly over many packs: rewrites the emptiest until at most 5 % stays unused', async () => {
+    const t2 = await tempDir()
+    // 1 MiB packs (the smallest allowed) of incompressible 64 KiB blocks: ~15 chunks per pack
+    const { vault: v } = await newVault(t2.dir, {}, { packTargetBytes: 1 << 20 })
+    try {
+      const first = Array.from({ length: 160 }, (_, i) => makeBlock(80_000 + i, 'random'))
+      // every fourth block changes: once the first point goes, each of its packs is about a quarter unused
+      const second = first.map((b, i) => (i % 4 === 0 ? makeBlock(90_000 + i, 'random') : b))
+      const a = await backUp(v, [{ name: 'd', blocks: first }])
+      const b = await backUp(v, [{ name: 'd', blocks: second }])
+      const packsBefore = (await v.stats()).packs
+
+      // maxUnused 1: only packs with nothing live would go, and there are none
+      const lazy = await v.prune({ deletePointIds: [a.id], maxUnused: 1 })
+      expect(lazy).toMatchObject({ pointsRemoved: 1, packsRepacked: 0, packsDeleted: 0, bytesFreed: 0 })
+      expect((await v.stats()).chunks).toBe(200)
+
+      // the default (5 %): most packs are rewritten, the unused chunks left are within the limit
+      const r = await v.prune()
+      expect(r.packsRepacked).toBeGreaterThan(packsBefore / 2)
+      expect(r.bytesFreed).toBeGreaterThan(30 * 64 * 1024)
+      const after = await v.stats()
+      expect(after.chunks).toBeGreaterThanOrEqual(160)
+      expect(after.chunks - 160).toBeLessThanOrEqual(Math.floor((0.05 / 0.95) * 160))
+      const back = await restoreDisk(v, b.id, 0)
+      back.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
+
+      // 0: nothing unused may stay
+      await v.prune({ maxUnused: 0 })
+      expect((await v.stats()).chunks).toBe(160)
+      const report = await v.verify({ readData: true })
+      expect(report.problems).toEqual([])
+      expect(report.unreferencedPacks).toBe(0)
+      const again = await restoreDisk(v, b.id, 0)
+      again.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
+      await expect(v.prune({ maxUnused: 1.5 })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    } finally {
+      await v.close()
+      await t2.cleanup()
+    }
   })
 
   it('deletePoints removes manifests only; an unknown id is ignored, a malformed one refused', async () => {
