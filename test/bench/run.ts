@@ -53,8 +53,19 @@ interface Tool {
   backup(repo: string, label: string): Measure
   restore(repo: string, target: string): Measure
   verify(repo: string): Measure
-  prune?(repo: string): Measure
+  /** Deletes the two oldest of its four points and frees what only they used (one Measure: all commands). */
+  pruneOldest(repo: string): Measure
   size(repo: string): number
+}
+
+/** One Measure for commands run one after the other: times and CPU add up, peak RSS is the largest. */
+function sequence(ms: Measure[]): Measure {
+  return {
+    seconds: ms.reduce((s, m) => s + m.seconds, 0),
+    cpuSeconds: ms.reduce((s, m) => s + m.cpuSeconds, 0),
+    peakRssMiB: Math.max(...ms.map((m) => m.peakRssMiB)),
+    stdout: ms.map((m) => m.stdout).join(''),
+  }
 }
 
 function tresor(home: string, args: string[], env: NodeJS.ProcessEnv = {}): Measure {
@@ -82,8 +93,11 @@ function makeTresor(blockSizeKiB?: number, workers?: number): Tool {
     verify(repo) {
       return tresor(join(repo, 'home'), ['verify', '--read-data'])
     },
-    prune(repo) {
-      return tresor(join(repo, 'home'), ['prune'])
+    pruneOldest(repo) {
+      const list = tresor(join(repo, 'home'), ['points', 'bench-vm'])
+      const points = JSON.parse(list.stdout) as Array<{ id: string; createdAt: string }>
+      const oldest = points.sort((x, y) => x.createdAt.localeCompare(y.createdAt)).slice(0, 2).map((p) => p.id)
+      return sequence([list, tresor(join(repo, 'home'), ['forget', ...oldest]), tresor(join(repo, 'home'), ['prune'])])
     },
     size(repo) {
       return duBytes(join(repo, 'vault'))
@@ -107,6 +121,9 @@ const restic: Tool = {
   verify(repo) {
     return measure('restic', ['check', '--read-data', '--repo', repo, '--quiet'], { env: resticEnv })
   },
+  pruneOldest(repo) {
+    return measure('restic', ['forget', '--keep-last', '2', '--prune', '--repo', repo, '--quiet'], { env: resticEnv })
+  },
   size: (repo) => duBytes(repo),
 }
 
@@ -127,6 +144,10 @@ const borg: Tool = {
   verify(repo) {
     return measure('borg', ['check', '--verify-data', repo], { env: borgEnv })
   },
+  pruneOldest(repo) {
+    // borg 1.2: prune marks, compact frees the space
+    return sequence([measure('borg', ['prune', '--keep-last', '2', repo], { env: borgEnv }), measure('borg', ['compact', repo], { env: borgEnv })])
+  },
   size: (repo) => duBytes(repo),
 }
 
@@ -137,6 +158,7 @@ const results = new Map<string, Map<CaseName, Measure[]>>()
 const extra: Record<string, Measure[]> = {}
 const sizes = new Map<string, number[]>()
 const storedGrowth = new Map<string, number[]>()
+const pruneFreed = new Map<string, number[]>()
 
 function record(tool: string, c: CaseName, m: Measure): void {
   if (!results.has(tool)) results.set(tool, new Map())
@@ -182,6 +204,10 @@ function runTool(tool: Tool, run: number): void {
   mkdirSync(target, { recursive: true })
   record(tool.name, 'restore-raw', tool.restore(repo, tool === restic || tool === borg ? target : join(target, 'disk.raw')))
   record(tool.name, 'verify', tool.verify(repo))
+  // prune after deleting half the points (the full and the scattered one of four)
+  const beforePrune = tool.size(repo)
+  record(tool.name, 'prune', tool.pruneOldest(repo))
+  pushTo(pruneFreed, tool.name, beforePrune - tool.size(repo))
   rmSync(target, { recursive: true, force: true })
   rmSync(repo, { recursive: true, force: true })
 }
@@ -357,6 +383,7 @@ function main(): void {
   const cases: Array<[CaseName, string]> = [
     ['full', 'full backup'], ['incr-scattered', 'incremental, 1 % scattered'], ['incr-contiguous', 'incremental, 1 % contiguous'],
     ['unchanged', 'unchanged disk'], ['unchanged-nokeychain', 'unchanged disk, no keychain (key from passphrase)'], ['restore-raw', 'restore to raw'], ['verify', 'verify --read-data'],
+    ['prune', 'prune after deleting the 2 oldest of 4 points'],
   ]
   const rows: string[][] = []
   const med = (tool: string, c: CaseName): Stat | undefined => {
@@ -391,11 +418,12 @@ function main(): void {
   const tresorFull = med('tresor', 'full')
   if (tresorFull) report.push(`Tresor full backup runs at ${fmt((readLimit / Math.max(tresorFull.median, 1e-3)) * 100, 1)} % of the read limit (cat).`, '')
 
-  report.push('## Repository size', '', table(['tool', 'after full backup (MiB)', 'growth after 1 % scattered change (MiB)', 'growth / changed bytes'],
+  report.push('## Repository size', '', table(['tool', 'after full backup (MiB)', 'growth after 1 % scattered change (MiB)', 'growth / changed bytes', 'freed by the prune (MiB)'],
     tools.map((t) => {
       const s = stat(sizes.get(t.name)!)
       const g = stat(storedGrowth.get(t.name)!)
-      return [t.name, fmt(s.median / MiB, 1), fmt(g.median / MiB, 1), `${fmt(g.median / scatteredBytes, 2)}×`]
+      const f = stat(pruneFreed.get(t.name)!)
+      return [t.name, fmt(s.median / MiB, 1), fmt(g.median / MiB, 1), `${fmt(g.median / scatteredBytes, 2)}×`, fmt(f.median / MiB, 1)]
     })), '')
   if (tresorOnly.length) {
     report.push('## Tresor-only cases', '', table(['case', 'seconds', 'MB/s', 'reference', 'peak RSS MiB'], tresorOnly), '')
