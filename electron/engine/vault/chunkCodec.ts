@@ -4,6 +4,7 @@
  * seal:  plaintext → zstd (kept only when it saves ≥ MIN_GAIN) → AES-256-GCM with a random nonce
  *        and AAD = chunk id + pack id + ordinal + flags → `nonce | ciphertext | tag`.
  * open:  the reverse, then the keyed BLAKE3 of the plaintext must equal the chunk id (I3).
+ * reseal: open, then encrypt the same stored body for a new pack and position (repack: no recompression).
  * Buffers are reused: one compression scratch and one decompression scratch per codec.
  *
  * AES-256-GCM runs through @ronomon/crypto-async's zero-copy call (OpenSSL's EVP, the same library
@@ -83,6 +84,23 @@ export class ChunkCodec {
       flags = FLAG_ZSTD
       if (this.config.corruptCompressor) body[n >> 1]! ^= 0x10
     }
+    return this.encrypt(body, flags, out, chunkId, packId, ordinal)
+  }
+
+  /**
+   * Moves a record to another pack or position without recompressing: opens `record` (stored at
+   * `from` under `fromPackId`; decrypt, decompress, keyed BLAKE3 = chunk id, as `open`), then
+   * encrypts the same stored body with a fresh nonce for its new place. `out` needs the record's
+   * length; the new record has that length and the same flags. Returns a string naming the failure
+   * when the record does not open.
+   */
+  reseal(record: Buffer, chunkId: Uint8Array, fromPackId: Uint8Array, from: { ordinal: number; flags: number }, out: Buffer, packId: Uint8Array, ordinal: number): SealOutcome | string {
+    const body = this.openBody(record, chunkId, fromPackId, from.ordinal, from.flags, this.plainScratch)
+    if (typeof body === 'string') return body
+    return this.encrypt(body.stored, from.flags, out, chunkId, packId, ordinal)
+  }
+
+  private encrypt(body: Buffer, flags: number, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number): SealOutcome {
     if (this.noncePos === this.noncePool.length) {
       randomFillSync(this.noncePool)
       this.noncePos = 0
@@ -102,11 +120,17 @@ export class ChunkCodec {
    * the next call), or a string naming the failure.
    */
   open(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, into?: Buffer): Buffer | string {
+    const plainTarget = into && into.length >= this.config.blockSize ? into.subarray(0, this.config.blockSize) : this.plainScratch
+    const r = this.openBody(record, chunkId, packId, ordinal, flags, plainTarget)
+    return typeof r === 'string' ? r : r.plain
+  }
+
+  /** `open`'s work; also returns the stored body (compressed or not) as decrypted. */
+  private openBody(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, plainTarget: Buffer): { plain: Buffer; stored: Buffer } | string {
     if (record.length < SEAL_OVERHEAD) return 'record too short'
     const ctLength = record.length - SEAL_OVERHEAD
     const compressed = (flags & FLAG_ZSTD) !== 0
     if (ctLength > (compressed ? this.bodyScratch.length : this.config.blockSize)) return 'is larger than a block'
-    const plainTarget = into && into.length >= this.config.blockSize ? into.subarray(0, this.config.blockSize) : this.plainScratch
     const target = compressed ? this.bodyScratch : plainTarget
     let body: Buffer
     try {
@@ -129,7 +153,7 @@ export class ChunkCodec {
     }
     const id = Blake3Hasher.newKeyed(this.chunkIdKey).update(plain).digestBuffer()
     if (!id.equals(Buffer.from(chunkId.buffer, chunkId.byteOffset, chunkId.byteLength))) return 'content does not match its id'
-    return plain
+    return { plain, stored: body }
   }
 }
 

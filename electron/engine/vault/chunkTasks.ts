@@ -2,10 +2,12 @@
 
 /** One chunk of a seal batch. */
 export interface SealItem {
-  /** Plaintext length; plaintexts lie back to back in the batch's `input`. */
+  /** Plaintext length (a record's length when moved); they lie back to back in the batch's `input`. */
   length: number
   chunkId: Uint8Array
   ordinal: number
+  /** Set when the batch moves records (SealTask.fromPackId): where the record was and its flags. */
+  from?: { ordinal: number; flags: number }
 }
 
 /**
@@ -20,6 +22,11 @@ export interface SealTask {
   /** Receives the records `nonce | ciphertext | tag` back to back, in item order; capacity ≥ Σ(length + 28); returned. */
   output: ArrayBuffer
   packId: Uint8Array
+  /**
+   * Repack: `input` holds sealed records of the pack `fromPackId` (each item's `from`), which are
+   * opened and encrypted again for their new place without recompression (ChunkCodec.reseal).
+   */
+  fromPackId?: Uint8Array
 }
 
 /** Per sealed record of a batch. */

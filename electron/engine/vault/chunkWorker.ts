@@ -6,7 +6,7 @@
 import { workerData } from 'node:worker_threads'
 import { recordCheck } from './recordCheck.js'
 import { serveTasks } from '../workers/pool.js'
-import { ChunkCodec, type CodecConfig } from './chunkCodec.js'
+import { ChunkCodec, type CodecConfig, type SealOutcome } from './chunkCodec.js'
 import type { ChunkTask, ChunkTaskResult, OpenTask, SealedRecord } from './chunkTasks.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
@@ -25,7 +25,18 @@ serveTasks<ChunkTask, ChunkTaskResult>(async (task) => {
       const plain = input.subarray(inPos, inPos + item.length)
       inPos += item.length
       const target = out.subarray(outPos)
-      const r = codec.seal(plain, target, item.chunkId, task.packId, item.ordinal)
+      let r: SealOutcome
+      if (task.fromPackId) {
+        // a moved record: opened where it was (I3) and encrypted for its new place
+        const moved = item.from ? codec.reseal(plain, item.chunkId, task.fromPackId, item.from, target, task.packId, item.ordinal) : 'has no former place'
+        if (typeof moved === 'string') {
+          records.push({ storedLength: 0, flags: 0, verifyError: `did not open where it was stored: ${moved}`, recordCheck: 0n })
+          continue
+        }
+        r = moved
+      } else {
+        r = codec.seal(plain, target, item.chunkId, task.packId, item.ordinal)
+      }
       // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
       // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
       const record = target.subarray(0, r.storedLength)

@@ -15,7 +15,7 @@ import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.
 import { readPackIndex, type PackIndexEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
-import { openPackRecords } from './recordReader.js'
+import { openPackRecords, readRecordBytes } from './recordReader.js'
 import { LocalBackupSession } from './session.js'
 import type { AffectedPoint, LocalVault, PointScan, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
 import { systemClock } from './types.js'
@@ -23,7 +23,7 @@ import { nodeVaultFs, readdirIfExists, unlinkDurable, vaultIoError, writeFileAto
 import { randomBytes } from 'node:crypto'
 
 const MAX_PROBLEMS = 1000
-/** Live chunks opened and re-sealed at once while repacking (memory: this many blocks). */
+/** Live records read and moved at once while repacking (memory: this many records). */
 const REPACK_BATCH = 64
 
 /**
@@ -392,20 +392,19 @@ class LocalVaultImpl implements LocalVault {
       if (toRepack.length > 0) {
         const fresh = new ChunkTable()
         const session = new LocalBackupSession(this.ctx, lock, startGen, undefined, { table: fresh })
-        const zero = Buffer.alloc(16)
         for (const [i, n] of toRepack.entries()) {
           onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
           const pack = table.packs[n]!
           const keep = await liveEntries(n)
           for (let b = 0; b < keep.length; b += REPACK_BATCH) {
             const batch = keep.slice(b, b + REPACK_BATCH)
-            const plains: Buffer[] = []
-            await openPackRecords(this.ctx.pool(), this.fs, packPath(this.layout, pack.hex), pack.id, batch, { returnPlain: true, blockSize: this.blockSize }, (k, plain, error) => {
-              if (error || !plain) throw new EngineError('CHUNK_CORRUPT', `Prune stopped: chunk ${batch[k]!.chunkId.toString('hex')} in pack ${pack.hex} ${error ?? 'is unreadable'}. Run "tresor verify --read-data".`)
-              plains[k] = plain
-            })
-            // one put per batch: the workers seal it in a few messages, not one per chunk
-            await session.putBlocks(plains.map((data) => ({ data, checksum: zero })))
+            // the stored records as they are: a worker opens each (I3) and encrypts its body again
+            // for the new pack, with no recompression and no plaintext crossing threads
+            const bytes = await readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch)
+            await session.moveRecords(
+              batch.map((e, k) => ({ record: bytes[k]!, chunkId: e.chunkId, ordinal: e.ordinal, flags: e.flags, plainLength: e.plainLength })),
+              pack.id,
+            )
           }
         }
         const written = await session.flushPacks()

@@ -143,3 +143,45 @@ export async function openPackRecords(
     await fh.close().catch(() => undefined)
   }
 }
+
+/**
+ * The stored bytes of `items` (records of the pack at `path`), read by coalesced ranges like
+ * `openPackRecords` and returned in item order, unopened (repack moves them as they are; the
+ * worker opens each before it is sealed again). Missing file → CHUNK_MISSING.
+ */
+export async function readRecordBytes(fs: VaultFs, path: string, items: ReadonlyArray<Pick<RecordItem, 'offset' | 'length'>>): Promise<Buffer[]> {
+  const out = new Array<Buffer>(items.length)
+  if (items.length === 0) return out
+  const order = items.map((_, i) => i).sort((a, b) => items[a]!.offset - items[b]!.offset)
+  let fh: VaultFileHandle
+  try {
+    fh = await fs.open(path, 'r')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new EngineError('CHUNK_MISSING', `Pack "${path}" is missing from the vault. Run "tresor verify" to see which recovery points it affects.`, { cause: err })
+    }
+    throw vaultIoError(err, path, 'opening pack')
+  }
+  try {
+    let i = 0
+    while (i < order.length) {
+      const start = items[order[i]!]!.offset
+      let end = start + items[order[i]!]!.length
+      const group = [order[i++]!]
+      while (i < order.length) {
+        const it = items[order[i]!]!
+        if (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end) break
+        end = it.offset + it.length
+        group.push(order[i++]!)
+      }
+      const buf = Buffer.allocUnsafe(end - start)
+      await readExactly(fh, buf, 0, end - start, start, path)
+      for (const k of group) out[k] = buf.subarray(items[k]!.offset - start, items[k]!.offset - start + items[k]!.length)
+    }
+    return out
+  } catch (err) {
+    throw vaultIoError(err, path, 'reading pack')
+  } finally {
+    await fh.close().catch(() => undefined)
+  }
+}

@@ -25,6 +25,15 @@ import type { ChunkTable } from './chunkTable.js'
 /** Plaintext bytes per seal message: one message and one pack write per ~1 MiB instead of per block. */
 export const SEAL_BATCH_BYTES = 1024 * 1024
 
+/** A sealed record to move (LocalBackupSession.moveRecords): its bytes and where it was. */
+export interface MovedRecord {
+  record: Buffer
+  chunkId: Buffer
+  ordinal: number
+  flags: number
+  plainLength: number
+}
+
 interface Slot {
   input: ArrayBuffer
   output: ArrayBuffer
@@ -179,13 +188,43 @@ export class LocalBackupSession implements BackupSession {
     return results
   }
 
+  /**
+   * Repack: moves sealed records of the pack `fromPackId` into this session's packs without
+   * recompressing them. Each is opened where it was (decrypt, decompress, keyed BLAKE3 = its id) and
+   * encrypted again for its new place in a worker, then checked like every new record (I9). Batches
+   * are cut by count (`sealBatch`) and by bytes (a slot's input). Resolves once every record is
+   * accepted; a record that does not open fails the session with CHUNK_CORRUPT.
+   */
+  async moveRecords(records: ReadonlyArray<MovedRecord>, fromPackId: Buffer): Promise<void> {
+    this.check()
+    for (const r of records) {
+      if (r.record.length < SEAL_OVERHEAD || r.record.length > this.blockSize + SEAL_OVERHEAD || r.chunkId.length !== 32) {
+        throw new EngineError('INVALID_INPUT', `A moved record must hold ${SEAL_OVERHEAD}..${this.blockSize + SEAL_OVERHEAD} bytes and a 32-byte chunk id.`)
+      }
+    }
+    const blocks = records.map((r) => ({ data: r.record }))
+    const ids = records.map((r) => r.chunkId)
+    const results: SessionPutResult[] = new Array<SessionPutResult>(records.length)
+    const table = await this.tableFor()
+    const capacity = this.sealBatch * this.blockSize
+    for (let from = 0; from < records.length; ) {
+      let to = from
+      let bytes = 0
+      while (to < records.length && to - from < this.sealBatch && bytes + records[to]!.record.length <= capacity) bytes += records[to++]!.record.length
+      await this.putBatch(blocks, ids, from, to, table, results, { fromPackId, records })
+      from = to
+    }
+  }
+
   private async putBatch(
-    blocks: ReadonlyArray<{ data: Buffer; checksum: Buffer }>,
+    blocks: ReadonlyArray<{ data: Buffer }>,
     ids: Buffer[],
     from: number,
     to: number,
     table: ChunkTable,
     results: SessionPutResult[],
+    /** Set when `blocks` are sealed records being moved (moveRecords). */
+    moved?: { fromPackId: Buffer; records: ReadonlyArray<MovedRecord> },
   ): Promise<void> {
     const known = (i: number): boolean => table.has(ids[i]!) || this.pending.has(ids[i]!.toString('latin1'))
     const duplicate = (i: number): SessionPutResult => ({ chunkId: ids[i]!, isNew: false, storedBytes: 0 })
@@ -232,14 +271,16 @@ export class LocalBackupSession implements BackupSession {
       data.copy(input, inPos)
       inPos += data.length
       // a copy: a Buffer view would carry its whole backing store into the message
-      return { length: data.length, chunkId: new Uint8Array(ids[i]!), ordinal: first + n }
+      const item: SealItem = { length: data.length, chunkId: new Uint8Array(ids[i]!), ordinal: first + n }
+      if (moved) item.from = { ordinal: moved.records[i]!.ordinal, flags: moved.records[i]!.flags }
+      return item
     })
     this.bytesNew += inPos
     const hooks = this.ctx.hooks
     let sealed!: Promise<number[]>
     const accepted = this.ctx
       .pool()
-      .submit({ kind: 'seal', input: slot.input, items, output: slot.output, packId: pack.id }, [slot.input, slot.output])
+      .submit({ kind: 'seal', input: slot.input, items, output: slot.output, packId: pack.id, ...(moved ? { fromPackId: new Uint8Array(moved.fromPackId) } : {}) }, [slot.input, slot.output])
       .then(({ result }) => {
         sealed = result.then(async (r) => {
           if (r.kind !== 'seal' || r.records.length !== items.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
@@ -253,13 +294,20 @@ export class LocalBackupSession implements BackupSession {
               const record = out.subarray(pos, pos + rec.storedLength)
               hooks.afterSeal?.(record)
               const chunkId = ids[fresh[n]!]!
+              if (moved && rec.verifyError !== null) {
+                throw new EngineError(
+                  'CHUNK_CORRUPT',
+                  `Chunk ${chunkId.toString('hex')} could not be moved out of pack ${moved.fromPackId.toString('hex')}: it ${rec.verifyError}. Nothing was deleted. Run "tresor verify --read-data" to see which recovery points it affects.`,
+                )
+              }
               if (rec.verifyError !== null || recordCheck(record) !== rec.recordCheck) {
                 throw new EngineError(
                   'CHUNK_CORRUPT',
                   `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (${rec.verifyError ?? 'changed in memory after it was verified'}). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
                 )
               }
-              entries.push({ chunkId, ordinal: first + n, flags: rec.flags, plainLength: items[n]!.length, length: rec.storedLength })
+              const plainLength = moved ? moved.records[fresh[n]!]!.plainLength : items[n]!.length
+              entries.push({ chunkId, ordinal: first + n, flags: rec.flags, plainLength, length: rec.storedLength })
               pos += rec.storedLength
             }
             await pack.append(out.subarray(0, pos), entries, reserved)

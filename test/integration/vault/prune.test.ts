@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backUp, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
@@ -105,6 +105,49 @@ describe('prune', () => {
       const again = await restoreDisk(v, b.id, 0)
       again.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
       await expect(v.prune({ maxUnused: 1.5 })).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+    } finally {
+      await v.close()
+      await t2.cleanup()
+    }
+  })
+
+  it('a live record that does not open stops the repack: CHUNK_CORRUPT, nothing deleted, and the next prune finishes', async () => {
+    const t2 = await tempDir()
+    const { vault: v, dir: vdir } = await newVault(t2.dir, {}, { packTargetBytes: 1 << 20 })
+    try {
+      const first = Array.from({ length: 16 }, (_, i) => makeBlock(60_000 + i, 'random'))
+      const a = await backUp(v, [{ name: 'd', blocks: first }])
+      const packDir = join(vdir, 'packs')
+      const packFiles = async (): Promise<string[]> => {
+        const out: string[] = []
+        for (const sub of await readdir(packDir)) for (const f of await readdir(join(packDir, sub))) out.push(join(packDir, sub, f))
+        return out.sort()
+      }
+      const oldPacks = await packFiles()
+      // only the first block survives into the second point: its pack is almost all garbage once `a` goes
+      const second = first.map((b, i) => (i === 0 ? b : makeBlock(61_000 + i, 'random')))
+      const b = await backUp(v, [{ name: 'd', blocks: second }])
+      // flip a bit inside the first record of each of the first point's packs (the block that stays live is one of them)
+      const originals = new Map<string, Buffer>()
+      for (const f of oldPacks) {
+        const bytes = await readFile(f)
+        originals.set(f, Buffer.from(bytes))
+        bytes[24 + 40]! ^= 0x04
+        await writeFile(f, bytes)
+      }
+      await expect(v.prune({ deletePointIds: [a.id] })).rejects.toMatchObject({ code: 'CHUNK_CORRUPT', message: expect.stringMatching(/could not be moved out of pack/) })
+      // nothing was deleted: every old pack is still there, the second point still listed
+      const after = await packFiles()
+      for (const f of oldPacks) expect(after).toContain(f)
+      expect((await v.listPoints()).map((p) => p.id)).toEqual([b.id])
+      // once the damage is repaired the prune goes through and the second point restores exactly
+      for (const [f, bytes] of originals) await writeFile(f, bytes)
+      const r = await v.prune()
+      expect(r.packsRepacked).toBeGreaterThan(0)
+      const back = await restoreDisk(v, b.id, 0)
+      back.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
+      const report = await v.verify({ readData: true })
+      expect(report.problems).toEqual([])
     } finally {
       await v.close()
       await t2.cleanup()

@@ -30,6 +30,31 @@ describe('chunk codec', () => {
     expect(Buffer.from(codec.open(b.rec, b.id, pack, 0, b.flags) as Buffer)).toEqual(rnd)
   })
 
+  it('reseal moves a record to a new pack and ordinal without recompressing: same length and flags, new nonce, opens only there', () => {
+    const text = Buffer.from('moved chunk '.repeat(BS / 12 + 1)).subarray(0, BS - 100)
+    const rnd = randomBytes(BS)
+    const newPack = randomBytes(16)
+    for (const plain of [text, rnd]) {
+      const s = seal(plain, 3)
+      const out = Buffer.alloc(s.rec.length)
+      const r = codec.reseal(s.rec, s.id, pack, { ordinal: 3, flags: s.flags }, out, newPack, 9)
+      if (typeof r === 'string') throw new Error(r)
+      expect(r).toEqual({ storedLength: s.rec.length, flags: s.flags })
+      expect(out.subarray(0, NONCE_BYTES).equals(s.rec.subarray(0, NONCE_BYTES))).toBe(false)
+      expect(Buffer.from(codec.open(out, s.id, newPack, 9, s.flags) as Buffer)).toEqual(plain)
+      expect(typeof codec.open(out, s.id, pack, 3, s.flags)).toBe('string')
+      expect(typeof codec.open(out, s.id, newPack, 3, s.flags)).toBe('string')
+    }
+    // a record that does not open where it is said to be is refused, and nothing is sealed
+    const s = seal(text, 3)
+    const out = Buffer.alloc(s.rec.length)
+    expect(codec.reseal(s.rec, s.id, pack, { ordinal: 4, flags: s.flags }, out, randomBytes(16), 0)).toMatch(/authentication/)
+    const flipped = Buffer.from(s.rec)
+    flipped[flipped.length >> 1]! ^= 1
+    expect(codec.reseal(flipped, s.id, pack, { ordinal: 3, flags: s.flags }, out, randomBytes(16), 0)).toMatch(/authentication/)
+    expect(codec.reseal(s.rec, randomBytes(32), pack, { ordinal: 3, flags: s.flags }, out, randomBytes(16), 0)).toEqual(expect.any(String))
+  })
+
   it('binds chunk id, pack, ordinal and flags (I10), and detects every single flipped bit it is given', () => {
     const plain = Buffer.from('x'.repeat(5000))
     const s = seal(plain, 7)
