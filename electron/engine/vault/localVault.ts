@@ -392,6 +392,7 @@ class LocalVaultImpl implements LocalVault {
       if (toRepack.length > 0) {
         const fresh = new ChunkTable()
         const session = new LocalBackupSession(this.ctx, lock, startGen, undefined, { table: fresh })
+        const scratch = { buf: Buffer.alloc(0) }
         for (const [i, n] of toRepack.entries()) {
           onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
           const pack = table.packs[n]!
@@ -400,7 +401,8 @@ class LocalVaultImpl implements LocalVault {
             const batch = keep.slice(b, b + REPACK_BATCH)
             // the stored records as they are: a worker opens each (I3) and encrypts its body again
             // for the new pack, with no recompression and no plaintext crossing threads
-            const bytes = await readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch)
+            const bytes = await readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch, scratch)
+            // resolves once every record was copied into the session's own buffers: `scratch` is free again
             await session.moveRecords(
               batch.map((e, k) => ({ record: bytes[k]!, chunkId: e.chunkId, ordinal: e.ordinal, flags: e.flags, plainLength: e.plainLength })),
               pack.id,

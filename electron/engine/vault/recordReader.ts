@@ -147,12 +147,35 @@ export async function openPackRecords(
 /**
  * The stored bytes of `items` (records of the pack at `path`), read by coalesced ranges like
  * `openPackRecords` and returned in item order, unopened (repack moves them as they are; the
- * worker opens each before it is sealed again). Missing file → CHUNK_MISSING.
+ * worker opens each before it is sealed again). The bytes land in `scratch.buf`, which grows when
+ * too small and is reused by the next call: the slices returned are valid until then (no fresh
+ * buffer per range, so a long repack does not drive garbage collection). Missing file → CHUNK_MISSING.
  */
-export async function readRecordBytes(fs: VaultFs, path: string, items: ReadonlyArray<Pick<RecordItem, 'offset' | 'length'>>): Promise<Buffer[]> {
+export async function readRecordBytes(
+  fs: VaultFs,
+  path: string,
+  items: ReadonlyArray<Pick<RecordItem, 'offset' | 'length'>>,
+  scratch: { buf: Buffer },
+): Promise<Buffer[]> {
   const out = new Array<Buffer>(items.length)
   if (items.length === 0) return out
   const order = items.map((_, i) => i).sort((a, b) => items[a]!.offset - items[b]!.offset)
+  // plan the ranges first, so the scratch is sized once
+  const ranges: Array<{ start: number; end: number; group: number[] }> = []
+  for (let i = 0; i < order.length; ) {
+    const start = items[order[i]!]!.offset
+    let end = start + items[order[i]!]!.length
+    const group = [order[i++]!]
+    while (i < order.length) {
+      const it = items[order[i]!]!
+      if (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end) break
+      end = it.offset + it.length
+      group.push(order[i++]!)
+    }
+    ranges.push({ start, end, group })
+  }
+  const total = ranges.reduce((sum, r) => sum + r.end - r.start, 0)
+  if (scratch.buf.length < total) scratch.buf = Buffer.allocUnsafeSlow(total)
   let fh: VaultFileHandle
   try {
     fh = await fs.open(path, 'r')
@@ -163,18 +186,10 @@ export async function readRecordBytes(fs: VaultFs, path: string, items: Readonly
     throw vaultIoError(err, path, 'opening pack')
   }
   try {
-    let i = 0
-    while (i < order.length) {
-      const start = items[order[i]!]!.offset
-      let end = start + items[order[i]!]!.length
-      const group = [order[i++]!]
-      while (i < order.length) {
-        const it = items[order[i]!]!
-        if (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end) break
-        end = it.offset + it.length
-        group.push(order[i++]!)
-      }
-      const buf = Buffer.allocUnsafe(end - start)
+    let at = 0
+    for (const { start, end, group } of ranges) {
+      const buf = scratch.buf.subarray(at, at + end - start)
+      at += end - start
       await readExactly(fh, buf, 0, end - start, start, path)
       for (const k of group) out[k] = buf.subarray(items[k]!.offset - start, items[k]!.offset - start + items[k]!.length)
     }
