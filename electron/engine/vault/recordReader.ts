@@ -37,6 +37,18 @@ const freeRangeBuffers: ArrayBuffer[] = []
  */
 const MAX_FREE_RANGE_BUFFERS = 12
 
+/** Opens a pack for reading; a missing one is CHUNK_MISSING. */
+async function openPack(fs: VaultFs, path: string): Promise<VaultFileHandle> {
+  try {
+    return await fs.open(path, 'r')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new EngineError('CHUNK_MISSING', `Pack "${path}" is missing from the vault. Run "tresor verify" to see which recovery points it affects.`, { cause: err })
+    }
+    throw vaultIoError(err, path, 'opening pack')
+  }
+}
+
 function takeRangeBuffer(size: number): ArrayBuffer {
   if (size > RANGE_BUFFER_BYTES) return new ArrayBuffer(size)
   return freeRangeBuffers.pop() ?? new ArrayBuffer(RANGE_BUFFER_BYTES)
@@ -71,15 +83,7 @@ export async function openPackRecords(
 ): Promise<void> {
   if (items.length === 0) return
   const order = items.map((_, i) => i).sort((a, b) => items[a]!.offset - items[b]!.offset)
-  let fh: VaultFileHandle
-  try {
-    fh = await fs.open(path, 'r')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new EngineError('CHUNK_MISSING', `Pack "${path}" is missing from the vault. Run "tresor verify" to see which recovery points it affects.`, { cause: err })
-    }
-    throw vaultIoError(err, path, 'opening pack')
-  }
+  const fh = await openPack(fs, path)
   const results: Promise<void>[] = []
   try {
     let i = 0
@@ -176,15 +180,7 @@ export async function readRecordBytes(
   }
   const total = ranges.reduce((sum, r) => sum + r.end - r.start, 0)
   if (scratch.buf.length < total) scratch.buf = Buffer.allocUnsafeSlow(total)
-  let fh: VaultFileHandle
-  try {
-    fh = await fs.open(path, 'r')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new EngineError('CHUNK_MISSING', `Pack "${path}" is missing from the vault. Run "tresor verify" to see which recovery points it affects.`, { cause: err })
-    }
-    throw vaultIoError(err, path, 'opening pack')
-  }
+  const fh = await openPack(fs, path)
   try {
     let at = 0
     for (const { start, end, group } of ranges) {
