@@ -255,7 +255,9 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
       const { openCurrentVault } = await engine()
       const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
       try {
-        const result = await pruneVault(session, { dryRun: opts.dryRun === true, ...(maxUnused === undefined ? {} : { maxUnused }) })
+        const { runRetentionPrune } = await import('../../engine/policy/prune.js')
+        const result = await runRetentionPrune(session, { dryRun: opts.dryRun === true, ...(maxUnused === undefined ? {} : { maxUnused }) })
+        warnClonesNotRemoved(result.clonesNotRemoved)
         ctx.print(result, () =>
           opts.dryRun
             ? `${result.removed.length} recovery point(s) would be removed${result.removed.length ? ': ' + result.removed.join(', ') : ''}.`
@@ -285,7 +287,9 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
         const { deletePointRows } = await engine()
         deletePointRows(session.catalog, unique)
         await session.recordGeneration()
+        const { removePointClones } = await import('../../engine/policy/prune.js')
         const clones = await removePointClones(session.catalog, unique)
+        warnClonesNotRemoved(clones.failed)
         ctx.print({ pointsRemoved: removed, ids: unique, clonesRemoved: clones.removed, clonesNotRemoved: clones.failed },
           `${removed} recovery point(s) deleted${clones.removed.length ? `, ${clones.removed.length} instant-restore copy(ies) removed` : ''}. Run "tresor prune" to free their space.`)
       } finally {
@@ -367,56 +371,16 @@ function verifyText(report: ReportLike): string {
 
 type Session = Awaited<ReturnType<typeof openCurrentVault>>
 
-/**
- * Retention, then the vault's prune (delete + garbage-collect + repack under the exclusive lock);
- * the catalog then follows the vault. Retention applies to machines this catalog knows (by id, else
- * by name) with their policy (or the default one); points of machines unknown here (another
- * computer's, or a rebuilt catalog without machines) are never selected. The newest point of each
- * machine always survives (I13).
- */
 /** A percentage 0..100 given on the command line, as a fraction; a usage error otherwise. */
 function parsePercent(text: string, option: string): number {
   const value = Number(text.trim().replace(/%$/, ''))
-  if (text.trim() === '' || !Number.isFinite(value) || value < 0 || value > 100) {
-    usage(`${option} takes a percentage from 0 to 100 (got "${text}")`)
-  }
+  if (text.trim() === '' || !Number.isFinite(value) || value < 0 || value > 100) usage(`${option} takes a percentage from 0 to 100 (got "${text}")`)
   return value / 100
 }
 
-async function pruneVault(session: Session, options: { dryRun: boolean; maxUnused?: number }): Promise<{ pointsRemoved: number; bytesFreed: number; removed: string[]; kept: number; clonesRemoved: string[] }> {
-  const [{ deletePointRows }, { policyForMachine, selectPointsToPrune }] = await Promise.all([engine(), import('../../engine/policy/index.js')])
-  const points = await session.vault.listPoints()
-  const machineOf = (p: { machineId: string; machineName: string }): string | undefined => {
-    const byId = session.catalog.prepare('SELECT id FROM machines WHERE id = ?').get(p.machineId) as { id: string } | undefined
-    if (byId) return byId.id
-    const byName = session.catalog.prepare('SELECT id FROM machines WHERE name = ?').get(p.machineName) as { id: string } | undefined
-    return byName?.id
-  }
-  const judged = points.flatMap((p) => {
-    const machine = machineOf(p)
-    return machine === undefined ? [] : [{ id: p.id, createdAt: p.createdAt, machine }]
-  })
-  const expired = selectPointsToPrune(judged, (machine) => policyForMachine(session.catalog, machine).retention)
-  if (options.dryRun) return { pointsRemoved: 0, bytesFreed: 0, removed: expired, kept: points.length - expired.length, clonesRemoved: [] }
-  const result = await session.vault.prune({ deletePointIds: expired, ...(options.maxUnused === undefined ? {} : { maxUnused: options.maxUnused }) })
-  const remaining = new Set((await session.vault.listPoints()).map((p) => p.id))
-  const rows = session.catalog.prepare('SELECT id FROM points WHERE vault_id = ?').all(session.vaultId) as { id: string }[]
-  const gone = rows.map((r) => r.id).filter((id) => !remaining.has(id))
-  deletePointRows(session.catalog, gone)
-  await session.recordGeneration()
-  const clones = await removePointClones(session.catalog, [...new Set([...expired, ...gone])].filter((id) => !remaining.has(id)))
-  return { pointsRemoved: result.pointsRemoved, bytesFreed: result.bytesFreed, removed: expired, kept: remaining.size, clonesRemoved: clones.removed }
-}
-
-/**
- * Removes the snapshot-tier clones (instant-restore copies) of deleted points; one that cannot be
- * removed is named on stderr (its catalog row stays, so the next backup's tier prune retries it).
- */
-async function removePointClones(db: Session['catalog'], pointIds: string[]): Promise<{ removed: string[]; failed: { clonePath: string; reason: string }[] }> {
-  const { removeSnapshotClones } = await import('../../engine/backup/snapshotTier.js')
-  const r = await removeSnapshotClones(db, { pointIds })
-  for (const f of r.failed) process.stderr.write(`warning: could not remove the instant-restore copy "${f.clonePath}" (${f.reason}); delete it by hand if it stays.\n`)
-  return { removed: r.removed, failed: r.failed.map((f) => ({ clonePath: f.clonePath, reason: f.reason })) }
+/** Writes a warning for each snapshot-tier clone that could not be removed (its catalog row stays, so the next backup's tier prune retries it). */
+function warnClonesNotRemoved(failed: Array<{ clonePath: string; reason: string }>): void {
+  for (const f of failed) process.stderr.write(`warning: could not remove the instant-restore copy "${f.clonePath}" (${f.reason}); delete it by hand if it stays.\n`)
 }
 
 /**

@@ -32,6 +32,12 @@ export interface EngineWiringOptions {
   restoreConcurrency?: number
   /** Run policy schedules (default true; tests of other flows turn it off). */
   runSchedules?: boolean
+  /**
+   * Apply retention after backups (default true): once a backup succeeded and no other backup is
+   * queued or running, a prune job (policy/prune.ts) deletes the points the machines' retention
+   * lets go and frees their space.
+   */
+  pruneAfterBackup?: boolean
 }
 
 export interface WiredEngine {
@@ -58,7 +64,11 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
   const { home, catalog: db, emit } = options
   const keyStore = options.keyStore ?? defaultKeyStore()
   const supervisor = new JobSupervisor({ db, home, launcher: options.launcher })
-  const restoreQueue = new RestoreQueue({ db, supervisor, concurrency: options.restoreConcurrency ?? 1 })
+  /** Jobs of these kinds queued or running (in any process sharing this catalog). */
+  const busy = (...kinds: string[]): boolean =>
+    db.prepare(`SELECT 1 FROM jobs WHERE kind IN (${kinds.map(() => '?').join(',')}) AND state IN ('queued','running') LIMIT 1`).get(...kinds) !== undefined
+  // A prune may delete packs a restore would read (restores take no vault lock): restores wait for it.
+  const restoreQueue = new RestoreQueue({ db, supervisor, concurrency: options.restoreConcurrency ?? 1, holdWhile: () => busy('prune') })
 
   const stopSupervisor = supervisor.on((e) => {
     switch (e.type) {
@@ -219,7 +229,9 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
   const scheduler = options.runSchedules === false
     ? undefined
     : createCatalogScheduler(db, {
+        // a slot is deferred while this machine's backup or any prune runs (it would wait for the prune's lock)
         isRunning: (machineId) =>
+          busy('prune') ||
           db.prepare(`SELECT 1 FROM jobs WHERE kind = 'backup' AND machine_id = ? AND state IN ('queued','running') LIMIT 1`).get(machineId) !== undefined,
         startBackup: (machineId) => {
           if (schedulesPaused()) return
@@ -243,8 +255,25 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
   void runPendingPostScripts(db, (line) => process.emitWarning(line)).catch((err: unknown) =>
     process.emitWarning(`Pending post-scripts: ${err instanceof Error ? err.message : String(err)}`))
   const stopTick = supervisor.on((e) => {
+    if (e.type !== 'finished') return
+    if (e.outcome.kind === 'prune') {
+      // what waited for the prune goes on
+      scheduler?.tick()
+      restoreQueue.pump()
+      return
+    }
+    if (e.outcome.kind !== 'backup') return
     // A slot deferred by a running backup starts as soon as that backup ends.
-    if (e.type === 'finished' && e.outcome.kind === 'backup') scheduler?.tick()
+    scheduler?.tick()
+    // Retention after a successful backup, once the vault is quiet: no backup, restore, verify or
+    // prune queued or running (a backup still going triggers it when it ends).
+    if (options.pruneAfterBackup !== false && e.outcome.state === 'succeeded' && !busy('backup', 'prune', 'restore', 'verify')) {
+      try {
+        supervisor.submit({ kind: 'prune', input: {} })
+      } catch (err) {
+        process.emitWarning(`Retention after a backup: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
   })
 
   return {

@@ -3,6 +3,7 @@
  * vault with its key, image opener), runs the pipeline, closes everything.
  */
 import { openCurrentVault } from '../keys/index.js'
+import { JOB_LOCK_WAIT_MS } from '../vault/index.js'
 import { policyForMachine } from '../policy/index.js'
 import { getMachine } from './machines.js'
 import { runBackup, runPendingPostScripts, type RunBackupOptions } from './pipeline.js'
@@ -21,6 +22,7 @@ export interface BackupJobInput {
 export async function runBackupJob(input: BackupJobInput, env: JobEnv, extra: Pick<RunBackupOptions, 'snapshot' | 'diskConcurrency' | 'blocksInFlight' | 'progressIntervalMs'> = {}): Promise<BackupResult> {
   const opened = await openCurrentVault(env.home, {
     interactive: false,
+    locks: { waitMs: JOB_LOCK_WAIT_MS },
     ...(input.vaultPath !== undefined ? { vaultOverride: input.vaultPath } : {}),
   })
   try {

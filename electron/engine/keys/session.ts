@@ -2,7 +2,7 @@ import { resolve as resolvePath } from 'node:path'
 import { EngineError } from '../errors.js'
 import { openCatalog, type Db } from '../catalog/index.js'
 import { getCurrentVault, getVault, getVaultByPath, registerVault, replacePoints, updateLastGeneration, resetLastGeneration, type VaultRow } from '../catalog/vaults.js'
-import { openVault, readVaultHeader, type LocalVault } from '../vault/index.js'
+import { openVault, readVaultHeader, type LocalVault, type LockOptions } from '../vault/index.js'
 import { defaultKeyStore, type KeychainState, type KeyStore } from './keychain.js'
 import type { SecretPrompt } from './prompt.js'
 import { resolveVaultKey, type KeySource } from './resolve.js'
@@ -21,6 +21,8 @@ export interface OpenVaultOptions {
   acceptRollback?: boolean
   /** Use this catalog (the caller keeps owning it) instead of opening `home`'s. */
   catalog?: Db
+  /** Lock behaviour of the opened vault (e.g. how long a job waits for another job's lock). */
+  locks?: LockOptions
   keyStore?: KeyStore
   env?: NodeJS.ProcessEnv
   prompt?: SecretPrompt
@@ -94,14 +96,14 @@ async function openWithCatalog(home: string, catalog: Db, ownsCatalog: boolean, 
   let vault: LocalVault
   let pointsReconciled: number | undefined
   try {
-    vault = await openVault(path, key.masterKey, { lastGeneration })
+    vault = await openVault(path, key.masterKey, { lastGeneration, ...(options.locks ? { locks: options.locks } : {}) })
   } catch (err) {
     if (!(key.source === 'keychain' && err instanceof EngineError && err.code === 'WRONG_PASSPHRASE')) throw err
     // The keychain holds a key that no longer opens this vault (a vault re-created with the same id
     // cannot happen, but a damaged entry can): forget it and ask for the passphrase.
     await store.deleteKey(header.vaultId).catch(() => false)
     key = await resolveVaultKey({ ...keyOptions, skipKeychain: true })
-    vault = await openVault(path, key.masterKey, { lastGeneration })
+    vault = await openVault(path, key.masterKey, { lastGeneration, ...(options.locks ? { locks: options.locks } : {}) })
   }
   try {
     const generation = await vault.generation()

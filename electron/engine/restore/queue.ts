@@ -131,6 +131,11 @@ export interface RestoreQueueOptions {
   concurrency?: number
   /** Interval at which entries run by other processes are polled. Default 500 ms. */
   pollMs?: number
+  /**
+   * While this returns true no entry is started (the app holds restores while a prune may delete
+   * the packs they would read); call `pump()` once it turns false.
+   */
+  holdWhile?: () => boolean
 }
 
 /**
@@ -148,12 +153,14 @@ export class RestoreQueue {
   private readonly listeners = new Set<(entries: RestoreQueueEntry[]) => void>()
   private claiming = true
   private disposed = false
+  private readonly holdWhile: () => boolean
 
   constructor(options: RestoreQueueOptions) {
     this.db = options.db
     this.supervisor = options.supervisor
     this.concurrency = Math.max(1, Math.floor(options.concurrency ?? 1))
     this.pollMs = options.pollMs ?? 500
+    this.holdWhile = options.holdWhile ?? (() => false)
     this.unsubscribe = this.supervisor.on((e) => {
       if (e.type !== 'finished' || e.outcome.kind !== 'restore') return
       const row = this.db.prepare(`SELECT id FROM restore_queue WHERE job_id = ? AND ${ACTIVE}`).get(e.outcome.jobId) as { id: string } | undefined
@@ -253,11 +260,11 @@ export class RestoreQueue {
   }
 
   /**
-   * Starts queued entries (lowest position first) while fewer than `concurrency` run in total.
-   * Returns the ids of the entries started.
+   * Starts queued entries (lowest position first) while fewer than `concurrency` run in total and
+   * nothing holds the queue (`holdWhile`). Returns the ids of the entries started.
    */
   pump(): string[] {
-    if (!this.claiming || this.disposed) return []
+    if (!this.claiming || this.disposed || this.holdWhile()) return []
     const started: string[] = []
     for (;;) {
       const claimed = this.db.transaction((): RestoreQueueEntry | undefined => {

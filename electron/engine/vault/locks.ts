@@ -31,6 +31,11 @@ export interface LockInfo {
 }
 
 export const DEFAULT_LOCK_LIFETIME_MS = 30 * 60 * 1000
+/**
+ * How long a job of the app (backup, prune) waits for another job's conflicting lock before
+ * VAULT_LOCKED: a backup started during a prune runs once the prune is done instead of failing.
+ */
+export const JOB_LOCK_WAIT_MS = 15 * 60_000
 export const UNLOCK_COMMAND = 'tresor vault unlock --force'
 const LOCK_RE = /^[0-9a-f]{24}\.lock$/
 

@@ -2,8 +2,8 @@
  * The one job entry module, used by all three hosts: an Electron utility process, a child process
  * of the web host, and the CLI (in-process). It only wires the job protocol (protocol.ts) to the
  * engine pipelines: backup → runBackupJob, restore → runRestoreJob, verify → the vault's verify
- * (result: its VerifyReport); prune → UNSUPPORTED until retention is published as an engine
- * function (today it lives in the CLI's `tresor prune`).
+ * (result: its VerifyReport); prune → retention and the vault's prune (policy/prune.ts, the same
+ * code as `tresor prune`).
  *
  * Lifecycle in a process: the host sends `start` (exactly one), maybe `cancel`; the job answers with
  * `progress` and `log` messages and ends with exactly one `finished` or `failed`, after which the
@@ -81,8 +81,28 @@ export const DEFAULT_PIPELINES: Pipelines = {
       await session.close()
     }
   },
-  prune: async () => {
-    throw new EngineError('UNSUPPORTED', 'Pruning from a job process is not available in this build of Tresor. Run "tresor prune".')
+  prune: async (input, env) => {
+    const { maxUnused, vaultPath } = input as { maxUnused?: unknown; vaultPath?: unknown }
+    if (maxUnused !== undefined && (typeof maxUnused !== 'number' || !(maxUnused >= 0 && maxUnused <= 1))) {
+      throw new EngineError('INVALID_INPUT', 'A prune job\'s maxUnused must be a number from 0 to 1.')
+    }
+    const [{ openCurrentVault }, { runRetentionPrune }, { JOB_LOCK_WAIT_MS }] = await Promise.all([import('../keys/index.js'), import('../policy/prune.js'), import('../vault/index.js')])
+    const session = await openCurrentVault(env.home, {
+      interactive: false,
+      locks: { waitMs: JOB_LOCK_WAIT_MS },
+      ...(typeof vaultPath === 'string' && vaultPath !== '' ? { vaultOverride: vaultPath } : {}),
+    })
+    try {
+      const result = await runRetentionPrune(session, {
+        ...(maxUnused === undefined ? {} : { maxUnused }),
+        onProgress: (p) => env.onProgress({ phase: p.phase, bytesDone: p.done, bytesTotal: p.total }),
+      })
+      env.log(`retention removed ${result.pointsRemoved} recovery point(s); ${result.bytesFreed} bytes freed (${result.packsRepacked} pack(s) rewritten, ${result.packsDeleted} deleted)`)
+      for (const f of result.clonesNotRemoved) env.log(`could not remove the instant-restore copy "${f.clonePath}" (${f.reason})`)
+      return result
+    } finally {
+      await session.close()
+    }
   },
 }
 

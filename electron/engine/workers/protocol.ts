@@ -63,7 +63,7 @@ export const jobSpecSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('backup'), input: z.object({ machineId: z.string().min(1).max(256) }).loose() }),
   z.object({ kind: z.literal('restore'), input: restoreJobInputSchema }),
   z.object({ kind: z.literal('verify'), input: z.object({ readData: z.boolean().default(false) }).loose() }),
-  z.object({ kind: z.literal('prune'), input: z.object({}).loose() }),
+  z.object({ kind: z.literal('prune'), input: z.object({ maxUnused: z.number().min(0).max(1).optional() }).loose() }),
 ])
 export type JobSpec = z.input<typeof jobSpecSchema>
 

@@ -4,11 +4,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { addMachine, runBackup } from '../../../electron/engine/backup/index.js'
+import { getMachine } from '../../../electron/engine/backup/machines.js'
+import { getRestoreQueueEntry as getRestoreEntry } from '../../../electron/engine/restore/index.js'
 import { openCatalog, type Db } from '../../../electron/engine/catalog/index.js'
 import { registerVault } from '../../../electron/engine/catalog/vaults.js'
 import { openImage } from '../../../electron/engine/formats/index.js'
 import { wrapWithPassphrase } from '../../../electron/engine/keys/index.js'
-import { DEFAULT_POLICY } from '../../../electron/engine/policy/index.js'
+import { DEFAULT_POLICY, savePolicy } from '../../../electron/engine/policy/index.js'
+import { createEngineWiring } from '../../../electron/engine/app/engineWiring.js'
 import { createVault, openVault } from '../../../electron/engine/vault/index.js'
 import { InProcessLauncher, JobSupervisor } from '../../../electron/engine/workers/supervisor.js'
 import { applyOps, createImage, mixedOps, qemuToRaw, requireQemu } from '../../helpers/qemu.js'
@@ -21,6 +24,20 @@ let home: string
 let db: Db
 let pointId: string
 let source: string
+let vaultDir: string
+let masterKey: Buffer
+let machineId: string
+
+/** One backup of the test machine straight through the pipeline (no job). */
+async function backUpDirectly(): Promise<string> {
+  const vault = await openVault(vaultDir, masterKey)
+  try {
+    const machine = getMachine(db, machineId)
+    return (await runBackup(machine, { vault, catalog: db, openImage: (p) => openImage(p) }, { policy: { ...DEFAULT_POLICY, snapshotTierDays: 0 }, snapshot: 'read' })).result.pointId
+  } finally {
+    await vault.close()
+  }
+}
 
 beforeAll(async () => {
   requireQemu()
@@ -29,20 +46,15 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'tresor-realjobs-'))
   home = join(dir, 'home')
   db = openCatalog(home)
-  const masterKey = cryptoRandomBytes(32)
-  const vaultDir = join(dir, 'vault')
+  masterKey = cryptoRandomBytes(32)
+  vaultDir = join(dir, 'vault')
   const { vaultId } = await createVault(vaultDir, { masterKey, keySlots: { passphrase: await wrapWithPassphrase(masterKey, PASSPHRASE) }, blockSize: 64 * 1024 })
   registerVault(db, { id: vaultId, path: vaultDir, lastGeneration: 1 }, { makeCurrent: true })
   source = join(dir, 'disk.qcow2')
   await createImage(source, 'qcow2', 4 * 1024 * 1024)
   await applyOps(source, 'qcow2', mixedOps(3, 4 * 1024 * 1024, 12), dir)
-  const vault = await openVault(vaultDir, masterKey)
-  try {
-    const machine = addMachine(db, { name: 'vm', disks: [{ path: source }] })
-    pointId = (await runBackup(machine, { vault, catalog: db, openImage: (p) => openImage(p) }, { policy: { ...DEFAULT_POLICY, snapshotTierDays: 0 }, snapshot: 'read' })).result.pointId
-  } finally {
-    await vault.close()
-  }
+  machineId = addMachine(db, { name: 'vm', disks: [{ path: source }] }).id
+  pointId = await backUpDirectly()
 })
 afterAll(async () => {
   db?.close()
@@ -65,9 +77,64 @@ describe('engine pipelines as jobs', () => {
     const oracle = join(dir, 'oracle.raw')
     await qemuToRaw(source, 'qcow2', oracle)
     expect((await readFile(target)).equals(await readFile(oracle))).toBe(true)
-
-    const prune = sup.submit({ kind: 'prune', input: {} })
-    expect((await sup.wait(prune)).error?.code).toBe('UNSUPPORTED')
     await sup.drain()
+  })
+
+  it("a prune job applies the machine's retention: expired points leave the vault and the catalog, their space is freed", async () => {
+    // two more points of a changed disk; the policy keeps the newest only
+    for (let i = 0; i < 2; i++) {
+      await applyOps(source, 'qcow2', mixedOps(20 + i, 4 * 1024 * 1024, 12), dir)
+      await backUpDirectly()
+    }
+    const policy = savePolicy(db, 'keep-one', { retention: { last: 1, daily: 0, weekly: 0, monthly: 0, yearly: 0 } })
+    db.prepare('UPDATE machines SET policy_id = ? WHERE id = ?').run(policy, machineId)
+    const vaultId = (db.prepare('SELECT id FROM vaults').get() as { id: string }).id
+    const rows = (): string[] => (db.prepare('SELECT id FROM points WHERE vault_id = ?').all(vaultId) as { id: string }[]).map((r) => r.id)
+    expect(rows()).toHaveLength(3)
+    const sup = new JobSupervisor({ db, home, launcher: new InProcessLauncher() })
+    const prune = sup.submit({ kind: 'prune', input: {} })
+    const p = await sup.wait(prune)
+    expect(p.state, p.error?.message).toBe('succeeded')
+    expect(p.result).toMatchObject({ pointsRemoved: 2, kept: 1 })
+    expect((p.result as { bytesFreed: number }).bytesFreed).toBeGreaterThan(0)
+    expect(p.log).toMatch(/retention removed 2 recovery point\(s\)/)
+    expect(rows()).toHaveLength(1)
+    const verify = await sup.wait(sup.submit({ kind: 'verify', input: { readData: true } }))
+    expect(verify.result).toMatchObject({ ok: true, problems: [], checked: { points: 1 } })
+    await sup.drain()
+  })
+
+  it('the app applies retention after a successful backup: a prune job follows it, and restores wait for the prune', async () => {
+    const wired = createEngineWiring({ home, catalog: db, launcher: new InProcessLauncher(), emit: () => {}, runSchedules: false })
+    try {
+      const vaultId = (db.prepare('SELECT id FROM vaults').get() as { id: string }).id
+      const before = (db.prepare('SELECT id FROM points WHERE vault_id = ?').all(vaultId) as { id: string }[]).map((r) => r.id)
+      expect(before).toHaveLength(1)
+      await applyOps(source, 'qcow2', mixedOps(30, 4 * 1024 * 1024, 12), dir)
+      const { jobId } = await wired.engine.jobs!.startBackup(machineId)
+      const backup = await wired.supervisor.wait(jobId)
+      expect(backup.state, backup.error?.message).toBe('succeeded')
+      // the prune was submitted as the backup finished: a restore queued now is held until it ends
+      const pruneRow = db.prepare(`SELECT id FROM jobs WHERE kind = 'prune' ORDER BY created_at DESC LIMIT 1`).get() as { id: string } | undefined
+      expect(pruneRow).toBeDefined()
+      const pruneState = (db.prepare('SELECT state FROM jobs WHERE id = ?').get(pruneRow!.id) as { state: string }).state
+      const newest = backup.result as { pointId: string }
+      const target = join(dir, 'after-prune.raw')
+      const entry = wired.restoreQueue.enqueue({ pointId: newest.pointId, mode: 'file', targetPath: target })
+      expect(['queued', 'running']).toContain(pruneState)
+      expect(getRestoreEntry(db, entry.id)?.state).toBe('queued')
+      const pruned = await wired.supervisor.wait(pruneRow!.id)
+      expect(pruned.state, pruned.error?.message).toBe('succeeded')
+      expect(pruned.result).toMatchObject({ pointsRemoved: 1, kept: 1 })
+      const after = (db.prepare('SELECT id FROM points WHERE vault_id = ?').all(vaultId) as { id: string }[]).map((r) => r.id)
+      expect(after).toEqual([newest.pointId])
+      // the held restore then runs and writes the disk as it is now
+      await expect.poll(() => getRestoreEntry(db, entry.id)?.state, { timeout: 60_000, interval: 100 }).toBe('succeeded')
+      const oracle = join(dir, 'oracle-now.raw')
+      await qemuToRaw(source, 'qcow2', oracle)
+      expect((await readFile(target)).equals(await readFile(oracle))).toBe(true)
+    } finally {
+      await wired.dispose()
+    }
   })
 })

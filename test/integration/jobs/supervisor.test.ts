@@ -87,10 +87,13 @@ describe('JobSupervisor with child processes', () => {
   it('the real job entry runs from the TypeScript sources (fork with tsx) and reports engine errors', async () => {
     const { sup } = supervise(new ChildProcessLauncher())
     const prune = sup.submit({ kind: 'prune', input: {} })
+    const badPrune = sup.submit({ kind: 'prune', input: { maxUnused: 5 } })
     const restore = sup.submit({ kind: 'restore', input: { pointId: 'p1', mode: 'file', targetPath: join(home, 'x.img') } })
-    expect((await sup.wait(prune)).error?.code).toBe('UNSUPPORTED')
     // No vault is set up in this data folder: the job process says so.
+    expect((await sup.wait(prune)).error?.code).toBe('VAULT_NOT_CONFIGURED')
     expect((await sup.wait(restore)).error?.code).toBe('VAULT_NOT_CONFIGURED')
+    // The protocol refuses a share outside 0..1 before any engine code runs.
+    expect((await sup.wait(badPrune)).error?.code).toBe('INVALID_INPUT')
   })
 
   it('kill -9 of a restore job leaves only the .partial; a new run completes the file', async () => {
