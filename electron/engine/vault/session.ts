@@ -122,7 +122,8 @@ export class LocalBackupSession implements BackupSession {
       if (this.allocated < this.ctx.maxInFlight) {
         this.allocated++
         return {
-          input: new ArrayBuffer(this.sealBatch * this.blockSize),
+          // room for sealBatch plaintexts, or as many sealed records being moved (each up to a block + SEAL_OVERHEAD)
+          input: new ArrayBuffer(this.sealBatch * (this.blockSize + SEAL_OVERHEAD)),
           output: new ArrayBuffer(this.sealBatch * (this.blockSize + SEAL_OVERHEAD)),
         }
       }
@@ -206,7 +207,7 @@ export class LocalBackupSession implements BackupSession {
     const ids = records.map((r) => r.chunkId)
     const results: SessionPutResult[] = new Array<SessionPutResult>(records.length)
     const table = await this.tableFor()
-    const capacity = this.sealBatch * this.blockSize
+    const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD) // a slot's input (takeSlot)
     for (let from = 0; from < records.length; ) {
       let to = from
       let bytes = 0

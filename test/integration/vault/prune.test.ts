@@ -1,7 +1,9 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { randomBytes } from 'node:crypto'
 import { backUp, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { createVault, openVault } from '../../../electron/engine/vault/index.js'
 import type { LocalVault, PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 
@@ -148,6 +150,31 @@ describe('prune', () => {
       back.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
       const report = await v.verify({ readData: true })
       expect(report.problems).toEqual([])
+    } finally {
+      await v.close()
+      await t2.cleanup()
+    }
+  })
+
+  it('repacks a vault of 1 MiB blocks, whose incompressible records are larger than a block (one per seal batch)', async () => {
+    const t2 = await tempDir()
+    const key = randomBytes(32)
+    const vdir = join(t2.dir, 'vault')
+    await createVault(vdir, { masterKey: key, keySlots: { passphrase: { test: true } }, blockSize: 1 << 20, packTargetBytes: 4 << 20 })
+    const v = await openVault(vdir, key, { workers: 1 })
+    try {
+      const MiB = 1 << 20
+      const first = Array.from({ length: 6 }, (_, i) => makeBlock(40_000 + i, 'random', MiB))
+      const a = await backUp(v, [{ name: 'd', blocks: first }])
+      // blocks 0 and 3 stay: each of the first point's packs keeps one record of three
+      const second = first.map((b, i) => (i % 3 === 0 ? b : makeBlock(41_000 + i, 'random', MiB)))
+      const b = await backUp(v, [{ name: 'd', blocks: second }])
+      const r = await v.prune({ deletePointIds: [a.id] })
+      expect(r.packsRepacked).toBeGreaterThan(0)
+      expect((await v.stats()).chunks).toBe(6)
+      const back = await restoreDisk(v, b.id, 0)
+      back.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
+      expect((await v.verify({ readData: true })).problems).toEqual([])
     } finally {
       await v.close()
       await t2.cleanup()
