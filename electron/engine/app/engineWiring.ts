@@ -13,6 +13,7 @@ import { getCurrentVault, registerVault, replacePoints } from '../catalog/vaults
 import { EngineError } from '../errors.js'
 import { addMachine, importLibvirt, importVbox, runPendingPostScripts } from '../backup/index.js'
 import { JobSupervisor, type JobLauncher } from '../workers/supervisor.js'
+import { isOwnerAlive } from '../workers/jobStore.js'
 import { RestoreQueue } from '../restore/index.js'
 import { createVault, readVaultHeader } from '../vault/index.js'
 import { checkNewPassphrase, defaultKeyStore, generateMasterKey, openCurrentVault, resolveVaultKey, wrapWithPassphrase, type KeyStore } from '../keys/index.js'
@@ -64,9 +65,10 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
   const { home, catalog: db, emit } = options
   const keyStore = options.keyStore ?? defaultKeyStore()
   const supervisor = new JobSupervisor({ db, home, launcher: options.launcher })
-  /** Jobs of these kinds queued or running (in any process sharing this catalog). */
+  /** Jobs of these kinds queued, or running in a live process (any process sharing this catalog; a crashed owner's row does not count). */
   const busy = (...kinds: string[]): boolean =>
-    db.prepare(`SELECT 1 FROM jobs WHERE kind IN (${kinds.map(() => '?').join(',')}) AND state IN ('queued','running') LIMIT 1`).get(...kinds) !== undefined
+    (db.prepare(`SELECT state, owner FROM jobs WHERE kind IN (${kinds.map(() => '?').join(',')}) AND state IN ('queued','running')`).all(...kinds) as Array<{ state: string; owner: string | null }>)
+      .some((j) => j.state === 'queued' || isOwnerAlive(j.owner))
   // A prune may delete packs a restore would read (restores take no vault lock): restores wait for it.
   const restoreQueue = new RestoreQueue({ db, supervisor, concurrency: options.restoreConcurrency ?? 1, holdWhile: () => busy('prune') })
 
