@@ -49,6 +49,8 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
         const supervisor = new JobSupervisor({ db, home, launcher: new InProcessLauncher(), progressIntervalMs: 200 })
         const stop = supervisor.on((e) => {
           if (e.type === 'progress') ctx.progress(progressLine(e.progress))
+          // a wait for another job's vault lock would otherwise look like a hang
+          if (e.type === 'log' && e.line.startsWith('waiting up to')) process.stderr.write(`tresor: ${e.line}\n`)
         })
         const onSigint = (): void => { void supervisor.cancel(jobId) }
         const jobId = supervisor.submit(spec, { machineId: machine.id })

@@ -22,7 +22,7 @@ export interface BackupJobInput {
 export async function runBackupJob(input: BackupJobInput, env: JobEnv, extra: Pick<RunBackupOptions, 'snapshot' | 'diskConcurrency' | 'blocksInFlight' | 'progressIntervalMs'> = {}): Promise<BackupResult> {
   const opened = await openCurrentVault(env.home, {
     interactive: false,
-    locks: { waitMs: JOB_LOCK_WAIT_MS },
+    locks: { waitMs: JOB_LOCK_WAIT_MS, onWait: (message) => env.log(`waiting up to ${JOB_LOCK_WAIT_MS / 60_000} min for the vault: ${message}`) },
     ...(input.vaultPath !== undefined ? { vaultOverride: input.vaultPath } : {}),
   })
   try {

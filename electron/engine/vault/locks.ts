@@ -125,6 +125,7 @@ export class VaultLock {
     const refreshMs = options.refreshMs ?? Math.max(10, Math.floor(lifetimeMs / 6))
     const host = options.host ?? hostname()
     const deadline = clock.monotonic() + (options.waitMs ?? 0)
+    let told = false
     for (;;) {
       const now = clock.now()
       const info: LockInfo = { id: randomId(12), kind, host, pid: process.pid, createdAt: now, refreshedAt: now, purpose: options.purpose ?? '' }
@@ -139,6 +140,10 @@ export class VaultLock {
       if (!conflict) return new VaultLock(fs, layout, info, clock, lifetimeMs, refreshMs)
       await unlinkDurable(fs, join(layout.locks, `${info.id}.lock`)).catch(() => undefined)
       if (conflict.code !== 'VAULT_LOCKED' || clock.monotonic() >= deadline) throw conflict
+      if (!told) {
+        told = true
+        options.onWait?.(conflict.message)
+      }
       await new Promise((r) => setTimeout(r, 50 + Math.random() * 200))
     }
   }

@@ -23,6 +23,8 @@ export interface LockOptions {
   refreshMs?: number
   /** Wait this long for a conflicting lock to go away before VAULT_LOCKED (default 0: fail at once). */
   waitMs?: number
+  /** Called once when a conflicting lock makes the caller wait (with the VAULT_LOCKED message naming the holder). */
+  onWait?: (message: string) => void
   /** Host name written into lock files (default os.hostname()). */
   host?: string
 }

@@ -89,7 +89,7 @@ export const DEFAULT_PIPELINES: Pipelines = {
     const [{ openCurrentVault }, { runRetentionPrune }, { JOB_LOCK_WAIT_MS }] = await Promise.all([import('../keys/index.js'), import('../policy/prune.js'), import('../vault/index.js')])
     const session = await openCurrentVault(env.home, {
       interactive: false,
-      locks: { waitMs: JOB_LOCK_WAIT_MS },
+      locks: { waitMs: JOB_LOCK_WAIT_MS, onWait: (message) => env.log(`waiting up to ${JOB_LOCK_WAIT_MS / 60_000} min for the vault: ${message}`) },
       ...(typeof vaultPath === 'string' && vaultPath !== '' ? { vaultOverride: vaultPath } : {}),
     })
     try {

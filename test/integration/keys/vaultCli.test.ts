@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { openCatalog } from '../../../electron/engine/catalog/index.js'
 import { savePolicy } from '../../../electron/engine/policy/index.js'
 import { newTestVault, open, PASSPHRASE, scratchRoot, writePoint } from '../reliability/fixtures/data.js'
-import { cliEnv, tresor, tresorJson } from './fixtures/cli.js'
+import { cliEnv, spawnTresor, tresor, tresorJson } from './fixtures/cli.js'
 
 const base = mkdtempSync(join(scratchRoot(), 'tresor-vault-cli-'))
 afterAll(() => rmSync(base, { recursive: true, force: true }))
@@ -156,6 +156,32 @@ describe('tresor forget', () => {
     expect(pruned.bytesFreed).toBeGreaterThan(0)
     const verify = await tresorJson(['--json', 'verify', '--read-data'], v.env)
     expect(verify.ok).toBe(true)
+  })
+})
+
+describe('tresor backup and another job\'s lock', () => {
+  it('waits for a prune holding the vault, says so on stderr, and backs up once the lock is gone', async () => {
+    const v = await vaultWithPoints(1)
+    await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
+    const disk = join(base, `lockwait-${n}.raw`)
+    writeFileSync(disk, randomBytes(1024 * 1024))
+    await tresorJson(['--json', 'machine', 'add', 'lock-vm', disk], v.env)
+    // a live exclusive lock (this test process, this host), as a running prune holds it
+    const id = 'c'.repeat(24)
+    const now = Date.now()
+    const lockFile = join(v.dir, 'locks', `${id}.lock`)
+    writeFileSync(lockFile, JSON.stringify({ id, kind: 'exclusive', host: hostname(), pid: process.pid, createdAt: now, refreshedAt: now, purpose: 'prune' }))
+    const child = spawnTresor(['--json', 'backup', 'lock-vm'], v.env)
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const exited = new Promise<number | null>((done) => child.on('close', (code) => done(code)))
+    await expect.poll(() => stderr, { timeout: 60_000, interval: 100 }).toMatch(/waiting up to 15 min for the vault: .*exclusive lock by prune/)
+    expect(child.exitCode).toBeNull() // still waiting, not failed
+    rmSync(lockFile)
+    expect(await exited, stderr).toBe(0)
+    expect(JSON.parse(stdout)).toMatchObject({ pointId: expect.any(String), consistency: 'crash' })
   })
 })
 

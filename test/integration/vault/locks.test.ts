@@ -139,7 +139,8 @@ describe('vault locks', () => {
   })
 
   it('backup and prune started together: prune waits for the backup (waitMs), nothing is lost', async () => {
-    const waiting = await openVault(dir, key, { workers: 1, locks: { waitMs: 60_000, lifetimeMs: 60_000 } })
+    const waits: string[] = []
+    const waiting = await openVault(dir, key, { workers: 1, locks: { waitMs: 60_000, lifetimeMs: 60_000, onWait: (m) => waits.push(m) } })
     try {
       const blocks = [makeBlock(11, 'random'), makeBlock(12, 'text')]
       const session = await vault.beginBackup()
@@ -157,6 +158,9 @@ describe('vault locks', () => {
         stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 }, labels: {},
       })
       await pruning
+      // the prune said once that it waited, and for whom
+      expect(waits).toHaveLength(1)
+      expect(waits[0]).toMatch(/is in use: shared lock by backup/)
       const reader = waiting.chunkReader()
       const entries = []
       for await (const e of waiting.readBlockMap(point.id, 0)) entries.push(e)
