@@ -69,7 +69,7 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
   const busy = (...kinds: string[]): boolean =>
     (db.prepare(`SELECT state, owner FROM jobs WHERE kind IN (${kinds.map(() => '?').join(',')}) AND state IN ('queued','running')`).all(...kinds) as Array<{ state: string; owner: string | null }>)
       .some((j) => j.state === 'queued' || isOwnerAlive(j.owner))
-  // A prune may delete packs a restore would read (restores take no vault lock): restores wait for it.
+  // Restores wait for a prune (their read lock would make them wait anyway; held here they stay queued, visibly).
   const restoreQueue = new RestoreQueue({ db, supervisor, concurrency: options.restoreConcurrency ?? 1, holdWhile: () => busy('prune') })
 
   const stopSupervisor = supervisor.on((e) => {

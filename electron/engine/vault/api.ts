@@ -151,5 +151,11 @@ export interface Vault {
   /** Streams a disk's block map in block order (bounded memory for any disk size). */
   readBlockMap(pointId: string, diskIndex: number): AsyncIterable<BlockEntry>
   chunkReader(): ChunkReader
+  /**
+   * Holds a shared lock while points are read (a restore): a prune, which may delete packs, cannot
+   * run meanwhile, and a running prune makes this wait (`waitMs`) or fail with VAULT_LOCKED.
+   * Optional: vaults without locks (tests' in-memory ones) read without.
+   */
+  readLock?(purpose: string, options?: { waitMs?: number; onWait?: (message: string) => void }): Promise<{ release(): Promise<void> }>
   close(): Promise<void>
 }

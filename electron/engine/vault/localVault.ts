@@ -137,6 +137,12 @@ class LocalVaultImpl implements LocalVault {
     return new LocalChunkReader(this.ctx)
   }
 
+  async readLock(purpose: string, options: { waitMs?: number; onWait?: (message: string) => void } = {}): Promise<{ release(): Promise<void> }> {
+    this.assertOpen()
+    const lock = await VaultLock.acquire(this.fs, this.layout, 'shared', { ...this.lockOptions(purpose), ...options, purpose })
+    return { release: () => lock.release() }
+  }
+
   async stats(): Promise<VaultStats> {
     const table = await this.ctx.table(true)
     const bytesOnDisk = table.packs.reduce((s, p) => s + p.sizeBytes, 0)

@@ -114,6 +114,7 @@ export interface PointScan {
 
 /** The local-folder vault: the pipelines' Vault plus maintenance. */
 export interface LocalVault extends Vault {
+  readLock(purpose: string, options?: { waitMs?: number; onWait?: (message: string) => void }): Promise<{ release(): Promise<void> }>
   /** Like listPoints, but a damaged manifest is listed instead of failing the whole listing (rebuild). */
   scanPoints(): Promise<PointScan>
   verify(options: VerifyOptions): Promise<VerifyReport>

@@ -1,5 +1,7 @@
 import { randomBytes as cryptoRandomBytes } from 'node:crypto'
+import { existsSync, rmSync, writeFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { hostname } from 'node:os'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -77,6 +79,24 @@ describe('engine pipelines as jobs', () => {
     const oracle = join(dir, 'oracle.raw')
     await qemuToRaw(source, 'qcow2', oracle)
     expect((await readFile(target)).equals(await readFile(oracle))).toBe(true)
+    await sup.drain()
+  })
+
+  it('a restore job waits for a prune that holds the vault, says so in its log, then restores', async () => {
+    const id = 'd'.repeat(24)
+    const now = Date.now()
+    const lockFile = join(vaultDir, 'locks', `${id}.lock`)
+    writeFileSync(lockFile, JSON.stringify({ id, kind: 'exclusive', host: hostname(), pid: process.pid, createdAt: now, refreshedAt: now, purpose: 'prune' }))
+    const sup = new JobSupervisor({ db, home, launcher: new InProcessLauncher() })
+    const target = join(dir, 'after-wait.raw')
+    const job = sup.submit({ kind: 'restore', input: { pointId, mode: 'file', targetPath: target } })
+    const logOf = (): string => (db.prepare('SELECT log FROM jobs WHERE id = ?').get(job) as { log: string | null }).log ?? ''
+    await expect.poll(logOf, { timeout: 30_000, interval: 50 }).toMatch(/waiting up to 15 min for the vault: .*exclusive lock by prune/)
+    expect((db.prepare('SELECT state FROM jobs WHERE id = ?').get(job) as { state: string }).state).toBe('running')
+    rmSync(lockFile)
+    const r = await sup.wait(job)
+    expect(r.state, r.error?.message).toBe('succeeded')
+    expect(existsSync(target)).toBe(true)
     await sup.drain()
   })
 

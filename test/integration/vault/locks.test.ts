@@ -138,6 +138,35 @@ describe('vault locks', () => {
     expect((await vault.listPoints()).length).toBe(1)
   })
 
+  it('a restore\'s read lock keeps prune out, and waits for a prune that holds the vault', async () => {
+    await backUp(vault, [{ name: 'd', blocks: [makeBlock(21, 'random')] }])
+    const read = await vault.readLock('restore')
+    const other = await openVault(dir, key, { workers: 1 })
+    try {
+      const blocked = await errorOf(other.prune({ maxUnused: 0 }))
+      expect(blocked.code).toBe('VAULT_LOCKED')
+      expect(blocked.message).toMatch(/shared lock by restore/)
+      // reads do not exclude each other, nor backups
+      const second = await other.readLock('restore')
+      await second.release()
+      await backUp(other, [{ name: 'd', blocks: [makeBlock(22, 'random')] }])
+      await read.release()
+      await other.prune({ maxUnused: 0 })
+      // a prune holding the vault: a read lock fails at once, or waits and says so
+      const id = await forgeLock(dir, { purpose: 'prune' })
+      expect((await errorOf(vault.readLock('restore'))).code).toBe('VAULT_LOCKED')
+      const waits: string[] = []
+      const waiting = vault.readLock('restore', { waitMs: 60_000, onWait: (m) => waits.push(m) })
+      await expect.poll(() => waits.length, { timeout: 10_000, interval: 20 }).toBe(1)
+      expect(waits[0]).toMatch(/exclusive lock by prune/)
+      await unlink(join(dir, 'locks', `${id}.lock`))
+      await (await waiting).release()
+      expect((await listLocks(dir)).length).toBe(0)
+    } finally {
+      await other.close()
+    }
+  })
+
   it('backup and prune started together: prune waits for the backup (waitMs), nothing is lost', async () => {
     const waits: string[] = []
     const waiting = await openVault(dir, key, { workers: 1, locks: { waitMs: 60_000, lifetimeMs: 60_000, onWait: (m) => waits.push(m) } })
