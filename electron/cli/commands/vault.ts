@@ -76,12 +76,10 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .description('register an existing vault, make it current and rebuild the catalog from it')
     .option('--accept-rollback', 'accept a vault older than the one last seen (an older copy restored on purpose)')
     .action(async (dir: string, opts: { acceptRollback?: boolean }) => {
-      const { openCurrentVault, replacePoints } = await engine()
-      const session = await openCurrentVault(ctx.home(), { vaultOverride: resolve(dir), makeCurrent: true, acceptRollback: opts.acceptRollback === true })
+      const { openCurrentVault } = await engine()
+      const session = await openCurrentVault(ctx.home(), { vaultOverride: resolve(dir), makeCurrent: true, acceptRollback: opts.acceptRollback === true, rebuildPoints: true })
       try {
-        // Opening already replaced the rows when the vault moved since this catalog last saw it (a
-        // first open always does); otherwise rebuild them here, as this command promises.
-        const points = session.pointsReconciled ?? replacePoints(session.catalog, session.vaultId, await session.vault.listPoints())
+        const points = session.pointsReconciled ?? 0
         ctx.print({ vaultId: session.vaultId, points }, `Vault ${session.vaultId} (${session.path}) is now the current vault: ${points} recovery point(s).`)
       } finally {
         await session.close()

@@ -9,7 +9,7 @@
  */
 import { resolve } from 'node:path'
 import type { Db } from '../catalog/index.js'
-import { getCurrentVault, registerVault, replacePoints } from '../catalog/vaults.js'
+import { getCurrentVault, registerVault } from '../catalog/vaults.js'
 import { EngineError } from '../errors.js'
 import { addMachine, importLibvirt, importVbox, runPendingPostScripts } from '../backup/index.js'
 import { JobSupervisor, type JobLauncher } from '../workers/supervisor.js'
@@ -161,12 +161,9 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
           catalog: db,
           keyStore: input.storeInKeychain ? keyStore : new NoCacheKeyStore(keyStore),
           env,
+          rebuildPoints: true,
         })
-        try {
-          if (session.pointsReconciled === undefined) replacePoints(db, session.vaultId, await session.vault.listPoints())
-        } finally {
-          await session.close()
-        }
+        await session.close()
       },
       async unlock(_home, input) {
         const row = getCurrentVault(db)

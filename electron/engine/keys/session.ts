@@ -21,6 +21,11 @@ export interface OpenVaultOptions {
   acceptRollback?: boolean
   /** Use this catalog (the caller keeps owning it) instead of opening `home`'s. */
   catalog?: Db
+  /**
+   * Rebuild the catalog's point rows from the vault's manifests even when its generation did not
+   * move (`vault open`); a manifest that cannot be read then fails the open instead of being skipped.
+   */
+  rebuildPoints?: boolean
   /** Lock behaviour of the opened vault (e.g. how long a job waits for another job's lock). */
   locks?: LockOptions
   keyStore?: KeyStore
@@ -39,9 +44,9 @@ export interface OpenedVault {
   /** The key is cached in the keychain after opening. */
   keyInKeychain: boolean
   /**
-   * Point rows written while opening: the vault's generation differed from the one this catalog
-   * last saw, so its rows were replaced from the vault's manifests. Undefined when nothing was
-   * replaced (rows already current, or a manifest could not be read).
+   * Point rows written while opening: with `rebuildPoints`, or when the vault's generation differed
+   * from the one this catalog last saw, its rows were replaced from the vault's manifests.
+   * Undefined when nothing was replaced (rows already current, or a manifest could not be read).
    */
   pointsReconciled: number | undefined
   /** Records the vault's current generation as the last seen (catalog and keychain). Call after a commit. */
@@ -118,7 +123,9 @@ async function openWithCatalog(home: string, catalog: Db, ownsCatalog: boolean, 
     const seenHere = getVault(catalog, header.vaultId)?.lastGeneration ?? 0
     const row = registerVault(catalog, { id: header.vaultId, path, lastGeneration: generation }, { makeCurrent: options.makeCurrent === true || !getCurrentVault(catalog) })
     if (options.acceptRollback && generation < remembered) resetLastGeneration(catalog, row.id, generation)
-    if (generation !== seenHere) {
+    if (options.rebuildPoints) {
+      pointsReconciled = replacePoints(catalog, header.vaultId, await vault.listPoints())
+    } else if (generation !== seenHere) {
       // The vault moved on without this catalog: a job killed between its vault commit and its
       // catalog write, a prune cut short, another computer. The vault is the truth (RELIABILITY #3).
       // A manifest that cannot be read leaves the rows as they were: `tresor catalog rebuild` and
