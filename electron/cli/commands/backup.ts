@@ -29,11 +29,12 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .option('--detach', 'only queue the backup (a running Tresor app or "tresor serve" runs it) and print its job id')
     .action(async (ref: string, opts: { detach?: boolean }) => {
       const home = ctx.home()
-      const [{ openCatalog }, { getMachine }, { createJob }, supervision] = await Promise.all([
+      const [{ openCatalog }, { getMachine }, { createJob }, supervision, { LOCK_WAIT_LOG_PREFIX }] = await Promise.all([
         import('../../engine/catalog/index.js'),
         import('../../engine/backup/machines.js'),
         import('../../engine/workers/jobStore.js'),
         opts.detach ? undefined : import('../../engine/workers/supervisor.js'),
+        import('../../engine/vault/locks.js'),
       ])
       const db = openCatalog(home)
       try {
@@ -50,7 +51,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
         const stop = supervisor.on((e) => {
           if (e.type === 'progress') ctx.progress(progressLine(e.progress))
           // a wait for another job's vault lock would otherwise look like a hang
-          if (e.type === 'log' && e.line.startsWith('waiting up to')) process.stderr.write(`tresor: ${e.line}\n`)
+          if (e.type === 'log' && e.line.startsWith(LOCK_WAIT_LOG_PREFIX)) process.stderr.write(`tresor: ${e.line}\n`)
         })
         const onSigint = (): void => { void supervisor.cancel(jobId) }
         const jobId = supervisor.submit(spec, { machineId: machine.id })

@@ -3,7 +3,7 @@
  * vault with its key, image opener), runs the pipeline, closes everything.
  */
 import { openCurrentVault } from '../keys/index.js'
-import { JOB_LOCK_WAIT_MS } from '../vault/index.js'
+import { jobLockOptions } from '../vault/locks.js'
 import { policyForMachine } from '../policy/index.js'
 import { getMachine } from './machines.js'
 import { runBackup, runPendingPostScripts, type RunBackupOptions } from './pipeline.js'
@@ -22,7 +22,7 @@ export interface BackupJobInput {
 export async function runBackupJob(input: BackupJobInput, env: JobEnv, extra: Pick<RunBackupOptions, 'snapshot' | 'diskConcurrency' | 'blocksInFlight' | 'progressIntervalMs'> = {}): Promise<BackupResult> {
   const opened = await openCurrentVault(env.home, {
     interactive: false,
-    locks: { waitMs: JOB_LOCK_WAIT_MS, onWait: (message) => env.log(`waiting up to ${JOB_LOCK_WAIT_MS / 60_000} min for the vault: ${message}`) },
+    locks: jobLockOptions((l) => env.log(l)),
     ...(input.vaultPath !== undefined ? { vaultOverride: input.vaultPath } : {}),
   })
   try {

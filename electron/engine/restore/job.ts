@@ -6,7 +6,7 @@
 import type { Db } from '../catalog/index.js'
 import { createImageWriter } from '../formats/index.js'
 import type { Vault } from '../vault/api.js'
-import { JOB_LOCK_WAIT_MS } from '../vault/locks.js'
+import { jobLockOptions } from '../vault/locks.js'
 import { restoreJobInputSchema, type RestoreJobInput } from '../workers/protocol.js'
 import { restorePoint, type RestoreProgress, type RestoreResult, type RestoreWorld, type WriterFactory } from './pipeline.js'
 
@@ -61,10 +61,7 @@ export async function runRestoreJob(input: RestoreJobInput, env: RestoreJobEnv, 
   let lock: { release(): Promise<void> } | undefined
   try {
     // a shared lock for the whole restore: no prune can delete a pack it still has to read
-    lock = await opened.vault.readLock?.('restore', {
-      waitMs: JOB_LOCK_WAIT_MS,
-      onWait: (message) => env.log(`waiting up to ${JOB_LOCK_WAIT_MS / 60_000} min for the vault: ${message}`),
-    })
+    lock = await opened.vault.readLock?.('restore', jobLockOptions((l) => env.log(l)))
     const world: RestoreWorld = { vault: opened.vault, createWriter: deps.createWriter ?? createImageWriter }
     // Kept reflink clones of the point ("instant restore"): used when present and verified; else the vault.
     if (opened.catalog) world.snapshotClones = await catalogClones(opened.catalog)

@@ -36,6 +36,13 @@ export const DEFAULT_LOCK_LIFETIME_MS = 30 * 60 * 1000
  * VAULT_LOCKED: a backup started during a prune runs once the prune is done instead of failing.
  */
 export const JOB_LOCK_WAIT_MS = 15 * 60_000
+/** How a job's log line about such a wait begins (the CLI shows these lines on stderr). */
+export const LOCK_WAIT_LOG_PREFIX = 'waiting up to'
+
+/** The lock options of a job: wait JOB_LOCK_WAIT_MS for a conflicting lock, and say so once in `log`. */
+export function jobLockOptions(log: (line: string) => void): { waitMs: number; onWait: (message: string) => void } {
+  return { waitMs: JOB_LOCK_WAIT_MS, onWait: (message) => log(`${LOCK_WAIT_LOG_PREFIX} ${JOB_LOCK_WAIT_MS / 60_000} min for the vault: ${message}`) }
+}
 export const UNLOCK_COMMAND = 'tresor vault unlock --force'
 const LOCK_RE = /^[0-9a-f]{24}\.lock$/
 

@@ -86,10 +86,10 @@ export const DEFAULT_PIPELINES: Pipelines = {
     if (maxUnused !== undefined && (typeof maxUnused !== 'number' || !(maxUnused >= 0 && maxUnused <= 1))) {
       throw new EngineError('INVALID_INPUT', 'A prune job\'s maxUnused must be a number from 0 to 1.')
     }
-    const [{ openCurrentVault }, { runRetentionPrune }, { JOB_LOCK_WAIT_MS }] = await Promise.all([import('../keys/index.js'), import('../policy/prune.js'), import('../vault/index.js')])
+    const [{ openCurrentVault }, { runRetentionPrune }, { jobLockOptions }] = await Promise.all([import('../keys/index.js'), import('../policy/prune.js'), import('../vault/locks.js')])
     const session = await openCurrentVault(env.home, {
       interactive: false,
-      locks: { waitMs: JOB_LOCK_WAIT_MS, onWait: (message) => env.log(`waiting up to ${JOB_LOCK_WAIT_MS / 60_000} min for the vault: ${message}`) },
+      locks: jobLockOptions((l) => env.log(l)),
       ...(typeof vaultPath === 'string' && vaultPath !== '' ? { vaultOverride: vaultPath } : {}),
     })
     try {
