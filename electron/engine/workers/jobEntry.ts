@@ -82,10 +82,8 @@ export const DEFAULT_PIPELINES: Pipelines = {
     }
   },
   prune: async (input, env) => {
-    const { maxUnused, vaultPath } = input as { maxUnused?: unknown; vaultPath?: unknown }
-    if (maxUnused !== undefined && (typeof maxUnused !== 'number' || !(maxUnused >= 0 && maxUnused <= 1))) {
-      throw new EngineError('INVALID_INPUT', 'A prune job\'s maxUnused must be a number from 0 to 1.')
-    }
+    // maxUnused was checked (0..1) with the message (protocol.ts)
+    const { maxUnused, vaultPath } = input as { maxUnused?: number; vaultPath?: unknown }
     const [{ openCurrentVault }, { runRetentionPrune }, { jobLockOptions }] = await Promise.all([import('../keys/index.js'), import('../policy/prune.js'), import('../vault/locks.js')])
     const session = await openCurrentVault(env.home, {
       interactive: false,
