@@ -37,6 +37,29 @@ const freeRangeBuffers: ArrayBuffer[] = []
  */
 const MAX_FREE_RANGE_BUFFERS = 12
 
+/**
+ * The byte ranges to read for `items` of one pack: items in offset order, neighbours closer than
+ * MAX_GAP_BYTES read together, no range longer than MAX_RANGE_BYTES (or overlapping). `group`
+ * lists the item indexes each range holds.
+ */
+function coalesce(items: ReadonlyArray<Pick<RecordItem, 'offset' | 'length'>>): Array<{ start: number; end: number; group: number[] }> {
+  const order = items.map((_, i) => i).sort((a, b) => items[a]!.offset - items[b]!.offset)
+  const ranges: Array<{ start: number; end: number; group: number[] }> = []
+  for (let i = 0; i < order.length; ) {
+    const start = items[order[i]!]!.offset
+    let end = start + items[order[i]!]!.length
+    const group = [order[i++]!]
+    while (i < order.length) {
+      const it = items[order[i]!]!
+      if (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end) break
+      end = it.offset + it.length
+      group.push(order[i++]!)
+    }
+    ranges.push({ start, end, group })
+  }
+  return ranges
+}
+
 /** Opens a pack for reading; a missing one is CHUNK_MISSING. */
 async function openPack(fs: VaultFs, path: string): Promise<VaultFileHandle> {
   try {
@@ -82,25 +105,11 @@ export async function openPackRecords(
   onResult: (index: number, plain: Buffer | undefined, error: string | null, opened?: OpenedInPlace) => void,
 ): Promise<void> {
   if (items.length === 0) return
-  const order = items.map((_, i) => i).sort((a, b) => items[a]!.offset - items[b]!.offset)
   const fh = await openPack(fs, path)
   const results: Promise<void>[] = []
   try {
-    let i = 0
-    while (i < order.length) {
+    for (const { start, end, group } of coalesce(items)) {
       if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Cancelled.')
-      const first = items[order[i]!]!
-      const start = first.offset
-      let end = first.offset + first.length
-      const group: number[] = [order[i]!]
-      i++
-      while (i < order.length) {
-        const it = items[order[i]!]!
-        if (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end) break
-        end = it.offset + it.length
-        group.push(order[i]!)
-        i++
-      }
       const ab = takeRangeBuffer(end - start)
       const buf = Buffer.from(ab, 0, end - start)
       await readExactly(fh, buf, 0, end - start, start, path)
@@ -163,21 +172,7 @@ export async function readRecordBytes(
 ): Promise<Buffer[]> {
   const out = new Array<Buffer>(items.length)
   if (items.length === 0) return out
-  const order = items.map((_, i) => i).sort((a, b) => items[a]!.offset - items[b]!.offset)
-  // plan the ranges first, so the scratch is sized once
-  const ranges: Array<{ start: number; end: number; group: number[] }> = []
-  for (let i = 0; i < order.length; ) {
-    const start = items[order[i]!]!.offset
-    let end = start + items[order[i]!]!.length
-    const group = [order[i++]!]
-    while (i < order.length) {
-      const it = items[order[i]!]!
-      if (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end) break
-      end = it.offset + it.length
-      group.push(order[i++]!)
-    }
-    ranges.push({ start, end, group })
-  }
+  const ranges = coalesce(items) // planned first, so the scratch is sized once
   const total = ranges.reduce((sum, r) => sum + r.end - r.start, 0)
   if (scratch.buf.length < total) scratch.buf = Buffer.allocUnsafeSlow(total)
   const fh = await openPack(fs, path)
