@@ -15,9 +15,8 @@
  */
 import { createRequire } from 'node:module'
 import { randomFillSync } from 'node:crypto'
-import { Blake3Hasher } from '@napi-rs/blake-hash'
 import zstd from 'zstd-napi/binding.js'
-import { CHUNK_AAD_BYTES, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, chunkAad } from './crypto.js'
+import { CHUNK_AAD_BYTES, ChunkIdHasher, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, chunkAad } from './crypto.js'
 
 /** The zero-copy cipher call of @ronomon/crypto-async (synchronous form: 19 arguments). Throws on a failed tag. */
 export interface ZeroCopyCipher {
@@ -55,7 +54,7 @@ export interface SealOutcome {
 
 export class ChunkCodec {
   private readonly dataKey: Buffer
-  private readonly chunkIdKey: Buffer
+  private readonly ids: ChunkIdHasher
   private readonly cctx = new zstd.CCtx()
   private readonly dctx = new zstd.DCtx()
   private readonly compressScratch: Buffer
@@ -68,7 +67,7 @@ export class ChunkCodec {
 
   constructor(private readonly config: CodecConfig) {
     this.dataKey = Buffer.from(config.dataKey)
-    this.chunkIdKey = Buffer.from(config.chunkIdKey)
+    this.ids = new ChunkIdHasher(config.chunkIdKey)
     this.compressScratch = Buffer.allocUnsafe(zstd.compressBound(config.blockSize))
     this.plainScratch = Buffer.allocUnsafe(config.blockSize)
     this.bodyScratch = Buffer.allocUnsafe(zstd.compressBound(config.blockSize))
@@ -151,7 +150,7 @@ export class ChunkCodec {
     } else {
       plain = body
     }
-    const id = Blake3Hasher.newKeyed(this.chunkIdKey).update(plain).digestBuffer()
+    const id = this.ids.of(plain)
     if (!id.equals(Buffer.from(chunkId.buffer, chunkId.byteOffset, chunkId.byteLength))) return 'content does not match its id'
     return { plain, stored: body }
   }

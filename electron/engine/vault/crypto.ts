@@ -58,10 +58,33 @@ function blake3Hasher(): typeof Blake3HasherClass {
   return blake3
 }
 
-/** Keyed BLAKE3-256 of a plaintext block: the chunk id. */
+/**
+ * Keyed BLAKE3-256 with one hasher reset between inputs. A hasher made per call cost ~15 µs of
+ * binding overhead, as much as hashing 64 KiB (2.3 against 5.0 GiB/s for 64 KiB blocks here); reset
+ * keeps the key.
+ */
+export class ChunkIdHasher {
+  private readonly hasher: Blake3HasherClass
+  constructor(key: Uint8Array) {
+    if (key.length !== 32) throw new EngineError('INVALID_INPUT', 'The chunk id key must be 32 bytes.')
+    this.hasher = blake3Hasher().newKeyed(Buffer.from(key))
+  }
+
+  /** The chunk id of `data`. */
+  of(data: Uint8Array): Buffer {
+    const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    this.hasher.reset()
+    this.hasher.update(view)
+    return this.hasher.digestBuffer()
+  }
+}
+
+let lastIdHasher: { key: Buffer; hasher: ChunkIdHasher } | undefined
+
+/** Keyed BLAKE3-256 of a plaintext block: the chunk id. Hot paths hold a ChunkIdHasher instead. */
 export function chunkIdOf(key: Buffer, data: Uint8Array): Buffer {
-  const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  return blake3Hasher().newKeyed(key).update(view).digestBuffer()
+  if (!lastIdHasher || !lastIdHasher.key.equals(key)) lastIdHasher = { key: Buffer.from(key), hasher: new ChunkIdHasher(key) }
+  return lastIdHasher.hasher.of(data)
 }
 
 const CHUNK_AAD_PREFIX = Buffer.from('tresor/v1/chunk', 'ascii')

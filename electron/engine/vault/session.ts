@@ -10,7 +10,7 @@
  */
 import { EngineError, isEngineError } from '../errors.js'
 import type { BackupSession, BlockMapWriter, NewPoint, PointDisk, PointManifest, PutResult } from './api.js'
-import { chunkIdOf, randomId, SEAL_OVERHEAD } from './crypto.js'
+import { ChunkIdHasher, randomId, SEAL_OVERHEAD } from './crypto.js'
 import { bumpGeneration, readGeneration, type GenerationRecord } from './generation.js'
 import { manifestPath, mapDir } from './layout.js'
 import { unlinkDurable } from './vaultFs.js'
@@ -55,6 +55,8 @@ export class LocalBackupSession implements BackupSession {
   /** Chunks put in this session whose pack is not published yet (null: being reserved). */
   private readonly pending = new Map<string, PackWriter | null>()
   private current: PackWriter | undefined
+  /** Keyed BLAKE3 for chunk ids, made on the first put (the binding loads on first use). */
+  private idHasher: ChunkIdHasher | undefined
   private creating: Promise<PackWriter> | undefined
   private readonly inFlight = new Set<Promise<void>>()
   private readonly finalizing = new Set<Promise<void>>()
@@ -180,7 +182,8 @@ export class LocalBackupSession implements BackupSession {
       }
       if (b.checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'The block checksum must be 16 bytes (XXH3-128).')
     }
-    const ids = blocks.map((b) => chunkIdOf(this.ctx.keys.chunkId, b.data))
+    const hasher = (this.idHasher ??= new ChunkIdHasher(this.ctx.keys.chunkId))
+    const ids = blocks.map((b) => hasher.of(b.data))
     const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
     const table = await this.tableFor()
     for (let from = 0; from < blocks.length; from += this.sealBatch) {

@@ -2,7 +2,8 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { ChunkCodec, FLAG_ZSTD } from '../../../electron/engine/vault/chunkCodec.js'
 import { canonicalJson } from '../../../electron/engine/vault/config.js'
-import { chunkAad, chunkIdOf, deriveKeys, NONCE_BYTES, TAG_BYTES } from '../../../electron/engine/vault/crypto.js'
+import { createBLAKE3 } from 'hash-wasm'
+import { chunkAad, ChunkIdHasher, chunkIdOf, deriveKeys, NONCE_BYTES, TAG_BYTES } from '../../../electron/engine/vault/crypto.js'
 
 const BS = 64 * 1024
 const keys = deriveKeys(randomBytes(32), 'ab'.repeat(16))
@@ -105,6 +106,28 @@ describe('chunk codec', () => {
     const id = chunkIdOf(keys.chunkId, plain)
     const r = bad.seal(plain, out, id, pack, 0)
     expect(typeof codec.open(out.subarray(0, r.storedLength), id, pack, 0, r.flags)).toBe('string')
+  })
+
+  it('a reused chunk id hasher gives the keyed BLAKE3 of each input alone (checked against hash-wasm)', async () => {
+    const other = deriveKeys(randomBytes(32), 'cd'.repeat(16))
+    const a = new ChunkIdHasher(keys.chunkId)
+    const b = new ChunkIdHasher(other.chunkId)
+    const reference = async (key: Buffer, data: Uint8Array): Promise<string> => {
+      const h = await createBLAKE3(256, key)
+      h.init()
+      h.update(data)
+      return h.digest('hex')
+    }
+    const big = randomBytes(300_000)
+    const inputs: Uint8Array[] = [Buffer.alloc(0), randomBytes(1), randomBytes(1024), randomBytes(1025), big.subarray(7, 7 + 131_072), new Uint8Array(big.buffer, big.byteOffset + 3, 65_537), randomBytes(BS)]
+    for (const data of inputs) {
+      const expected = await reference(keys.chunkId, data)
+      expect(a.of(data).toString('hex')).toBe(expected)
+      expect(chunkIdOf(keys.chunkId, data).toString('hex')).toBe(expected)
+      expect(b.of(data).toString('hex')).toBe(await reference(other.chunkId, data))
+      expect(chunkIdOf(other.chunkId, data).toString('hex')).not.toBe(expected)
+    }
+    expect(() => new ChunkIdHasher(randomBytes(16))).toThrow(/32 bytes/)
   })
 
   it('canonical JSON sorts keys at every level and drops undefined', () => {
