@@ -3,17 +3,23 @@
  *
  * Why in memory, and why this shape: a backup must know which chunk ids exist (dedup) and a restore
  * where each lives. Loading every pack index at open is one small read per pack (32 MiB packs:
- * 32k packs for 1 TiB), and an open-addressing table in ONE Buffer costs 48 bytes per slot
- * (~60 bytes per chunk at the 0.8 load bound) — 1 TiB of unique 1 MiB chunks ≈ 60 MB, no per-entry
- * JS objects for the garbage collector to walk. A local cache file can come later if loading
- * indexes from a slow drive proves too slow; the vault stays the only truth.
+ * 32k packs for 1 TiB), and an open-addressing table in ONE Buffer costs 32 bytes per slot
+ * (~40 bytes per chunk at the 0.8 load bound): 1 TiB of unique 64 KiB chunks ≈ 670 MB, of 1 MiB
+ * chunks ≈ 42 MB, no per-entry JS objects for the garbage collector to walk. A local cache file can
+ * come later if loading indexes from a slow drive proves too slow; the vault stays the only truth.
  *
- * Slot layout (48 bytes): id[32] | pack u32 | offset u32 | length u32 | ordinal u31 + zstd flag (top bit).
+ * Slots keep the first 16 bytes of each 32-byte id (48-byte slots before). Ids are keyed BLAKE3
+ * outputs, so two different chunks share a 128-bit prefix with probability ~n²/2^129 (~10^-23 for
+ * 10^8 chunks). Even then nothing wrong is restored: every record is opened with the full id from
+ * the block map as associated data and re-hashed (I3), so such a block fails as CHUNK_CORRUPT.
+ *
+ * Slot layout (32 bytes): id prefix[16] | pack u32 | offset u32 | length u32 | ordinal u31 + zstd flag (top bit).
  * Empty slot: pack = 0xFFFFFFFF.
  */
 import { EngineError } from '../errors.js'
 
-const SLOT = 48
+const KEY = 16
+const SLOT = 32
 const EMPTY = 0xffffffff
 const MAX_LOAD = 0.8
 
@@ -81,8 +87,8 @@ export class ChunkTable {
     let i = this.home(id)
     for (;;) {
       const off = i * SLOT
-      if (this.slots.readUInt32LE(off + 32) === EMPTY) return -1
-      if (this.slots.compare(id, 0, 32, off, off + 32) === 0) return i
+      if (this.slots.readUInt32LE(off + KEY) === EMPTY) return -1
+      if (this.slots.compare(id, 0, KEY, off, off + KEY) === 0) return i
       if (++i === this.capacity) i = 0
     }
   }
@@ -93,23 +99,19 @@ export class ChunkTable {
 
   location(slot: number): ChunkLocation {
     const off = slot * SLOT
-    const of = this.slots.readUInt32LE(off + 44)
+    const of = this.slots.readUInt32LE(off + KEY + 12)
     return {
-      pack: this.slots.readUInt32LE(off + 32),
-      offset: this.slots.readUInt32LE(off + 36),
-      length: this.slots.readUInt32LE(off + 40),
+      pack: this.slots.readUInt32LE(off + KEY),
+      offset: this.slots.readUInt32LE(off + KEY + 4),
+      length: this.slots.readUInt32LE(off + KEY + 8),
       ordinal: of & 0x7fffffff,
       flags: of >>> 31,
     }
   }
 
-  idAt(slot: number): Buffer {
-    return Buffer.from(this.slots.subarray(slot * SLOT, slot * SLOT + 32))
-  }
-
   /** Slots in use, in table order. */
   *usedSlots(): Generator<number> {
-    for (let i = 0; i < this.capacity; i++) if (this.slots.readUInt32LE(i * SLOT + 32) !== EMPTY) yield i
+    for (let i = 0; i < this.capacity; i++) if (this.slots.readUInt32LE(i * SLOT + KEY) !== EMPTY) yield i
   }
 
   get(id: Uint8Array): ChunkLocation | undefined {
@@ -117,7 +119,7 @@ export class ChunkTable {
     return s < 0 ? undefined : this.location(s)
   }
 
-  /** Inserts unless present (the first copy of a chunk wins); returns true when inserted. */
+  /** Inserts unless present (the first copy of a chunk wins); returns true when inserted. Ids are 32 bytes; the table keeps their first 16. */
   insert(id: Uint8Array, loc: ChunkLocation): boolean {
     if (id.length !== 32) throw new EngineError('INTERNAL', 'chunk ids are 32 bytes')
     if (loc.ordinal > 0x7fffffff || loc.flags > 1) throw new EngineError('INTERNAL', 'chunk ordinal/flags out of range')
@@ -125,37 +127,36 @@ export class ChunkTable {
     let i = this.home(id)
     for (;;) {
       const off = i * SLOT
-      if (this.slots.readUInt32LE(off + 32) === EMPTY) break
-      if (this.slots.compare(id, 0, 32, off, off + 32) === 0) return false
+      if (this.slots.readUInt32LE(off + KEY) === EMPTY) break
+      if (this.slots.compare(id, 0, KEY, off, off + KEY) === 0) return false
       if (++i === this.capacity) i = 0
     }
     const off = i * SLOT
-    this.slots.set(id, off)
-    this.slots.writeUInt32LE(loc.pack, off + 32)
-    this.slots.writeUInt32LE(loc.offset, off + 36)
-    this.slots.writeUInt32LE(loc.length, off + 40)
-    this.slots.writeUInt32LE(((loc.ordinal | (loc.flags << 31)) >>> 0), off + 44)
+    this.slots.set(id.subarray(0, KEY), off)
+    this.writeLocation(off, loc)
     this.count++
     return true
   }
 
+  private writeLocation(off: number, loc: ChunkLocation): void {
+    this.slots.writeUInt32LE(loc.pack, off + KEY)
+    this.slots.writeUInt32LE(loc.offset, off + KEY + 4)
+    this.slots.writeUInt32LE(loc.length, off + KEY + 8)
+    this.slots.writeUInt32LE(((loc.ordinal | (loc.flags << 31)) >>> 0), off + KEY + 12)
+  }
+
+  /** Moves every slot into a table 1.6× larger (whole slots are copied: the ids are only prefixes now). */
   private grow(): void {
     const old = this.slots
     const oldCap = this.capacity
     this.capacity = Math.ceil(oldCap * 1.6)
     this.slots = Buffer.alloc(this.capacity * SLOT, 0xff)
-    this.count = 0
-    for (let i = 0; i < oldCap; i++) {
-      const off = i * SLOT
-      if (old.readUInt32LE(off + 32) === EMPTY) continue
-      const of = old.readUInt32LE(off + 44)
-      this.insert(old.subarray(off, off + 32), {
-        pack: old.readUInt32LE(off + 32),
-        offset: old.readUInt32LE(off + 36),
-        length: old.readUInt32LE(off + 40),
-        ordinal: of & 0x7fffffff,
-        flags: of >>> 31,
-      })
+    for (let j = 0; j < oldCap; j++) {
+      const from = j * SLOT
+      if (old.readUInt32LE(from + KEY) === EMPTY) continue
+      let i = this.home(old.subarray(from, from + KEY))
+      while (this.slots.readUInt32LE(i * SLOT + KEY) !== EMPTY) if (++i === this.capacity) i = 0
+      old.copy(this.slots, i * SLOT, from, from + SLOT)
     }
   }
 }

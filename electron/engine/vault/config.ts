@@ -19,11 +19,13 @@ export interface KeySlots {
 export const MIN_BLOCK_SIZE = 64 * 1024
 export const MAX_BLOCK_SIZE = 4 * 1024 * 1024
 /**
- * Block size of new vaults: 128 KiB, chosen from the block-size table of `BENCH_BLOCKSIZES=1 npm run
- * bench` (docs/PERFORMANCE.md): after 1 % scattered 4 KiB writes it stores ~11× the changed bytes
- * (1 MiB: 40×, like restic), block maps stay ~0.04–0.07 % of allocated bytes, CPU per GiB about equal.
+ * Block size of new vaults: 64 KiB (128 KiB before; existing vaults keep theirs). Measured on the
+ * 4 GiB bench disks (docs/PERFORMANCE.md, seventh round): after 1 % scattered 4 KiB writes it stores
+ * 309 MiB against 549 MiB at 128 KiB (restic: ~1,780 MiB) and backs up ~20 % faster, while a full
+ * backup costs ~6 % more CPU and block maps take ~0.075 % of allocated bytes. Once chunk ids stopped
+ * paying a hasher per call, the per-block costs that made 64 KiB 20 % dearer were mostly gone.
  */
-export const DEFAULT_BLOCK_SIZE = 128 * 1024
+export const DEFAULT_BLOCK_SIZE = 64 * 1024
 export const DEFAULT_PACK_TARGET_BYTES = 32 * 1024 * 1024
 /**
  * zstd level of new vaults. Level 1 compressed the benchmark's text/binary blocks 2.3× faster than

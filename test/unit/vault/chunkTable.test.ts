@@ -11,7 +11,7 @@ describe('ChunkTable', () => {
     expect(t.size).toBe(5000)
     ids.forEach((id, i) => expect(t.get(id)).toEqual({ pack: i % 7, offset: i * 3, length: i + 1, ordinal: i, flags: i & 1 }))
     for (let i = 0; i < 1000; i++) expect(t.has(randomBytes(32))).toBe(false)
-    expect(t.memoryBytes / t.size).toBeLessThan(48 / 0.45) // load stays above ~0.45 after growth
+    expect(t.memoryBytes / t.size).toBeLessThan(32 / 0.45) // 32-byte slots; load stays above ~0.45 after growth
   })
 
   it('keeps the first copy of a chunk', () => {
@@ -22,6 +22,20 @@ describe('ChunkTable', () => {
     expect(t.get(id)?.pack).toBe(1)
   })
 
+  it('tells ids apart by their first 16 bytes (the part a slot keeps)', () => {
+    const t = new ChunkTable()
+    const a = randomBytes(32)
+    const sameHead = Buffer.concat([a.subarray(0, 16), randomBytes(16)])
+    const otherHead = Buffer.from(a)
+    otherHead[15]! ^= 1
+    expect(t.insert(a, { pack: 1, offset: 10, length: 5, ordinal: 0, flags: 0 })).toBe(true)
+    expect(t.insert(sameHead, { pack: 2, offset: 20, length: 5, ordinal: 1, flags: 0 })).toBe(false)
+    expect(t.insert(otherHead, { pack: 3, offset: 30, length: 5, ordinal: 2, flags: 1 })).toBe(true)
+    expect(t.get(sameHead)?.pack).toBe(1)
+    expect(t.get(otherHead)).toEqual({ pack: 3, offset: 30, length: 5, ordinal: 2, flags: 1 })
+    expect(() => t.insert(a.subarray(0, 16), { pack: 1, offset: 0, length: 1, ordinal: 0, flags: 0 })).toThrow(/32 bytes/)
+  })
+
   it('handles ids that collide on their home slot (property)', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ minLength: 28, maxLength: 28 }), { minLength: 1, maxLength: 300 }), (tails) => {
@@ -29,11 +43,12 @@ describe('ChunkTable', () => {
         const seen = new Map<string, number>()
         tails.forEach((tail, i) => {
           const id = Buffer.concat([Buffer.from([0, 0, 0, 0]), Buffer.from(tail)]) // same home slot
-          const fresh = !seen.has(id.toString('hex'))
+          const head = id.subarray(0, 16).toString('hex')
+          const fresh = !seen.has(head)
           expect(t.insert(id, { pack: 0, offset: i, length: 1, ordinal: i, flags: 0 })).toBe(fresh)
-          if (fresh) seen.set(id.toString('hex'), i)
+          if (fresh) seen.set(head, i)
         })
-        for (const [hex, i] of seen) expect(t.get(Buffer.from(hex, 'hex'))?.offset).toBe(i)
+        for (const [head, i] of seen) expect(t.get(Buffer.concat([Buffer.from(head, 'hex'), randomBytes(16)]))?.offset).toBe(i)
         expect(t.size).toBe(seen.size)
       }),
       { numRuns: 50 },
