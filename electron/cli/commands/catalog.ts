@@ -16,10 +16,11 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
     .action(async (opts: { acceptRollback?: boolean }) => {
       const home = ctx.home()
       const override = ctx.vaultOverride()
-      const [catalogModule, { replacePoints }, { openCurrentVault }] = await Promise.all([
+      const [catalogModule, { replacePoints }, { openCurrentVault }, { jobLockOptions }] = await Promise.all([
         import('../../engine/catalog/index.js'),
         import('../../engine/catalog/vaults.js'),
         import('../../engine/keys/index.js'),
+        import('../../engine/vault/locks.js'),
       ])
       const db = openOrReplaceCatalog(catalogModule, home, override !== undefined)
       try {
@@ -30,7 +31,15 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
           ...(override !== undefined ? { vaultOverride: override } : {}),
         })
         try {
-          const points = replacePoints(db, session.vaultId, await session.vault.listPoints())
+          // a shared lock: a prune running now could delete a manifest between listing and reading it
+          const lock = await session.vault.readLock?.('catalog rebuild', jobLockOptions((line) => process.stderr.write(`tresor: ${line}\n`)))
+          let manifests
+          try {
+            manifests = await session.vault.listPoints()
+          } finally {
+            await lock?.release()
+          }
+          const points = replacePoints(db, session.vaultId, manifests)
           ctx.print({ vaultId: session.vaultId, points }, `Catalog rebuilt from vault ${session.vaultId} (${session.path}): ${points} recovery point(s).`)
         } finally {
           await session.close()

@@ -232,8 +232,11 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
       const { openCurrentVault } = await engine()
       const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
       try {
+        const { jobLockOptions } = await import('../../engine/vault/locks.js')
         const report = await session.vault.verify({
           readData: opts.readData === true,
+          // like `tresor backup`: wait for a prune to finish, saying so on stderr
+          lock: jobLockOptions((line) => process.stderr.write(`tresor: ${line}\n`)),
           onProgress: (p) => ctx.progress(`verify ${p.phase} ${p.done}/${p.total}`),
         })
         ctx.print(report, () => verifyText(report))

@@ -151,8 +151,21 @@ class LocalVaultImpl implements LocalVault {
 
   // ---------------------------------------------------------------- verify
 
+  /**
+   * Checks the vault under a shared lock (like a restore): a prune, which holds the exclusive lock
+   * while it deletes and rewrites packs, cannot make a healthy vault look damaged mid-check.
+   */
   async verify(options: VerifyOptions): Promise<VerifyReport> {
     this.assertOpen()
+    const lock = await this.readLock('verify', options.lock ?? {})
+    try {
+      return await this.verifyLocked(options)
+    } finally {
+      await lock.release()
+    }
+  }
+
+  private async verifyLocked(options: VerifyOptions): Promise<VerifyReport> {
     const problems: VerifyProblem[] = []
     let dropped = 0
     const report = (p: VerifyProblem): void => {

@@ -79,6 +79,8 @@ export interface VerifyOptions {
   readData: boolean
   onProgress?: (progress: { phase: 'indexes' | 'data' | 'points'; done: number; total: number }) => void
   signal?: AbortSignal
+  /** Waiting for the shared lock verify takes (a prune holds the exclusive one); default: no wait, VAULT_LOCKED. */
+  lock?: { waitMs?: number; onWait?: (message: string) => void }
 }
 
 export interface PruneOptions {

@@ -66,7 +66,7 @@ export const DEFAULT_PIPELINES: Pipelines = {
   },
   verify: async (input, env) => {
     const { readData, vaultPath } = input as { readData?: boolean; vaultPath?: unknown }
-    const { openCurrentVault } = await import('../keys/index.js')
+    const [{ openCurrentVault }, { jobLockOptions }] = await Promise.all([import('../keys/index.js'), import('../vault/locks.js')])
     const session = await openCurrentVault(env.home, {
       interactive: false,
       ...(typeof vaultPath === 'string' && vaultPath !== '' ? { vaultOverride: vaultPath } : {}),
@@ -75,6 +75,7 @@ export const DEFAULT_PIPELINES: Pipelines = {
       return await session.vault.verify({
         readData: readData === true,
         signal: env.signal,
+        lock: jobLockOptions((l) => env.log(l)),
         onProgress: (p) => env.onProgress({ phase: 'verifying', bytesDone: p.done, bytesTotal: p.total }),
       })
     } finally {

@@ -183,6 +183,30 @@ describe('tresor backup and another job\'s lock', () => {
     expect(await exited, stderr).toBe(0)
     expect(JSON.parse(stdout)).toMatchObject({ pointId: expect.any(String), consistency: 'crash' })
   })
+
+  it('verify and catalog rebuild wait for a prune holding the vault the same way, then run', async () => {
+    const v = await vaultWithPoints(1)
+    await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
+    for (const args of [['--json', 'verify', '--read-data'], ['--json', '--vault', v.dir, 'catalog', 'rebuild']]) {
+      const id = 'd'.repeat(24)
+      const now = Date.now()
+      const lockFile = join(v.dir, 'locks', `${id}.lock`)
+      writeFileSync(lockFile, JSON.stringify({ id, kind: 'exclusive', host: hostname(), pid: process.pid, createdAt: now, refreshedAt: now, purpose: 'prune' }))
+      const child = spawnTresor(args, v.env)
+      let stdout = ''
+      let stderr = ''
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+      const exited = new Promise<number | null>((done) => child.on('close', (code) => done(code)))
+      await expect.poll(() => stderr, { timeout: 60_000, interval: 100 }).toMatch(/waiting up to 15 min for the vault: .*exclusive lock by prune/)
+      expect(child.exitCode, args.join(' ')).toBeNull()
+      rmSync(lockFile)
+      expect(await exited, stderr).toBe(0)
+      const out = JSON.parse(stdout) as { ok?: boolean; points?: number }
+      if (args.includes('verify')) expect(out.ok).toBe(true)
+      else expect(out.points).toBe(1)
+    }
+  })
 })
 
 describe('tresor vault unlock', () => {

@@ -1,4 +1,5 @@
 import { writeFile, readdir, unlink } from 'node:fs/promises'
+import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnSync } from 'node:child_process'
 import { hostname } from 'node:os'
@@ -165,6 +166,44 @@ describe('vault locks', () => {
     } finally {
       await other.close()
     }
+  })
+
+  it('verify holds a shared lock: it waits for a prune that holds the vault, holds the lock while it reads, then releases it', async () => {
+    await backUp(vault, [{ name: 'd', blocks: [makeBlock(31, 'random'), makeBlock(32, 'text')] }])
+    const id = await forgeLock(dir, { purpose: 'prune' })
+    expect((await errorOf(vault.verify({ readData: true }))).code).toBe('VAULT_LOCKED')
+    const waits: string[] = []
+    let seenShared = false
+    const verifying = vault.verify({
+      readData: true,
+      lock: { waitMs: 60_000, onWait: (m) => waits.push(m) },
+      onProgress: () => {
+        seenShared ||= true
+      },
+    })
+    await expect.poll(() => waits.length, { timeout: 10_000, interval: 20 }).toBe(1)
+    expect(waits[0]).toMatch(/exclusive lock by prune/)
+    expect(seenShared).toBe(false) // nothing read while the prune holds the vault
+    await unlink(join(dir, 'locks', `${id}.lock`))
+    const report = await verifying
+    expect(report.ok).toBe(true)
+    expect(report.checked.chunksRead).toBeGreaterThanOrEqual(2)
+    expect((await listLocks(dir)).length).toBe(0) // released
+    // while it reads, its shared lock is on disk (read synchronously from inside its progress callback)
+    const during: string[] = []
+    const again = await vault.verify({
+      readData: true,
+      onProgress: () => {
+        if (during.length > 0) return
+        for (const name of readdirSync(join(dir, 'locks')).filter((n) => n.endsWith('.lock'))) {
+          const l = JSON.parse(readFileSync(join(dir, 'locks', name), 'utf8')) as { kind: string; purpose: string }
+          during.push(`${l.kind}:${l.purpose}`)
+        }
+      },
+    })
+    expect(again.ok).toBe(true)
+    expect(during).toEqual(['shared:verify'])
+    expect((await listLocks(dir)).length).toBe(0)
   })
 
   it('backup and prune started together: prune waits for the backup (waitMs), nothing is lost', async () => {
