@@ -257,7 +257,11 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
       const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
       try {
         const { runRetentionPrune } = await import('../../engine/policy/prune.js')
-        const result = await runRetentionPrune(session, { dryRun: opts.dryRun === true, ...(maxUnused === undefined ? {} : { maxUnused }) })
+        const result = await runRetentionPrune(session, {
+          dryRun: opts.dryRun === true,
+          ...(maxUnused === undefined ? {} : { maxUnused }),
+          onProgress: (p) => ctx.progress(`prune ${p.phase} ${p.done}/${p.total}`),
+        })
         warnClonesNotRemoved(result.clonesNotRemoved)
         ctx.print(result, () =>
           opts.dryRun

@@ -2,11 +2,12 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
+import { execFile } from 'node:child_process'
 import { afterAll, describe, expect, it } from 'vitest'
 import { openCatalog } from '../../../electron/engine/catalog/index.js'
 import { savePolicy } from '../../../electron/engine/policy/index.js'
 import { newTestVault, open, PASSPHRASE, scratchRoot, writePoint } from '../reliability/fixtures/data.js'
-import { cliEnv, spawnTresor, tresor, tresorJson } from './fixtures/cli.js'
+import { CLI_MAIN, cliEnv, ROOT, spawnTresor, tresor, tresorJson } from './fixtures/cli.js'
 
 const base = mkdtempSync(join(scratchRoot(), 'tresor-vault-cli-'))
 afterAll(() => rmSync(base, { recursive: true, force: true }))
@@ -133,6 +134,26 @@ describe('tresor prune with retention', () => {
     expect(verify.ok).toBe(true)
     const again = await tresorJson(['--json', 'prune'], v.env)
     expect(again.pointsRemoved).toBe(0)
+  })
+})
+
+describe('tresor prune on a terminal', () => {
+  it('shows its phases as it goes (a pseudo-terminal from script(1)), and ends with the summary', async () => {
+    const v = await vaultWithPoints(2)
+    await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
+    await tresorJson(['--json', 'forget', v.ids[0]!], v.env)
+    const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`
+    const command = [process.execPath, '--import', 'tsx', CLI_MAIN, 'prune', '--max-unused', '0'].map(quote).join(' ')
+    const out = await new Promise<{ code: number; output: string }>((resolve, reject) => {
+      execFile('script', ['-qec', command, '/dev/null'], { cwd: ROOT, env: v.env, timeout: 120_000 }, (err, stdout) => {
+        if (err && typeof (err as { code?: unknown }).code !== 'number') return reject(err)
+        resolve({ code: err ? (err as { code: number }).code : 0, output: stdout })
+      })
+    })
+    expect(out.code, out.output).toBe(0)
+    expect(out.output).toMatch(/prune mark \d+\/\d+/)
+    expect(out.output).toMatch(/prune (repack|sweep) \d+\/\d+/)
+    expect(out.output).toMatch(/recovery point\(s\) removed, [1-9]\d* bytes freed/)
   })
 })
 
