@@ -65,6 +65,10 @@ export const API = {
   deletePolicy: method(z.strictObject({ policyId: Id }), Done),
   // jobs
   startBackup: method(z.strictObject({ machineId: Id }), z.strictObject({ jobId: z.string() })),
+  /** Checks the current vault (readData: decrypt and re-hash every chunk) as a job. */
+  startVerify: method(z.strictObject({ readData: z.boolean() }), z.strictObject({ jobId: z.string() })),
+  /** Applies every machine's retention and frees the space of unreferenced data, as a job. */
+  startPrune: method(Empty, z.strictObject({ jobId: z.string() })),
   cancelJob: method(z.strictObject({ jobId: Id }), Done),
   listJobs: method(
     z.strictObject({ limit: z.number().int().min(1).max(1000).optional(), states: z.array(JobState).max(5).optional() }),

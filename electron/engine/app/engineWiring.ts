@@ -120,6 +120,13 @@ export function createEngineWiring(options: EngineWiringOptions): WiredEngine {
         const jobId = supervisor.submit({ kind: 'backup', input: { machineId } }, { machineId })
         return { jobId }
       },
+      async startVerify(readData) {
+        return { jobId: supervisor.submit({ kind: 'verify', input: { readData } }) }
+      },
+      async startPrune() {
+        // queued restores hold while it runs (holdWhile above), like the prune after a backup
+        return { jobId: supervisor.submit({ kind: 'prune', input: {} }) }
+      },
       async cancel(jobId) {
         const entry = db.prepare(`SELECT id FROM restore_queue WHERE job_id = ?`).get(jobId) as { id: string } | undefined
         if (entry) await restoreQueue.cancel(entry.id)

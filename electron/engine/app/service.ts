@@ -406,6 +406,20 @@ export function createAppService(deps: AppServiceDeps): AppService {
       return result
     },
 
+    async startVerify({ readData }) {
+      if (!engine.jobs) unsupported('Verifying the vault')
+      const result = await engine.jobs.startVerify(readData)
+      emit('jobsChanged', { jobId: result.jobId })
+      return result
+    },
+
+    async startPrune() {
+      if (!engine.jobs) unsupported('Pruning the vault')
+      const result = await engine.jobs.startPrune()
+      emit('jobsChanged', { jobId: result.jobId })
+      return result
+    },
+
     async cancelJob({ jobId }) {
       if (!engine.jobs) unsupported('Cancelling a job')
       const row = db.prepare(`SELECT state FROM jobs WHERE id = ?`).get(jobId) as { state: string } | undefined

@@ -26,6 +26,10 @@ export interface MachinesWiring {
 export interface JobsWiring {
   /** Queues a backup job of the machine and returns at once. */
   startBackup(machineId: string): Promise<{ jobId: string }>
+  /** Queues a verify job of the current vault. */
+  startVerify(readData: boolean): Promise<{ jobId: string }>
+  /** Queues a prune job (retention, then freeing space) of the current vault. */
+  startPrune(): Promise<{ jobId: string }>
   /** Requests cancellation; resolves once the request is recorded (the outcome comes as an event). */
   cancel(jobId: string): Promise<void>
 }

@@ -160,6 +160,12 @@ export const de: MessageSchema = {
     unlock: 'Entsperren',
     lock: 'Sperren',
     folder: 'Tresor-Ordner',
+    maintenance: 'Wartung',
+    readData: 'Alle Daten lesen, entschlüsseln und neu prüfen (langsam)',
+    verify: 'Tresor prüfen',
+    prune: 'Aufbewahrung anwenden und Platz freigeben',
+    maintenanceHint: 'Beides läuft als Auftrag (siehe Aufträge). Die Aufbewahrung wird außerdem nach jeder erfolgreichen Sicherung angewendet.',
+    jobStarted: 'Auftrag gestartet: den Fortschritt zeigt „Aufträge“.',
   },
   settings: {
     title: 'Einstellungen',

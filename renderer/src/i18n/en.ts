@@ -153,6 +153,12 @@ export const en = {
     unlock: 'Unlock',
     lock: 'Lock',
     folder: 'Vault folder',
+    maintenance: 'Maintenance',
+    readData: 'Read, decrypt and re-hash all data (slow)',
+    verify: 'Verify vault',
+    prune: 'Apply retention and free space',
+    maintenanceHint: 'Both run as jobs (see Jobs). Retention also runs by itself after each successful backup.',
+    jobStarted: 'Job started: see Jobs for its progress.',
   },
   settings: {
     title: 'Settings',

@@ -33,6 +33,18 @@ export const useJobsStore = defineStore('jobs', () => {
     }
   }
 
+  /** Starts a vault verify (readData: decrypt and re-hash every chunk) or a prune job; null when refused. */
+  async function startMaintenance(kind: 'verify' | 'prune', readData = false): Promise<string | null> {
+    try {
+      const { jobId } = kind === 'verify' ? await api.startVerify({ readData }) : await api.startPrune({})
+      await load()
+      return jobId
+    } catch (err) {
+      reportError(err)
+      return null
+    }
+  }
+
   async function cancel(jobId: string): Promise<void> {
     try {
       await api.cancelJob({ jobId })
@@ -55,5 +67,5 @@ export const useJobsStore = defineStore('jobs', () => {
     return () => stops.forEach((stop) => stop())
   }
 
-  return { jobs, progressById, isLoading, running, load, backUp, cancel, connect }
+  return { jobs, progressById, isLoading, running, load, backUp, startMaintenance, cancel, connect }
 })

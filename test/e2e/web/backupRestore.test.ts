@@ -117,6 +117,31 @@ describe('back up and restore through the web UI', () => {
     expect(text, text).toContain('Succeeded')
   })
 
+  it('verifies the vault with all data read, then applies retention and frees space, as jobs from the vault view', async () => {
+    const rows = async (kind: string, state: string): Promise<number> => {
+      // row by row (the state tag renders on a line of its own inside its cell)
+      const texts = await page.getByTestId('jobs-table').locator('tbody tr').allInnerTexts()
+      return texts.map((r) => ` ${r.replace(/\s+/g, ' ')} `).filter((r) => r.startsWith(` ${kind} `) && r.includes(` ${state} `)).length
+    }
+    await openView('jobs')
+    // retention runs by itself after the backup: let that prune finish before counting
+    await expect.poll(async () => (await rows('Prune', 'Queued')) + (await rows('Prune', 'Running')), { timeout: 120_000, interval: 500 }).toBe(0)
+    const prunesBefore = await rows('Prune', 'Succeeded')
+    await openView('vault')
+    await page.getByTestId('vault-read-data').click()
+    await page.getByTestId('vault-verify').click()
+    await expect.poll(() => page.getByTestId('vault-maintenance').innerText()).toContain('Job started')
+    await page.getByTestId('vault-prune').click()
+    await openView('jobs')
+    await expect.poll(async () => (await rows('Verify', 'Succeeded')) + (await rows('Verify', 'Failed')), { timeout: 180_000, interval: 1000 }).toBe(1)
+    await expect.poll(async () => (await rows('Prune', 'Succeeded')) + (await rows('Prune', 'Failed')), { timeout: 180_000, interval: 1000 }).toBeGreaterThan(prunesBefore)
+    await page.screenshot({ path: join(SCREENSHOT_DIR, '23-roundtrip-maintenance-jobs.png'), fullPage: true })
+    const text = await page.getByTestId('jobs-table').innerText()
+    expect(await rows('Verify', 'Succeeded'), text).toBe(1)
+    expect(await rows('Prune', 'Failed'), text).toBe(0)
+    expect(await rows('Prune', 'Succeeded'), text).toBe(prunesBefore + 1)
+  })
+
   it('restored the image byte for byte', () => {
     const files = readdirSync(join(work, 'restored'))
     expect(files.filter((f) => f.endsWith('.partial'))).toEqual([])

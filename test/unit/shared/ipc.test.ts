@@ -27,6 +27,8 @@ const VALID: { [M in keyof typeof API]: unknown } = {
   savePolicy: { id: null, name: 'Nightly', spec: DEFAULT_POLICY_SPEC },
   deletePolicy: { policyId: 'p-1' },
   startBackup: { machineId: 'm-1' },
+  startVerify: { readData: true },
+  startPrune: {},
   cancelJob: { jobId: 'j-1' },
   listJobs: { limit: 10 },
   getJob: { jobId: 'j-1' },

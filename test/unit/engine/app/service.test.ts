@@ -115,6 +115,8 @@ describe('app service', () => {
     seed(db, home)
     for (const call of [
       () => service.startBackup({ machineId: 'm1' }),
+      () => service.startVerify({ readData: true }),
+      () => service.startPrune({}),
       () => service.addMachine({ name: 'x', diskPaths: ['/x'], policyId: null }),
       () => service.initVault({ path: '/v', passphrase: 'p', storeInKeychain: false }),
       () => service.enqueueRestore({ pointId: 'pt1', targetDir: '/r', disk: null, format: 'same' }),
@@ -133,6 +135,14 @@ describe('app service', () => {
           started.push(machineId)
           return { jobId: 'job-42' }
         },
+        startVerify: async (readData) => {
+          started.push(`verify:${readData}`)
+          return { jobId: 'job-43' }
+        },
+        startPrune: async () => {
+          started.push('prune')
+          return { jobId: 'job-44' }
+        },
         cancel: async () => {},
       },
     })
@@ -141,6 +151,11 @@ describe('app service', () => {
     expect(started).toEqual(['m1'])
     expect(events.at(-1)).toEqual({ event: 'jobsChanged', payload: { jobId: 'job-42' } })
     await expect(service.startBackup({ machineId: 'nope' })).rejects.toMatchObject({ code: 'MACHINE_NOT_FOUND' })
+    expect(await service.startVerify({ readData: false })).toEqual({ jobId: 'job-43' })
+    expect(events.at(-1)).toEqual({ event: 'jobsChanged', payload: { jobId: 'job-43' } })
+    expect(await service.startPrune({})).toEqual({ jobId: 'job-44' })
+    expect(events.at(-1)).toEqual({ event: 'jobsChanged', payload: { jobId: 'job-44' } })
+    expect(started).toEqual(['m1', 'verify:false', 'prune'])
   })
 
   it('reports a host-provided status with booleans only', async () => {
