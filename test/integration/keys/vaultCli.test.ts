@@ -180,6 +180,29 @@ describe('tresor forget', () => {
   })
 })
 
+/**
+ * Runs `tresor <args>` while a live exclusive lock (this test process, this host) holds the vault, as
+ * a running prune does: checks that it waits and says so on stderr, removes the lock, and returns its
+ * output once it has exited 0.
+ */
+async function runDuringPrune(vaultDir: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string }> {
+  const id = 'c'.repeat(24)
+  const now = Date.now()
+  const lockFile = join(vaultDir, 'locks', `${id}.lock`)
+  writeFileSync(lockFile, JSON.stringify({ id, kind: 'exclusive', host: hostname(), pid: process.pid, createdAt: now, refreshedAt: now, purpose: 'prune' }))
+  const child = spawnTresor(args, env)
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const exited = new Promise<number | null>((done) => child.on('close', (code) => done(code)))
+  await expect.poll(() => stderr, { timeout: 60_000, interval: 100 }).toMatch(/waiting up to 15 min for the vault: .*exclusive lock by prune/)
+  expect(child.exitCode, args.join(' ')).toBeNull() // still waiting, not failed
+  rmSync(lockFile)
+  expect(await exited, stderr).toBe(0)
+  return { stdout, stderr }
+}
+
 describe('tresor backup and another job\'s lock', () => {
   it('waits for a prune holding the vault, says so on stderr, and backs up once the lock is gone', async () => {
     const v = await vaultWithPoints(1)
@@ -187,21 +210,7 @@ describe('tresor backup and another job\'s lock', () => {
     const disk = join(base, `lockwait-${n}.raw`)
     writeFileSync(disk, randomBytes(1024 * 1024))
     await tresorJson(['--json', 'machine', 'add', 'lock-vm', disk], v.env)
-    // a live exclusive lock (this test process, this host), as a running prune holds it
-    const id = 'c'.repeat(24)
-    const now = Date.now()
-    const lockFile = join(v.dir, 'locks', `${id}.lock`)
-    writeFileSync(lockFile, JSON.stringify({ id, kind: 'exclusive', host: hostname(), pid: process.pid, createdAt: now, refreshedAt: now, purpose: 'prune' }))
-    const child = spawnTresor(['--json', 'backup', 'lock-vm'], v.env)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const exited = new Promise<number | null>((done) => child.on('close', (code) => done(code)))
-    await expect.poll(() => stderr, { timeout: 60_000, interval: 100 }).toMatch(/waiting up to 15 min for the vault: .*exclusive lock by prune/)
-    expect(child.exitCode).toBeNull() // still waiting, not failed
-    rmSync(lockFile)
-    expect(await exited, stderr).toBe(0)
+    const { stdout } = await runDuringPrune(v.dir, ['--json', 'backup', 'lock-vm'], v.env)
     expect(JSON.parse(stdout)).toMatchObject({ pointId: expect.any(String), consistency: 'crash' })
   })
 
@@ -209,20 +218,7 @@ describe('tresor backup and another job\'s lock', () => {
     const v = await vaultWithPoints(1)
     await tresorJson(['--json', 'vault', 'open', v.dir], v.env)
     for (const args of [['--json', 'verify', '--read-data'], ['--json', '--vault', v.dir, 'catalog', 'rebuild']]) {
-      const id = 'd'.repeat(24)
-      const now = Date.now()
-      const lockFile = join(v.dir, 'locks', `${id}.lock`)
-      writeFileSync(lockFile, JSON.stringify({ id, kind: 'exclusive', host: hostname(), pid: process.pid, createdAt: now, refreshedAt: now, purpose: 'prune' }))
-      const child = spawnTresor(args, v.env)
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-      const exited = new Promise<number | null>((done) => child.on('close', (code) => done(code)))
-      await expect.poll(() => stderr, { timeout: 60_000, interval: 100 }).toMatch(/waiting up to 15 min for the vault: .*exclusive lock by prune/)
-      expect(child.exitCode, args.join(' ')).toBeNull()
-      rmSync(lockFile)
-      expect(await exited, stderr).toBe(0)
+      const { stdout } = await runDuringPrune(v.dir, args, v.env)
       const out = JSON.parse(stdout) as { ok?: boolean; points?: number }
       if (args.includes('verify')) expect(out.ok).toBe(true)
       else expect(out.points).toBe(1)
