@@ -53,7 +53,12 @@ export interface OpenEntry {
 
 export interface OpenTask {
   kind: 'open'
-  buf: ArrayBuffer
+  /**
+   * The records, read by the caller: shared memory, so it is never transferred (a 4 MiB buffer
+   * transferred back and forth counted as new external memory on every return and drove the main
+   * thread's scavenges).
+   */
+  buf: SharedArrayBuffer
   entries: OpenEntry[]
   packId: Uint8Array
   blockSize: number
@@ -78,7 +83,6 @@ export type ChunkTaskResult =
     }
   | {
       kind: 'open'
-      buf: ArrayBuffer
       /** Per entry: null when it verified, else what failed. */
       errors: Array<string | null>
       /** Per entry: plaintext length (0 on error). */

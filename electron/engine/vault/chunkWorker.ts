@@ -1,7 +1,8 @@
 /**
  * Task module of the vault's worker pool: seals (and at once re-opens, I9) and opens chunk records
  * (chunkCodec.ts).
- * Buffers arrive and return as transferables, so the caller's buffer pool circulates.
+ * Seal buffers arrive and return as transferables, so the caller's buffer pool circulates; open tasks
+ * read their records from shared memory (nothing to return).
  */
 import { workerData } from 'node:worker_threads'
 import { recordCheck } from './recordCheck.js'
@@ -67,8 +68,8 @@ serveTasks<ChunkTask, ChunkTaskResult>(async (task) => {
     lengths.push(r.length)
     if (plainOut) p += r.buffer === plainOut.buffer ? r.length : r.copy(plainOut, p)
   }
-  const value: ChunkTaskResult = { kind: 'open', buf: task.buf, errors, lengths, plain: plainOut ? (plainOut.buffer as ArrayBuffer) : undefined }
-  return { value, transfer: plainOut ? [task.buf, plainOut.buffer as ArrayBuffer] : [task.buf] }
+  const value: ChunkTaskResult = { kind: 'open', errors, lengths, plain: plainOut ? (plainOut.buffer as ArrayBuffer) : undefined }
+  return { value, transfer: plainOut ? [plainOut.buffer as ArrayBuffer] : [] }
 })
 
 let hasher: BlockHasher | undefined
@@ -107,5 +108,5 @@ async function openInto(task: OpenTask, into: NonNullable<OpenTask['into']>): Pr
     errors.push(null)
     lengths.push(r.length)
   })
-  return { value: { kind: 'open', buf: task.buf, errors, lengths, plain: undefined, checksums, zeroMaps }, transfer: [task.buf] }
+  return { value: { kind: 'open', errors, lengths, plain: undefined, checksums, zeroMaps } }
 }

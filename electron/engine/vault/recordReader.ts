@@ -27,7 +27,7 @@ export const MAX_RANGE_BYTES = 4 * 1024 * 1024
 const MAX_GAP_BYTES = 256 * 1024
 /** Range buffers circulate (main → worker → main) instead of being allocated per read. */
 const RANGE_BUFFER_BYTES = MAX_RANGE_BYTES + 64 * 1024
-const freeRangeBuffers: ArrayBuffer[] = []
+const freeRangeBuffers: SharedArrayBuffer[] = []
 /**
  * Range buffers kept for reuse: as many as can be out at once (up to three packs read at a time,
  * each with a range being read, plus the pool's running and queued tasks), so that a long read
@@ -72,12 +72,12 @@ async function openPack(fs: VaultFs, path: string): Promise<VaultFileHandle> {
   }
 }
 
-function takeRangeBuffer(size: number): ArrayBuffer {
-  if (size > RANGE_BUFFER_BYTES) return new ArrayBuffer(size)
-  return freeRangeBuffers.pop() ?? new ArrayBuffer(RANGE_BUFFER_BYTES)
+function takeRangeBuffer(size: number): SharedArrayBuffer {
+  if (size > RANGE_BUFFER_BYTES) return new SharedArrayBuffer(size)
+  return freeRangeBuffers.pop() ?? new SharedArrayBuffer(RANGE_BUFFER_BYTES)
 }
 
-function giveRangeBuffer(ab: ArrayBuffer): void {
+function giveRangeBuffer(ab: SharedArrayBuffer): void {
   if (ab.byteLength === RANGE_BUFFER_BYTES && freeRangeBuffers.length < MAX_FREE_RANGE_BUFFERS) freeRangeBuffers.push(ab)
 }
 
@@ -127,11 +127,11 @@ export async function openPackRecords(
         returnPlain: options.returnPlain && !into,
         ...(into ? { into: { sab: into.sab, positions: group.map((k) => into.positions[k]!), zeroGranule: into.zeroGranule } } : {}),
       }
-      const { result } = await pool.submit(task, [ab])
+      const { result } = await pool.submit(task) // shared memory: nothing to transfer
       results.push(
         result.then((r) => {
           if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
-          giveRangeBuffer(r.buf)
+          giveRangeBuffer(ab)
           let p = 0
           const plain = r.plain ? Buffer.from(r.plain) : undefined
           group.forEach((k, j) => {
