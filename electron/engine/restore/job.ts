@@ -6,7 +6,7 @@
 import type { Db } from '../catalog/index.js'
 import { createImageWriter } from '../formats/index.js'
 import type { Vault } from '../vault/api.js'
-import { jobLockOptions } from '../vault/locks.js'
+import { jobLockOptions, withReadLock } from '../vault/locks.js'
 import { restoreJobInputSchema, type RestoreJobInput } from '../workers/protocol.js'
 import { restorePoint, type RestoreProgress, type RestoreResult, type RestoreWorld, type WriterFactory } from './pipeline.js'
 
@@ -58,28 +58,27 @@ export async function runRestoreJob(input: RestoreJobInput, env: RestoreJobEnv, 
   }
   const request = parsed.data
   const opened = await (deps.openVault ?? openDefaultVault)(env.home, request.vaultPath)
-  let lock: { release(): Promise<void> } | undefined
   try {
     // a shared lock for the whole restore: no prune can delete a pack it still has to read
-    lock = await opened.vault.readLock?.('restore', jobLockOptions((l) => env.log(l)))
-    const world: RestoreWorld = { vault: opened.vault, createWriter: deps.createWriter ?? createImageWriter }
-    // Kept reflink clones of the point ("instant restore"): used when present and verified; else the vault.
-    if (opened.catalog) world.snapshotClones = await catalogClones(opened.catalog)
-    return await restorePoint(
-      world,
-      {
-        pointId: request.pointId,
-        mode: request.mode,
-        ...(request.targetPath === undefined ? {} : { targetPath: request.targetPath }),
-        disks: request.disks,
-        ...(request.format === undefined ? {} : { format: request.format }),
-        overwrite: request.overwrite,
-        ...(request.verify === undefined ? {} : { verifyAfterWrite: request.verify }),
-      },
-      { signal: env.signal, onProgress: (p) => env.onProgress(p), log: (l) => env.log(l) },
-    )
+    return await withReadLock(opened.vault, 'restore', jobLockOptions((l) => env.log(l)), async () => {
+      const world: RestoreWorld = { vault: opened.vault, createWriter: deps.createWriter ?? createImageWriter }
+      // Kept reflink clones of the point ("instant restore"): used when present and verified; else the vault.
+      if (opened.catalog) world.snapshotClones = await catalogClones(opened.catalog)
+      return restorePoint(
+        world,
+        {
+          pointId: request.pointId,
+          mode: request.mode,
+          ...(request.targetPath === undefined ? {} : { targetPath: request.targetPath }),
+          disks: request.disks,
+          ...(request.format === undefined ? {} : { format: request.format }),
+          overwrite: request.overwrite,
+          ...(request.verify === undefined ? {} : { verifyAfterWrite: request.verify }),
+        },
+        { signal: env.signal, onProgress: (p) => env.onProgress(p), log: (l) => env.log(l) },
+      )
+    })
   } finally {
-    await lock?.release().catch(() => undefined)
     await opened.close()
   }
 }

@@ -139,6 +139,14 @@ export interface ChunkReader {
   close(): Promise<void>
 }
 
+/** How a caller waits for a conflicting vault lock (a prune's, for readers). */
+export interface LockWait {
+  /** Wait this long for a conflicting lock to go away before VAULT_LOCKED (default 0: fail at once). */
+  waitMs?: number
+  /** Called once when a conflicting lock makes the caller wait (with the VAULT_LOCKED message naming the holder). */
+  onWait?: (message: string) => void
+}
+
 export interface Vault {
   readonly id: string
   readonly path: string
@@ -156,6 +164,6 @@ export interface Vault {
    * run meanwhile, and a running prune makes this wait (`waitMs`) or fail with VAULT_LOCKED.
    * Optional: vaults without locks (tests' in-memory ones) read without.
    */
-  readLock?(purpose: string, options?: { waitMs?: number; onWait?: (message: string) => void }): Promise<{ release(): Promise<void> }>
+  readLock?(purpose: string, options?: LockWait): Promise<{ release(): Promise<void> }>
   close(): Promise<void>
 }

@@ -4,13 +4,13 @@
  */
 import { join } from 'node:path'
 import { EngineError, isEngineError } from '../errors.js'
-import type { BackupSession, BlockEntry, ChunkReader, PointManifest } from './api.js'
+import type { BackupSession, BlockEntry, ChunkReader, LockWait, PointManifest } from './api.js'
 import { ChunkTable } from './chunkTable.js'
 import { loadConfig } from './config.js'
 import { VaultContext } from './context.js'
 import { bumpGeneration, readGeneration, trimGenerations } from './generation.js'
 import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
-import { VaultLock } from './locks.js'
+import { VaultLock, withReadLock } from './locks.js'
 import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
 import { readPackIndex, type PackIndexEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
@@ -137,7 +137,7 @@ class LocalVaultImpl implements LocalVault {
     return new LocalChunkReader(this.ctx)
   }
 
-  async readLock(purpose: string, options: { waitMs?: number; onWait?: (message: string) => void } = {}): Promise<{ release(): Promise<void> }> {
+  async readLock(purpose: string, options: LockWait = {}): Promise<{ release(): Promise<void> }> {
     this.assertOpen()
     const lock = await VaultLock.acquire(this.fs, this.layout, 'shared', { ...this.lockOptions(purpose), ...options, purpose })
     return { release: () => lock.release() }
@@ -157,12 +157,7 @@ class LocalVaultImpl implements LocalVault {
    */
   async verify(options: VerifyOptions): Promise<VerifyReport> {
     this.assertOpen()
-    const lock = await this.readLock('verify', options.lock ?? {})
-    try {
-      return await this.verifyLocked(options)
-    } finally {
-      await lock.release()
-    }
+    return withReadLock(this, 'verify', options.lock ?? {}, () => this.verifyLocked(options))
   }
 
   private async verifyLocked(options: VerifyOptions): Promise<VerifyReport> {

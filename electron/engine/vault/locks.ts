@@ -1,6 +1,7 @@
 /**
  * Vault locks (I5, I13). A lock is a small JSON file in `locks/` naming its holder (host, pid,
- * random id, kind, times). Backups hold `shared` locks, prune and rebuild an `exclusive` one.
+ * random id, kind, times). Backups and readers (restore, verify, catalog rebuild) hold `shared`
+ * locks, prune an `exclusive` one.
  * Acquire = write our file first, then look at the others: on conflict we remove ours, so two
  * racing writers never both proceed. Held locks are rewritten every `refreshMs`; a lock not
  * refreshed for `lifetimeMs` is stale. A stale or dead-holder lock on THIS host whose pid is gone
@@ -13,6 +14,7 @@ import { join } from 'node:path'
 import { EngineError } from '../errors.js'
 import { randomId } from './crypto.js'
 import { layoutOf, type VaultLayout } from './layout.js'
+import type { LockWait, Vault } from './api.js'
 import type { Clock, LockOptions } from './types.js'
 import { systemClock } from './types.js'
 import { nodeVaultFs, readdirIfExists, readFileIfExists, unlinkDurable, vaultIoError, writeFileAtomic, type VaultFs } from './vaultFs.js'
@@ -40,8 +42,22 @@ export const JOB_LOCK_WAIT_MS = 15 * 60_000
 export const LOCK_WAIT_LOG_PREFIX = 'waiting up to'
 
 /** The lock options of a job: wait JOB_LOCK_WAIT_MS for a conflicting lock, and say so once in `log`. */
-export function jobLockOptions(log: (line: string) => void): { waitMs: number; onWait: (message: string) => void } {
+export function jobLockOptions(log: (line: string) => void): Required<LockWait> {
   return { waitMs: JOB_LOCK_WAIT_MS, onWait: (message) => log(`${LOCK_WAIT_LOG_PREFIX} ${JOB_LOCK_WAIT_MS / 60_000} min for the vault: ${message}`) }
+}
+
+/**
+ * Runs `read` under the vault's shared lock (restore, verify, catalog rebuild): no prune can delete
+ * or rewrite what it reads meanwhile, and a running prune makes it wait (`wait`) or fail with
+ * VAULT_LOCKED. Vaults without locks (in-memory test vaults) just run it. Releasing never throws.
+ */
+export async function withReadLock<T>(vault: Pick<Vault, 'readLock'>, purpose: string, wait: LockWait, read: () => Promise<T>): Promise<T> {
+  const lock = await vault.readLock?.(purpose, wait)
+  try {
+    return await read()
+  } finally {
+    await lock?.release()
+  }
 }
 export const UNLOCK_COMMAND = 'tresor vault unlock --force'
 const LOCK_RE = /^[0-9a-f]{24}\.lock$/

@@ -1,5 +1,5 @@
 /** Types of the local vault beyond the pipelines' view (api.ts). */
-import type { PointManifest, Vault } from './api.js'
+import type { LockWait, PointManifest, Vault } from './api.js'
 import type { EngineError } from '../errors.js'
 import type { VaultFs } from './vaultFs.js'
 
@@ -16,15 +16,11 @@ export const systemClock: Clock = {
   monotonic: () => performance.now(),
 }
 
-export interface LockOptions {
+export interface LockOptions extends LockWait {
   /** A lock not refreshed for this long is stale (default 30 min). */
   lifetimeMs?: number
   /** Refresh period while held (default lifetime / 6). */
   refreshMs?: number
-  /** Wait this long for a conflicting lock to go away before VAULT_LOCKED (default 0: fail at once). */
-  waitMs?: number
-  /** Called once when a conflicting lock makes the caller wait (with the VAULT_LOCKED message naming the holder). */
-  onWait?: (message: string) => void
   /** Host name written into lock files (default os.hostname()). */
   host?: string
 }
@@ -80,7 +76,7 @@ export interface VerifyOptions {
   onProgress?: (progress: { phase: 'indexes' | 'data' | 'points'; done: number; total: number }) => void
   signal?: AbortSignal
   /** Waiting for the shared lock verify takes (a prune holds the exclusive one); default: no wait, VAULT_LOCKED. */
-  lock?: { waitMs?: number; onWait?: (message: string) => void }
+  lock?: LockWait
 }
 
 export interface PruneOptions {
@@ -116,7 +112,7 @@ export interface PointScan {
 
 /** The local-folder vault: the pipelines' Vault plus maintenance. */
 export interface LocalVault extends Vault {
-  readLock(purpose: string, options?: { waitMs?: number; onWait?: (message: string) => void }): Promise<{ release(): Promise<void> }>
+  readLock(purpose: string, options?: LockWait): Promise<{ release(): Promise<void> }>
   /** Like listPoints, but a damaged manifest is listed instead of failing the whole listing (rebuild). */
   scanPoints(): Promise<PointScan>
   verify(options: VerifyOptions): Promise<VerifyReport>
