@@ -15,6 +15,8 @@ export interface CliContext {
   print(value: unknown, human?: string | (() => string)): void
   /** Progress for humans on stderr (silent with --json or when stderr is not a TTY unless forced). */
   progress(line: string): void
+  /** A notice on stderr, `tresor: <line>`, shown with --json too (stdout stays machine-readable). */
+  warn(line: string): void
 }
 
 export function createContext(program: Command): CliContext {
@@ -44,6 +46,9 @@ export function createContext(program: Command): CliContext {
     progress(line) {
       if (opts().json === true || !process.stderr.isTTY) return
       process.stderr.write(`\r\x1b[2K${line}`)
+    },
+    warn(line) {
+      process.stderr.write(`tresor: ${line}\n`)
     },
   }
 }

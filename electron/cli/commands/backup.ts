@@ -51,7 +51,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
         const stop = supervisor.on((e) => {
           if (e.type === 'progress') ctx.progress(progressLine(e.progress))
           // a wait for another job's vault lock would otherwise look like a hang
-          if (e.type === 'log' && e.line.startsWith(LOCK_WAIT_LOG_PREFIX)) process.stderr.write(`tresor: ${e.line}\n`)
+          if (e.type === 'log' && e.line.startsWith(LOCK_WAIT_LOG_PREFIX)) ctx.warn(e.line)
         })
         const onSigint = (): void => { void supervisor.cancel(jobId) }
         const jobId = supervisor.submit(spec, { machineId: machine.id })

@@ -16,7 +16,7 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
     .action(async (opts: { acceptRollback?: boolean }) => {
       const home = ctx.home()
       const override = ctx.vaultOverride()
-      const [catalogModule, { replacePoints }, { openCurrentVault }, { jobLockOptions }] = await Promise.all([
+      const [catalogModule, { replacePoints }, { openCurrentVault }, { jobLockOptions, withReadLock }] = await Promise.all([
         import('../../engine/catalog/index.js'),
         import('../../engine/catalog/vaults.js'),
         import('../../engine/keys/index.js'),
@@ -31,14 +31,9 @@ export function registerCatalogCommands(program: Command, ctx: CliContext): void
           ...(override !== undefined ? { vaultOverride: override } : {}),
         })
         try {
-          // a shared lock: a prune running now could delete a manifest between listing and reading it
-          const lock = await session.vault.readLock?.('catalog rebuild', jobLockOptions((line) => process.stderr.write(`tresor: ${line}\n`)))
-          let manifests
-          try {
-            manifests = await session.vault.listPoints()
-          } finally {
-            await lock?.release()
-          }
+          // listing alone copes with manifests deleted meanwhile; the shared lock makes the rebuild wait
+          // for a running prune, so the rows it writes are not those of points that prune then removes
+          const manifests = await withReadLock(session.vault, 'catalog rebuild', jobLockOptions(ctx.warn), () => session.vault.listPoints())
           const points = replacePoints(db, session.vaultId, manifests)
           ctx.print({ vaultId: session.vaultId, points }, `Catalog rebuilt from vault ${session.vaultId} (${session.path}): ${points} recovery point(s).`)
         } finally {

@@ -63,7 +63,7 @@ export function registerMachineCommands(program: Command, ctx: CliContext): void
         let imported: ImportedMachine | undefined
         if (opts.libvirt) imported = await importers!.importLibvirt(opts.libvirt)
         if (opts.vbox) imported = await importers!.importVbox(opts.vbox)
-        for (const w of imported?.warnings ?? []) process.stderr.write(`tresor: ${w}\n`)
+        for (const w of imported?.warnings ?? []) ctx.warn(w)
         const list: NewDisk[] = imported ? imported.disks : disks.map((path) => ({ path }))
         const matches = (d: { name?: string; path: string }, ref: string): boolean =>
           (d.name ?? defaultDiskName(d.path)) === ref || d.path === ref || resolve(d.path) === resolve(ref) || d.path.endsWith(`/${ref}`)

@@ -236,7 +236,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
         const report = await session.vault.verify({
           readData: opts.readData === true,
           // like `tresor backup`: wait for a prune to finish, saying so on stderr
-          lock: jobLockOptions((line) => process.stderr.write(`tresor: ${line}\n`)),
+          lock: jobLockOptions(ctx.warn),
           onProgress: (p) => ctx.progress(`verify ${p.phase} ${p.done}/${p.total}`),
         })
         ctx.print(report, () => verifyText(report))
