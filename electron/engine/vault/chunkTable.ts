@@ -82,15 +82,24 @@ export class ChunkTable {
     return Math.floor((h / 4294967296) * this.capacity)
   }
 
-  /** Slot index of `id`, or -1. */
-  find(id: Uint8Array): number {
+  /** The slot holding `id`'s first KEY bytes, else the empty slot where they would go (linear probing). */
+  private probe(id: Uint8Array): number {
     let i = this.home(id)
     for (;;) {
       const off = i * SLOT
-      if (this.slots.readUInt32LE(off + KEY) === EMPTY) return -1
-      if (this.slots.compare(id, 0, KEY, off, off + KEY) === 0) return i
+      if (this.isEmpty(i) || this.slots.compare(id, 0, KEY, off, off + KEY) === 0) return i
       if (++i === this.capacity) i = 0
     }
+  }
+
+  private isEmpty(slot: number): boolean {
+    return this.slots.readUInt32LE(slot * SLOT + KEY) === EMPTY
+  }
+
+  /** Slot index of `id`, or -1. */
+  find(id: Uint8Array): number {
+    const i = this.probe(id)
+    return this.isEmpty(i) ? -1 : i
   }
 
   has(id: Uint8Array): boolean {
@@ -111,7 +120,7 @@ export class ChunkTable {
 
   /** Slots in use, in table order. */
   *usedSlots(): Generator<number> {
-    for (let i = 0; i < this.capacity; i++) if (this.slots.readUInt32LE(i * SLOT + KEY) !== EMPTY) yield i
+    for (let i = 0; i < this.capacity; i++) if (!this.isEmpty(i)) yield i
   }
 
   get(id: Uint8Array): ChunkLocation | undefined {
@@ -124,39 +133,27 @@ export class ChunkTable {
     if (id.length !== 32) throw new EngineError('INTERNAL', 'chunk ids are 32 bytes')
     if (loc.ordinal > 0x7fffffff || loc.flags > 1) throw new EngineError('INTERNAL', 'chunk ordinal/flags out of range')
     if ((this.count + 1) / this.capacity > MAX_LOAD) this.grow()
-    let i = this.home(id)
-    for (;;) {
-      const off = i * SLOT
-      if (this.slots.readUInt32LE(off + KEY) === EMPTY) break
-      if (this.slots.compare(id, 0, KEY, off, off + KEY) === 0) return false
-      if (++i === this.capacity) i = 0
-    }
+    const i = this.probe(id)
+    if (!this.isEmpty(i)) return false
     const off = i * SLOT
     this.slots.set(id.subarray(0, KEY), off)
-    this.writeLocation(off, loc)
-    this.count++
-    return true
-  }
-
-  private writeLocation(off: number, loc: ChunkLocation): void {
     this.slots.writeUInt32LE(loc.pack, off + KEY)
     this.slots.writeUInt32LE(loc.offset, off + KEY + 4)
     this.slots.writeUInt32LE(loc.length, off + KEY + 8)
     this.slots.writeUInt32LE(((loc.ordinal | (loc.flags << 31)) >>> 0), off + KEY + 12)
+    this.count++
+    return true
   }
 
   /** Moves every slot into a table 1.6× larger (whole slots are copied: the ids are only prefixes now). */
   private grow(): void {
     const old = this.slots
-    const oldCap = this.capacity
-    this.capacity = Math.ceil(oldCap * 1.6)
+    this.capacity = Math.ceil(this.capacity * 1.6)
     this.slots = Buffer.alloc(this.capacity * SLOT, 0xff)
-    for (let j = 0; j < oldCap; j++) {
-      const from = j * SLOT
+    for (let from = 0; from < old.length; from += SLOT) {
       if (old.readUInt32LE(from + KEY) === EMPTY) continue
-      let i = this.home(old.subarray(from, from + KEY))
-      while (this.slots.readUInt32LE(i * SLOT + KEY) !== EMPTY) if (++i === this.capacity) i = 0
-      old.copy(this.slots, i * SLOT, from, from + SLOT)
+      // the new table holds no copy of this prefix yet: probe ends on an empty slot
+      old.copy(this.slots, this.probe(old.subarray(from, from + KEY)) * SLOT, from, from + SLOT)
     }
   }
 }
