@@ -79,12 +79,9 @@ export class ChunkIdHasher {
   }
 }
 
-let lastIdHasher: { key: Buffer; hasher: ChunkIdHasher } | undefined
-
-/** Keyed BLAKE3-256 of a plaintext block: the chunk id. Hot paths hold a ChunkIdHasher instead. */
+/** Keyed BLAKE3-256 of one plaintext block: the chunk id (tests, one-offs; hot paths hold a ChunkIdHasher). */
 export function chunkIdOf(key: Buffer, data: Uint8Array): Buffer {
-  if (!lastIdHasher || !lastIdHasher.key.equals(key)) lastIdHasher = { key: Buffer.from(key), hasher: new ChunkIdHasher(key) }
-  return lastIdHasher.hasher.of(data)
+  return new ChunkIdHasher(key).of(data)
 }
 
 const CHUNK_AAD_PREFIX = Buffer.from('tresor/v1/chunk', 'ascii')
