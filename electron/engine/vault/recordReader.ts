@@ -25,7 +25,10 @@ export interface RecordItem {
 
 export const MAX_RANGE_BYTES = 4 * 1024 * 1024
 const MAX_GAP_BYTES = 256 * 1024
-/** Range buffers circulate (main → worker → main) instead of being allocated per read. */
+/**
+ * Range buffers are shared memory, reused read after read: the worker reads the records in place and
+ * nothing travels back (a transferred buffer counted as new external memory each time it returned).
+ */
 const RANGE_BUFFER_BYTES = MAX_RANGE_BYTES + 64 * 1024
 const freeRangeBuffers: SharedArrayBuffer[] = []
 /**
