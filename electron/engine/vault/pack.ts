@@ -113,6 +113,11 @@ export async function readPackIndex(
 /**
  * Builds one pack under tmp/. Ordinals are reserved in dispatch order (they go into the chunk's
  * AAD before its size is known); records are appended at byte offsets in arrival order.
+ *
+ * One write per pack is in flight at a time; appends that arrive meanwhile wait in order. Writes to
+ * one file serialize in the kernel anyway (the inode's lock), and a second one issued meanwhile
+ * spins on that lock: a full backup spent ~5 % of all CPU samples in `rwsem_spin_on_owner` with
+ * two batches of the chunk workers written at once.
  */
 export class PackWriter {
   readonly id: Buffer
@@ -124,6 +129,8 @@ export class PackWriter {
   private writeOffset = PACK_HEADER_BYTES
   private reservedBytes = 0
   private readonly writes = new Set<Promise<void>>()
+  /** The write in flight: the next append's write starts after it. */
+  private lastWrite: Promise<void> = Promise.resolve()
   private failure: unknown
 
   private constructor(
@@ -149,9 +156,15 @@ export class PackWriter {
       throw vaultIoError(err, tmpPath, 'creating pack')
     }
     const w = new PackWriter(fs, fh, layout, hex, targetBytes)
-    const head = Buffer.concat([PACK_MAGIC, w.id])
-    w.track(writeAll(fh, head, 0, tmpPath))
+    w.track(w.enqueueWrite(Buffer.concat([PACK_MAGIC, w.id]), 0))
     return w
+  }
+
+  /** Writes `data` at `position` once the writes queued before it have ended (whatever their outcome). */
+  private enqueueWrite(data: Buffer, position: number): Promise<void> {
+    const p = this.lastWrite.then(() => writeAll(this.fh, data, position, this.tmpPath))
+    this.lastWrite = p.catch(() => undefined)
+    return p
   }
 
   private track(p: Promise<void>): void {
@@ -197,7 +210,7 @@ export class PackWriter {
       this.entries.push({ ...e, offset })
       offset += e.length
     }
-    const p = writeAll(this.fh, records, offset - records.length, this.tmpPath)
+    const p = this.enqueueWrite(records, offset - records.length)
     this.track(p)
     try {
       await p

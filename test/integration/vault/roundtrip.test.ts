@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { backUp, BLOCK, checksumOf, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
 import { openVault, readVaultHeader } from '../../../electron/engine/vault/index.js'
+import { nodeVaultFs, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -82,6 +83,50 @@ describe('vault round trip', () => {
     expect((await vault.stats()).packs).toBeGreaterThan(2)
     const back = await restoreDisk(vault, point.id, 0)
     back.forEach((b, i) => expect((b as Buffer).equals(order[i]!)).toBe(true))
+    expect((await vault.verify({ readData: true })).problems).toEqual([])
+  })
+
+  it('writes each pack with one write in flight at a time, records in order', async () => {
+    // Every write is held back a little, so writes issued concurrently would overlap.
+    const inFlight = new Map<string, number>()
+    let maxInFlight = 0
+    let packWrites = 0
+    const fs: VaultFs = {
+      ...nodeVaultFs,
+      async open(path, flags) {
+        const fh = await nodeVaultFs.open(path, flags)
+        if (!path.endsWith('.pack.tmp')) return fh
+        return {
+          read: (b, o, l, p) => fh.read(b, o, l, p),
+          sync: () => fh.sync(),
+          size: () => fh.size(),
+          close: () => fh.close(),
+          async write(b, o, l, p) {
+            const n = (inFlight.get(path) ?? 0) + 1
+            inFlight.set(path, n)
+            maxInFlight = Math.max(maxInFlight, n)
+            packWrites++
+            try {
+              await new Promise((r) => setTimeout(r, 2))
+              return await fh.write(b, o, l, p)
+            } finally {
+              inFlight.set(path, (inFlight.get(path) ?? 1) - 1)
+            }
+          },
+        }
+      },
+    }
+    const t = await tempDir()
+    cleanups.push(t.cleanup)
+    const { dir, key } = await newVault(t.dir, {}, { packTargetBytes: 1 << 20 })
+    const vault = await openVault(dir, key, { workers: 2, maxBlocksInFlight: 8, fs })
+    cleanups.push(() => vault.close())
+    const blocks = Array.from({ length: 60 }, (_, i) => makeBlock(7000 + i, i % 3 ? 'random' : 'text'))
+    const point = await backUp(vault, [{ name: 'd', blocks }])
+    expect(packWrites).toBeGreaterThan(4)
+    expect(maxInFlight).toBe(1)
+    const back = await restoreDisk(vault, point.id, 0)
+    back.forEach((b, i) => expect((b as Buffer).equals(blocks[i]!)).toBe(true))
     expect((await vault.verify({ readData: true })).problems).toEqual([])
   })
 })
