@@ -304,12 +304,15 @@ export async function compareWithQemu(
   file: string,
   qemuFormat: QemuFormat,
   scratchDir: string,
-  options: { chunk?: number; format?: import('../../electron/engine/formats/types.js').ImageFormat } = {},
+  options: { chunk?: number; format?: import('../../electron/engine/formats/types.js').ImageFormat; blockingReads?: boolean } = {},
 ): Promise<OracleComparison> {
   const { openImage } = await import('../../electron/engine/formats/index.js')
   const raw = join(scratchDir, `oracle-${Date.now()}-${Math.random().toString(16).slice(2)}.raw`)
   await qemuToRaw(file, qemuFormat, raw)
-  const image = await openImage(file, options.format === undefined ? {} : { format: options.format })
+  const image = await openImage(file, {
+    ...(options.format === undefined ? {} : { format: options.format }),
+    ...(options.blockingReads === undefined ? {} : { blockingReads: options.blockingReads }),
+  })
   try {
     const info = await qemuInfo(file, qemuFormat)
     const extents = await collectExtents(image)

@@ -46,7 +46,7 @@ export async function runBackupJob(input: BackupJobInput, env: JobEnv, extra: Pi
 }
 
 /** The format modules load on the first disk that is read: a backup of unchanged disks never needs them. */
-async function openImageLazily(path: string): ReturnType<typeof import('../formats/index.js').openImage> {
+async function openImageLazily(path: string, options?: { blockingReads?: boolean }): ReturnType<typeof import('../formats/index.js').openImage> {
   const { openImage } = await import('../formats/index.js')
-  return openImage(path)
+  return openImage(path, options)
 }

@@ -48,8 +48,8 @@ export { pruneSnapshotTier }
 export interface BackupWorld {
   vault: Vault
   catalog: Db
-  /** Opens an image in its guest view (formats/index.ts `openImage`). */
-  openImage(path: string): Promise<DiskImage>
+  /** Opens an image in its guest view (formats/index.ts `openImage`, whose OpenOptions.blockingReads this passes on). */
+  openImage(path: string, options?: { blockingReads?: boolean }): Promise<DiskImage>
   /** Wall clock in epoch ms. Default Date.now. */
   now?: () => number
 }
@@ -389,8 +389,12 @@ export async function runBackup(machine: Machine, world: BackupWorld, options: R
 
     // Blocks.
     progress.setPhase('reading')
+    // One disk to read: its reads may block this job's event loop, which waits for nothing else
+    // meanwhile (a 4 GiB disk with a 1 % change: job 1.56–1.97 s → 1.32–1.48 s, page cache partly
+    // cold). Disks read side by side keep the thread pool, so one's slow device never stalls another.
+    const blockingReads = plans.filter((p) => p.mode !== 'unchanged').length === 1
     const outcomes = await boundedAll(plans, options.diskConcurrency ?? 2, (plan) =>
-      backupDisk(plan, { world, session, prev, hasher, progress, signal, log, blocksInFlight: options.blocksInFlight ?? 8 }))
+      backupDisk(plan, { world, session, prev, hasher, progress, signal, log, blocksInFlight: options.blocksInFlight ?? 8, blockingReads }))
     await runPost()
     throwIfAborted(signal)
 
@@ -562,6 +566,8 @@ interface DiskContext {
   signal: AbortSignal | undefined
   log: (l: string) => void
   blocksInFlight: number
+  /** Read the image with OpenOptions.blockingReads. */
+  blockingReads: boolean
 }
 
 async function backupDisk(plan: DiskPlan, ctx: DiskContext): Promise<DiskOutcome> {
@@ -592,7 +598,7 @@ async function backupDisk(plan: DiskPlan, ctx: DiskContext): Promise<DiskOutcome
     }
   }
 
-  const image = await ctx.world.openImage(plan.readPath)
+  const image = await ctx.world.openImage(plan.readPath, { blockingReads: ctx.blockingReads })
   let stored = 0
   let pointDisk: PointDisk
   let chain: ChainEntry[]

@@ -8,6 +8,7 @@
  *   that are not exact JavaScript integers;
  * - `checkedAlloc` refuses allocations driven by an absurd size field before they happen.
  */
+import { readSync } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { EngineError, fromFsError } from '../errors.js'
 
@@ -148,10 +149,15 @@ export class ImageFile {
     readonly path: string,
     readonly handle: FileHandle,
     readonly size: number,
+    /** OpenOptions.blockingReads */
+    private readonly blocking: boolean,
   ) {}
 
-  /** Opens `path` read-only; file-system errors become EngineErrors naming the path. */
-  static async open(path: string): Promise<ImageFile> {
+  /**
+   * Opens `path` read-only; file-system errors become EngineErrors naming the path. With
+   * `blockingReads`, reads run on the calling thread (OpenOptions.blockingReads).
+   */
+  static async open(path: string, options: { blockingReads?: boolean } = {}): Promise<ImageFile> {
     let handle: FileHandle
     try {
       handle = await open(path, 'r')
@@ -163,7 +169,7 @@ export class ImageFile {
       if (!st.isFile() && !st.isBlockDevice()) {
         throw new EngineError('IMAGE_UNSUPPORTED', `"${path}" is not a regular file or block device.`)
       }
-      return new ImageFile(path, handle, st.size)
+      return new ImageFile(path, handle, st.size, options.blockingReads ?? false)
     } catch (err) {
       await handle.close().catch(() => undefined)
       throw err
@@ -189,7 +195,8 @@ export class ImageFile {
     while (done < target.length) {
       let n: number
       try {
-        ;({ bytesRead: n } = await this.handle.read(target, done, target.length - done, position + done))
+        if (this.blocking && this.handle.fd >= 0) n = readSync(this.handle.fd, target, done, target.length - done, position + done)
+        else ({ bytesRead: n } = await this.handle.read(target, done, target.length - done, position + done))
       } catch (err) {
         throw fromFsError(err, this.path, 'reading') ?? err
       }

@@ -92,6 +92,7 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   const resolved: Required<OpenOptions> = {
     noBacking: options.noBacking ?? false,
     maxChainDepth: options.maxChainDepth ?? 64,
+    blockingReads: options.blockingReads ?? false,
   }
   return openAt(resolve(path), options.format, resolved, 0, [])
 }

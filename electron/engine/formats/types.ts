@@ -91,6 +91,13 @@ export interface OpenOptions {
   noBacking?: boolean
   /** Maximum backing chain depth before IMAGE_BACKING_LOOP. Default 64. */
   maxChainDepth?: number
+  /**
+   * Read the files with blocking system calls on the calling thread instead of Node's thread pool,
+   * for a caller whose event loop has nothing else to wait for meanwhile (a backup job reading one
+   * disk): a page-cache read then costs its copy and no hand-off between threads, and a device read
+   * still gets the kernel's read-ahead. Each read holds the loop for its own duration. Default false.
+   */
+  blockingReads?: boolean
 }
 
 export interface WriterOptions {

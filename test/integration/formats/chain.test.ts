@@ -41,6 +41,8 @@ describe('backing chains give the guest view', () => {
         { kind: 'discard', offset: 2 * MiB, length: MiB },
       ], dir)
       await expectSameAsQemu(top)
+      const blocking = await compareWithQemu(top, 'qcow2', dir, { blockingReads: true })
+      expect(blocking.ourSha256).toBe(blocking.qemuSha256)
       const image = await openImage(top)
       try {
         const info = await image.info()

@@ -191,6 +191,24 @@ describe('raw reader', () => {
     await expectSameAsQemu(file)
   })
 
+  it('blockingReads reads on the calling thread: the bytes are there before the first await', async () => {
+    const data = randomBytes(77, 3 * MiB + 1000)
+    const file = await sparseFile('blocking.raw', 8 * MiB, [[MiB + 5, data]])
+    for (const blockingReads of [true, false]) {
+      const image = await openImage(file, { blockingReads })
+      try {
+        const buf = Buffer.alloc(data.length)
+        const pending = image.read(buf, MiB + 5)
+        expect(buf.equals(data)).toBe(blockingReads) // the thread pool fills it only later
+        await pending
+        expect(buf.equals(data)).toBe(true)
+        await expect(image.read(Buffer.alloc(10), 8 * MiB - 5)).rejects.toMatchObject({ code: 'INVALID_INPUT' })
+      } finally {
+        await image.close()
+      }
+    }
+  })
+
   it('refuses reads past the end', async () => {
     const file = join(dir, 'small.raw')
     await writeFile(file, Buffer.alloc(1024, 1))

@@ -472,6 +472,15 @@ describe('VMDK reader matches qemu-img', () => {
     } finally {
       await img.close()
     }
+    // The same view with blocking reads, which every extent file is opened with.
+    const blocking = await openImage(file, { blockingReads: true })
+    try {
+      const buf = Buffer.alloc(blocking.virtualSize)
+      await blocking.read(buf, 0)
+      expect(buf.equals(Buffer.concat([flatA, Buffer.alloc(512 * 1024), await readFile(sparseRaw)]))).toBe(true)
+    } finally {
+      await blocking.close()
+    }
   })
 
   it('reads a vmfsSparse disk (COWD extent, 4096-entry grain tables) like qemu', async () => {

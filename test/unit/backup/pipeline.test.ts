@@ -33,12 +33,13 @@ async function touch(path: string): Promise<void> {
   await utimes(path, t, t)
 }
 
-function worldOf(vault: MemoryVault, images: Map<string, MemoryImage>, opened: string[] = []): BackupWorld {
+function worldOf(vault: MemoryVault, images: Map<string, MemoryImage>, opened: string[] = [], blocking: Array<boolean | undefined> = []): BackupWorld {
   return {
     vault,
     catalog: db,
-    openImage: async (p) => {
+    openImage: async (p, options) => {
       opened.push(p)
+      blocking.push(options?.blockingReads)
       const img = images.get(p)
       if (!img) throw new Error(`no image for ${p}`)
       img.closed = false
@@ -166,6 +167,34 @@ describe('block pipeline', () => {
     expect(r2.result.bytesNew).toBe(6 * BS)
     expect((await vault.restore(r2.manifest.id, 1)).equals(b)).toBe(true)
     expect((await vault.restore(r2.manifest.id, 0)).equals(a)).toBe(true)
+  })
+
+  it('reads with blocking reads only when one disk of the machine is read', async () => {
+    const a = randomBytes(4 * BS)
+    const b = randomBytes(6 * BS)
+    const pa = await diskFile('a.raw')
+    const pb = await diskFile('b.raw')
+    const images = new Map([
+      [pa, new MemoryImage('a', a, [{ offset: 0, length: a.length, zero: false }])],
+      [pb, new MemoryImage('b', b, [{ offset: 0, length: b.length, zero: false }])],
+    ])
+    const vault = new MemoryVault(BS)
+    addMachine(db, { name: 'vm', disks: [{ path: pa }, { path: pb }] })
+    const opened: string[] = []
+    const blocking: Array<boolean | undefined> = []
+    const world = worldOf(vault, images, opened, blocking)
+    // both disks read: the snapshot step opens each (no option), then the block loop (thread pool)
+    await runBackup(getMachine(db, 'vm'), world, { snapshot: 'read' })
+    const bulk = (): Array<[string, boolean | undefined]> => opened.map((p, i): [string, boolean | undefined] => [p, blocking[i]]).filter(([, m]) => m !== undefined)
+    expect(bulk().sort()).toEqual([[pa, false], [pb, false]])
+    opened.length = 0
+    blocking.length = 0
+    b[BS + 3]! ^= 0xff
+    await touch(pb)
+    const r2 = await runBackup(getMachine(db, 'vm'), world, { snapshot: 'read' })
+    expect(r2.manifest.labels['disk.0.snapshot']).toBe('unchanged')
+    expect(bulk()).toEqual([[pb, true]])
+    expect((await vault.restore(r2.manifest.id, 1)).equals(b)).toBe(true)
   })
 
   it('skips excluded disks and counts only included ones in the protected size', async () => {

@@ -75,7 +75,7 @@ export class Qcow2Image extends LayeredImage<Qcow2Segment> {
   }
 
   static async open(path: string, ctx: OpenContext): Promise<Qcow2Image> {
-    const file = await ImageFile.open(path)
+    const file = await ImageFile.open(path, ctx.options)
     let dataFile: ImageFile | undefined
     let image: Qcow2Image | undefined
     try {
@@ -91,7 +91,7 @@ export class Qcow2Image extends LayeredImage<Qcow2Segment> {
       if (header.dataFile !== undefined) {
         const dataPath = resolveBackingPath(path, header.dataFile)
         try {
-          dataFile = await ImageFile.open(dataPath)
+          dataFile = await ImageFile.open(dataPath, ctx.options)
         } catch (err) {
           throw new EngineError('IMAGE_BACKING_MISSING', `The external data file "${dataPath}" of "${path}" cannot be opened. Put it back in place and try again.`, { cause: err })
         }

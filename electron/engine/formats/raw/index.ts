@@ -58,8 +58,8 @@ export class RawImage implements DiskImage {
     return this.file.size
   }
 
-  static async open(path: string): Promise<RawImage> {
-    const file = await ImageFile.open(path)
+  static async open(path: string, options: { blockingReads?: boolean } = {}): Promise<RawImage> {
+    const file = await ImageFile.open(path, options)
     try {
       const st = await file.handle.stat()
       const onDisk = Math.min(st.blocks * 512, st.size)
@@ -267,7 +267,7 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
 export const rawModule: FormatModule = {
   format: 'raw',
   probe: () => true,
-  open: (path: string, _ctx: OpenContext) => RawImage.open(path),
+  open: (path: string, ctx: OpenContext) => RawImage.open(path, ctx.options),
 }
 
 /** Opens `path` for a new image: exclusive unless `overwrite` (ALREADY_EXISTS otherwise). */

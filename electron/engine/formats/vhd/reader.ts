@@ -248,7 +248,7 @@ async function readLocators(file: ImageFile, header: DynamicHeader): Promise<Map
 
 /** Opens a VHD file (see index.ts for the rules). The caller closes the returned image. */
 export async function openVhd(path: string, ctx: OpenContext): Promise<DiskImage> {
-  const file = await ImageFile.open(path)
+  const file = await ImageFile.open(path, ctx.options)
   let backing: DiskImage | undefined
   try {
     const { footer } = await readFooter(file)

@@ -228,7 +228,7 @@ function overlaps(a: number, alen: number, b: number, blen: number): boolean {
 
 /** Opens a VHDX file (see index.ts). The caller closes the returned image. */
 export async function openVhdx(path: string, ctx: OpenContext): Promise<DiskImage> {
-  const file = await ImageFile.open(path)
+  const file = await ImageFile.open(path, ctx.options)
   let backing: DiskImage | undefined
   try {
     const header = await readCurrentHeader(file)

@@ -5,7 +5,7 @@ import { EngineError } from '../../errors.js'
 import { ImageFile, isAllZero, malformed, unsupported } from '../io.js'
 import { LayeredImage } from '../layered.js'
 import { resolveBackingPath, type OpenContext } from '../open.js'
-import type { BackingInfo, DiskImage, Extent, ImageInfo } from '../types.js'
+import type { BackingInfo, DiskImage, Extent, ImageInfo, OpenOptions } from '../types.js'
 import { MAX_DESCRIPTOR_BYTES, parseDescriptor, type Descriptor, type ExtentLine } from './descriptor.js'
 import { SECTOR, SparseCaches, SparseExtent, isCowdMagic, isSparseMagic, readSparseHeader, type SparseHeader, type VmdkSegment } from './sparse.js'
 
@@ -78,7 +78,7 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
     }
     let image: VmdkImage | undefined
     try {
-      const top = await ImageFile.open(path)
+      const top = await ImageFile.open(path, ctx.options)
       files.set(path, top)
       const head = await top.readUpTo(0, SECTOR)
       let descriptor: Descriptor
@@ -91,7 +91,7 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
           // A sparse file carrying only a descriptor (qemu reads it as a descriptor file).
           descriptor = parseDescriptor(embedded, path)
           variant = checkCreateType(descriptor, path)
-          spans = await openSpans(descriptor, path, files, caches)
+          spans = await openSpans(descriptor, path, files, caches, ctx.options)
         } else {
           descriptor = embedded === undefined ? emptyDescriptor() : parseDescriptor(embedded, path)
           variant = header.magic === 'COWD' ? 'vmfsSparse' : header.compressed ? 'streamOptimized' : 'monolithicSparse'
@@ -105,7 +105,7 @@ export class VmdkImage extends LayeredImage<VmdkSegment> {
         const text = (await top.readAt(0, top.size, 'the VMDK descriptor')).toString('latin1')
         descriptor = parseDescriptor(cutAtNul(text), path)
         variant = checkCreateType(descriptor, path)
-        spans = await openSpans(descriptor, path, files, caches)
+        spans = await openSpans(descriptor, path, files, caches, ctx.options)
       }
       const virtualSize = spans.reduce((sum, s) => sum + s.length, 0)
       if (!Number.isSafeInteger(virtualSize)) throw malformed(path, 'its extents add up to an impossible size')
@@ -261,11 +261,11 @@ function checkCreateType(descriptor: Descriptor, path: string): string {
 }
 
 /** Opens the extent files named by a descriptor and places them one after the other. */
-async function openSpans(descriptor: Descriptor, path: string, files: Map<string, ImageFile>, caches: SparseCaches): Promise<Span[]> {
+async function openSpans(descriptor: Descriptor, path: string, files: Map<string, ImageFile>, caches: SparseCaches, options: OpenOptions): Promise<Span[]> {
   const spans: Span[] = []
   let start = 0
   for (const line of descriptor.extents) {
-    const span = await openSpan(line, start, path, files, caches)
+    const span = await openSpan(line, start, path, files, caches, options)
     if (span.length === 0) continue
     spans.push(span)
     start += span.length
@@ -274,13 +274,13 @@ async function openSpans(descriptor: Descriptor, path: string, files: Map<string
   return spans
 }
 
-async function openExtentFile(line: ExtentLine, descriptorPath: string, files: Map<string, ImageFile>): Promise<ImageFile> {
+async function openExtentFile(line: ExtentLine, descriptorPath: string, files: Map<string, ImageFile>, options: OpenOptions): Promise<ImageFile> {
   const extentPath = resolveBackingPath(descriptorPath, line.fileName ?? '')
   const known = files.get(extentPath)
   if (known) return known
   let file: ImageFile
   try {
-    file = await ImageFile.open(extentPath)
+    file = await ImageFile.open(extentPath, options)
   } catch (err) {
     if (err instanceof EngineError && err.code === 'NOT_FOUND') {
       throw new EngineError(
@@ -299,7 +299,7 @@ async function openExtentFile(line: ExtentLine, descriptorPath: string, files: M
   return file
 }
 
-async function openSpan(line: ExtentLine, start: number, path: string, files: Map<string, ImageFile>, caches: SparseCaches): Promise<Span> {
+async function openSpan(line: ExtentLine, start: number, path: string, files: Map<string, ImageFile>, caches: SparseCaches, options: OpenOptions): Promise<Span> {
   const length = line.sectors * SECTOR
   if (line.access === 'NOACCESS') throw unsupported(path, 'a VMDK extent marked NOACCESS')
   switch (line.type) {
@@ -307,7 +307,7 @@ async function openSpan(line: ExtentLine, start: number, path: string, files: Ma
       return { kind: 'zero', start, length }
     case 'FLAT':
     case 'VMFS': {
-      const file = await openExtentFile(line, path, files)
+      const file = await openExtentFile(line, path, files, options)
       const position = line.offsetSectors * SECTOR
       if (position + length > file.size) {
         throw malformed(path, `its flat extent "${file.path}" is shorter (${file.size} bytes) than the descriptor says (${position + length} bytes)`)
@@ -317,7 +317,7 @@ async function openSpan(line: ExtentLine, start: number, path: string, files: Ma
     case 'SPARSE':
     case 'VMFSSPARSE': {
       // Like qemu, either sparse kind (KDMV or COWD) is accepted for either extent type.
-      const file = await openExtentFile(line, path, files)
+      const file = await openExtentFile(line, path, files, options)
       const head = await file.readUpTo(0, SECTOR)
       if (!isSparseMagic(head) && !isCowdMagic(head)) throw malformed(path, `its sparse extent "${file.path}" is not a VMDK sparse extent`)
       const header = await readSparseHeader(file)
