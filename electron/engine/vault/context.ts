@@ -9,7 +9,7 @@ import type { VaultConfig } from './config.js'
 import type { VaultKeys } from './crypto.js'
 import { readGeneration } from './generation.js'
 import { PACK_ID_RE, packPath, type VaultLayout } from './layout.js'
-import { readPackIndex } from './pack.js'
+import { readPackIndexBytes } from './pack.js'
 import type { Clock, OpenVaultOptions, VaultTestHooks } from './types.js'
 import { readdirIfExists, type VaultFs } from './vaultFs.js'
 
@@ -128,9 +128,8 @@ export class VaultContext {
       while (next < missing.length) {
         const hex = missing[next++]!
         try {
-          const idx = await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize)
-          const n = table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.entries.length })
-          for (const e of idx.entries) table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
+          const idx = await readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize)
+          table.insertIndex(idx.index, table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.count }))
         } catch (error) {
           // A damaged pack's chunks are simply unknown: a backup stores them again, verify reports it.
           damaged.push({ hex, error })

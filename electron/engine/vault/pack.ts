@@ -45,15 +45,29 @@ export function encodeIndex(entries: PackIndexEntry[]): Buffer {
   return buf
 }
 
-export function decodeIndex(buf: Buffer, packHex: string, indexOffset: number, maxPlain: number): PackIndexEntry[] {
+/**
+ * Checks a decrypted index (its length, and every entry inside the pack's records, with a possible
+ * flag, plain length and ordinal); returns its entry count. Throws VAULT_DAMAGED.
+ */
+export function checkIndex(buf: Buffer, packHex: string, indexOffset: number, maxPlain: number): number {
   const what = `pack ${packHex} index`
   if (buf.length < 4) throw damaged(what, 'is truncated')
   const n = buf.readUInt32LE(0)
   if (buf.length !== 4 + n * INDEX_ENTRY_BYTES) throw damaged(what, 'has a wrong length')
-  const out: PackIndexEntry[] = []
-  let p = 4
-  for (let i = 0; i < n; i++, p += INDEX_ENTRY_BYTES) {
-    const e: PackIndexEntry = {
+  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) {
+    const offset = buf.readUInt32LE(p + 32)
+    if (offset < PACK_HEADER_BYTES || offset + buf.readUInt32LE(p + 36) > indexOffset || buf[p + 44]! > 1 || buf.readUInt32LE(p + 45) > maxPlain || buf.readUInt32LE(p + 40) > 0x7fffffff) {
+      throw damaged(what, `has an impossible entry (#${i})`)
+    }
+  }
+  return n
+}
+
+/** The `n` entries of a checked index as objects. */
+function entriesOf(buf: Buffer, n: number): PackIndexEntry[] {
+  const out: PackIndexEntry[] = new Array<PackIndexEntry>(n)
+  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) {
+    out[i] = {
       chunkId: Buffer.from(buf.subarray(p, p + CHUNK_ID_BYTES)),
       offset: buf.readUInt32LE(p + 32),
       length: buf.readUInt32LE(p + 36),
@@ -61,10 +75,6 @@ export function decodeIndex(buf: Buffer, packHex: string, indexOffset: number, m
       flags: buf[p + 44]!,
       plainLength: buf.readUInt32LE(p + 45),
     }
-    if (e.offset < PACK_HEADER_BYTES || e.offset + e.length > indexOffset || e.flags > 1 || e.plainLength > maxPlain || e.ordinal > 0x7fffffff) {
-      throw damaged(what, `has an impossible entry (#${i})`)
-    }
-    out.push(e)
   }
   return out
 }
@@ -77,6 +87,21 @@ export async function readPackIndex(
   keys: VaultKeys,
   maxPlain: number,
 ): Promise<{ entries: PackIndexEntry[]; sizeBytes: number; indexOffset: number }> {
+  const { index, count, sizeBytes, indexOffset } = await readPackIndexBytes(fs, path, packHex, keys, maxPlain)
+  return { entries: entriesOf(index, count), sizeBytes, indexOffset }
+}
+
+/**
+ * `readPackIndex` without an object per entry: the decrypted, checked index (`encodeIndex` layout)
+ * and its entry count, for `ChunkTable.insertIndex`.
+ */
+export async function readPackIndexBytes(
+  fs: VaultFs,
+  path: string,
+  packHex: string,
+  keys: VaultKeys,
+  maxPlain: number,
+): Promise<{ index: Buffer; count: number; sizeBytes: number; indexOffset: number }> {
   let fh: VaultFileHandle
   try {
     fh = await fs.open(path, 'r')
@@ -102,7 +127,7 @@ export async function readPackIndex(
     const sealed = Buffer.allocUnsafe(indexLength)
     await readExactly(fh, sealed, 0, indexLength, indexOffset, path)
     const plain = openObject(keys.meta, indexAad(packHex, indexOffset), sealed, `pack ${packHex} index`)
-    return { entries: decodeIndex(plain, packHex, indexOffset, maxPlain), sizeBytes: size, indexOffset }
+    return { index: plain, count: checkIndex(plain, packHex, indexOffset, maxPlain), sizeBytes: size, indexOffset }
   } catch (err) {
     throw vaultIoError(err, path, 'reading pack')
   } finally {

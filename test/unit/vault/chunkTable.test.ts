@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import { ChunkTable } from '../../../electron/engine/vault/chunkTable.js'
+import { checkIndex, encodeIndex, type PackIndexEntry } from '../../../electron/engine/vault/pack.js'
 
 describe('ChunkTable', () => {
   it('finds every inserted id with its location, through growth, and nothing else', () => {
@@ -53,5 +54,38 @@ describe('ChunkTable', () => {
       }),
       { numRuns: 50 },
     )
+  })
+
+  it('inserts a whole pack index without entry objects, like entry by entry, growing once', () => {
+    const entry = (i: number): PackIndexEntry => ({ chunkId: randomBytes(32), offset: 24 + i * 70, length: 70, ordinal: i, flags: i % 2, plainLength: 65536 })
+    const first = Array.from({ length: 3000 }, (_, i) => entry(i))
+    const second = [...first.slice(0, 500), ...Array.from({ length: 1000 }, (_, i) => entry(i + 3000))] // 500 already known
+    const byIndex = new ChunkTable(16)
+    const byEntry = new ChunkTable(16)
+    const indexes = [first, second].map((entries) => encodeIndex(entries))
+    indexes.forEach((index, pack) => expect(checkIndex(index, 'ab', 2 ** 32 - 1, 65536)).toBe(pack === 0 ? 3000 : 1500))
+    expect(byIndex.insertIndex(indexes[0]!, 0)).toBe(3000)
+    const slotsAfterFirst = byIndex.slotCount
+    expect(slotsAfterFirst).toBeGreaterThanOrEqual(3000 / 0.8) // reserved at once
+    expect(byIndex.insertIndex(indexes[1]!, 1)).toBe(1000)
+    ;[first, second].forEach((entries, pack) => entries.forEach((e) => byEntry.insert(e.chunkId, { ...e, pack })))
+    expect(byIndex.size).toBe(4000)
+    expect(byEntry.size).toBe(4000)
+    for (const e of [...first, ...second]) {
+      expect(byIndex.get(e.chunkId)).toEqual(byEntry.get(e.chunkId))
+      expect(byIndex.get(e.chunkId)).toMatchObject({ offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
+    }
+    expect(byIndex.get(second[700]!.chunkId)?.pack).toBe(1)
+    expect(byIndex.get(second[10]!.chunkId)?.pack).toBe(0) // the first copy wins
+  })
+
+  it('checkIndex refuses an index with a wrong length or an entry outside its pack', () => {
+    const index = encodeIndex([{ chunkId: randomBytes(32), offset: 24, length: 100, ordinal: 0, flags: 0, plainLength: 1000 }])
+    expect(checkIndex(index, 'ab', 124, 65536)).toBe(1)
+    expect(() => checkIndex(index, 'ab', 123, 65536)).toThrow(/impossible entry \(#0\)/) // past the index
+    expect(() => checkIndex(index.subarray(0, index.length - 1), 'ab', 124, 65536)).toThrow(/wrong length/)
+    const badFlag = Buffer.from(index)
+    badFlag[4 + 44] = 2
+    expect(() => checkIndex(badFlag, 'ab', 124, 65536)).toThrow(/impossible entry/)
   })
 })
