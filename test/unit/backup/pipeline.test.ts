@@ -48,6 +48,19 @@ function worldOf(vault: MemoryVault, images: Map<string, MemoryImage>, opened: s
   }
 }
 
+/** Disks a (4 blocks) and b (6 blocks) of random data, as files served from memory, and an empty vault. */
+async function twoDisks(): Promise<{ a: Buffer; b: Buffer; pa: string; pb: string; images: Map<string, MemoryImage>; vault: MemoryVault }> {
+  const a = randomBytes(4 * BS)
+  const b = randomBytes(6 * BS)
+  const pa = await diskFile('a.raw')
+  const pb = await diskFile('b.raw')
+  const images = new Map([
+    [pa, new MemoryImage('a', a, [{ offset: 0, length: a.length, zero: false }])],
+    [pb, new MemoryImage('b', b, [{ offset: 0, length: b.length, zero: false }])],
+  ])
+  return { a, b, pa, pb, images, vault: new MemoryVault(BS) }
+}
+
 describe('block pipeline', () => {
   it('classifies blocks: UNALLOCATED, ZERO (format zero or read zeros), DATA; reads only what data extents cover; restores exactly', async () => {
     const size = 10 * BS + 1000 // last block is short
@@ -148,15 +161,7 @@ describe('block pipeline', () => {
   })
 
   it('a disk added later is backed up in full while the others stay incremental', async () => {
-    const a = randomBytes(4 * BS)
-    const b = randomBytes(6 * BS)
-    const pa = await diskFile('a.raw')
-    const pb = await diskFile('b.raw')
-    const images = new Map([
-      [pa, new MemoryImage('a', a, [{ offset: 0, length: a.length, zero: false }])],
-      [pb, new MemoryImage('b', b, [{ offset: 0, length: b.length, zero: false }])],
-    ])
-    const vault = new MemoryVault(BS)
+    const { a, b, pa, pb, images, vault } = await twoDisks()
     addMachine(db, { name: 'vm', disks: [{ path: pa }] })
     await runBackup(getMachine(db, 'vm'), worldOf(vault, images), { snapshot: 'read' })
     addDisk(db, 'vm', { path: pb })
@@ -170,15 +175,7 @@ describe('block pipeline', () => {
   })
 
   it('reads with blocking reads only when one disk of the machine is read', async () => {
-    const a = randomBytes(4 * BS)
-    const b = randomBytes(6 * BS)
-    const pa = await diskFile('a.raw')
-    const pb = await diskFile('b.raw')
-    const images = new Map([
-      [pa, new MemoryImage('a', a, [{ offset: 0, length: a.length, zero: false }])],
-      [pb, new MemoryImage('b', b, [{ offset: 0, length: b.length, zero: false }])],
-    ])
-    const vault = new MemoryVault(BS)
+    const { b, pa, pb, images, vault } = await twoDisks()
     addMachine(db, { name: 'vm', disks: [{ path: pa }, { path: pb }] })
     const opened: string[] = []
     const blocking: Array<boolean | undefined> = []
