@@ -161,6 +161,13 @@ export class ChunkTable {
     return added
   }
 
+  /** Adds pack `hex` with the entries of its checked index (`readPackIndexBytes`); returns its number. */
+  addPackIndex(hex: string, pack: { sizeBytes: number; index: Buffer; count: number }): number {
+    const n = this.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: pack.sizeBytes, chunkCount: pack.count })
+    this.insertIndex(pack.index, n)
+    return n
+  }
+
   /** Makes room for `more` entries at once (one growth instead of several). */
   reserve(more: number): void {
     const needed = Math.ceil((this.count + more) / MAX_LOAD) + 1

@@ -128,8 +128,7 @@ export class VaultContext {
       while (next < missing.length) {
         const hex = missing[next++]!
         try {
-          const idx = await readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize)
-          table.insertIndex(idx.index, table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.count }))
+          table.addPackIndex(hex, await readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize))
         } catch (error) {
           // A damaged pack's chunks are simply unknown: a backup stores them again, verify reports it.
           damaged.push({ hex, error })

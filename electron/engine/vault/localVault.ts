@@ -12,7 +12,7 @@ import { bumpGeneration, readGeneration, trimGenerations } from './generation.js
 import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
 import { VaultLock, withReadLock } from './locks.js'
 import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
-import { readPackIndex, type PackIndexEntry } from './pack.js'
+import { readPackIndex, readPackIndexBytes, recordBytesOf, type PackIndexEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
 import { openPackRecords, readRecordBytes } from './recordReader.js'
@@ -181,10 +181,7 @@ class LocalVaultImpl implements LocalVault {
     for (const [i, hex] of packs.entries()) {
       options.onProgress?.({ phase: 'indexes', done: i, total: packs.length })
       try {
-        const idx = await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)
-        const n = table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.entries.length })
-        for (const e of idx.entries) table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
-        readablePacks.push(n)
+        readablePacks.push(table.addPackIndex(hex, await readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)))
         checked.packs++
       } catch (err) {
         damagedPacks.add(hex)
@@ -356,10 +353,8 @@ class LocalVaultImpl implements LocalVault {
       const recordBytes: number[] = []
       for (const hex of packs) {
         try {
-          const idx = await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)
-          const n = table.addPack({ id: Buffer.from(hex, 'hex'), hex, sizeBytes: idx.sizeBytes, chunkCount: idx.entries.length })
-          for (const e of idx.entries) table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
-          recordBytes[n] = idx.entries.reduce((sum, e) => sum + e.length, 0)
+          const idx = await readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)
+          recordBytes[table.addPackIndex(hex, idx)] = recordBytesOf(idx.index, idx.count)
         } catch {
           unreadable.add(hex) // never delete what cannot be read; verify reports it
         }

@@ -63,6 +63,13 @@ export function checkIndex(buf: Buffer, packHex: string, indexOffset: number, ma
   return n
 }
 
+/** The bytes of the `n` records listed by a checked index. */
+export function recordBytesOf(index: Buffer, n: number): number {
+  let sum = 0
+  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) sum += index.readUInt32LE(p + 36)
+  return sum
+}
+
 /** The `n` entries of a checked index as objects. */
 function entriesOf(buf: Buffer, n: number): PackIndexEntry[] {
   const out: PackIndexEntry[] = new Array<PackIndexEntry>(n)

@@ -65,14 +65,19 @@ describe('ChunkTable', () => {
     const indexes = [first, second].map((entries) => encodeIndex(entries))
     indexes.forEach((index, pack) => expect(checkIndex(index, 'ab', 2 ** 32 - 1, 65536)).toBe(pack === 0 ? 3000 : 1500))
     expect(byIndex.insertIndex(indexes[0]!, 0)).toBe(3000)
-    const slotsAfterFirst = byIndex.slotCount
-    expect(slotsAfterFirst).toBeGreaterThanOrEqual(3000 / 0.8) // reserved at once
+    expect(byIndex.slotCount).toBeGreaterThanOrEqual(3000 / 0.8) // reserved at once
     expect(byIndex.insertIndex(indexes[1]!, 1)).toBe(1000)
+    // the same through addPackIndex, which numbers the packs itself
+    const byPack = new ChunkTable(16)
+    expect(indexes.map((index, i) => byPack.addPackIndex(['ab', 'cd'][i]!, { sizeBytes: 1, index, count: checkIndex(index, 'ab', 2 ** 32 - 1, 65536) }))).toEqual([0, 1])
+    expect(byPack.packs.map((p) => [p.hex, p.chunkCount])).toEqual([['ab', 3000], ['cd', 1500]])
+    expect(byPack.size).toBe(4000)
     ;[first, second].forEach((entries, pack) => entries.forEach((e) => byEntry.insert(e.chunkId, { ...e, pack })))
     expect(byIndex.size).toBe(4000)
     expect(byEntry.size).toBe(4000)
     for (const e of [...first, ...second]) {
       expect(byIndex.get(e.chunkId)).toEqual(byEntry.get(e.chunkId))
+      expect(byPack.get(e.chunkId)).toEqual(byEntry.get(e.chunkId))
       expect(byIndex.get(e.chunkId)).toMatchObject({ offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
     }
     expect(byIndex.get(second[700]!.chunkId)?.pack).toBe(1)
