@@ -160,8 +160,7 @@ export class PackWriter {
   private nextOrdinal = 0
   private writeOffset = PACK_HEADER_BYTES
   private reservedBytes = 0
-  private readonly writes = new Set<Promise<void>>()
-  /** The write in flight: the next append's write starts after it. */
+  /** The last write queued, settled either way: every write starts after the one before it. */
   private lastWrite: Promise<void> = Promise.resolve()
   private failure: unknown
 
@@ -188,23 +187,29 @@ export class PackWriter {
       throw vaultIoError(err, tmpPath, 'creating pack')
     }
     const w = new PackWriter(fs, fh, layout, hex, targetBytes)
-    w.track(w.enqueueWrite(Buffer.concat([PACK_MAGIC, w.id]), 0))
+    void w.enqueueWrite(Buffer.concat([PACK_MAGIC, w.id]), 0).catch(() => undefined) // recorded in `failure`
     return w
   }
 
-  /** Writes `data` at `position` once the writes queued before it have ended (whatever their outcome). */
+  /**
+   * Writes `data` at `position` once the writes queued before it have ended (whatever their
+   * outcome). The first failure is kept for `append` and `finish`.
+   */
   private enqueueWrite(data: Buffer, position: number): Promise<void> {
     const p = this.lastWrite.then(() => writeAll(this.fh, data, position, this.tmpPath))
-    this.lastWrite = p.catch(() => undefined)
+    this.lastWrite = p.catch((err: unknown) => {
+      this.failure ??= vaultIoError(err, this.tmpPath, 'writing pack')
+    })
     return p
   }
 
-  private track(p: Promise<void>): void {
-    const t = p.catch((err: unknown) => {
-      this.failure ??= vaultIoError(err, this.tmpPath, 'writing pack')
-    })
-    this.writes.add(t)
-    void t.finally(() => this.writes.delete(t))
+  /** Resolves once every write queued so far (and any queued meanwhile) has ended. */
+  private async writesSettled(): Promise<void> {
+    let last: Promise<void>
+    do {
+      last = this.lastWrite
+      await last
+    } while (last !== this.lastWrite)
   }
 
   /** True once written + reserved bytes reach the target: take no more chunks. */
@@ -242,10 +247,8 @@ export class PackWriter {
       this.entries.push({ ...e, offset })
       offset += e.length
     }
-    const p = this.enqueueWrite(records, offset - records.length)
-    this.track(p)
     try {
-      await p
+      await this.enqueueWrite(records, offset - records.length)
     } catch (err) {
       throw vaultIoError(err, this.tmpPath, 'writing pack')
     }
@@ -259,7 +262,7 @@ export class PackWriter {
   /** Writes index and trailer, fsyncs and closes. The pack is still under tmp/. Returns its size. */
   async finish(keys: VaultKeys): Promise<number> {
     try {
-      while (this.writes.size) await Promise.all([...this.writes])
+      await this.writesSettled()
       if (this.failure) throw this.failure
       if (this.entries.length !== this.nextOrdinal) throw new EngineError('INTERNAL', `pack ${this.hex}: ${this.nextOrdinal - this.entries.length} chunks never arrived`)
       const indexOffset = this.writeOffset
@@ -290,7 +293,7 @@ export class PackWriter {
 
   /** Removes the temp file (abort paths). */
   async discard(): Promise<void> {
-    while (this.writes.size) await Promise.all([...this.writes])
+    await this.writesSettled()
     await this.fh.close().catch(() => undefined)
     await this.fs.unlink(this.tmpPath).catch(() => undefined)
   }
