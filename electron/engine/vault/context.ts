@@ -9,7 +9,7 @@ import type { VaultConfig } from './config.js'
 import type { VaultKeys } from './crypto.js'
 import { readGeneration } from './generation.js'
 import { PACK_ID_RE, packPath, type VaultLayout } from './layout.js'
-import { readPackIndexBytes } from './pack.js'
+import { readPackIndex, readPackIndexBytes, type PackIndexEntry } from './pack.js'
 import type { Clock, OpenVaultOptions, VaultTestHooks } from './types.js'
 import { readdirIfExists, type VaultFs } from './vaultFs.js'
 
@@ -89,6 +89,16 @@ export class VaultContext {
     this.tableLastPrune = -1
   }
 
+  /** The checked index of pack `hex` as decrypted (for `ChunkTable.addPackIndex`). */
+  packIndexBytes(hex: string): Promise<{ index: Buffer; count: number; sizeBytes: number; indexOffset: number }> {
+    return readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize)
+  }
+
+  /** The entries of pack `hex`'s index, as objects. */
+  async packEntries(hex: string): Promise<PackIndexEntry[]> {
+    return (await readPackIndex(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize)).entries
+  }
+
   /** Lists pack ids present in the vault. */
   async listPacks(): Promise<string[]> {
     const out: string[] = []
@@ -128,7 +138,7 @@ export class VaultContext {
       while (next < missing.length) {
         const hex = missing[next++]!
         try {
-          table.addPackIndex(hex, await readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize))
+          table.addPackIndex(hex, await this.packIndexBytes(hex))
         } catch (error) {
           // A damaged pack's chunks are simply unknown: a backup stores them again, verify reports it.
           damaged.push({ hex, error })

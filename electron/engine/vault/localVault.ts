@@ -12,7 +12,7 @@ import { bumpGeneration, readGeneration, trimGenerations } from './generation.js
 import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
 import { VaultLock, withReadLock } from './locks.js'
 import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
-import { readPackIndex, readPackIndexBytes, recordBytesOf, type PackIndexEntry } from './pack.js'
+import { recordBytesOf, type PackIndexEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
 import { openPackRecords, readRecordBytes } from './recordReader.js'
@@ -181,7 +181,7 @@ class LocalVaultImpl implements LocalVault {
     for (const [i, hex] of packs.entries()) {
       options.onProgress?.({ phase: 'indexes', done: i, total: packs.length })
       try {
-        readablePacks.push(table.addPackIndex(hex, await readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)))
+        readablePacks.push(table.addPackIndex(hex, await this.ctx.packIndexBytes(hex)))
         checked.packs++
       } catch (err) {
         damagedPacks.add(hex)
@@ -200,7 +200,7 @@ class LocalVaultImpl implements LocalVault {
         let entries: PackIndexEntry[] = []
         try {
           // re-read the index per pack: memory stays one pack's index, not the whole vault's (I7)
-          entries = (await readPackIndex(this.fs, packPath(this.layout, pack.hex), pack.hex, this.ctx.keys, this.blockSize)).entries
+          entries = await this.ctx.packEntries(pack.hex)
           await openPackRecords(this.ctx.pool(), this.fs, packPath(this.layout, pack.hex), pack.id, entries, { returnPlain: false, blockSize: this.blockSize }, (k, _p, error) => {
             checked.chunksRead++
             checked.bytesRead += entries[k]!.length
@@ -353,7 +353,7 @@ class LocalVaultImpl implements LocalVault {
       const recordBytes: number[] = []
       for (const hex of packs) {
         try {
-          const idx = await readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.ctx.keys, this.blockSize)
+          const idx = await this.ctx.packIndexBytes(hex)
           recordBytes[table.addPackIndex(hex, idx)] = recordBytesOf(idx.index, idx.count)
         } catch {
           unreadable.add(hex) // never delete what cannot be read; verify reports it
@@ -389,9 +389,7 @@ class LocalVaultImpl implements LocalVault {
         options.maxUnused ?? DEFAULT_MAX_UNUSED,
       )
       const liveEntries = async (n: number): Promise<PackIndexEntry[]> => {
-        const pack = table.packs[n]!
-        const idx = await readPackIndex(this.fs, packPath(this.layout, pack.hex), pack.hex, this.ctx.keys, this.blockSize)
-        return idx.entries.filter((e) => {
+        return (await this.ctx.packEntries(table.packs[n]!.hex)).filter((e) => {
           const slot = table.find(e.chunkId)
           if (slot < 0 || !live[slot]) return false
           const loc = table.location(slot)
