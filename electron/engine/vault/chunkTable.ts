@@ -22,7 +22,7 @@
  * made 1M chunks, a 64 GiB vault, cost 3 s before the first new block was stored).
  */
 import { EngineError } from '../errors.js'
-import { INDEX_ENTRY_BYTES } from './pack.js'
+import { INDEX_ENTRY_BYTES, INDEX_FIELD } from './pack.js'
 
 const KEY = 16
 const SLOT = 32
@@ -154,7 +154,7 @@ export class ChunkTable {
     for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) {
       const inserted = this.insertPrefix(
         index.readUInt32LE(p), index.readUInt32LE(p + 4), index.readUInt32LE(p + 8), index.readUInt32LE(p + 12),
-        pack, index.readUInt32LE(p + 32), index.readUInt32LE(p + 36), index.readUInt32LE(p + 40), index[p + 44]!,
+        pack, index.readUInt32LE(p + INDEX_FIELD.offset), index.readUInt32LE(p + INDEX_FIELD.length), index.readUInt32LE(p + INDEX_FIELD.ordinal), index[p + INDEX_FIELD.flags]!,
       )
       if (inserted) added++
     }
@@ -169,7 +169,7 @@ export class ChunkTable {
   }
 
   /** Makes room for `more` entries at once (one growth instead of several). */
-  reserve(more: number): void {
+  private reserve(more: number): void {
     const needed = Math.ceil((this.count + more) / MAX_LOAD) + 1
     if (needed > this.capacity) this.resize(Math.max(needed, Math.ceil(this.capacity * 1.6)))
   }

@@ -15,6 +15,8 @@ export const TRAILER_MAGIC = Buffer.from('TPKE', 'ascii')
 export const PACK_HEADER_BYTES = 24
 export const TRAILER_BYTES = 16
 export const INDEX_ENTRY_BYTES = 49
+/** Byte positions of an index entry's fields after its 32-byte chunk id (FORMAT.md "Pack"; u32 LE but `flags`, a byte). */
+export const INDEX_FIELD = { offset: 32, length: 36, ordinal: 40, flags: 44, plainLength: 45 } as const
 
 export interface PackIndexEntry {
   chunkId: Buffer
@@ -35,11 +37,11 @@ export function encodeIndex(entries: PackIndexEntry[]): Buffer {
   let p = 4
   for (const e of entries) {
     e.chunkId.copy(buf, p)
-    buf.writeUInt32LE(e.offset, p + 32)
-    buf.writeUInt32LE(e.length, p + 36)
-    buf.writeUInt32LE(e.ordinal, p + 40)
-    buf[p + 44] = e.flags
-    buf.writeUInt32LE(e.plainLength, p + 45)
+    buf.writeUInt32LE(e.offset, p + INDEX_FIELD.offset)
+    buf.writeUInt32LE(e.length, p + INDEX_FIELD.length)
+    buf.writeUInt32LE(e.ordinal, p + INDEX_FIELD.ordinal)
+    buf[p + INDEX_FIELD.flags] = e.flags
+    buf.writeUInt32LE(e.plainLength, p + INDEX_FIELD.plainLength)
     p += INDEX_ENTRY_BYTES
   }
   return buf
@@ -55,8 +57,9 @@ export function checkIndex(buf: Buffer, packHex: string, indexOffset: number, ma
   const n = buf.readUInt32LE(0)
   if (buf.length !== 4 + n * INDEX_ENTRY_BYTES) throw damaged(what, 'has a wrong length')
   for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) {
-    const offset = buf.readUInt32LE(p + 32)
-    if (offset < PACK_HEADER_BYTES || offset + buf.readUInt32LE(p + 36) > indexOffset || buf[p + 44]! > 1 || buf.readUInt32LE(p + 45) > maxPlain || buf.readUInt32LE(p + 40) > 0x7fffffff) {
+    const offset = buf.readUInt32LE(p + INDEX_FIELD.offset)
+    const inPack = offset >= PACK_HEADER_BYTES && offset + buf.readUInt32LE(p + INDEX_FIELD.length) <= indexOffset
+    if (!inPack || buf[p + INDEX_FIELD.flags]! > 1 || buf.readUInt32LE(p + INDEX_FIELD.plainLength) > maxPlain || buf.readUInt32LE(p + INDEX_FIELD.ordinal) > 0x7fffffff) {
       throw damaged(what, `has an impossible entry (#${i})`)
     }
   }
@@ -66,7 +69,7 @@ export function checkIndex(buf: Buffer, packHex: string, indexOffset: number, ma
 /** The bytes of the `n` records listed by a checked index. */
 export function recordBytesOf(index: Buffer, n: number): number {
   let sum = 0
-  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) sum += index.readUInt32LE(p + 36)
+  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) sum += index.readUInt32LE(p + INDEX_FIELD.length)
   return sum
 }
 
@@ -76,11 +79,11 @@ function entriesOf(buf: Buffer, n: number): PackIndexEntry[] {
   for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) {
     out[i] = {
       chunkId: Buffer.from(buf.subarray(p, p + CHUNK_ID_BYTES)),
-      offset: buf.readUInt32LE(p + 32),
-      length: buf.readUInt32LE(p + 36),
-      ordinal: buf.readUInt32LE(p + 40),
-      flags: buf[p + 44]!,
-      plainLength: buf.readUInt32LE(p + 45),
+      offset: buf.readUInt32LE(p + INDEX_FIELD.offset),
+      length: buf.readUInt32LE(p + INDEX_FIELD.length),
+      ordinal: buf.readUInt32LE(p + INDEX_FIELD.ordinal),
+      flags: buf[p + INDEX_FIELD.flags]!,
+      plainLength: buf.readUInt32LE(p + INDEX_FIELD.plainLength),
     }
   }
   return out
