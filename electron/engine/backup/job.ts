@@ -2,6 +2,7 @@
  * The backup job as a job process runs it: opens the world of a TRESOR_HOME (catalog, current
  * vault with its key, image opener), runs the pipeline, closes everything.
  */
+import type { OpenOptions } from '../formats/types.js'
 import { openCurrentVault } from '../keys/index.js'
 import { jobLockOptions } from '../vault/locks.js'
 import { policyForMachine } from '../policy/index.js'
@@ -46,7 +47,7 @@ export async function runBackupJob(input: BackupJobInput, env: JobEnv, extra: Pi
 }
 
 /** The format modules load on the first disk that is read: a backup of unchanged disks never needs them. */
-async function openImageLazily(path: string, options?: { blockingReads?: boolean }): ReturnType<typeof import('../formats/index.js').openImage> {
+async function openImageLazily(path: string, options?: Pick<OpenOptions, 'blockingReads'>): ReturnType<typeof import('../formats/index.js').openImage> {
   const { openImage } = await import('../formats/index.js')
   return openImage(path, options)
 }

@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
 import type { Db } from '../catalog/types.js'
 import { EngineError, fromFsError } from '../errors.js'
-import type { DiskImage, Extent } from '../formats/types.js'
+import type { DiskImage, Extent, OpenOptions } from '../formats/types.js'
 import { DEFAULT_POLICY, type PolicyScript, type PolicySpec } from '../policy/spec.js'
 import type { BackupSession, BlockEntry, BlockMapWriter, Consistency, FileIdentity, PointDisk, PointManifest, PutResult, Vault } from '../vault/api.js'
 import { createBlockHasher, isAllZero, type BlockHasher } from './checksum.js'
@@ -49,7 +49,7 @@ export interface BackupWorld {
   vault: Vault
   catalog: Db
   /** Opens an image in its guest view (formats/index.ts `openImage`, whose OpenOptions.blockingReads this passes on). */
-  openImage(path: string, options?: { blockingReads?: boolean }): Promise<DiskImage>
+  openImage(path: string, options?: Pick<OpenOptions, 'blockingReads'>): Promise<DiskImage>
   /** Wall clock in epoch ms. Default Date.now. */
   now?: () => number
 }

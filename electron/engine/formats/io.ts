@@ -11,6 +11,7 @@
 import { readSync } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { EngineError, fromFsError } from '../errors.js'
+import type { OpenOptions } from './types.js'
 
 /** Largest table or header a format module may allocate from an untrusted size (256 MiB). */
 export const MAX_METADATA_ALLOC = 256 * 1024 * 1024
@@ -157,7 +158,7 @@ export class ImageFile {
    * Opens `path` read-only; file-system errors become EngineErrors naming the path. With
    * `blockingReads`, reads run on the calling thread (OpenOptions.blockingReads).
    */
-  static async open(path: string, options: { blockingReads?: boolean } = {}): Promise<ImageFile> {
+  static async open(path: string, options: Pick<OpenOptions, 'blockingReads'> = {}): Promise<ImageFile> {
     let handle: FileHandle
     try {
       handle = await open(path, 'r')

@@ -31,7 +31,7 @@ import { EngineError, fromFsError } from '../../errors.js'
 import { ImageFile, isAllZero } from '../io.js'
 import { DIRECT_ALIGN, DirectWriter } from '../directIo.js'
 import type { FormatModule, OpenContext } from '../open.js'
-import type { DiskImage, Extent, ImageInfo, ImageWriter, WriterOptions } from '../types.js'
+import type { DiskImage, Extent, ImageInfo, ImageWriter, OpenOptions, WriterOptions } from '../types.js'
 
 /** Unit of hole detection and sparse writing. */
 export const RAW_GRANULE = 64 * 1024
@@ -58,7 +58,7 @@ export class RawImage implements DiskImage {
     return this.file.size
   }
 
-  static async open(path: string, options: { blockingReads?: boolean } = {}): Promise<RawImage> {
+  static async open(path: string, options: Pick<OpenOptions, 'blockingReads'> = {}): Promise<RawImage> {
     const file = await ImageFile.open(path, options)
     try {
       const st = await file.handle.stat()
