@@ -8,6 +8,7 @@ import { constants as fsConstants, promises as fsp } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { EngineError, fromFsError, isEngineError } from '../errors.js'
+import { openDirect } from '../formats/directIo.js'
 
 export interface VaultFileHandle {
   /** Reads up to `length` bytes at `position`; may return fewer (callers loop). */
@@ -22,6 +23,13 @@ export interface VaultFileHandle {
 export interface VaultFs {
   /** 'r' read; 'wx' create exclusively for writing (fails EEXIST). */
   open(path: string, flags: 'r' | 'wx'): Promise<VaultFileHandle>
+  /**
+   * A second, write-only handle on the existing file `path` that bypasses the page cache (O_DIRECT),
+   * or undefined where that is not offered (platform, file system, TRESOR_NO_DIRECT_IO=1). Its
+   * writes need page-aligned memory, positions and lengths (directIo.ts); the kernel refuses others
+   * with EINVAL. Optional: a VaultFs without it has every byte written through `open`.
+   */
+  openDirect?(path: string): Promise<VaultFileHandle | undefined>
   readFile(path: string): Promise<Buffer>
   rename(from: string, to: string): Promise<void>
   /** Hard link: an exclusive create of `to` (fails EEXIST), used for generation records. */
@@ -60,6 +68,10 @@ export const nodeVaultFs: VaultFs = {
   async open(path, flags) {
     const mode = flags === 'r' ? fsConstants.O_RDONLY : fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL
     return new NodeFileHandle(await fsp.open(path, mode, 0o600))
+  },
+  async openDirect(path) {
+    const fh = await openDirect(path)
+    return fh && new NodeFileHandle(fh)
   },
   readFile: (path) => fsp.readFile(path),
   rename: (from, to) => fsp.rename(from, to),

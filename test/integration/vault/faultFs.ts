@@ -5,7 +5,7 @@
  */
 import { nodeVaultFs, type VaultFileHandle, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
 
-export type FsOp = 'open' | 'openRead' | 'readFile' | 'rename' | 'link' | 'unlink' | 'mkdir' | 'rmdir' | 'readdir' | 'stat' | 'syncDir' | 'read' | 'write' | 'sync' | 'close' | 'size'
+export type FsOp = 'open' | 'openRead' | 'openDirect' | 'readFile' | 'rename' | 'link' | 'unlink' | 'mkdir' | 'rmdir' | 'readdir' | 'stat' | 'syncDir' | 'read' | 'write' | 'sync' | 'close' | 'size'
 
 export interface FaultRule {
   /** Which operations count toward `afterOps` (default: all writes-ish: open wx, write, sync, rename, link). */
@@ -58,7 +58,17 @@ export class FaultFs implements VaultFs {
   async open(path: string, flags: 'r' | 'wx'): Promise<VaultFileHandle> {
     if (flags === 'wx') this.gate('open', path)
     else this.log.push({ op: 'openRead', path })
-    const fh = await this.inner.open(path, flags)
+    return this.wrap(await this.inner.open(path, flags), path)
+  }
+
+  /** The inner file system's direct handle, with the same faults and log as `open`'s (writes count alike). */
+  async openDirect(path: string): Promise<VaultFileHandle | undefined> {
+    this.log.push({ op: 'openDirect', path })
+    const fh = await this.inner.openDirect?.(path)
+    return fh && this.wrap(fh, path)
+  }
+
+  private wrap(fh: VaultFileHandle, path: string): VaultFileHandle {
     const self = this
     return {
       read: (b, o, l, p) => {

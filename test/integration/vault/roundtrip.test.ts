@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { backUp, BLOCK, checksumOf, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
 import { openVault, readVaultHeader } from '../../../electron/engine/vault/index.js'
-import { nodeVaultFs, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
+import { nodeVaultFs, type VaultFileHandle, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -91,29 +91,34 @@ describe('vault round trip', () => {
     const inFlight = new Map<string, number>()
     let maxInFlight = 0
     let packWrites = 0
+    // both handles of a pack count: the ordinary one and the direct one (O_DIRECT), when offered
+    const counted = (fh: VaultFileHandle, path: string): VaultFileHandle => ({
+      read: (b, o, l, p) => fh.read(b, o, l, p),
+      sync: () => fh.sync(),
+      size: () => fh.size(),
+      close: () => fh.close(),
+      async write(b, o, l, p) {
+        const n = (inFlight.get(path) ?? 0) + 1
+        inFlight.set(path, n)
+        maxInFlight = Math.max(maxInFlight, n)
+        packWrites++
+        try {
+          await new Promise((r) => setTimeout(r, 2))
+          return await fh.write(b, o, l, p)
+        } finally {
+          inFlight.set(path, (inFlight.get(path) ?? 1) - 1)
+        }
+      },
+    })
     const fs: VaultFs = {
       ...nodeVaultFs,
       async open(path, flags) {
         const fh = await nodeVaultFs.open(path, flags)
-        if (!path.endsWith('.pack.tmp')) return fh
-        return {
-          read: (b, o, l, p) => fh.read(b, o, l, p),
-          sync: () => fh.sync(),
-          size: () => fh.size(),
-          close: () => fh.close(),
-          async write(b, o, l, p) {
-            const n = (inFlight.get(path) ?? 0) + 1
-            inFlight.set(path, n)
-            maxInFlight = Math.max(maxInFlight, n)
-            packWrites++
-            try {
-              await new Promise((r) => setTimeout(r, 2))
-              return await fh.write(b, o, l, p)
-            } finally {
-              inFlight.set(path, (inFlight.get(path) ?? 1) - 1)
-            }
-          },
-        }
+        return path.endsWith('.pack.tmp') ? counted(fh, path) : fh
+      },
+      async openDirect(path) {
+        const fh = await nodeVaultFs.openDirect!(path)
+        return fh && counted(fh, path)
       },
     }
     const t = await tempDir()
@@ -128,5 +133,56 @@ describe('vault round trip', () => {
     const back = await restoreDisk(vault, point.id, 0)
     back.forEach((b, i) => expect((b as Buffer).equals(blocks[i]!)).toBe(true))
     expect((await vault.verify({ readData: true })).problems).toEqual([])
+  })
+
+  it('writes packs through the direct handle in whole aligned pages, and falls back when it is refused', async () => {
+    const direct: Array<{ position: number; length: number }> = []
+    let refused = 0
+    const spy = (refuse: boolean): VaultFs => ({
+      ...nodeVaultFs,
+      async openDirect(path) {
+        const fh = await nodeVaultFs.openDirect!(path)
+        if (!fh) return undefined
+        return {
+          read: (b, o, l, p) => fh.read(b, o, l, p),
+          sync: () => fh.sync(),
+          size: () => fh.size(),
+          close: () => fh.close(),
+          async write(b, o, l, p) {
+            if (refuse) {
+              refused++
+              throw Object.assign(new Error('EINVAL: direct I/O refused'), { code: 'EINVAL' })
+            }
+            direct.push({ position: p, length: l })
+            return fh.write(b, o, l, p)
+          },
+        }
+      },
+    })
+    for (const refuse of [false, true]) {
+      direct.length = 0
+      const t = await tempDir()
+      cleanups.push(t.cleanup)
+      expect(await nodeVaultFs.openDirect!(t.dir + '/missing')).toBeUndefined()
+      const { dir, key } = await newVault(t.dir)
+      const vault = await openVault(dir, key, { workers: 2, fs: spy(refuse) })
+      cleanups.push(() => vault.close())
+      // ~6.4 MiB of incompressible blocks: one pack, more than one staging buffer
+      const blocks = Array.from({ length: 100 }, (_, i) => makeBlock(9000 + i, 'random'))
+      const point = await backUp(vault, [{ name: 'd', blocks }])
+      const stats = await vault.stats()
+      if (refuse) {
+        expect(refused).toBeGreaterThan(0)
+        expect(direct).toEqual([])
+      } else {
+        expect(direct.length).toBeGreaterThan(1)
+        for (const w of direct) expect([w.position % 4096, w.length % 4096]).toEqual([0, 0])
+        // all of the pack but its last partial page, its index and trailer went direct
+        expect(direct.reduce((sum, w) => sum + w.length, 0)).toBeGreaterThan(stats.bytesOnDisk - 64 * 1024)
+      }
+      const back = await restoreDisk(vault, point.id, 0)
+      back.forEach((b, i) => expect((b as Buffer).equals(blocks[i]!)).toBe(true))
+      expect((await vault.verify({ readData: true })).problems).toEqual([])
+    }
   })
 })
