@@ -64,7 +64,7 @@ export function allocAlignedShared(bytes: number): Buffer {
   }
 }
 
-/** True when `data` lies in aligned memory at an aligned offset and `position` is aligned. */
+/** True when `data` lies in aligned memory at an aligned offset and `position` is aligned (reads and writes alike). */
 export function isDirectWritable(data: Uint8Array, position: number): boolean {
   return (
     data.length >= DIRECT_ALIGN &&
@@ -75,14 +75,15 @@ export function isDirectWritable(data: Uint8Array, position: number): boolean {
 }
 
 /**
- * A second, write-only O_DIRECT handle on an existing file, or undefined when the platform or the
- * file system does not offer direct I/O (the caller then writes through its ordinary handle).
+ * A second O_DIRECT handle on an existing file, write-only (default) or read-only, or undefined
+ * when the platform or the file system does not offer direct I/O (the caller then uses its
+ * ordinary handle).
  */
-export async function openDirect(path: string): Promise<FileHandle | undefined> {
+export async function openDirect(path: string, mode: 'r' | 'w' = 'w'): Promise<FileHandle | undefined> {
   const flag = (constants as Record<string, number | undefined>).O_DIRECT
   if (flag === undefined || process.env.TRESOR_NO_DIRECT_IO === '1') return undefined
   try {
-    return await open(path, constants.O_WRONLY | flag)
+    return await open(path, (mode === 'r' ? constants.O_RDONLY : constants.O_WRONLY) | flag)
   } catch {
     return undefined
   }

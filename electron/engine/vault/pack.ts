@@ -222,7 +222,7 @@ export class PackWriter {
     } catch (err) {
       throw vaultIoError(err, tmpPath, 'creating pack')
     }
-    const direct = await fs.openDirect?.(tmpPath).catch(() => undefined)
+    const direct = await fs.openDirect?.(tmpPath, 'w').catch(() => undefined)
     const w = new PackWriter(fs, fh, direct, layout, hex, targetBytes)
     const header = Buffer.concat([PACK_MAGIC, w.id])
     if (w.stage) w.stageBytes(header)

@@ -24,12 +24,13 @@ export interface VaultFs {
   /** 'r' read; 'wx' create exclusively for writing (fails EEXIST). */
   open(path: string, flags: 'r' | 'wx'): Promise<VaultFileHandle>
   /**
-   * A second, write-only handle on the existing file `path` that bypasses the page cache (O_DIRECT),
-   * or undefined where that is not offered (platform, file system, TRESOR_NO_DIRECT_IO=1). Its
-   * writes need page-aligned memory, positions and lengths (directIo.ts); the kernel refuses others
-   * with EINVAL. Optional: a VaultFs without it has every byte written through `open`.
+   * A second handle on the existing file `path` that bypasses the page cache (O_DIRECT), write-only
+   * ('w') or read-only ('r'), or undefined where that is not offered (platform, file system,
+   * TRESOR_NO_DIRECT_IO=1). Its reads and writes need page-aligned memory, positions and lengths
+   * (directIo.ts); the kernel refuses others with EINVAL. Optional: a VaultFs without it has every
+   * byte go through `open`.
    */
-  openDirect?(path: string): Promise<VaultFileHandle | undefined>
+  openDirect?(path: string, mode: 'r' | 'w'): Promise<VaultFileHandle | undefined>
   readFile(path: string): Promise<Buffer>
   rename(from: string, to: string): Promise<void>
   /** Hard link: an exclusive create of `to` (fails EEXIST), used for generation records. */
@@ -69,8 +70,8 @@ export const nodeVaultFs: VaultFs = {
     const mode = flags === 'r' ? fsConstants.O_RDONLY : fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL
     return new NodeFileHandle(await fsp.open(path, mode, 0o600))
   },
-  async openDirect(path) {
-    const fh = await openDirect(path)
+  async openDirect(path, mode) {
+    const fh = await openDirect(path, mode)
     return fh && new NodeFileHandle(fh)
   },
   readFile: (path) => fsp.readFile(path),

@@ -62,9 +62,9 @@ export class FaultFs implements VaultFs {
   }
 
   /** The inner file system's direct handle, with the same faults and log as `open`'s (writes count alike). */
-  async openDirect(path: string): Promise<VaultFileHandle | undefined> {
+  async openDirect(path: string, mode: 'r' | 'w'): Promise<VaultFileHandle | undefined> {
     this.log.push({ op: 'openDirect', path })
-    const fh = await this.inner.openDirect?.(path)
+    const fh = await this.inner.openDirect?.(path, mode)
     return fh && this.wrap(fh, path)
   }
 

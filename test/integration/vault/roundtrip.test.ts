@@ -116,8 +116,8 @@ describe('vault round trip', () => {
         const fh = await nodeVaultFs.open(path, flags)
         return path.endsWith('.pack.tmp') ? counted(fh, path) : fh
       },
-      async openDirect(path) {
-        const fh = await nodeVaultFs.openDirect!(path)
+      async openDirect(path, mode) {
+        const fh = await nodeVaultFs.openDirect!(path, mode)
         return fh && counted(fh, path)
       },
     }
@@ -135,16 +135,24 @@ describe('vault round trip', () => {
     expect((await vault.verify({ readData: true })).problems).toEqual([])
   })
 
-  it('writes packs through the direct handle in whole aligned pages, and falls back when it is refused', async () => {
+  it('writes and reads packs through direct handles in whole aligned pages, and falls back when refused', async () => {
     const direct: Array<{ position: number; length: number }> = []
+    const directReads: Array<{ position: number; length: number }> = []
     let refused = 0
     const spy = (refuse: boolean): VaultFs => ({
       ...nodeVaultFs,
-      async openDirect(path) {
-        const fh = await nodeVaultFs.openDirect!(path)
+      async openDirect(path, mode) {
+        const fh = await nodeVaultFs.openDirect!(path, mode)
         if (!fh) return undefined
         return {
-          read: (b, o, l, p) => fh.read(b, o, l, p),
+          async read(b, o, l, p) {
+            if (refuse) {
+              refused++
+              throw Object.assign(new Error('EINVAL: direct I/O refused'), { code: 'EINVAL' })
+            }
+            directReads.push({ position: p, length: l })
+            return fh.read(b, o, l, p)
+          },
           sync: () => fh.sync(),
           size: () => fh.size(),
           close: () => fh.close(),
@@ -161,9 +169,10 @@ describe('vault round trip', () => {
     })
     for (const refuse of [false, true]) {
       direct.length = 0
+      directReads.length = 0
       const t = await tempDir()
       cleanups.push(t.cleanup)
-      expect(await nodeVaultFs.openDirect!(t.dir + '/missing')).toBeUndefined()
+      expect(await nodeVaultFs.openDirect!(t.dir + '/missing', 'w')).toBeUndefined()
       const { dir, key } = await newVault(t.dir)
       const vault = await openVault(dir, key, { workers: 2, fs: spy(refuse) })
       cleanups.push(() => vault.close())
@@ -183,6 +192,11 @@ describe('vault round trip', () => {
       const back = await restoreDisk(vault, point.id, 0)
       back.forEach((b, i) => expect((b as Buffer).equals(blocks[i]!)).toBe(true))
       expect((await vault.verify({ readData: true })).problems).toEqual([])
+      if (refuse) expect(directReads).toEqual([])
+      else {
+        expect(directReads.length).toBeGreaterThan(1)
+        for (const r of directReads) expect([r.position % 4096, r.length % 4096]).toEqual([0, 0])
+      }
     }
   })
 })
