@@ -65,6 +65,7 @@ export class VaultContext {
         maxQueue: this.workerCount * 2,
         workerData,
         name: 'vault chunk worker',
+        inline: async () => (await import('./chunkHandler.js')).chunkTaskHandler(workerData),
       })
     }
     return this.poolInstance

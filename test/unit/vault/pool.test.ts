@@ -59,5 +59,31 @@ describe('WorkerPool', () => {
     await pool.dispose()
     expect(Atomics.load(new Int32Array(loaded), 0)).toBe(1)
   })
-})
 
+  it('runs tasks inline on the calling thread until a worker has started, then only in workers', async () => {
+    const loaded = new SharedArrayBuffer(4)
+    let inlineLoads = 0
+    pool = new WorkerPool<string, string>(new URL('./slowLoadWorker.ts', import.meta.url), {
+      size: 1,
+      workerData: loaded,
+      inline: async () => {
+        inlineLoads++
+        return (task) => {
+          if (task === 'engine-fail') throw new EngineError('CHUNK_CORRUPT', 'bad chunk for test')
+          if (task === 'plain-fail') throw new Error('boom')
+          return { value: `inline:${task}` }
+        }
+      },
+    })
+    // the worker needs ~300 ms to load: these run here, one at a time, in order
+    expect(await Promise.all(['a', 'b', 'c'].map((t) => pool!.run(t)))).toEqual(['inline:a', 'inline:b', 'inline:c'])
+    expect(inlineLoads).toBe(1)
+    expect(Atomics.load(new Int32Array(loaded), 0)).toBe(0)
+    await expect(pool.run('engine-fail')).rejects.toMatchObject({ code: 'CHUNK_CORRUPT' })
+    await expect(pool.run('plain-fail')).rejects.toMatchObject({ code: 'INTERNAL' })
+    // once the worker has started, tasks go to it (it echoes them)
+    while (Atomics.load(new Int32Array(loaded), 0) === 0) await new Promise((r) => setTimeout(r, 20))
+    await new Promise((r) => setTimeout(r, 50)) // its "ready" message
+    expect(await Promise.all(['d', 'e'].map((t) => pool!.run(t)))).toEqual(['d', 'e'])
+  })
+})

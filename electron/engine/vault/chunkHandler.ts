@@ -1,0 +1,113 @@
+/**
+ * The chunk tasks (seal, and at once re-open, I9; open) as a handler: run by every chunk worker
+ * (chunkWorker.ts) and, while no worker has started yet, on the vault's own thread (WorkerPool's
+ * `inline`). Seal buffers come back in the reply (`transfer`), so the caller's buffer pool
+ * circulates; open tasks read their records from shared memory (nothing to return).
+ */
+import { recordCheck } from './recordCheck.js'
+import { ChunkCodec, type CodecConfig, type SealOutcome } from './chunkCodec.js'
+import type { ChunkTask, ChunkTaskResult, OpenTask, SealedRecord } from './chunkTasks.js'
+import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
+import type { TaskReply } from '../workers/pool.js'
+import { zeroMapBytes } from './chunkTasks.js'
+
+export type ChunkTaskHandler = (task: ChunkTask) => Promise<TaskReply<ChunkTaskResult>>
+
+export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
+  const codec = new ChunkCodec(config)
+  let hasher: BlockHasher | undefined
+  let zeroPage = Buffer.alloc(0)
+
+  /** Opens the records of `task` straight into the caller's shared memory and checksums them there. */
+  async function openInto(task: OpenTask, into: NonNullable<OpenTask['into']>): Promise<TaskReply<ChunkTaskResult>> {
+    hasher ??= await createBlockHasher()
+    if (zeroPage.length < into.zeroGranule) zeroPage = Buffer.alloc(into.zeroGranule)
+    const buf = Buffer.from(task.buf)
+    const shared = Buffer.from(into.sab)
+    const errors: Array<string | null> = []
+    const lengths: number[] = []
+    const checksums = new Uint8Array(task.entries.length * CHECKSUM_BYTES)
+    const granule = into.zeroGranule
+    const mapBytes = zeroMapBytes(task.blockSize, granule)
+    const zeroMaps = new Uint8Array(task.entries.length * mapBytes).fill(0xff)
+    task.entries.forEach((e, j) => {
+      const at = into.positions[j]!
+      const slot = shared.subarray(at, at + task.blockSize)
+      const r = slot.length === task.blockSize ? codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, slot) : 'has no room in the target buffer'
+      if (typeof r === 'string') {
+        errors.push(r)
+        lengths.push(0)
+        return
+      }
+      if (r.buffer !== shared.buffer || r.byteOffset !== slot.byteOffset) r.copy(slot)
+      const plain = slot.subarray(0, r.length)
+      checksums.set(hasher!.checksum(plain), j * CHECKSUM_BYTES)
+      for (let g = 0, at = 0; at < plain.length; g++, at += granule) {
+        const piece = plain.subarray(at, Math.min(plain.length, at + granule))
+        if (piece.compare(zeroPage, 0, piece.length) !== 0) {
+          zeroMaps[j * mapBytes + (g >> 3)]! &= ~(1 << (g & 7))
+        }
+      }
+      errors.push(null)
+      lengths.push(r.length)
+    })
+    return { value: { kind: 'open', errors, lengths, plain: undefined, checksums, zeroMaps } }
+  }
+
+  return async (task) => {
+    if (task.kind === 'seal') {
+      const input = Buffer.from(task.input)
+      const out = Buffer.from(task.output)
+      const records: SealedRecord[] = []
+      let inPos = 0
+      let outPos = 0
+      for (const item of task.items) {
+        const plain = input.subarray(inPos, inPos + item.length)
+        inPos += item.length
+        const target = out.subarray(outPos)
+        let r: SealOutcome
+        if (task.fromPackId) {
+          // a moved record: opened where it was (I3) and encrypted for its new place
+          const moved = item.from ? codec.reseal(plain, item.chunkId, task.fromPackId, item.from, target, task.packId, item.ordinal) : 'has no former place'
+          if (typeof moved === 'string') {
+            records.push({ storedLength: 0, flags: 0, verifyError: `did not open where it was stored: ${moved}`, recordCheck: 0n })
+            continue
+          }
+          r = moved
+        } else {
+          r = codec.seal(plain, target, item.chunkId, task.packId, item.ordinal)
+        }
+        // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
+        // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
+        const record = target.subarray(0, r.storedLength)
+        const opened = codec.open(record, item.chunkId, task.packId, item.ordinal, r.flags)
+        records.push({ storedLength: r.storedLength, flags: r.flags, verifyError: typeof opened === 'string' ? opened : null, recordCheck: recordCheck(record) })
+        outPos += r.storedLength
+      }
+      const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, records }
+      return { value, transfer: [task.input, task.output] }
+    }
+    if (task.into) return openInto(task, task.into)
+    // open: records packed in `buf`; plaintexts copied into one new buffer when wanted
+    const buf = Buffer.from(task.buf)
+    const errors: Array<string | null> = []
+    const lengths: number[] = []
+    const need = task.entries.length * task.blockSize
+    const plainOut = task.returnPlain ? Buffer.allocUnsafeSlow(need) : undefined
+    let p = 0
+    for (const e of task.entries) {
+      // plaintexts land directly in plainOut (no scratch copy); a failed entry leaves p where it was
+      const r = codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, plainOut?.subarray(p, p + task.blockSize))
+      if (typeof r === 'string') {
+        errors.push(r)
+        lengths.push(0)
+        continue
+      }
+      errors.push(null)
+      lengths.push(r.length)
+      if (plainOut) p += r.buffer === plainOut.buffer ? r.length : r.copy(plainOut, p)
+    }
+    const value: ChunkTaskResult = { kind: 'open', errors, lengths, plain: plainOut ? (plainOut.buffer as ArrayBuffer) : undefined }
+    return { value, transfer: plainOut ? [plainOut.buffer as ArrayBuffer] : [] }
+  }
+}
