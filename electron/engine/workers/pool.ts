@@ -198,17 +198,20 @@ export class WorkerPool<T, R> {
   }
 
   private pump(): void {
-    if (this.options.inline && !this.slots.some((s) => s.started)) this.runInline()
-    else for (const slot of this.slots) {
-      if (slot.running || this.queue.length === 0) continue
-      const job = this.queue.shift()!
-      const id = this.nextId++
-      slot.running = { ...job, id }
-      try {
-        slot.worker.postMessage({ id, task: job.task }, job.transfer)
-      } catch (err) {
-        slot.running = undefined
-        job.reject(err)
+    if (this.options.inline && !this.slots.some((s) => s.started)) {
+      this.runInline()
+    } else {
+      for (const slot of this.slots) {
+        if (slot.running || this.queue.length === 0) continue
+        const job = this.queue.shift()!
+        const id = this.nextId++
+        slot.running = { ...job, id }
+        try {
+          slot.worker.postMessage({ id, task: job.task }, job.transfer)
+        } catch (err) {
+          slot.running = undefined
+          job.reject(err)
+        }
       }
     }
     while (this.spaceWaiters.length > 0 && this.hasSpace()) this.spaceWaiters.shift()!()
