@@ -142,6 +142,7 @@ export class WorkerPool<T, R> {
   /** The inline handler (options.inline), loaded on first use, and whether a task runs inline now. */
   private inlineHandler: Promise<TaskHandler<T, R>> | undefined
   private inlineBusy = false
+  private inlineUnavailable = false
 
   constructor(
     private readonly moduleUrl: URL | string,
@@ -198,7 +199,7 @@ export class WorkerPool<T, R> {
   }
 
   private pump(): void {
-    if (this.options.inline && !this.slots.some((s) => s.started)) {
+    if (this.options.inline && !this.inlineUnavailable && !this.slots.some((s) => s.started)) {
       this.runInline()
     } else {
       for (const slot of this.slots) {
@@ -224,10 +225,20 @@ export class WorkerPool<T, R> {
     this.inlineBusy = true
     this.inlineHandler ??= this.options.inline()
     void this.inlineHandler
-      .then((handler) => handler(job.task))
       .then(
-        (reply) => job.resolve(reply.value),
-        (err: unknown) => job.reject(err instanceof EngineError ? err : new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} task failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })),
+        async (handler) => {
+          try {
+            job.resolve((await handler(job.task)).value)
+          } catch (err) {
+            job.reject(err instanceof EngineError ? err : new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} task failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+          }
+        },
+        () => {
+          // the handler does not load on this thread: this task and the next wait for a worker
+          this.inlineUnavailable = true
+          if (this.disposed) job.reject(new EngineError('CANCELLED', 'The worker pool was closed.'))
+          else this.queue.unshift(job)
+        },
       )
       .finally(() => {
         this.inlineBusy = false

@@ -86,4 +86,13 @@ describe('WorkerPool', () => {
     await new Promise((r) => setTimeout(r, 50)) // its "ready" message
     expect(await Promise.all(['d', 'e'].map((t) => pool!.run(t)))).toEqual(['d', 'e'])
   })
+
+  it('sends tasks to the workers when the inline handler cannot be loaded', async () => {
+    pool = new WorkerPool<string, string>(new URL('./slowLoadWorker.ts', import.meta.url), {
+      size: 1,
+      workerData: new SharedArrayBuffer(4),
+      inline: () => Promise.reject(new Error('no codec on this thread')),
+    })
+    expect(await Promise.all(['a', 'b'].map((t) => pool!.run(t)))).toEqual(['a', 'b'])
+  })
 })
