@@ -33,7 +33,7 @@ interface WasmMemoryApi {
 const wasm = (globalThis as unknown as { WebAssembly?: WasmMemoryApi }).WebAssembly
 
 /**
- * `bytes` of page-aligned memory usable for direct writes (see `isDirectWritable`). Falls back to
+ * `bytes` of page-aligned memory usable for direct writes (see `isDirectAligned`). Falls back to
  * an ordinary buffer, which direct writes then skip, when WebAssembly memory cannot be reserved.
  */
 export function allocAligned(bytes: number): Buffer {
@@ -65,7 +65,7 @@ export function allocAlignedShared(bytes: number): Buffer {
 }
 
 /** True when `data` lies in aligned memory at an aligned offset and `position` is aligned (reads and writes alike). */
-export function isDirectWritable(data: Uint8Array, position: number): boolean {
+export function isDirectAligned(data: Uint8Array, position: number): boolean {
   return (
     data.length >= DIRECT_ALIGN &&
     position % DIRECT_ALIGN === 0 &&
@@ -124,7 +124,7 @@ export class DirectWriter {
   async write(bufs: Uint8Array[], position: number): Promise<boolean> {
     const handle = this.handle
     if (!this.on || !handle || bufs.length === 0) return false
-    if (!bufs.every((b, i) => b.length % DIRECT_ALIGN === 0 && isDirectWritable(b, i === 0 ? position : 0))) return false
+    if (!bufs.every((b, i) => b.length % DIRECT_ALIGN === 0 && isDirectAligned(b, i === 0 ? position : 0))) return false
     try {
       let { bytesWritten } = await handle.writev(bufs, position)
       // A short vectored write: finish buffer by buffer.

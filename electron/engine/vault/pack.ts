@@ -9,7 +9,7 @@ import { EngineError } from '../errors.js'
 import { CHUNK_ID_BYTES, damaged, openObject, randomId, sealObject, type VaultKeys } from './crypto.js'
 import { packPath, type VaultLayout } from './layout.js'
 import { readExactly, vaultIoError, writeAll, type VaultFileHandle, type VaultFs } from './vaultFs.js'
-import { DIRECT_ALIGN, allocAligned, isDirectWritable } from '../formats/directIo.js'
+import { DIRECT_ALIGN, allocAligned, isDirectAligned } from '../formats/directIo.js'
 
 export const PACK_MAGIC = Buffer.from('TRSRPK01', 'ascii')
 export const TRAILER_MAGIC = Buffer.from('TPKE', 'ascii')
@@ -147,7 +147,7 @@ export async function readPackIndexBytes(
 }
 
 /** Bytes of a staging buffer for direct writes: each full one is one write to the pack. */
-export const STAGE_BYTES = 4 * 1024 * 1024
+const STAGE_BYTES = 4 * 1024 * 1024
 
 /** Staging buffers of finished packs, kept for the next pack: reused memory is warm memory. */
 const stagePool: Buffer[] = []
@@ -246,7 +246,7 @@ export class PackWriter {
   /** One direct write of aligned `data`; refused (EINVAL), direct I/O goes off and `data` is written buffered. */
   private async writeDirect(data: Buffer, position: number): Promise<void> {
     const direct = this.direct
-    if (direct && isDirectWritable(data, position) && data.length % DIRECT_ALIGN === 0) {
+    if (direct && isDirectAligned(data, position) && data.length % DIRECT_ALIGN === 0) {
       try {
         await writeAll(direct, data, position, this.tmpPath)
         return

@@ -7,7 +7,7 @@ import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
 import { zeroMapBytes, type ChunkTask, type ChunkTaskResult, type OpenEntry } from './chunkTasks.js'
 import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
-import { DIRECT_ALIGN, allocAlignedShared, isDirectWritable } from '../formats/directIo.js'
+import { DIRECT_ALIGN, allocAlignedShared, isDirectAligned } from '../formats/directIo.js'
 
 /** What a record decoded in place (OpenTask.into) reports: see ChunkTaskResult. */
 export interface OpenedInPlace {
@@ -103,7 +103,7 @@ async function readRange(
   const handle = direct.handle
   if (handle && to - from <= ab.byteLength) {
     const buf = Buffer.from(ab, 0, to - from)
-    if (isDirectWritable(buf, from)) {
+    if (isDirectAligned(buf, from)) {
       try {
         // a read stops short only at the end of the file, which lies past `end` in a sound pack
         let done = 0
