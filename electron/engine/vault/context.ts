@@ -46,7 +46,7 @@ export class VaultContext {
     this.segmentEntries = config.params.mapSegmentEntries
     this.vaultId = config.vaultId
     this.workerCount = Math.max(1, options.workers ?? workersFromEnv() ?? Math.min(4, availableParallelism()))
-    this.maxInFlight = Math.max(1, options.maxBlocksInFlight ?? 2 * this.workerCount + 2)
+    this.maxInFlight = Math.max(1, options.maxBlocksInFlight ?? 2 * this.workerCount)
     this.hooks = options.testHooks ?? {}
   }
 

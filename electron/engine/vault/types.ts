@@ -41,7 +41,7 @@ export interface OpenVaultOptions {
   locks?: LockOptions
   /** Worker threads for sealing/opening chunks (default: available parallelism, at most 4). */
   workers?: number
-  /** Blocks being sealed at once per session (back-pressure bound; default 2 × workers + 2). */
+  /** Seal batches (each up to SEAL_BATCH_BYTES) in flight at once per session (back-pressure bound; default 2 × workers). */
   maxBlocksInFlight?: number
   /** Free-form description written into lock files (e.g. "backup vm1"). */
   purpose?: string
