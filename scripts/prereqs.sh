@@ -8,7 +8,7 @@ declare -A NEED=(
   [qemu-img]=qemu-utils [qemu-io]=qemu-utils [chromium]=chromium [xvfb-run]=xvfb
   [dbus-run-session]=dbus-x11 [gnome-keyring-daemon]=gnome-keyring [mkfs.xfs]=xfsprogs
   [restic]=restic [/usr/bin/time]=time [borg]=borgbackup [vhdiinfo]=libvhdi-utils [secret-tool]=libsecret-tools
-  [script]=bsdutils
+  [script]=bsdutils [fusermount]=fuse
 )
 # libsecret-1-dev has no command: checked through pkg-config (keytar builds against it)
 missing=()
