@@ -13,7 +13,7 @@ export function readChunksIntoVia(
   return async (ids, target, positions, { zeroGranule }) => {
     if (!(target.buffer instanceof SharedArrayBuffer)) throw new Error('readChunksInto needs shared memory')
     const plains = await readChunks(ids)
-    const hasher = await createBlockHasher()
+    const hasher = createBlockHasher()
     const mapBytes = Math.ceil(Math.ceil(blockSize / zeroGranule) / 8)
     const zeroMaps = plains.map((plain) => {
       const map = new Uint8Array(mapBytes).fill(0xff)

@@ -28,7 +28,7 @@ interface XXHash128Static {
  * Creates a hasher. The native module is loaded on first use, not with this module: an unchanged
  * disk never needs it.
  */
-export async function createBlockHasher(): Promise<BlockHasher> {
+export function createBlockHasher(): BlockHasher {
   const { XXHash128 } = createRequire(import.meta.url)('xxhash-addon') as { XXHash128: XXHash128Static }
   return {
     checksum(data) {

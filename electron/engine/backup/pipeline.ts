@@ -339,8 +339,8 @@ export async function runBackup(machine: Machine, world: BackupWorld, options: R
   const blockSize = session.blockSize
   const progress = new Progress(included.map((d, i) => ({ index: i, name: d.name })), now, options.onProgress, options.progressIntervalMs ?? 200)
   // Created on the first disk that is read: an unchanged machine never loads the hashing module.
-  let hasherPromise: Promise<BlockHasher> | undefined
-  const hasher = (): Promise<BlockHasher> => (hasherPromise ??= createBlockHasher())
+  let hasherInstance: BlockHasher | undefined
+  const hasher = (): BlockHasher => (hasherInstance ??= createBlockHasher())
   const clones: string[] = []
   const scripts = policy.scripts
   let preOutcome: ScriptOutcome | undefined
@@ -561,7 +561,7 @@ interface DiskContext {
   session: BackupSession
   prev: PointManifest | null
   /** The block hasher, created on first call. */
-  hasher: () => Promise<BlockHasher>
+  hasher: () => BlockHasher
   progress: Progress
   signal: AbortSignal | undefined
   log: (l: string) => void
@@ -714,7 +714,7 @@ async function blockLoop(a: LoopArgs): Promise<number> {
   const free: Buffer[] = Array.from({ length: window }, () => Buffer.allocUnsafe(runBlocks * blockSize))
   const pending: Promise<BlockEntry[]>[] = []
   let stored = 0
-  const hasher = await ctx.hasher()
+  const hasher = ctx.hasher()
 
   const processRun = async (offset: number, length: number, buf: Buffer, prevEntries: Array<BlockEntry | undefined>, ranges: Array<[number, number]> | undefined): Promise<BlockEntry[]> => {
     try {

@@ -27,7 +27,7 @@ import { createBlockHasher, isAllZero } from '../backup/checksum.js'
 import { fileState, reflinkClone, sameIdentity } from '../backup/snapshot.js'
 import type { DiskImage, Extent, ImageFormat, ImageWriter, WriterFormat, WriterOptions } from '../formats/types.js'
 import type { BlockEntry, ChunkReader, ChunksInPlace, FileIdentity, PointDisk, PointManifest, Vault } from '../vault/api.js'
-import { allocAlignedShared } from '../formats/directIo.js'
+import { allocAlignedShared } from '../io/directIo.js'
 import { assertNotInUse, findFileUses } from './inUse.js'
 import {
   assertNoNul,
@@ -503,7 +503,7 @@ async function verifyWritten(
   try {
     if (image.virtualSize < disk.virtualSize) throw mismatch(`its size is ${image.virtualSize} bytes instead of ${disk.virtualSize}`)
     const blockSize = point.blockSize
-    const hasher = await createBlockHasher()
+    const hasher = createBlockHasher()
     const buffer = Buffer.allocUnsafe(blockSize)
     const extents = image.extents()[Symbol.asyncIterator]()
     const ahead: Extent[] = []

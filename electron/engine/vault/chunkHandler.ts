@@ -20,7 +20,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
 
   /** Opens the records of `task` straight into the caller's shared memory and checksums them there. */
   async function openInto(task: OpenTask, into: NonNullable<OpenTask['into']>): Promise<TaskReply<ChunkTaskResult>> {
-    hasher ??= await createBlockHasher()
+    hasher ??= createBlockHasher()
     if (zeroPage.length < into.zeroGranule) zeroPage = Buffer.alloc(into.zeroGranule)
     const buf = Buffer.from(task.buf)
     const shared = Buffer.from(into.sab)

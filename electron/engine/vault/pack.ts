@@ -9,7 +9,7 @@ import { EngineError } from '../errors.js'
 import { CHUNK_ID_BYTES, damaged, openObject, randomId, sealObject, type VaultKeys } from './crypto.js'
 import { packPath, type VaultLayout } from './layout.js'
 import { readExactly, vaultIoError, writeAll, type VaultFileHandle, type VaultFs } from './vaultFs.js'
-import { DIRECT_ALIGN, allocAligned, isDirectAligned } from '../formats/directIo.js'
+import { DIRECT_ALIGN, DirectSide, allocAligned, isDirectAligned } from '../io/directIo.js'
 
 export const PACK_MAGIC = Buffer.from('TRSRPK01', 'ascii')
 export const TRAILER_MAGIC = Buffer.from('TPKE', 'ascii')
@@ -201,7 +201,7 @@ export class PackWriter {
   private constructor(
     private readonly fs: VaultFs,
     private readonly fh: VaultFileHandle,
-    private direct: VaultFileHandle | undefined,
+    private readonly direct: DirectSide<VaultFileHandle>,
     layout: VaultLayout,
     hex: string,
     private readonly targetBytes: number,
@@ -210,7 +210,7 @@ export class PackWriter {
     this.id = Buffer.from(hex, 'hex')
     this.tmpPath = join(layout.tmp, `${hex}.pack.tmp`)
     this.finalPath = packPath(layout, hex)
-    if (direct) this.stage = takeStage()
+    if (direct.isOn) this.stage = takeStage()
   }
 
   static async create(fs: VaultFs, layout: VaultLayout, targetBytes: number): Promise<PackWriter> {
@@ -223,7 +223,7 @@ export class PackWriter {
       throw vaultIoError(err, tmpPath, 'creating pack')
     }
     const direct = await fs.openDirect?.(tmpPath, 'w').catch(() => undefined)
-    const w = new PackWriter(fs, fh, direct, layout, hex, targetBytes)
+    const w = new PackWriter(fs, fh, new DirectSide(direct), layout, hex, targetBytes)
     const header = Buffer.concat([PACK_MAGIC, w.id])
     if (w.stage) w.stageBytes(header)
     else void w.enqueueWrite(header, 0).catch(() => undefined) // recorded in `failure`
@@ -245,17 +245,8 @@ export class PackWriter {
 
   /** One direct write of aligned `data`; refused (EINVAL), direct I/O goes off and `data` is written buffered. */
   private async writeDirect(data: Buffer, position: number): Promise<void> {
-    const direct = this.direct
-    if (direct && isDirectAligned(data, position) && data.length % DIRECT_ALIGN === 0) {
-      try {
-        await writeAll(direct, data, position, this.tmpPath)
-        return
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err
-        this.direct = undefined
-        await direct.close().catch(() => undefined)
-      }
-    }
+    const qualifies = isDirectAligned(data, position) && data.length % DIRECT_ALIGN === 0
+    if (qualifies && (await this.direct.attempt((handle) => writeAll(handle, data, position, this.tmpPath)))) return
     await writeAll(this.fh, data, position, this.tmpPath)
   }
 
@@ -269,7 +260,7 @@ export class PackWriter {
       this.stageFill += n
       if (this.stageFill < stage.length) continue
       const written = this.enqueueWrite(stage, this.stageBase, true).finally(() => {
-        this.stagedWrites.splice(this.stagedWrites.indexOf(written), 1)
+        this.stagedWrites.shift() // writes are chained: they settle in the order they were queued
         giveStage(stage)
       })
       this.stagedWrites.push(written)
@@ -378,8 +369,7 @@ export class PackWriter {
   /** Closes both handles and keeps the staging buffer for the next pack; no write may be in flight. */
   private async close(): Promise<void> {
     await this.fh.close().catch(() => undefined)
-    await this.direct?.close().catch(() => undefined)
-    this.direct = undefined
+    await this.direct.close()
     if (this.stage) giveStage(this.stage)
     this.stage = undefined
   }

@@ -7,7 +7,7 @@ import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
 import { zeroMapBytes, type ChunkTask, type ChunkTaskResult, type OpenEntry } from './chunkTasks.js'
 import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
-import { DIRECT_ALIGN, allocAlignedShared, isDirectAligned } from '../formats/directIo.js'
+import { DIRECT_ALIGN, DirectSide, allocAlignedShared, isDirectAligned } from '../io/directIo.js'
 
 /** What a record decoded in place (OpenTask.into) reports: see ChunkTaskResult. */
 export interface OpenedInPlace {
@@ -85,14 +85,26 @@ function takeRangeBuffer(size: number): SharedArrayBuffer {
   return freeRangeBuffers.pop() ?? (allocAlignedShared(RANGE_BUFFER_BYTES).buffer as SharedArrayBuffer)
 }
 
+/** Reads whole pages into `buf` from `from` (page aligned) until `end` is covered. */
+async function readPages(handle: VaultFileHandle, buf: Buffer, from: number, end: number, path: string): Promise<void> {
+  // a read stops short only at the end of the file, which lies past `end` in a sound pack
+  let done = 0
+  while (done < end - from) {
+    const n = await handle.read(buf, done, buf.length - done, from + done)
+    if (n <= 0) break
+    done += n
+  }
+  if (done < end - from) throw new EngineError('VAULT_DAMAGED', `"${path}" is shorter than expected (truncated). Run "tresor verify" to see what it affects.`)
+}
+
 /**
  * Reads the pack bytes [start, end) into `ab`; returns where `start` landed in it. Through `direct`
  * (O_DIRECT) when given and the buffer allows it, widened to whole pages; a direct read the kernel
- * refuses (EINVAL) turns `direct.handle` off and the range is read through `fh`.
+ * refuses (EINVAL) turns `direct` off and the range is read through `fh`.
  */
 async function readRange(
   fh: VaultFileHandle,
-  direct: { handle: VaultFileHandle | undefined },
+  direct: DirectSide<VaultFileHandle>,
   ab: SharedArrayBuffer,
   start: number,
   end: number,
@@ -100,27 +112,8 @@ async function readRange(
 ): Promise<number> {
   const from = start - (start % DIRECT_ALIGN)
   const to = Math.ceil(end / DIRECT_ALIGN) * DIRECT_ALIGN
-  const handle = direct.handle
-  if (handle && to - from <= ab.byteLength) {
-    const buf = Buffer.from(ab, 0, to - from)
-    if (isDirectAligned(buf, from)) {
-      try {
-        // a read stops short only at the end of the file, which lies past `end` in a sound pack
-        let done = 0
-        while (done < end - from) {
-          const n = await handle.read(buf, done, to - from - done, from + done)
-          if (n <= 0) break
-          done += n
-        }
-        if (done < end - from) throw new EngineError('VAULT_DAMAGED', `"${path}" is shorter than expected (truncated). Run "tresor verify" to see what it affects.`)
-        return start - from
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err
-        direct.handle = undefined
-        await handle.close().catch(() => undefined)
-      }
-    }
-  }
+  const buf = to - from <= ab.byteLength ? Buffer.from(ab, 0, to - from) : undefined
+  if (buf && isDirectAligned(buf, from) && (await direct.attempt((handle) => readPages(handle, buf, from, end, path)))) return start - from
   await readExactly(fh, Buffer.from(ab, 0, end - start), 0, end - start, start, path)
   return 0
 }
@@ -154,7 +147,7 @@ export async function openPackRecords(
 ): Promise<void> {
   if (items.length === 0) return
   const fh = await openPack(fs, path)
-  const direct = { handle: await fs.openDirect?.(path, 'r').catch(() => undefined) }
+  const direct = new DirectSide(await fs.openDirect?.(path, 'r').catch(() => undefined))
   const results: Promise<void>[] = []
   try {
     for (const { start, end, group } of coalesce(items)) {
@@ -202,7 +195,7 @@ export async function openPackRecords(
     throw vaultIoError(err, path, 'reading pack')
   } finally {
     await fh.close().catch(() => undefined)
-    await direct.handle?.close().catch(() => undefined)
+    await direct.close()
   }
 }
 

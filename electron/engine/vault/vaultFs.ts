@@ -8,7 +8,7 @@ import { constants as fsConstants, promises as fsp } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { EngineError, fromFsError, isEngineError } from '../errors.js'
-import { openDirect } from '../formats/directIo.js'
+import { openDirect } from '../io/directIo.js'
 
 export interface VaultFileHandle {
   /** Reads up to `length` bytes at `position`; may return fewer (callers loop). */

@@ -100,7 +100,7 @@ export async function mapKinds(vault: Vault, pointId: string, diskIndex: number)
 
 /** Checks that every DATA entry's recorded XXH3-128 checksum is the checksum of its stored chunk. Returns the entries checked. */
 export async function checkRecordedChecksums(vault: Vault, pointId: string, diskIndex: number): Promise<number> {
-  const hasher = await createBlockHasher()
+  const hasher = createBlockHasher()
   const reader = vault.chunkReader()
   let n = 0
   try {

@@ -43,7 +43,7 @@ export class MemoryVault implements Vault {
 
   /** Backs up the guest view of each file as one disk of a new point. */
   async addPoint(machineName: string, files: { name: string; path: string }[], options: { id?: string } = {}): Promise<PointManifest> {
-    const hasher = await createBlockHasher()
+    const hasher = createBlockHasher()
     const disks: PointDisk[] = []
     const maps: BlockEntry[][] = []
     for (let index = 0; index < files.length; index++) {

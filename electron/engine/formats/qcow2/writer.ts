@@ -19,7 +19,7 @@ import { createRequire } from 'node:module'
 import { EngineError, fromFsError } from '../../errors.js'
 import { isAllZero } from '../io.js'
 import { checkWriteOrder, createOutputFile, writeFully } from '../raw/index.js'
-import { DIRECT_ALIGN, DirectWriter } from '../directIo.js'
+import { DIRECT_ALIGN, DirectWriter } from '../../io/directIo.js'
 import type { ImageWriter, WriterOptions } from '../types.js'
 import { INCOMPAT_COMPRESSION, MAX_L1_BYTES, QCOW2_MAGIC } from './header.js'
 

@@ -29,7 +29,7 @@ import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { EngineError, fromFsError } from '../../errors.js'
 import { ImageFile, isAllZero } from '../io.js'
-import { DIRECT_ALIGN, DirectWriter } from '../directIo.js'
+import { DIRECT_ALIGN, DirectWriter } from '../../io/directIo.js'
 import type { FormatModule, OpenContext } from '../open.js'
 import type { DiskImage, Extent, ImageInfo, ImageWriter, OpenOptions, WriterOptions } from '../types.js'
 

@@ -1,5 +1,6 @@
 /**
- * Direct I/O for the bulk writes of new images (restore, convert).
+ * Direct I/O for bulk transfers: the writes of new images (restore, convert) and the vault's pack
+ * files (backup writes them, restore and verify read them).
  *
  * A restore or conversion writes gigabytes that nobody reads again soon. Written through the page
  * cache, every byte first lands in a newly allocated cache page and is flushed by the final fsync
@@ -14,7 +15,9 @@
  * `allocAligned`, carved out of a WebAssembly.Memory (V8 allocates those at page-aligned addresses;
  * JavaScript cannot see the address of an ordinary Buffer). Anything not aligned goes through the
  * ordinary buffered handle of the same file, and a file system that refuses O_DIRECT (tmpfs, some
- * FUSE mounts) is written the buffered way throughout.
+ * FUSE mounts) is written the buffered way throughout. That fallback rule lives in one place,
+ * `DirectSide`, over any handle type (node's FileHandle here, the vault's VaultFileHandle, through
+ * which fault injection reaches pack I/O).
  */
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
@@ -90,69 +93,102 @@ export async function openDirect(path: string, mode: 'r' | 'w' = 'w'): Promise<F
 }
 
 /**
- * A writer's O_DIRECT side of one file: hands out the memory it can write from, writes runs that
- * qualify (aligned memory, position and lengths), and turns itself off for good at the first write
- * the kernel refuses (EINVAL), leaving that run and all later ones to the caller's buffered handle.
- * Its handle is closed by `close()`, once the caller's writes have settled (a refused write may
- * overlap others still in flight).
+ * The O_DIRECT side of one open file, over any handle type. `attempt` runs one operation through
+ * the direct handle; the first one the kernel refuses (EINVAL: the file system or the request does
+ * not suit direct I/O) turns the side off for good, and the caller does that operation, and every
+ * later one, through its ordinary handle. An operation may have partly happened before it was
+ * refused; positioned reads and writes are simply done again. The handle is closed by `close()`,
+ * once the caller's operations have settled (a refused one may overlap others still in flight).
  */
-export class DirectWriter {
+export class DirectSide<H extends { close(): Promise<void> }> {
   private on: boolean
 
-  private constructor(
-    private readonly path: string,
-    private readonly handle: FileHandle | undefined,
-  ) {
+  constructor(private readonly handle: H | undefined) {
     this.on = handle !== undefined
   }
 
-  /** Opens the direct side of the existing file `path` (off where direct I/O is not offered). */
-  static async open(path: string): Promise<DirectWriter> {
-    return new DirectWriter(path, await openDirect(path))
+  /** True until direct I/O was refused or the side closed (false from the start without a handle). */
+  get isOn(): boolean {
+    return this.on
   }
 
-  /** Memory to fill for `write`: page aligned while direct I/O is on. */
-  alloc(bytes: number): Buffer {
-    return this.on ? allocAligned(bytes) : Buffer.allocUnsafeSlow(bytes)
-  }
-
-  /**
-   * Writes `bufs`, lying back to back in the file from `position`, with O_DIRECT. Returns false,
-   * having written nothing, when they do not qualify or direct I/O is (now) off: the caller then
-   * writes them through its ordinary handle. Other errors are thrown.
-   */
-  async write(bufs: Uint8Array[], position: number): Promise<boolean> {
+  /** Runs `op` on the direct handle: true when it ran, false (turned off) when off or refused; other errors are thrown. */
+  async attempt(op: (handle: H) => Promise<void>): Promise<boolean> {
     const handle = this.handle
-    if (!this.on || !handle || bufs.length === 0) return false
-    if (!bufs.every((b, i) => b.length % DIRECT_ALIGN === 0 && isDirectAligned(b, i === 0 ? position : 0))) return false
+    if (!this.on || !handle) return false
     try {
-      let { bytesWritten } = await handle.writev(bufs, position)
-      // A short vectored write: finish buffer by buffer.
-      for (const b of bufs) {
-        if (bytesWritten >= b.length) {
-          bytesWritten -= b.length
-          position += b.length
-          continue
-        }
-        for (let done = bytesWritten; done < b.length; ) {
-          const r = await handle.write(b, done, b.length - done, position + done)
-          if (r.bytesWritten <= 0) throw new EngineError('IO_ERROR', `Writing "${this.path}" made no progress.`)
-          done += r.bytesWritten
-        }
-        position += b.length
-        bytesWritten = 0
-      }
+      await op(handle)
       return true
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err instanceof EngineError ? err : (fromFsError(err, this.path, 'writing') ?? err)
+      if ((err as NodeJS.ErrnoException | undefined)?.code !== 'EINVAL') throw err
       this.on = false
       return false
     }
   }
 
-  /** Closes the direct handle; every write must have settled. */
+  /** Closes the direct handle; every operation must have settled. */
   async close(): Promise<void> {
     this.on = false
     await this.handle?.close().catch(() => undefined)
+  }
+}
+
+/**
+ * A writer's O_DIRECT side of one file (raw and qcow2 writers): hands out the memory it can write
+ * from and writes runs that qualify (aligned memory, position and lengths) through a `DirectSide`.
+ */
+export class DirectWriter {
+  private constructor(
+    private readonly path: string,
+    private readonly side: DirectSide<FileHandle>,
+  ) {}
+
+  /** Opens the direct side of the existing file `path` (off where direct I/O is not offered). */
+  static async open(path: string): Promise<DirectWriter> {
+    return new DirectWriter(path, new DirectSide(await openDirect(path)))
+  }
+
+  /** Memory to fill for `write`: page aligned while direct I/O is on. */
+  alloc(bytes: number): Buffer {
+    return this.side.isOn ? allocAligned(bytes) : Buffer.allocUnsafeSlow(bytes)
+  }
+
+  /**
+   * Writes `bufs`, lying back to back in the file from `position`, with O_DIRECT. Returns false,
+   * having written nothing that counts, when they do not qualify or direct I/O is (now) off: the
+   * caller then writes them through its ordinary handle. Other errors are thrown.
+   */
+  async write(bufs: Uint8Array[], position: number): Promise<boolean> {
+    if (!this.side.isOn || bufs.length === 0) return false
+    if (!bufs.every((b, i) => b.length % DIRECT_ALIGN === 0 && isDirectAligned(b, i === 0 ? position : 0))) return false
+    try {
+      return await this.side.attempt((handle) => writevAll(handle, bufs, position, this.path))
+    } catch (err) {
+      throw err instanceof EngineError ? err : (fromFsError(err, this.path, 'writing') ?? err)
+    }
+  }
+
+  /** Closes the direct handle; every write must have settled. */
+  close(): Promise<void> {
+    return this.side.close()
+  }
+}
+
+/** Writes `bufs` back to back from `position`, finishing a short vectored write buffer by buffer. */
+async function writevAll(handle: FileHandle, bufs: Uint8Array[], position: number, path: string): Promise<void> {
+  let { bytesWritten } = await handle.writev(bufs, position)
+  for (const b of bufs) {
+    if (bytesWritten >= b.length) {
+      bytesWritten -= b.length
+      position += b.length
+      continue
+    }
+    for (let done = bytesWritten; done < b.length; ) {
+      const r = await handle.write(b, done, b.length - done, position + done)
+      if (r.bytesWritten <= 0) throw new EngineError('IO_ERROR', `Writing "${path}" made no progress.`)
+      done += r.bytesWritten
+    }
+    position += b.length
+    bytesWritten = 0
   }
 }

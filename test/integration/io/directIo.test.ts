@@ -1,5 +1,5 @@
 /**
- * The raw and qcow2 writers' direct I/O (formats/directIo.ts): aligned writes from the writer's own buffers
+ * The raw and qcow2 writers' direct I/O (io/directIo.ts): aligned writes from the writer's own buffers
  * bypass the page cache (checked with util-linux `fincore`, which counts a file's cached pages),
  * everything else goes through the ordinary handle, and the file reads back exactly, holes kept,
  * with direct I/O on and off.
@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { createImageWriter, openImage } from '../../../electron/engine/formats/index.js'
-import { openDirect } from '../../../electron/engine/formats/directIo.js'
+import { openDirect } from '../../../electron/engine/io/directIo.js'
 import { randomBytes, run, tempDir } from '../../helpers/qemu.js'
 
 const MiB = 1024 * 1024
