@@ -23,11 +23,17 @@ import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
 
 /**
- * Plaintext bytes per seal message: one message and one pack write per 4 MiB instead of per block.
- * 4 MiB with two batches in flight per worker (tenth round, PERFORMANCE.md): a full backup's
- * messages cost the main thread ~0.65 s at 1 MiB; 4 MiB took 8.1–9.6 s against 8.7–10.3 s.
+ * Plaintext bytes per seal message, at most: one message and one pack write per 4 MiB instead of
+ * per block. 4 MiB with two batches in flight per worker (tenth round, PERFORMANCE.md): full
+ * backups 8.1–9.6 s against 8.7–10.3 s with 1 MiB batches.
  */
 export const SEAL_BATCH_BYTES = 4 * 1024 * 1024
+/**
+ * Plaintext bytes of all batches in flight, at most: with more workers (more batches in flight)
+ * the batches get smaller, so the buffers stay at ~2 × 16 MiB whatever the core count (two
+ * workers: 4 MiB batches; four: 2 MiB).
+ */
+export const SEAL_BUDGET_BYTES = 16 * 1024 * 1024
 
 /** A sealed record to move (LocalBackupSession.moveRecords): its bytes and where it was. */
 export interface MovedRecord {
@@ -82,7 +88,7 @@ export class LocalBackupSession implements BackupSession {
     private readonly repack?: { table: ChunkTable },
   ) {
     this.blockSize = ctx.blockSize
-    this.sealBatch = Math.max(1, Math.floor(SEAL_BATCH_BYTES / ctx.blockSize))
+    this.sealBatch = Math.max(1, Math.floor(Math.min(SEAL_BATCH_BYTES, SEAL_BUDGET_BYTES / ctx.maxInFlight) / ctx.blockSize))
   }
 
   /**

@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { backUp, BLOCK, checksumOf, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
 import { openVault, readVaultHeader } from '../../../electron/engine/vault/index.js'
 import { nodeVaultFs, type VaultFileHandle, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
+import { LocalBackupSession, SEAL_BATCH_BYTES, SEAL_BUDGET_BYTES } from '../../../electron/engine/vault/session.js'
+import { join } from 'node:path'
 
 const cleanups: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -59,6 +61,22 @@ describe('vault round trip', () => {
     expect(s2.chunks).toBe(2)
     expect(second.stats.bytesStored).toBeLessThan(first.stats.bytesStored)
     expect((await restoreDisk(vault, second.id, 0))[1]).toEqual(a)
+  })
+
+  it('bounds the memory of seal batches in flight whatever the worker count', async () => {
+    const t = await tempDir()
+    cleanups.push(t.cleanup)
+    for (const workers of [1, 2, 4, 8]) {
+      const { vault } = await newVault(join(t.dir, `w${workers}`), { workers })
+      const session = await vault.beginBackup()
+      expect(session).toBeInstanceOf(LocalBackupSession)
+      const batchBytes = (session as LocalBackupSession).sealBatch * BLOCK
+      expect(batchBytes).toBeLessThanOrEqual(SEAL_BATCH_BYTES)
+      expect(batchBytes * 2 * workers).toBeLessThanOrEqual(SEAL_BUDGET_BYTES) // two batches in flight per worker
+      expect(batchBytes).toBeGreaterThanOrEqual(BLOCK)
+      await session.abort()
+      await vault.close()
+    }
   })
 
   it('handles many concurrent puts (with duplicates) across pack rotations', async () => {
