@@ -7,7 +7,7 @@ import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
 import { zeroMapBytes, type ChunkTask, type ChunkTaskResult, type OpenEntry } from './chunkTasks.js'
 import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
-import { DIRECT_ALIGN, DirectSide, allocAlignedShared, isDirectAligned } from '../io/directIo.js'
+import { DIRECT_ALIGN, DirectSide, allocAligned, allocAlignedShared, isDirectAligned } from '../io/directIo.js'
 
 /** What a record decoded in place (OpenTask.into) reports: see ChunkTaskResult. */
 export interface OpenedInPlace {
@@ -98,24 +98,30 @@ async function readPages(handle: VaultFileHandle, buf: Buffer, from: number, end
 }
 
 /**
- * Reads the pack bytes [start, end) into `ab`; returns where `start` landed in it. Through `direct`
- * (O_DIRECT) when given and the buffer allows it, widened to whole pages; a direct read the kernel
- * refuses (EINVAL) turns `direct` off and the range is read through `fh`.
+ * Reads the pack bytes [start, end) into `room`; returns where `start` landed in it. Through
+ * `direct` (O_DIRECT) when `room` is page-aligned memory with space for the range widened to whole
+ * pages; else, or when the kernel refuses the direct read (EINVAL, which turns `direct` off), the
+ * exact range is read through `fh` to the start of `room`.
  */
 async function readRange(
   fh: VaultFileHandle,
   direct: DirectSide<VaultFileHandle>,
-  ab: SharedArrayBuffer,
+  room: Buffer,
   start: number,
   end: number,
   path: string,
 ): Promise<number> {
   const from = start - (start % DIRECT_ALIGN)
   const to = Math.ceil(end / DIRECT_ALIGN) * DIRECT_ALIGN
-  const buf = to - from <= ab.byteLength ? Buffer.from(ab, 0, to - from) : undefined
+  const buf = to - from <= room.length ? room.subarray(0, to - from) : undefined
   if (buf && isDirectAligned(buf, from) && (await direct.attempt((handle) => readPages(handle, buf, from, end, path)))) return start - from
-  await readExactly(fh, Buffer.from(ab, 0, end - start), 0, end - start, start, path)
+  await readExactly(fh, room, 0, end - start, start, path)
   return 0
+}
+
+/** Bytes `readRange` may need for [start, end): the range widened to whole pages. */
+function pagesOf(start: number, end: number): number {
+  return Math.ceil(end / DIRECT_ALIGN) * DIRECT_ALIGN - (start - (start % DIRECT_ALIGN))
 }
 
 function giveRangeBuffer(ab: SharedArrayBuffer): void {
@@ -153,7 +159,7 @@ export async function openPackRecords(
     for (const { start, end, group } of coalesce(items)) {
       if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Cancelled.')
       const ab = takeRangeBuffer(end - start)
-      const at = await readRange(fh, direct, ab, start, end, path)
+      const at = await readRange(fh, direct, Buffer.from(ab), start, end, path)
       const entries: OpenEntry[] = group.map((k) => {
         const it = items[k]!
         return { start: at + it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
@@ -201,7 +207,8 @@ export async function openPackRecords(
 
 /**
  * The stored bytes of `items` (records of the pack at `path`), read by coalesced ranges like
- * `openPackRecords` and returned in item order, unopened (repack moves them as they are; the
+ * `openPackRecords` (with O_DIRECT where the file system takes it: packs are written past the page
+ * cache, and a repack reads each record once) and returned in item order, unopened (repack moves them as they are; the
  * worker opens each before it is sealed again). The bytes land in `scratch.buf`, which grows when
  * too small and is reused by the next call: the slices returned are valid until then (no fresh
  * buffer per range, so a long repack does not drive garbage collection). Missing file → CHUNK_MISSING.
@@ -215,21 +222,24 @@ export async function readRecordBytes(
   const out = new Array<Buffer>(items.length)
   if (items.length === 0) return out
   const ranges = coalesce(items) // planned first, so the scratch is sized once
-  const total = ranges.reduce((sum, r) => sum + r.end - r.start, 0)
-  if (scratch.buf.length < total) scratch.buf = Buffer.allocUnsafeSlow(total)
+  // each range at a page boundary of the scratch, with room for whole pages (direct reads)
+  const total = ranges.reduce((sum, r) => sum + pagesOf(r.start, r.end), 0)
+  if (scratch.buf.length < total) scratch.buf = allocAligned(total)
   const fh = await openPack(fs, path)
+  const direct = new DirectSide(await fs.openDirect?.(path, 'r').catch(() => undefined))
   try {
     let at = 0
     for (const { start, end, group } of ranges) {
-      const buf = scratch.buf.subarray(at, at + end - start)
-      at += end - start
-      await readExactly(fh, buf, 0, end - start, start, path)
-      for (const k of group) out[k] = buf.subarray(items[k]!.offset - start, items[k]!.offset - start + items[k]!.length)
+      const room = scratch.buf.subarray(at, at + pagesOf(start, end))
+      at += room.length
+      const shift = (await readRange(fh, direct, room, start, end, path)) - start
+      for (const k of group) out[k] = room.subarray(items[k]!.offset + shift, items[k]!.offset + shift + items[k]!.length)
     }
     return out
   } catch (err) {
     throw vaultIoError(err, path, 'reading pack')
   } finally {
     await fh.close().catch(() => undefined)
+    await direct.close()
   }
 }

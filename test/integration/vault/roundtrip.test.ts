@@ -212,6 +212,20 @@ describe('vault round trip', () => {
         expect(directReads.length).toBeGreaterThan(1)
         for (const r of directReads) expect([r.position % 4096, r.length % 4096]).toEqual([0, 0])
       }
+      // a prune that repacks reads the surviving records the same way
+      const second = blocks.map((b, i) => (i % 2 === 0 ? makeBlock(19_000 + i, 'random') : b))
+      const next = await backUp(vault, [{ name: 'd', blocks: second }])
+      const readsBefore = directReads.length
+      const pruned = await vault.prune({ deletePointIds: [point.id], maxUnused: 0 })
+      expect(pruned.packsRepacked).toBeGreaterThan(0)
+      if (refuse) expect(directReads).toEqual([])
+      else {
+        expect(directReads.length).toBeGreaterThan(readsBefore)
+        for (const r of directReads) expect([r.position % 4096, r.length % 4096]).toEqual([0, 0])
+      }
+      const again = await restoreDisk(vault, next.id, 0)
+      again.forEach((b, i) => expect((b as Buffer).equals(second[i]!)).toBe(true))
+      expect((await vault.verify({ readData: true })).problems).toEqual([])
     }
   })
 })
