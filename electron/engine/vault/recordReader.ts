@@ -207,9 +207,10 @@ export async function openPackRecords(
 
 /**
  * The stored bytes of `items` (records of the pack at `path`), read by coalesced ranges like
- * `openPackRecords` (with O_DIRECT where the file system takes it: packs are written past the page
- * cache, and a repack reads each record once) and returned in item order, unopened (repack moves them as they are; the
- * worker opens each before it is sealed again). The bytes land in `scratch.buf`, which grows when
+ * `openPackRecords`, with O_DIRECT where the file system takes it (packs are written past the
+ * page cache, and a repack reads each record once), and returned in item order, unopened (repack
+ * moves them as they are; the worker opens each before it is sealed again). The bytes land in
+ * `scratch.buf` (page-aligned memory), which grows when
  * too small and is reused by the next call: the slices returned are valid until then (no fresh
  * buffer per range, so a long repack does not drive garbage collection). Missing file → CHUNK_MISSING.
  */
