@@ -3,7 +3,11 @@
  *
  * seal:  plaintext → zstd (kept only when it saves ≥ MIN_GAIN) → AES-256-GCM with a random nonce
  *        and AAD = chunk id + pack id + ordinal + flags → `nonce | ciphertext | tag`.
- * open:  the reverse, then the keyed BLAKE3 of the plaintext must equal the chunk id (I3).
+ * open:  the reverse, then the keyed BLAKE3 of the plaintext must equal the chunk id (I3). A recipe
+ *        record (FLAG_RECIPE, format 2) holds a block's list of parts, not the block: it is stored
+ *        under the block's id, so its own bytes cannot hash to it. AES-GCM still authenticates it
+ *        (the id and the flag are in the associated data), and the reader checks the keyed BLAKE3
+ *        of the block assembled from its parts (reader.ts).
  * reseal: open, then encrypt the same stored body for a new pack and position (repack: no recompression).
  * Buffers are reused: one compression scratch and one decompression scratch per codec.
  *
@@ -37,6 +41,8 @@ export const zeroCopy = createRequire(import.meta.url)('@ronomon/crypto-async') 
 /** Store compressed only when it saves at least this fraction of the plaintext. */
 export const MIN_COMPRESSION_GAIN = 0.03
 export const FLAG_ZSTD = 1
+/** The record is a block's recipe (parts.ts), stored under the block's chunk id; never compressed. */
+export const FLAG_RECIPE = 2
 
 export interface CodecConfig {
   dataKey: Uint8Array
@@ -73,8 +79,9 @@ export class ChunkCodec {
     this.bodyScratch = Buffer.allocUnsafe(zstd.compressBound(config.blockSize))
   }
 
-  /** Seals `plain` into `out` (capacity ≥ plain.length + 28). */
-  seal(plain: Buffer, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number): SealOutcome {
+  /** Seals `plain` into `out` (capacity ≥ plain.length + 28); a recipe is stored as it is, flagged. */
+  seal(plain: Buffer, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, recipe = false): SealOutcome {
+    if (recipe) return this.encrypt(plain, FLAG_RECIPE, out, chunkId, packId, ordinal)
     let body: Buffer = plain
     let flags = 0
     const n = this.cctx.compress(this.compressScratch, plain, this.config.compressionLevel)
@@ -150,6 +157,7 @@ export class ChunkCodec {
     } else {
       plain = body
     }
+    if (flags & FLAG_RECIPE) return { plain, stored: body }
     const id = this.ids.of(plain)
     if (!id.equals(Buffer.from(chunkId.buffer, chunkId.byteOffset, chunkId.byteLength))) return 'content does not match its id'
     return { plain, stored: body }

@@ -6,7 +6,8 @@
  */
 import { recordCheck } from './recordCheck.js'
 import { ChunkCodec, type CodecConfig, type SealOutcome } from './chunkCodec.js'
-import type { ChunkTask, ChunkTaskResult, OpenTask, SealedRecord } from './chunkTasks.js'
+import type { CheckTask, ChunkTask, ChunkTaskResult, InPlace, OpenTask, SealedRecord } from './chunkTasks.js'
+import { ChunkIdHasher } from './crypto.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
 import { zeroMapBytes } from './chunkTasks.js'
@@ -17,11 +18,20 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
   const codec = new ChunkCodec(config)
   let hasher: BlockHasher | undefined
   let zeroPage = Buffer.alloc(0)
+  let ids: ChunkIdHasher | undefined
+
+  /** Clears bit g of `zeroMaps` at `mapAt` for every granule g of `plain` that holds a non-zero byte. */
+  function markNonZero(plain: Buffer, granule: number, zeroMaps: Uint8Array, mapAt: number): void {
+    if (zeroPage.length < granule) zeroPage = Buffer.alloc(granule)
+    for (let g = 0, at = 0; at < plain.length; g++, at += granule) {
+      const piece = plain.subarray(at, Math.min(plain.length, at + granule))
+      if (piece.compare(zeroPage, 0, piece.length) !== 0) zeroMaps[mapAt + (g >> 3)]! &= ~(1 << (g & 7))
+    }
+  }
 
   /** Opens the records of `task` straight into the caller's shared memory and checksums them there. */
-  async function openInto(task: OpenTask, into: NonNullable<OpenTask['into']>): Promise<TaskReply<ChunkTaskResult>> {
+  async function openInto(task: OpenTask, into: InPlace): Promise<TaskReply<ChunkTaskResult>> {
     hasher ??= createBlockHasher()
-    if (zeroPage.length < into.zeroGranule) zeroPage = Buffer.alloc(into.zeroGranule)
     const buf = Buffer.from(task.buf)
     const shared = Buffer.from(into.sab)
     const errors: Array<string | null> = []
@@ -32,26 +42,47 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const zeroMaps = new Uint8Array(task.entries.length * mapBytes).fill(0xff)
     task.entries.forEach((e, j) => {
       const at = into.positions[j]!
-      const slot = shared.subarray(at, at + task.blockSize)
-      const r = slot.length === task.blockSize ? codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, slot) : 'has no room in the target buffer'
+      const part = into.parts?.[j] ?? 0
+      const room = part > 0 ? part : task.blockSize
+      const slot = shared.subarray(at, at + room)
+      let r = slot.length === room ? codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, slot) : 'has no room in the target buffer'
+      if (typeof r !== 'string' && part > 0 && r.length !== part) r = `holds ${r.length} bytes where its recipe says ${part}`
       if (typeof r === 'string') {
         errors.push(r)
         lengths.push(0)
         return
       }
       if (r.buffer !== shared.buffer || r.byteOffset !== slot.byteOffset) r.copy(slot)
-      const plain = slot.subarray(0, r.length)
-      checksums.set(hasher!.checksum(plain), j * CHECKSUM_BYTES)
-      for (let g = 0, at = 0; at < plain.length; g++, at += granule) {
-        const piece = plain.subarray(at, Math.min(plain.length, at + granule))
-        if (piece.compare(zeroPage, 0, piece.length) !== 0) {
-          zeroMaps[j * mapBytes + (g >> 3)]! &= ~(1 << (g & 7))
-        }
-      }
       errors.push(null)
       lengths.push(r.length)
+      if (part > 0) return // a part: the assembled block is checked (CheckTask)
+      const plain = slot.subarray(0, r.length)
+      checksums.set(hasher!.checksum(plain), j * CHECKSUM_BYTES)
+      markNonZero(plain, granule, zeroMaps, j * mapBytes)
     })
     return { value: { kind: 'open', errors, lengths, plain: undefined, checksums, zeroMaps } }
+  }
+
+  /** CheckTask: keyed BLAKE3, checksum and zero map of blocks assembled from their parts. */
+  function checkAssembled(task: CheckTask): TaskReply<ChunkTaskResult> {
+    hasher ??= createBlockHasher()
+    ids ??= new ChunkIdHasher(config.chunkIdKey)
+    const shared = Buffer.from(task.sab)
+    const mapBytes = zeroMapBytes(task.blockSize, task.zeroGranule)
+    const errors: Array<string | null> = []
+    const checksums = new Uint8Array(task.blocks.length * CHECKSUM_BYTES)
+    const zeroMaps = new Uint8Array(task.blocks.length * mapBytes).fill(0xff)
+    task.blocks.forEach((b, j) => {
+      const plain = shared.subarray(b.position, b.position + b.length)
+      if (plain.length !== b.length || !ids!.of(plain).equals(Buffer.from(b.chunkId.buffer, b.chunkId.byteOffset, b.chunkId.byteLength))) {
+        errors.push('assembled from its parts does not match its id')
+        return
+      }
+      errors.push(null)
+      checksums.set(hasher!.checksum(plain), j * CHECKSUM_BYTES)
+      markNonZero(plain, task.zeroGranule, zeroMaps, j * mapBytes)
+    })
+    return { value: { kind: 'check', errors, checksums, zeroMaps } }
   }
 
   return async (task) => {
@@ -75,7 +106,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
           }
           r = moved
         } else {
-          r = codec.seal(plain, target, item.chunkId, task.packId, item.ordinal)
+          r = codec.seal(plain, target, item.chunkId, task.packId, item.ordinal, item.recipe === true)
         }
         // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
         // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
@@ -87,6 +118,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, records }
       return { value, transfer: [task.input, task.output] }
     }
+    if (task.kind === 'check') return checkAssembled(task)
     if (task.into) return openInto(task, task.into)
     // open: records packed in `buf`; plaintexts copied into one new buffer when wanted
     const buf = Buffer.from(task.buf)

@@ -14,7 +14,7 @@
  * the block map as associated data and re-hashed (I3), so such a block fails as CHUNK_CORRUPT.
  *
  * Slot layout (32 bytes, eight 32-bit words): id prefix[16] | pack u32 | offset u32 | length u32 |
- * ordinal u31 + zstd flag (top bit). Empty slot: pack = 0xFFFFFFFF.
+ * ordinal u30 + record flags (top two bits: zstd, recipe). Empty slot: pack = 0xFFFFFFFF.
  *
  * Loading is paid by every backup that stores something, so it goes without an object per entry:
  * `insertIndex` takes a checked pack index as it was decrypted, and the table is probed and filled
@@ -22,11 +22,11 @@
  * made 1M chunks, a 64 GiB vault, cost 3 s before the first new block was stored).
  */
 import { EngineError } from '../errors.js'
-import { INDEX_ENTRY_BYTES, INDEX_FIELD } from './pack.js'
+import { INDEX_ENTRY_BYTES, INDEX_FIELD, MAX_ORDINAL, MAX_RECORD_FLAGS } from './pack.js'
 
 const KEY = 16
 const SLOT = 32
-/** A slot in 32-bit words: id prefix [0..3], pack [4], offset [5], length [6], ordinal + flag [7]. */
+/** A slot in 32-bit words: id prefix [0..3], pack [4], offset [5], length [6], ordinal + flags [7]. */
 const WORDS = SLOT / 4
 const EMPTY = 0xffffffff
 const MAX_LOAD = 0.8
@@ -123,7 +123,7 @@ export class ChunkTable {
     const o = slot * WORDS
     const w = this.words
     const of = w[o + 7]!
-    return { pack: w[o + 4]!, offset: w[o + 5]!, length: w[o + 6]!, ordinal: of & 0x7fffffff, flags: of >>> 31 }
+    return { pack: w[o + 4]!, offset: w[o + 5]!, length: w[o + 6]!, ordinal: of & MAX_ORDINAL, flags: of >>> 30 }
   }
 
   /** Slots in use, in table order. */
@@ -175,7 +175,7 @@ export class ChunkTable {
   }
 
   private insertPrefix(k0: number, k1: number, k2: number, k3: number, pack: number, offset: number, length: number, ordinal: number, flags: number): boolean {
-    if (ordinal > 0x7fffffff || flags > 1) throw new EngineError('INTERNAL', 'chunk ordinal/flags out of range')
+    if (ordinal > MAX_ORDINAL || flags > MAX_RECORD_FLAGS) throw new EngineError('INTERNAL', 'chunk ordinal/flags out of range')
     if ((this.count + 1) / this.capacity > MAX_LOAD) this.resize(Math.ceil(this.capacity * 1.6))
     const i = this.probe(k0, k1, k2, k3)
     const o = i * WORDS
@@ -188,7 +188,7 @@ export class ChunkTable {
     w[o + 4] = pack
     w[o + 5] = offset
     w[o + 6] = length
-    w[o + 7] = (ordinal | (flags << 31)) >>> 0
+    w[o + 7] = (ordinal | (flags << 30)) >>> 0
     this.count++
     return true
   }

@@ -8,6 +8,8 @@ export interface SealItem {
   ordinal: number
   /** Set when the batch moves records (SealTask.fromPackId): where the record was and its flags. */
   from?: { ordinal: number; flags: number }
+  /** A block's recipe (parts.ts): stored uncompressed with the recipe flag. */
+  recipe?: true
 }
 
 /**
@@ -69,10 +71,35 @@ export interface OpenTask {
    * blockSize bytes), nothing is returned but lengths, errors and each plaintext's XXH3-128
    * checksum. The memory is shared with the caller, so no plaintext crosses threads.
    */
-  into?: { sab: SharedArrayBuffer; positions: number[]; zeroGranule: number }
+  into?: InPlace
 }
 
-export type ChunkTask = SealTask | OpenTask
+/** Where an open task decodes its records (OpenTask.into). */
+export interface InPlace {
+  sab: SharedArrayBuffer
+  positions: number[]
+  zeroGranule: number
+  /**
+   * Per entry: 0 for a whole block (room for blockSize bytes; checksum and zero map reported), or
+   * the exact length of a part of a block (room for that many bytes; only decoded: the block is
+   * checked once assembled, CheckTask).
+   */
+  parts?: number[]
+}
+
+/**
+ * Checks blocks assembled in shared memory from their parts (recipes): the keyed BLAKE3 of each
+ * must equal its id (I3), and its XXH3-128 checksum and zero map are reported as for a decoded block.
+ */
+export interface CheckTask {
+  kind: 'check'
+  sab: SharedArrayBuffer
+  blocks: Array<{ position: number; length: number; chunkId: Uint8Array }>
+  blockSize: number
+  zeroGranule: number
+}
+
+export type ChunkTask = SealTask | OpenTask | CheckTask
 
 export type ChunkTaskResult =
   | {
@@ -96,6 +123,15 @@ export type ChunkTaskResult =
        * the plaintext's granule g is all zeros (or lies past its end), so holes need no scan on the caller's thread.
        */
       zeroMaps?: Uint8Array
+    }
+  | {
+      kind: 'check'
+      /** Per block: null when it checked out, else what failed. */
+      errors: Array<string | null>
+      /** XXH3-128 of block i at bytes 16i..16i+16. */
+      checksums: Uint8Array
+      /** Zero maps as in the open result, one per block. */
+      zeroMaps: Uint8Array
     }
 
 /** Bytes of one entry's zero map (see the open result's `zeroMaps`). */

@@ -5,7 +5,7 @@
  */
 import { EngineError } from '../errors.js'
 import { deriveKeys, equalHex, hmacHex, randomId, type VaultKeys } from './crypto.js'
-import { FORMAT_MINOR, FORMAT_NAME, FORMAT_VERSION, RESERVE_BYTES, layoutOf, type VaultLayout } from './layout.js'
+import { FORMAT_MINOR, FORMAT_NAME, FORMAT_VERSION, READABLE_FORMAT_VERSIONS, RESERVE_BYTES, layoutOf, type VaultLayout } from './layout.js'
 import { randomBytes } from 'node:crypto'
 import { nodeVaultFs, readFileIfExists, vaultIoError, writeFileAtomic, type VaultFs } from './vaultFs.js'
 import { join } from 'node:path'
@@ -101,10 +101,10 @@ async function parseConfigFile(fs: VaultFs, layout: VaultLayout): Promise<VaultC
   if (typeof c !== 'object' || c === null || c.format !== FORMAT_NAME) {
     throw new EngineError('VAULT_NOT_FOUND', `"${layout.root}" does not hold a Tresor vault (unknown config format).`)
   }
-  if (c.formatVersion !== FORMAT_VERSION) {
+  if (typeof c.formatVersion !== 'number' || !READABLE_FORMAT_VERSIONS.includes(c.formatVersion)) {
     throw new EngineError(
       'VAULT_VERSION_UNSUPPORTED',
-      `The vault at "${layout.root}" uses format version ${String(c.formatVersion)}; this Tresor reads version ${FORMAT_VERSION}. Update Tresor to open it.`,
+      `The vault at "${layout.root}" uses format version ${String(c.formatVersion)}; this Tresor reads versions ${READABLE_FORMAT_VERSIONS.join(' and ')}. Update Tresor to open it.`,
     )
   }
   if (typeof c.vaultId !== 'string' || !/^[0-9a-f]{32}$/.test(c.vaultId) || typeof c.mac !== 'string' || typeof c.keyCheck !== 'string') {
@@ -124,7 +124,15 @@ async function parseConfigFile(fs: VaultFs, layout: VaultLayout): Promise<VaultC
  */
 export async function createVault(
   dir: string,
-  init: { masterKey: Buffer; keySlots: KeySlots; blockSize?: number; packTargetBytes?: number; compressionLevel?: number },
+  init: {
+    masterKey: Buffer
+    keySlots: KeySlots
+    blockSize?: number
+    packTargetBytes?: number
+    compressionLevel?: number
+    /** Tests: create an older format (1: blocks stored whole, no recipes). */
+    formatVersion?: number
+  },
   options: { fs?: VaultFs } = {},
 ): Promise<{ vaultId: string }> {
   const fs = options.fs ?? nodeVaultFs
@@ -157,7 +165,7 @@ export async function createVault(
   checkParams(params, layout.config)
   const body: Omit<VaultConfig, 'mac'> = {
     format: FORMAT_NAME,
-    formatVersion: FORMAT_VERSION,
+    formatVersion: init.formatVersion ?? FORMAT_VERSION,
     minorVersion: FORMAT_MINOR,
     vaultId,
     createdAt: new Date().toISOString(),

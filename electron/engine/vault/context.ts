@@ -26,6 +26,8 @@ export class VaultContext {
   readonly maxInFlight: number
   readonly workerCount: number
   readonly hooks: VaultTestHooks
+  /** Format 2: compressible blocks are stored as content-defined parts plus a recipe (parts.ts). */
+  readonly usesParts: boolean
   private poolInstance: WorkerPool<ChunkTask, ChunkTaskResult> | undefined
   private tableInstance: ChunkTable | undefined
   private tableLastPrune = -1
@@ -48,6 +50,7 @@ export class VaultContext {
     this.workerCount = Math.max(1, options.workers ?? workersFromEnv() ?? Math.min(4, availableParallelism()))
     this.maxInFlight = Math.max(1, options.maxBlocksInFlight ?? 2 * this.workerCount)
     this.hooks = options.testHooks ?? {}
+    this.usesParts = config.formatVersion >= 2
   }
 
   pool(): WorkerPool<ChunkTask, ChunkTaskResult> {

@@ -3,7 +3,10 @@ import { join } from 'node:path'
 
 export const CONFIG_FILE = 'config'
 export const FORMAT_NAME = 'tresor-vault'
-export const FORMAT_VERSION = 1
+/** Version of new vaults: 2 adds block recipes (content-defined parts, FORMAT.md "Recipe"). */
+export const FORMAT_VERSION = 2
+/** Versions this Tresor reads and writes: a 1.x vault stays 1.x (its blocks are stored whole). */
+export const READABLE_FORMAT_VERSIONS: readonly number[] = [1, 2]
 export const FORMAT_MINOR = 0
 
 export interface VaultLayout {

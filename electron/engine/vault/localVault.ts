@@ -17,6 +17,7 @@ import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
 import { openPackRecords, readRecordBytes } from './recordReader.js'
 import { LocalBackupSession } from './session.js'
+import { isRecipeEntry, readPackRecipes } from './recipes.js'
 import type { AffectedPoint, LocalVault, PointScan, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
 import { systemClock } from './types.js'
 import { nodeVaultFs, readdirIfExists, unlinkDurable, vaultIoError, writeFileAtomic } from './vaultFs.js'
@@ -219,8 +220,48 @@ class LocalVaultImpl implements LocalVault {
         }
       }
     }
-    // 3. points: manifests and block maps; which chunks they need
+    // 2b. blocks stored as parts (format 2): every recipe the table uses must open and list parts that are there and sound
     const referencedPacks = new Set<number>()
+    const recipePacks = new Set<number>()
+    for (const slot of table.usedSlots()) {
+      const loc = table.location(slot)
+      if (isRecipeEntry(loc)) recipePacks.add(loc.pack)
+    }
+    const badParts = new Map<string, Array<{ hex: string; missing: boolean }>>() // recipe (block) → its missing or corrupt parts
+    for (const n of recipePacks) {
+      if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Verify was cancelled.')
+      const pack = table.packs[n]!
+      if (damagedPacks.has(pack.hex)) continue
+      let mine: PackIndexEntry[] = []
+      try {
+        mine = (await this.ctx.packEntries(pack.hex)).filter((e) => {
+          const loc = table.get(e.chunkId)
+          return isRecipeEntry(e) && loc !== undefined && loc.pack === n && loc.offset === e.offset
+        })
+        await readPackRecipes(this.ctx, pack, mine, (e, parts) => {
+          const hex = e.chunkId.toString('hex')
+          if (typeof parts === 'string') {
+            corrupt.set(hex, { pack: pack.hex, error: `is a recipe that cannot be used: it ${parts}` })
+            return
+          }
+          for (const p of parts) {
+            const loc = table.get(p.id)
+            const partHex = p.id.toString('hex')
+            if (loc) referencedPacks.add(loc.pack)
+            if (loc && !corrupt.has(partHex)) continue
+            // the part is reported itself, with the points of every block that needs it (step 3)
+            let list = badParts.get(hex)
+            if (!list) badParts.set(hex, (list = []))
+            list.push({ hex: partHex, missing: !loc })
+          }
+        })
+      } catch (err) {
+        // the pack's recipes could not be read: every block stored through them is in doubt
+        damagedPacks.add(pack.hex)
+        for (const e of mine) corrupt.set(e.chunkId.toString('hex'), { pack: pack.hex, error: `is a recipe that could not be read: ${messageOf(err)}` })
+      }
+    }
+    // 3. points: manifests and block maps; which chunks they need
     const missingBy = new Map<string, Map<string, Set<string>>>() // chunk → point → disks
     const corruptBy = new Map<string, Map<string, Set<string>>>()
     const note = (m: Map<string, Map<string, Set<string>>>, chunk: string, point: string, disk: string): void => {
@@ -253,6 +294,7 @@ class LocalVaultImpl implements LocalVault {
             else {
               referencedPacks.add(loc.pack)
               if (corrupt.has(hex)) note(corruptBy, hex, pointId, diskName)
+              for (const part of badParts.get(hex) ?? []) note(part.missing ? missingBy : corruptBy, part.hex, pointId, diskName)
             }
           }
         } catch (err) {
@@ -361,6 +403,7 @@ class LocalVaultImpl implements LocalVault {
       }
       // 3. mark
       const live = new Uint8Array(table.slotCount)
+      let unfound = 0
       const ids = await this.pointIds()
       for (const [i, pointId] of ids.entries()) {
         onProgress?.({ phase: 'mark', done: i, total: ids.length })
@@ -373,7 +416,44 @@ class LocalVaultImpl implements LocalVault {
             if (entry.kind !== 'data') continue
             const slot = table.find(entry.chunkId)
             if (slot >= 0) live[slot] = 1
+            else unfound++
           }
+        }
+      }
+      // 3b. a live block stored as parts keeps its parts: open the live recipes (format 2)
+      if (this.ctx.usesParts) {
+        if (unfound > 0 && unreadable.size > 0) {
+          throw new EngineError(
+            'VAULT_DAMAGED',
+            `Prune stopped: pack(s) ${[...unreadable].join(', ')} cannot be read, and recovery points reference ${unfound} chunk(s) found nowhere else. Some may be recipes whose parts prune cannot see, so nothing was deleted. Run "tresor verify" first.`,
+          )
+        }
+        const recipePacks = new Set<number>()
+        for (const slot of table.usedSlots()) {
+          if (!live[slot]) continue
+          const loc = table.location(slot)
+          if (isRecipeEntry(loc)) recipePacks.add(loc.pack)
+        }
+        for (const n of recipePacks) {
+          const pack = table.packs[n]!
+          const mine = (await this.ctx.packEntries(pack.hex)).filter((e) => {
+            const slot = table.find(e.chunkId)
+            if (slot < 0 || !live[slot] || !isRecipeEntry(e)) return false
+            const loc = table.location(slot)
+            return loc.pack === n && loc.offset === e.offset
+          })
+          await readPackRecipes(this.ctx, pack, mine, (e, parts) => {
+            if (typeof parts === 'string') {
+              throw new EngineError(
+                'VAULT_DAMAGED',
+                `Prune stopped: the recipe of block ${e.chunkId.toString('hex')} in pack ${pack.hex} ${parts}, so which parts that block needs is unknown. Nothing was deleted. Run "tresor verify --read-data".`,
+              )
+            }
+            for (const p of parts) {
+              const slot = table.find(p.id)
+              if (slot >= 0) live[slot] = 1
+            }
+          })
         }
       }
       // 4. sweep: live bytes per pack, counted over the copies the table uses (others are dead duplicates)

@@ -14,6 +14,10 @@ import { DIRECT_ALIGN, DirectSide, allocAligned, isDirectAligned } from '../io/d
 export const PACK_MAGIC = Buffer.from('TRSRPK01', 'ascii')
 export const TRAILER_MAGIC = Buffer.from('TPKE', 'ascii')
 export const PACK_HEADER_BYTES = 24
+/** Record flags (FORMAT.md "Chunk record"): bit 0 zstd body, bit 1 recipe (format 2). */
+export const MAX_RECORD_FLAGS = 3
+/** Ordinals fit 30 bits: the chunk table keeps the two flag bits beside them in one word. */
+export const MAX_ORDINAL = 0x3fffffff
 export const TRAILER_BYTES = 16
 export const INDEX_ENTRY_BYTES = 49
 /** Byte positions of an index entry's fields after its 32-byte chunk id (FORMAT.md "Pack"; u32 LE but `flags`, a byte). */
@@ -60,7 +64,7 @@ export function checkIndex(buf: Buffer, packHex: string, indexOffset: number, ma
   for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) {
     const offset = buf.readUInt32LE(p + INDEX_FIELD.offset)
     const inPack = offset >= PACK_HEADER_BYTES && offset + buf.readUInt32LE(p + INDEX_FIELD.length) <= indexOffset
-    if (!inPack || buf[p + INDEX_FIELD.flags]! > 1 || buf.readUInt32LE(p + INDEX_FIELD.plainLength) > maxPlain || buf.readUInt32LE(p + INDEX_FIELD.ordinal) > 0x7fffffff) {
+    if (!inPack || buf[p + INDEX_FIELD.flags]! > MAX_RECORD_FLAGS || buf.readUInt32LE(p + INDEX_FIELD.plainLength) > maxPlain || buf.readUInt32LE(p + INDEX_FIELD.ordinal) > MAX_ORDINAL) {
       throw damaged(what, `has an impossible entry (#${i})`)
     }
   }

@@ -1,11 +1,21 @@
 /**
  * ChunkReader: fetches chunks grouped by pack, coalescing neighbouring records into range reads,
  * several packs and ranges in flight, every chunk opened and re-hashed in the workers (I3).
+ *
+ * A block stored as parts (format 2) is read in two rounds: its recipe (a small record under the
+ * block's id), then its parts, each decoded straight into its place in the block and checked
+ * against its own id; the assembled block is then checked against the block's id, and its checksum
+ * and zero map computed, in a worker (CheckTask). A part that names another recipe is refused.
  */
 import { EngineError } from '../errors.js'
 import type { ChunkReader, ChunksInPlace } from './api.js'
+import { FLAG_RECIPE } from './chunkCodec.js'
+import type { ChunkTable } from './chunkTable.js'
+import { zeroMapBytes, type InPlace } from './chunkTasks.js'
 import type { VaultContext } from './context.js'
+import { ChunkIdHasher } from './crypto.js'
 import { packPath } from './layout.js'
+import { decodeRecipe, type RecipePart } from './parts.js'
 import { openPackRecords, type OpenedInPlace, type RecordItem } from './recordReader.js'
 
 const PACKS_IN_FLIGHT = 3
@@ -26,7 +36,40 @@ export class LocalChunkReader implements ChunkReader {
     await this.fetch(ids, { returnPlain: true, blockSize: this.ctx.blockSize }, (g, k, plain) => {
       for (const t of g.targets[k]!) out[t] = plain!
     })
+    const table = await this.ctx.table()
+    const recipes = ids.flatMap((id, i) => (isRecipe(table, id) ? [i] : []))
+    if (recipes.length === 0) return out
+    // blocks stored as parts: assemble them here and check each against its id
+    const hasher = new ChunkIdHasher(this.ctx.keys.chunkId)
+    const lists = recipes.map((i) => this.recipeOf(ids[i]!, out[i]!))
+    const partIds = lists.flat().map((p) => p.id)
+    this.refuseNested(table, partIds)
+    const parts = await this.readChunks(partIds)
+    let next = 0
+    recipes.forEach((i, r) => {
+      const pieces = lists[r]!.map((p) => {
+        const piece = parts[next++]!
+        if (piece.length !== p.length) throw corrupt(p.id, `holds ${piece.length} bytes where the recipe of block ${ids[i]!.toString('hex')} says ${p.length}`)
+        return piece
+      })
+      const block = Buffer.concat(pieces)
+      if (!hasher.of(block).equals(ids[i]!)) throw corrupt(ids[i]!, 'assembled from its parts does not match its id')
+      out[i] = block
+    })
     return out
+  }
+
+  /** The decoded recipe stored under block `id`, or CHUNK_CORRUPT. */
+  private recipeOf(id: Buffer, plain: Buffer): RecipePart[] {
+    const parts = decodeRecipe(plain, this.ctx.blockSize)
+    if (typeof parts === 'string') throw corrupt(id, `has a damaged recipe (${parts})`)
+    return parts
+  }
+
+  /** Parts are never recipes (only full blocks get recipes, and parts are shorter): one that is points to damage. */
+  private refuseNested(table: ChunkTable, partIds: Buffer[]): void {
+    const nested = partIds.find((p) => isRecipe(table, p))
+    if (nested) throw corrupt(nested, 'is listed as a part of a block but is itself a recipe')
   }
 
   async readChunksInto(ids: Buffer[], target: Buffer, positions: number[], options: { zeroGranule: number }): Promise<ChunksInPlace> {
@@ -38,6 +81,111 @@ export class LocalChunkReader implements ChunkReader {
     for (const p of positions) {
       if (!Number.isSafeInteger(p) || p < 0 || p + blockSize > target.length) throw new EngineError('INTERNAL', `readChunksInto: position ${p} leaves no room for a block.`)
     }
+    const table = await this.tableWith(ids)
+    const recipes = ids.flatMap((id, i) => (isRecipe(table, id) ? [i] : []))
+    if (recipes.length === 0) return this.readInto(ids, target, positions, options.zeroGranule)
+    // 1. the recipes; 2. every whole chunk and every part, decoded into place; 3. the assembled blocks checked
+    const lists = await this.readRecipes(recipes.map((i) => ids[i]!))
+    const isPart = new Set(recipes)
+    const flatIds: Buffer[] = []
+    const flatPositions: number[] = []
+    const partLengths: number[] = []
+    const wholeAt: number[] = []
+    ids.forEach((id, i) => {
+      if (isPart.has(i)) return
+      wholeAt.push(flatIds.length)
+      flatIds.push(id)
+      flatPositions.push(positions[i]!)
+      partLengths.push(0)
+    })
+    recipes.forEach((i, r) => {
+      let at = positions[i]!
+      for (const p of lists[r]!) {
+        flatIds.push(p.id)
+        flatPositions.push(at)
+        partLengths.push(p.length)
+        at += p.length
+      }
+    })
+    this.refuseNested(table, flatIds.filter((_, k) => partLengths[k]! > 0))
+    const got = await this.readInto(flatIds, target, flatPositions, options.zeroGranule, partLengths)
+    const lengths = new Array<number>(ids.length)
+    const checksums = new Array<Buffer>(ids.length)
+    const zeroMaps = new Array<Uint8Array>(ids.length)
+    let w = 0
+    ids.forEach((_, i) => {
+      if (isPart.has(i)) return
+      const k = wholeAt[w++]!
+      lengths[i] = got.lengths[k]!
+      checksums[i] = got.checksums[k]!
+      zeroMaps[i] = got.zeroMaps[k]!
+    })
+    await this.checkAssembled(
+      recipes.map((i) => ({ index: i, position: target.byteOffset + positions[i]!, id: ids[i]! })),
+      sab,
+      options.zeroGranule,
+      (i, checksum, zeroMap) => {
+        lengths[i] = blockSize
+        checksums[i] = checksum
+        zeroMaps[i] = zeroMap
+      },
+    )
+    return { lengths, checksums, zeroMaps }
+  }
+
+  /** Recipes of blocks `ids` (each stored as a recipe), decoded and checked; CHUNK_CORRUPT when one is not a recipe. */
+  private async readRecipes(ids: Buffer[]): Promise<RecipePart[][]> {
+    const plains = new Array<Buffer>(ids.length)
+    await this.fetch(ids, { returnPlain: true, blockSize: this.ctx.blockSize }, (g, k, plain) => {
+      for (const t of g.targets[k]!) plains[t] = plain!
+    })
+    return ids.map((id, i) => this.recipeOf(id, plains[i]!))
+  }
+
+  /** CheckTask over the blocks assembled in `sab`, split among the workers. */
+  private async checkAssembled(
+    blocks: Array<{ index: number; position: number; id: Buffer }>,
+    sab: SharedArrayBuffer,
+    zeroGranule: number,
+    onBlock: (index: number, checksum: Buffer, zeroMap: Uint8Array) => void,
+  ): Promise<void> {
+    const blockSize = this.ctx.blockSize
+    const per = Math.max(1, Math.ceil(blocks.length / this.ctx.workerCount))
+    const mapBytes = zeroMapBytes(blockSize, zeroGranule)
+    const runs: Promise<void>[] = []
+    for (let from = 0; from < blocks.length; from += per) {
+      const part = blocks.slice(from, from + per)
+      const { result } = await this.ctx.pool().submit({
+        kind: 'check',
+        sab,
+        blocks: part.map((b) => ({ position: b.position, length: blockSize, chunkId: new Uint8Array(b.id) })),
+        blockSize,
+        zeroGranule,
+      })
+      runs.push(
+        result.then((r) => {
+          if (r.kind !== 'check') throw new EngineError('INTERNAL', 'unexpected worker reply')
+          part.forEach((b, j) => {
+            const error = r.errors[j]
+            if (error) throw corrupt(b.id, error)
+            onBlock(b.index, Buffer.from(r.checksums.subarray(j * 16, j * 16 + 16)), r.zeroMaps.slice(j * mapBytes, (j + 1) * mapBytes))
+          })
+        }),
+      )
+    }
+    await Promise.all(runs)
+  }
+
+  /** The table, brought up to date when it lacks one of `ids` (packs written since it was loaded). */
+  private async tableWith(ids: Buffer[]): Promise<ChunkTable> {
+    const table = await this.ctx.table()
+    return ids.some((id) => !table.has(id)) ? this.ctx.table(true) : table
+  }
+
+  /** readChunksInto's work for chunks that are whole blocks or (partLengths[i] > 0) parts decoded into their place. */
+  private async readInto(ids: Buffer[], target: Buffer, positions: number[], zeroGranule: number, partLengths?: number[]): Promise<ChunksInPlace> {
+    const sab = target.buffer as SharedArrayBuffer
+    const blockSize = this.ctx.blockSize
     const lengths = new Array<number>(ids.length)
     const checksums = new Array<Buffer>(ids.length)
     const zeroMaps = new Array<Uint8Array>(ids.length)
@@ -51,11 +199,16 @@ export class LocalChunkReader implements ChunkReader {
         into: (g) => {
           let a = absolute.get(g)
           if (!a) absolute.set(g, (a = g.targets.map((t) => target.byteOffset + positions[t[0]!]!)))
-          return { sab, positions: a, zeroGranule: options.zeroGranule }
+          return { sab, positions: a, zeroGranule, ...(partLengths ? { parts: g.targets.map((t) => partLengths[t[0]!]!) } : {}) }
         },
       },
       (g, k, _plain, opened) => {
         const [first, ...more] = g.targets[k]!
+        // A short whole chunk (a disk's last block) may also be some block's part: whole uses come first (readChunksInto).
+        for (const t of more) {
+          const want = partLengths?.[t] ?? 0
+          if (want > 0 && want !== opened!.length) throw corrupt(ids[t]!, `holds ${opened!.length} bytes where a recipe says ${want}`)
+        }
         const checksum = Buffer.from(opened!.checksum)
         for (const t of [first!, ...more]) {
           lengths[t] = opened!.length
@@ -75,13 +228,12 @@ export class LocalChunkReader implements ChunkReader {
     options: {
       returnPlain: boolean
       blockSize: number
-      into?: (group: PackGroup) => { sab: SharedArrayBuffer; positions: number[]; zeroGranule: number }
+      into?: (group: PackGroup) => InPlace
     },
     onChunk: (group: PackGroup, item: number, plain: Buffer | undefined, opened: OpenedInPlace | undefined) => void,
   ): Promise<void> {
     if (this.closed) throw new EngineError('INVALID_INPUT', 'This chunk reader is closed.')
-    let table = await this.ctx.table()
-    if (ids.some((id) => !table.has(id))) table = await this.ctx.table(true) // packs written since we loaded
+    const table = await this.tableWith(ids)
     const byPack = new Map<number, PackGroup>()
     const seen = new Map<string, [number, number]>()
     ids.forEach((id, i) => {
@@ -125,4 +277,13 @@ export class LocalChunkReader implements ChunkReader {
   async close(): Promise<void> {
     this.closed = true
   }
+}
+
+function isRecipe(table: ChunkTable, id: Buffer): boolean {
+  const loc = table.get(id)
+  return loc !== undefined && (loc.flags & FLAG_RECIPE) !== 0
+}
+
+function corrupt(id: Buffer, what: string): EngineError {
+  return new EngineError('CHUNK_CORRUPT', `Chunk ${id.toString('hex')} ${what}. Run "tresor verify --read-data" to see which recovery points are affected.`)
 }

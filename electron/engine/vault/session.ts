@@ -2,6 +2,10 @@
  * A backup session (api.ts BackupSession): holds a shared lock, hashes blocks on the calling thread
  * (keyed BLAKE3 runs at several GB/s here, see test/bench/vaultHash.ts), deduplicates against the
  * chunk table and its own pending chunks, and sends new blocks to the worker pool to be sealed.
+ * In a format-2 vault a new full block that looks compressible is cut into content-defined parts
+ * (parts.ts), each deduplicated like a block, and stored as its parts plus a recipe under the
+ * block's own id. Recipes go to packs of their own that are published after every data pack of the
+ * session, so a crash can leave parts without a recipe but never a recipe without its parts.
  * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Every record is opened again
  * in the worker right after sealing, on the exact bytes that will be written, and its check value
  * is recomputed here just before the write (I9, recordCheck.ts); each full pack is then finished
@@ -21,6 +25,7 @@ import type { SealItem } from './chunkTasks.js'
 import { recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
+import { cutParts, encodeRecipe, gearTable, looksCompressible, type RecipePart } from './parts.js'
 
 /**
  * Plaintext bytes per seal message, at most: one message and one pack write per 4 MiB instead of
@@ -50,8 +55,18 @@ interface Slot {
 }
 
 export interface SessionPutResult extends PutResult {
-  /** For a new chunk: resolves with its exact stored bytes once sealed and written. */
+  /** For a new chunk: resolves with its exact stored bytes once sealed and written (a recipe's, for a block stored as parts). */
   sealed?: Promise<number>
+}
+
+/** Data packs take blocks and parts; recipe packs take recipes and are published last (see the header). */
+type Lane = 'data' | 'recipe'
+
+interface LaneState {
+  current: PackWriter | undefined
+  creating: Promise<PackWriter> | undefined
+  /** Recipe lane: full packs waiting for the end of the session to be finished. */
+  held: PackWriter[]
 }
 
 export class LocalBackupSession implements BackupSession {
@@ -64,10 +79,15 @@ export class LocalBackupSession implements BackupSession {
   private readonly slotWaiters: Array<() => void> = []
   /** Chunks put in this session whose pack is not published yet (null: being reserved). */
   private readonly pending = new Map<string, PackWriter | null>()
-  private current: PackWriter | undefined
+  private readonly lanes: Record<Lane, LaneState> = {
+    data: { current: undefined, creating: undefined, held: [] },
+    recipe: { current: undefined, creating: undefined, held: [] },
+  }
   /** Keyed BLAKE3 for chunk ids, made on the first put (the binding loads on first use). */
   private idHasher: ChunkIdHasher | undefined
-  private creating: Promise<PackWriter> | undefined
+  /** Gear values of the part cutter, derived from the chunk-id key on first use (format 2). */
+  private gear: Uint32Array | undefined
+  private readonly ends: number[] = []
   private readonly inFlight = new Set<Promise<void>>()
   private readonly finalizing = new Set<Promise<void>>()
   private readonly published: PackWriter[] = []
@@ -153,24 +173,26 @@ export class LocalBackupSession implements BackupSession {
    * reservation happens in the same synchronous step as the fullness check, so a pack is never
    * finished while a chunk it promised is still on its way (finalize waits for every reservation).
    */
-  private async reserve(maxStoredBytes: number, count: number): Promise<{ pack: PackWriter; ordinal: number }> {
+  private async reserve(maxStoredBytes: number, count: number, lane: Lane): Promise<{ pack: PackWriter; ordinal: number }> {
+    const l = this.lanes[lane]
     for (;;) {
       if (this.failure) throw this.failure
-      const cur = this.current
+      const cur = l.current
       if (cur && !cur.isFull) return { pack: cur, ordinal: cur.reserve(maxStoredBytes, count) }
       if (cur) {
-        this.current = undefined
-        this.startFinalize(cur)
+        l.current = undefined
+        if (lane === 'recipe') l.held.push(cur)
+        else this.startFinalize(cur)
       }
-      if (!this.creating) {
-        this.creating = PackWriter.create(this.ctx.fs, this.ctx.layout, this.ctx.packTargetBytes)
+      if (!l.creating) {
+        l.creating = PackWriter.create(this.ctx.fs, this.ctx.layout, this.ctx.packTargetBytes)
           .then((w) => {
-            this.current = w
+            l.current = w
             return w
           })
-          .finally(() => (this.creating = undefined))
+          .finally(() => (l.creating = undefined))
       }
-      await this.creating
+      await l.creating
     }
   }
 
@@ -194,12 +216,73 @@ export class LocalBackupSession implements BackupSession {
     }
     const hasher = (this.idHasher ??= new ChunkIdHasher(this.ctx.keys.chunkId))
     const ids = blocks.map((b) => hasher.of(b.data))
-    const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
     const table = await this.tableFor()
-    for (let from = 0; from < blocks.length; from += this.sealBatch) {
-      await this.putBatch(blocks, ids, from, Math.min(blocks.length, from + this.sealBatch), table, results)
+    if (!this.ctx.usesParts) {
+      const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
+      await this.putUnits(blocks, ids, table, results, 'data')
+      return results
     }
+    // Format 2: new compressible full blocks become parts (deduplicated one by one) and a recipe.
+    const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
+    const units: Array<{ data: Buffer }> = []
+    const unitIds: Buffer[] = []
+    const unitBlock: number[] = [] // the block a unit stands for, or -1 for a part
+    const recipes: Array<{ data: Buffer }> = []
+    const recipeIds: Buffer[] = []
+    const recipeBlock: number[] = []
+    const seen = new Set<string>()
+    const gear = (this.gear ??= gearTable(this.ctx.keys.chunkId))
+    for (let i = 0; i < blocks.length; i++) {
+      const id = ids[i]!
+      const key = id.toString('latin1')
+      if (table.has(id) || this.pending.has(key) || seen.has(key)) {
+        results[i] = { chunkId: id, isNew: false, storedBytes: 0 }
+        continue
+      }
+      seen.add(key)
+      const data = blocks[i]!.data
+      // Only full blocks: a part is then always shorter than any recipe's block, so a part's id can never name a recipe.
+      const n = data.length === this.blockSize && looksCompressible(data) ? cutParts(data, gear, this.ends) : 0
+      if (n < 2) {
+        units.push({ data })
+        unitIds.push(id)
+        unitBlock.push(i)
+        continue
+      }
+      const parts: RecipePart[] = []
+      for (let k = 0, at = 0; k < n; at = this.ends[k++]!) {
+        const part = data.subarray(at, this.ends[k]!)
+        const partId = hasher.of(part)
+        parts.push({ id: partId, length: part.length })
+        units.push({ data: part })
+        unitIds.push(partId)
+        unitBlock.push(-1)
+      }
+      recipes.push({ data: encodeRecipe(parts) })
+      recipeIds.push(id)
+      recipeBlock.push(i)
+    }
+    const unitResults: SessionPutResult[] = new Array<SessionPutResult>(units.length)
+    await this.putUnits(units, unitIds, table, unitResults, 'data')
+    unitBlock.forEach((b, u) => {
+      if (b >= 0) results[b] = unitResults[u]!
+    })
+    const recipeResults: SessionPutResult[] = new Array<SessionPutResult>(recipes.length)
+    await this.putUnits(recipes, recipeIds, table, recipeResults, 'recipe')
+    recipeBlock.forEach((b, r) => (results[b] = recipeResults[r]!))
     return results
+  }
+
+  /** Puts chunks (blocks, parts or recipes) in batches of at most a slot's bytes. */
+  private async putUnits(units: ReadonlyArray<{ data: Buffer }>, ids: Buffer[], table: ChunkTable, results: SessionPutResult[], lane: Lane): Promise<void> {
+    const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD) // a slot's input and output (takeSlot)
+    for (let from = 0; from < units.length; ) {
+      let to = from
+      let bytes = 0
+      while (to < units.length && bytes + units[to]!.data.length + SEAL_OVERHEAD <= capacity) bytes += units[to++]!.data.length + SEAL_OVERHEAD
+      await this.putBatch(units, ids, from, to, table, results, undefined, lane)
+      from = to
+    }
   }
 
   /**
@@ -239,6 +322,7 @@ export class LocalBackupSession implements BackupSession {
     results: SessionPutResult[],
     /** Set when `blocks` are sealed records being moved (moveRecords). */
     moved?: { fromPackId: Buffer; records: ReadonlyArray<MovedRecord> },
+    lane: Lane = 'data',
   ): Promise<void> {
     const known = (i: number): boolean => table.has(ids[i]!) || this.pending.has(ids[i]!.toString('latin1'))
     const duplicate = (i: number): SessionPutResult => ({ chunkId: ids[i]!, isNew: false, storedBytes: 0 })
@@ -271,7 +355,7 @@ export class LocalBackupSession implements BackupSession {
     let first: number
     try {
       this.check()
-      ;({ pack, ordinal: first } = await this.reserve(reserved, fresh.length))
+      ;({ pack, ordinal: first } = await this.reserve(reserved, fresh.length, lane))
     } catch (err) {
       for (const key of keys) this.pending.delete(key)
       this.giveSlot(slot)
@@ -287,6 +371,7 @@ export class LocalBackupSession implements BackupSession {
       // a copy: a Buffer view would carry its whole backing store into the message
       const item: SealItem = { length: data.length, chunkId: new Uint8Array(ids[i]!), ordinal: first + n }
       if (moved) item.from = { ordinal: moved.records[i]!.ordinal, flags: moved.records[i]!.flags }
+      if (lane === 'recipe') item.recipe = true
       return item
     })
     this.bytesNew += inPos
@@ -424,14 +509,19 @@ export class LocalBackupSession implements BackupSession {
 
   private async drain(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight])
-    while (this.creating) await this.creating.catch(() => undefined)
-    if (this.current) {
-      const last = this.current
-      this.current = undefined
-      if (last.chunkCount > 0) this.startFinalize(last)
-      else await last.discard()
+    for (const l of Object.values(this.lanes)) while (l.creating) await l.creating.catch(() => undefined)
+    // data packs first; recipe packs only once every data pack is published (see the header)
+    for (const lane of ['data', 'recipe'] as const) {
+      const l = this.lanes[lane]
+      const last = l.current
+      l.current = undefined
+      for (const pack of [...l.held.splice(0), ...(last ? [last] : [])]) {
+        if (pack.chunkCount > 0) this.startFinalize(pack)
+        else await pack.discard()
+      }
+      while (this.finalizing.size > 0) await Promise.all([...this.finalizing])
+      if (this.failure) return
     }
-    while (this.finalizing.size > 0) await Promise.all([...this.finalizing])
   }
 
   async commit(point: NewPoint): Promise<PointManifest> {
@@ -513,9 +603,11 @@ export class LocalBackupSession implements BackupSession {
   private async cleanup(keepMaps = false): Promise<void> {
     this.fail(new EngineError('CANCELLED', 'The backup session was aborted.'))
     await Promise.allSettled([...this.inFlight])
-    if (this.creating) await this.creating.catch(() => undefined)
-    if (this.current) await this.current.discard()
-    this.current = undefined
+    for (const l of Object.values(this.lanes)) {
+      if (l.creating) await l.creating.catch(() => undefined)
+      for (const pack of [...l.held.splice(0), ...(l.current ? [l.current] : [])]) await pack.discard()
+      l.current = undefined
+    }
     await Promise.allSettled([...this.finalizing])
     for (const w of this.maps.values()) await w.finish().catch(() => undefined)
     // Published packs stay (durable, unreferenced): prune reclaims them. Map segments are removed.

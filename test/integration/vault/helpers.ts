@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes, createHash } from 'node:crypto'
 import { createVault, openVault, type LocalVault, type OpenVaultOptions, type BlockEntry, type NewPoint } from '../../../electron/engine/vault/index.js'
+import { ChunkIdHasher, deriveKeys } from '../../../electron/engine/vault/crypto.js'
+import { cutParts, gearTable, looksCompressible } from '../../../electron/engine/vault/parts.js'
 
 export const BLOCK = 64 * 1024
 
@@ -108,4 +110,23 @@ export async function restoreDisk(vault: LocalVault, pointId: string, diskIndex:
   await reader.close()
   let k = 0
   return entries.map((e) => (e.kind === 'data' ? data[k++]! : e.kind))
+}
+
+/**
+ * The chunks a format-2 vault stores for these distinct blocks, worked out independently of the
+ * session: a full compressible block that cuts into 2 or more parts is a recipe plus its parts
+ * (each part once across all blocks), any other block one chunk.
+ */
+export function expectedChunks(blocks: Buffer[], masterKey: Buffer, vaultId: string): number {
+  const keys = deriveKeys(masterKey, vaultId)
+  const ids = new ChunkIdHasher(keys.chunkId)
+  const gear = gearTable(keys.chunkId)
+  const seen = new Set<string>()
+  const ends: number[] = []
+  for (const b of blocks) {
+    seen.add(ids.of(b).toString('hex'))
+    if (b.length !== BLOCK || !looksCompressible(b) || cutParts(b, gear, ends) < 2) continue
+    ends.forEach((end, k) => seen.add(ids.of(b.subarray(k ? ends[k - 1]! : 0, end)).toString('hex')))
+  }
+  return seen.size
 }

@@ -89,8 +89,22 @@ describe('ChunkTable', () => {
     expect(checkIndex(index, 'ab', 124, 65536)).toBe(1)
     expect(() => checkIndex(index, 'ab', 123, 65536)).toThrow(/impossible entry \(#0\)/) // past the index
     expect(() => checkIndex(index.subarray(0, index.length - 1), 'ab', 124, 65536)).toThrow(/wrong length/)
-    const badFlag = Buffer.from(index)
-    badFlag[4 + 44] = 2
-    expect(() => checkIndex(badFlag, 'ab', 124, 65536)).toThrow(/impossible entry/)
+    const flagged = Buffer.from(index)
+    flagged[4 + 44] = 2 // the recipe flag (format 2)
+    expect(checkIndex(flagged, 'ab', 124, 65536)).toBe(1)
+    flagged[4 + 44] = 4
+    expect(() => checkIndex(flagged, 'ab', 124, 65536)).toThrow(/impossible entry/)
+    const bigOrdinal = Buffer.from(index)
+    bigOrdinal.writeUInt32LE(0x40000000, 4 + 40) // past the 30 bits the table keeps
+    expect(() => checkIndex(bigOrdinal, 'ab', 124, 65536)).toThrow(/impossible entry/)
+  })
+
+  it('keeps both record flags beside the largest ordinal', () => {
+    const table = new ChunkTable()
+    const id = randomBytes(32)
+    table.insert(id, { pack: 3, offset: 24, length: 100, ordinal: 0x3fffffff, flags: 3 })
+    expect(table.get(id)).toEqual({ pack: 3, offset: 24, length: 100, ordinal: 0x3fffffff, flags: 3 })
+    expect(() => table.insert(randomBytes(32), { pack: 3, offset: 24, length: 100, ordinal: 0x40000000, flags: 0 })).toThrow(/out of range/)
+    expect(() => table.insert(randomBytes(32), { pack: 3, offset: 24, length: 100, ordinal: 0, flags: 4 })).toThrow(/out of range/)
   })
 })

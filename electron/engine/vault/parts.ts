@@ -1,0 +1,155 @@
+/**
+ * Content-defined parts inside a block (vault format 2, FORMAT.md "Recipe").
+ *
+ * Fixed blocks cannot deduplicate text that sits at different offsets (a log rotated, a file
+ * rewritten one line longer, the same file in two places of a guest's disk). Cutting a compressible
+ * block where its content says so makes the same text give the same parts wherever it lies, and
+ * the parts are deduplicated like blocks. The block's id then names its recipe: the list of parts.
+ *
+ * Cutter: a gear hash (one shift and one add per byte) with FastCDC's two refinements: no cut
+ * search in a part's first PART_MIN_BYTES (they cannot end a part anyway), and "normalized
+ * chunking": a mask with more one-bits (rarer cuts) until PART_AVG_BYTES into a part and fewer
+ * after, so part sizes bunch around the average. A left shift moves each byte's influence to the
+ * high bits, so after 32 bytes it is gone: the hash is a function of the last 32 bytes, and the
+ * masks test high bits, which depend on the most bytes of that window.
+ */
+import { createHmac } from 'node:crypto'
+
+export const PART_MIN_BYTES = 2048
+export const PART_AVG_BYTES = 8192
+export const PART_MAX_BYTES = 65536
+
+/** The top 15 bits: a cut after ~32 KiB of searched bytes on average (before PART_AVG_BYTES). */
+const MASK_STRICT = 0xfffe0000 | 0
+/** The top 11 bits: a cut after ~2 KiB on average (past PART_AVG_BYTES). */
+const MASK_LOOSE = 0xffe00000 | 0
+
+/**
+ * The 256 gear values, derived from a 32-byte key: HMAC-SHA256(key, "tresor/v2/gear/" + i) for
+ * i = 0..31, each digest read as eight little-endian u32. Keyed like restic's per-repository
+ * polynomial: part sizes, which an observer of the packs can see, do not reveal content.
+ */
+export function gearTable(key: Uint8Array): Uint32Array {
+  const table = new Uint32Array(256)
+  for (let i = 0; i < 32; i++) {
+    const d = createHmac('sha256', key).update(`tresor/v2/gear/${i}`).digest()
+    for (let k = 0; k < 8; k++) table[i * 8 + k] = d.readUInt32LE(k * 4)
+  }
+  return table
+}
+
+/**
+ * Cut points of `block`: the end offset of each part goes into `ends` (cleared first), ascending,
+ * the last one block.length; returns their count. Every part but the last is PART_MIN_BYTES to
+ * PART_MAX_BYTES long; the block's end is a forced cut, so its last part may be shorter.
+ */
+export function cutParts(block: Uint8Array, gear: Uint32Array, ends: number[]): number {
+  ends.length = 0
+  const length = block.length
+  let start = 0
+  while (start < length) {
+    const remaining = length - start
+    if (remaining <= PART_MIN_BYTES) {
+      ends.push(length)
+      break
+    }
+    const max = start + Math.min(remaining, PART_MAX_BYTES)
+    const normal = start + Math.min(remaining, PART_AVG_BYTES)
+    let i = start + PART_MIN_BYTES
+    let h = 0
+    let cut = max
+    for (; i < normal; i++) {
+      h = ((h << 1) + gear[block[i]!]!) | 0
+      if ((h & MASK_STRICT) === 0) {
+        cut = i + 1
+        break
+      }
+    }
+    if (cut === max) {
+      for (; i < max; i++) {
+        h = ((h << 1) + gear[block[i]!]!) | 0
+        if ((h & MASK_LOOSE) === 0) {
+          cut = i + 1
+          break
+        }
+      }
+    }
+    ends.push(cut)
+    start = cut
+  }
+  return ends.length
+}
+
+const histogram = new Uint32Array(256)
+/** Sampled bytes per estimate: every SAMPLE_STEP-th byte, up to this many. */
+const MAX_SAMPLES = 4096
+const SAMPLE_STEP = 16
+/** Order-0 entropy (bits per byte) below which a block is cut: random or compressed data sits near 8. */
+const MAX_ENTROPY_BITS = 7
+
+/**
+ * Whether `block` looks compressible enough to be cut into parts: the order-0 entropy of a
+ * sample of its bytes (every 16th, at most 4096) is below 7 bits per byte. Random, encrypted and
+ * already-compressed data measure ~7.95 and are stored whole (cutting them costs time and adds
+ * records for nothing that fixed blocks would not also deduplicate).
+ */
+export function looksCompressible(block: Uint8Array): boolean {
+  histogram.fill(0)
+  const step = Math.max(1, Math.min(SAMPLE_STEP, Math.floor(block.length / 256)))
+  let n = 0
+  for (let i = 0; i < block.length && n < MAX_SAMPLES; i += step, n++) histogram[block[i]!]!++
+  if (n === 0) return false
+  let bits = 0
+  for (let b = 0; b < 256; b++) {
+    const c = histogram[b]!
+    if (c > 0) bits -= c * Math.log2(c / n)
+  }
+  return bits / n < MAX_ENTROPY_BITS
+}
+
+/** A block's recipe: the parts it is made of, in order. */
+export interface RecipePart {
+  id: Buffer
+  length: number
+}
+
+const RECIPE_MAGIC = Buffer.from('TRCP', 'latin1')
+const RECIPE_HEADER = 8
+const RECIPE_ENTRY = 36
+
+/** `"TRCP" | count u32 | count × (part id 32 | length u32)`, little-endian (FORMAT.md "Recipe"). */
+export function encodeRecipe(parts: ReadonlyArray<RecipePart>): Buffer {
+  const buf = Buffer.allocUnsafe(RECIPE_HEADER + parts.length * RECIPE_ENTRY)
+  RECIPE_MAGIC.copy(buf, 0)
+  buf.writeUInt32LE(parts.length, 4)
+  parts.forEach((p, k) => {
+    const at = RECIPE_HEADER + k * RECIPE_ENTRY
+    p.id.copy(buf, at, 0, 32)
+    buf.writeUInt32LE(p.length, at + 32)
+  })
+  return buf
+}
+
+/**
+ * The parts of a recipe for a block of `blockLength` bytes, or a string naming what is wrong: the
+ * magic, a count below 2, a length that is not exactly 8 + 36·count, a zero part length, or part
+ * lengths that do not sum to the block's. Ids are copies.
+ */
+export function decodeRecipe(buf: Uint8Array, blockLength: number): RecipePart[] | string {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
+  if (b.length < RECIPE_HEADER || !b.subarray(0, 4).equals(RECIPE_MAGIC)) return 'is not a recipe (bad magic)'
+  const count = b.readUInt32LE(4)
+  if (count < 2) return `lists ${count} part(s); a recipe lists at least 2`
+  if (b.length !== RECIPE_HEADER + count * RECIPE_ENTRY) return `holds ${b.length} bytes for ${count} parts`
+  const parts: RecipePart[] = new Array<RecipePart>(count)
+  let sum = 0
+  for (let k = 0; k < count; k++) {
+    const at = RECIPE_HEADER + k * RECIPE_ENTRY
+    const length = b.readUInt32LE(at + 32)
+    if (length === 0) return `lists an empty part (#${k})`
+    sum += length
+    parts[k] = { id: Buffer.from(b.subarray(at, at + 32)), length }
+  }
+  if (sum !== blockLength) return `lists parts of ${sum} bytes for a block of ${blockLength}`
+  return parts
+}

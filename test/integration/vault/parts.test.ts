@@ -1,0 +1,188 @@
+/**
+ * Format 2: compressible blocks stored as content-defined parts plus a recipe (parts.ts). Text
+ * copied at shifted offsets must deduplicate across blocks, every read path must give back the
+ * exact block (checked against its id), prune must keep the parts of live blocks, verify must name
+ * the points a damaged part affects, and a format-1 vault must keep storing whole blocks.
+ */
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { backUp, BLOCK, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { createVault, openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
+import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
+import { EngineError } from '../../../electron/engine/errors.js'
+import { randomBytes } from 'node:crypto'
+
+/** Log-like text from a seeded generator: compressible, and unlike itself at every offset. */
+function textPool(seed: number, bytes: number): Buffer {
+  let x = seed >>> 0 || 1
+  const next = (): number => {
+    x ^= x << 13
+    x >>>= 0
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    return x
+  }
+  const words = ['disk', 'error', 'backup', 'vault', 'restore', 'guest', 'kernel', 'block', 'sector', 'write', 'read', 'cache', 'flush', 'job']
+  let s = ''
+  while (s.length < bytes) {
+    s += `2026-11-${10 + (next() % 18)} ${next() % 24}:${next() % 60} host${next() % 9} `
+    for (let w = 3 + (next() % 8); w > 0; w--) s += `${words[next() % words.length]} `
+    s += `${next() % 100000}\n`
+  }
+  return Buffer.from(s.slice(0, bytes), 'latin1')
+}
+
+/** Full blocks cut from `pool` at the given offsets (shifted copies of the same text). */
+function shifted(pool: Buffer, offsets: number[]): Buffer[] {
+  return offsets.map((o) => Buffer.from(pool.subarray(o, o + BLOCK)))
+}
+
+/** Bit g set when granule g of a block is all zeros or past its end (ChunksInPlace.zeroMaps). */
+function zeroMapOf(block: Buffer, granule: number): Buffer {
+  const map = Buffer.alloc(Math.ceil(BLOCK / granule / 8), 0xff)
+  for (let g = 0; g * granule < block.length; g++) {
+    if (block.subarray(g * granule, (g + 1) * granule).some((x) => x !== 0)) map[g >> 3]! &= ~(1 << (g & 7))
+  }
+  return map
+}
+
+async function packFiles(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const sub of await readdir(join(dir, 'packs'))) for (const f of await readdir(join(dir, 'packs', sub))) out.push(join(dir, 'packs', sub, f))
+  return out
+}
+
+describe('blocks stored as content-defined parts (format 2)', () => {
+  let t: Awaited<ReturnType<typeof tempDir>>
+  let vault: LocalVault
+  let dir: string
+  const pool = textPool(11, 512 * 1024)
+  // 8 blocks of the same text at offsets that share no 64 KiB alignment, a random block, a short text tail
+  const first = [...shifted(pool, [0, 70_001, 140_003, 210_007]), makeBlock(5, 'random'), Buffer.from(pool.subarray(300_000, 305_000))]
+  const second = shifted(pool, [1_000, 71_500, 142_111, 213_000])
+  let pa: PointManifest
+  let pb: PointManifest
+
+  beforeAll(async () => {
+    t = await tempDir()
+    ;({ vault, dir } = await newVault(t.dir, { workers: 2 }, { packTargetBytes: 1 << 20 }))
+    pa = await backUp(vault, [{ name: 'a.raw', blocks: first }], 'A')
+    pb = await backUp(vault, [{ name: 'b.raw', blocks: second }], 'B')
+  })
+  afterAll(async () => {
+    await vault.close()
+    await t.cleanup()
+  })
+
+  it('deduplicates shifted text across blocks: the second point stores a fraction of what its blocks hold', async () => {
+    const stats = await vault.stats()
+    // more chunks than blocks: the text blocks were cut into parts
+    expect(stats.chunks).toBeGreaterThan(first.length + second.length)
+    // the shifted copies share most of their parts with the first point's blocks
+    expect(pb.stats.bytesStored).toBeLessThan(0.4 * second.length * BLOCK)
+    expect(pb.stats.bytesStored).toBeGreaterThan(0)
+  })
+
+  it('reads every block back exactly, through readChunks and through readChunksInto (the restore path)', async () => {
+    const a = await restoreDisk(vault, pa.id, 0)
+    a.forEach((b, i) => expect((b as Buffer).equals(first[i]!)).toBe(true))
+    const b = await restoreDisk(vault, pb.id, 0)
+    b.forEach((x, i) => expect((x as Buffer).equals(second[i]!)).toBe(true))
+
+    const ids: Buffer[] = []
+    const want: Buffer[] = []
+    for (const [point, blocks] of [[pa, first], [pb, second]] as const) {
+      let i = 0
+      for await (const e of vault.readBlockMap(point.id, 0)) {
+        if (e.kind === 'data') {
+          ids.push(e.chunkId)
+          want.push(blocks[i]!)
+        }
+        i++
+      }
+    }
+    // the same block twice in one call, at two places
+    ids.push(ids[1]!)
+    want.push(want[1]!)
+    const target = Buffer.from(new SharedArrayBuffer(ids.length * BLOCK + 4096)).subarray(4096)
+    target.fill(0xee)
+    const positions = ids.map((_, k) => k * BLOCK)
+    const reader = vault.chunkReader()
+    const got = await reader.readChunksInto(ids, target, positions, { zeroGranule: 4096 })
+    await reader.close()
+    const hasher = createBlockHasher()
+    want.forEach((w, k) => {
+      expect(got.lengths[k]).toBe(w.length)
+      expect(target.subarray(positions[k]!, positions[k]! + w.length).equals(w)).toBe(true)
+      expect(got.checksums[k]!.equals(hasher.checksum(w))).toBe(true)
+      expect(Buffer.from(got.zeroMaps[k]!).equals(zeroMapOf(w, 4096))).toBe(true)
+    })
+  })
+
+  it('verify --read-data passes, and prune after deleting the first point keeps every part the second needs', async () => {
+    expect((await vault.verify({ readData: true })).problems).toEqual([])
+    const r = await vault.prune({ deletePointIds: [pa.id], maxUnused: 0 }) // 0: every partly used pack is rewritten, parts and recipes moved
+    expect(r.pointsRemoved).toBe(1)
+    expect(r.bytesFreed).toBeGreaterThan(0)
+    expect(r.packsRepacked).toBeGreaterThan(0)
+    const b = await restoreDisk(vault, pb.id, 0)
+    b.forEach((x, i) => expect((x as Buffer).equals(second[i]!)).toBe(true))
+    const report = await vault.verify({ readData: true })
+    expect(report.problems).toEqual([])
+  })
+
+  it('a damaged part: verify names the part and the point and disk whose block needs it; the read fails as CHUNK_CORRUPT', async () => {
+    const t2 = await tempDir()
+    const { vault: v, dir: d } = await newVault(t2.dir, {}, { packTargetBytes: 1 << 20 })
+    try {
+      const blocks = shifted(pool, [5, 90_000])
+      const p = await backUp(v, [{ name: 'c.raw', blocks }], 'C')
+      // damage every data pack in turn (recipe packs hold only recipes, which are small)
+      let checked = 0
+      for (const pack of await packFiles(d)) {
+        const orig = await readFile(pack)
+        if (orig.length < 8 * 1024) continue
+        const copy = Buffer.from(orig)
+        copy[24 + 40]! ^= 0x04 // inside the pack's first record: a part
+        await writeFile(pack, copy)
+        const report = await v.verify({ readData: true })
+        const bad = report.problems.find((x) => x.kind === 'chunk-corrupt')
+        expect(bad, JSON.stringify(report.problems)).toBeDefined()
+        expect(bad!.affectedPoints).toEqual([{ pointId: p.id, disks: ['c.raw'] }])
+        const err = await restoreDisk(v, p.id, 0).catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(EngineError)
+        expect((err as EngineError).code).toBe('CHUNK_CORRUPT')
+        await writeFile(pack, orig)
+        checked++
+      }
+      expect(checked).toBeGreaterThan(0)
+      expect((await v.verify({ readData: true })).problems).toEqual([])
+    } finally {
+      await v.close()
+      await t2.cleanup()
+    }
+  })
+
+  it('a format-1 vault keeps storing whole blocks, and reads them back', async () => {
+    const t1 = await tempDir()
+    try {
+      const d = join(t1.dir, 'v1')
+      const key = randomBytes(32)
+      await createVault(d, { masterKey: key, keySlots: { passphrase: { test: true } }, blockSize: BLOCK, packTargetBytes: 1 << 20, formatVersion: 1 })
+      const v = await openVault(d, key, { workers: 1 })
+      try {
+        const p = await backUp(v, [{ name: 'a.raw', blocks: first }], 'A')
+        expect((await v.stats()).chunks).toBe(first.length)
+        const back = await restoreDisk(v, p.id, 0)
+        back.forEach((b, i) => expect((b as Buffer).equals(first[i]!)).toBe(true))
+        expect(JSON.parse(await readFile(join(d, 'config'), 'utf8')).formatVersion).toBe(1)
+      } finally {
+        await v.close()
+      }
+    } finally {
+      await t1.cleanup()
+    }
+  })
+})
