@@ -12,7 +12,7 @@ import { bumpGeneration, readGeneration, trimGenerations } from './generation.js
 import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
 import { VaultLock, withReadLock } from './locks.js'
 import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
-import { recordBytesOf, type PackIndexEntry } from './pack.js'
+import { indexHasRecipe, recordBytesOf, type PackIndexEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
 import { openPackRecords, readRecordBytes } from './recordReader.js'
@@ -393,10 +393,13 @@ class LocalVaultImpl implements LocalVault {
       const packs = await this.ctx.listPacks()
       const unreadable = new Set<string>()
       const recordBytes: number[] = []
+      const recipeBearing: number[] = [] // packs whose index lists a recipe (format 2)
       for (const hex of packs) {
         try {
           const idx = await this.ctx.packIndexBytes(hex)
-          recordBytes[table.addPackIndex(hex, idx)] = recordBytesOf(idx.index, idx.count)
+          const n = table.addPackIndex(hex, idx)
+          recordBytes[n] = recordBytesOf(idx.index, idx.count)
+          if (indexHasRecipe(idx.index, idx.count)) recipeBearing.push(n)
         } catch {
           unreadable.add(hex) // never delete what cannot be read; verify reports it
         }
@@ -468,13 +471,24 @@ class LocalVaultImpl implements LocalVault {
         (n) => ({ live: liveBytes[n]!, records: recordBytes[n]!, small: table.packs[n]!.sizeBytes < this.ctx.packTargetBytes / 8 }),
         options.maxUnused ?? DEFAULT_MAX_UNUSED,
       )
+      // 4b. No dead recipe may outlive its parts: a later backup would deduplicate a block against it
+      // and reference parts this prune deletes. Every pack holding a recipe that is not live (or not
+      // the copy the table uses) is rewritten or deleted whatever its unused share (recipes are a
+      // small fraction of the data), and such packs are deleted first: a crash in the sweep leaves
+      // at most parts without a recipe.
+      const isKept = (e: PackIndexEntry, n: number): boolean => {
+        const slot = table.find(e.chunkId)
+        if (slot < 0 || !live[slot]) return false
+        const loc = table.location(slot)
+        return loc.pack === n && loc.offset === e.offset
+      }
+      for (const n of recipeBearing) {
+        if (toRemove.includes(n) || toRepack.includes(n)) continue
+        const entries = await this.ctx.packEntries(table.packs[n]!.hex)
+        if (entries.some((e) => isRecipeEntry(e) && !isKept(e, n))) (liveBytes[n] === 0 ? toRemove : toRepack).push(n)
+      }
       const liveEntries = async (n: number): Promise<PackIndexEntry[]> => {
-        return (await this.ctx.packEntries(table.packs[n]!.hex)).filter((e) => {
-          const slot = table.find(e.chunkId)
-          if (slot < 0 || !live[slot]) return false
-          const loc = table.location(slot)
-          return loc.pack === n && loc.offset === e.offset
-        })
+        return (await this.ctx.packEntries(table.packs[n]!.hex)).filter((e) => isKept(e, n))
       }
       if (toRepack.length > 0) {
         const fresh = new ChunkTable()
@@ -501,8 +515,10 @@ class LocalVaultImpl implements LocalVault {
         result.packsRepacked = toRepack.length
         toRemove.push(...toRepack)
       }
-      // new packs are durable: now the old ones may go
+      // new packs are durable: now the old ones may go, those holding recipes first (4b)
       await lock.assertHeld()
+      const bearing = new Set(recipeBearing)
+      toRemove.sort((a, b) => Number(bearing.has(b)) - Number(bearing.has(a)))
       for (const [i, n] of toRemove.entries()) {
         onProgress?.({ phase: 'sweep', done: i, total: toRemove.length })
         const pack = table.packs[n]!

@@ -78,6 +78,12 @@ export function recordBytesOf(index: Buffer, n: number): number {
   return sum
 }
 
+/** Whether a checked index of `n` entries lists a recipe record (flag bit 1, format 2). */
+export function indexHasRecipe(index: Buffer, n: number): boolean {
+  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) if (index[p + INDEX_FIELD.flags]! & 2) return true
+  return false
+}
+
 /** The `n` entries of a checked index as objects. */
 function entriesOf(buf: Buffer, n: number): PackIndexEntry[] {
   const out: PackIndexEntry[] = new Array<PackIndexEntry>(n)

@@ -5,7 +5,7 @@
  */
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
-import { zeroMapBytes, type ChunkTask, type ChunkTaskResult, type OpenEntry } from './chunkTasks.js'
+import { zeroMapBytes, type ChunkTask, type ChunkTaskResult, type InPlace, type OpenEntry } from './chunkTasks.js'
 import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
 import { DIRECT_ALIGN, DirectSide, allocAligned, allocAlignedShared, isDirectAligned } from '../io/directIo.js'
 
@@ -147,7 +147,7 @@ export async function openPackRecords(
      * Decode in place (OpenTask.into): item i's plaintext goes to `sab` at `positions[i]`; `onResult`
      * then gets no plaintext but its length and XXH3-128 checksum (`opened`).
      */
-    into?: { sab: SharedArrayBuffer; positions: number[]; zeroGranule: number }
+    into?: InPlace
   },
   onResult: (index: number, plain: Buffer | undefined, error: string | null, opened?: OpenedInPlace) => void,
 ): Promise<void> {
@@ -172,7 +172,16 @@ export async function openPackRecords(
         packId,
         blockSize: options.blockSize,
         returnPlain: options.returnPlain && !into,
-        ...(into ? { into: { sab: into.sab, positions: group.map((k) => into.positions[k]!), zeroGranule: into.zeroGranule } } : {}),
+        ...(into
+          ? {
+              into: {
+                sab: into.sab,
+                positions: group.map((k) => into.positions[k]!),
+                zeroGranule: into.zeroGranule,
+                ...(into.parts ? { parts: group.map((k) => into.parts![k]!) } : {}),
+              },
+            }
+          : {}),
       }
       const { result } = await pool.submit(task) // shared memory: nothing to transfer
       results.push(

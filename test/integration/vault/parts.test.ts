@@ -165,6 +165,73 @@ describe('blocks stored as content-defined parts (format 2)', () => {
     }
   })
 
+  it('blocks of runs of repeated bytes and random bytes: parts decode in place with no room past their own length', async () => {
+    const t3 = await tempDir()
+    const { vault: v } = await newVault(t3.dir, { workers: 2 })
+    try {
+      let x = 77
+      const next = (n: number): number => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8) % n
+      const blocks = Array.from({ length: 24 }, () => {
+        const b = Buffer.alloc(BLOCK)
+        for (let at = 0; at < BLOCK; ) {
+          const len = Math.min(BLOCK - at, 512 * (1 + next(40)))
+          const pick = next(10)
+          if (pick < 3) randomBytes(len).copy(b, at)
+          else if (pick < 7) b.fill(1 + next(255), at, at + len)
+          at += len
+        }
+        return b
+      })
+      const p = await backUp(v, [{ name: 'm.raw', blocks }], 'M')
+      expect((await v.stats()).chunks).toBeGreaterThan(blocks.length) // some were cut
+      const ids: Buffer[] = []
+      for await (const e of v.readBlockMap(p.id, 0)) if (e.kind === 'data') ids.push(e.chunkId)
+      expect(ids.length).toBe(blocks.length)
+      // the target ends exactly at the last block: a part decoded with a whole block's room would not fit
+      const target = Buffer.from(new SharedArrayBuffer(ids.length * BLOCK))
+      const reader = v.chunkReader()
+      const got = await reader.readChunksInto(ids, target, ids.map((_, k) => k * BLOCK), { zeroGranule: 4096 })
+      await reader.close()
+      const hasher = createBlockHasher()
+      blocks.forEach((b, k) => {
+        expect(target.subarray(k * BLOCK, (k + 1) * BLOCK).equals(b)).toBe(true)
+        expect(got.checksums[k]!.equals(hasher.checksum(b))).toBe(true)
+        expect(Buffer.from(got.zeroMaps[k]!).equals(zeroMapOf(b, 4096))).toBe(true)
+      })
+    } finally {
+      await v.close()
+      await t3.cleanup()
+    }
+  })
+
+  it('prune drops a dead recipe kept in a pack with live ones, so a later backup never reuses a recipe whose parts are gone', async () => {
+    const t4 = await tempDir()
+    const { vault: v } = await newVault(t4.dir, { workers: 2 }, { packTargetBytes: 1 << 20 })
+    try {
+      const p2 = textPool(29, 1024 * 1024)
+      const kept = shifted(p2, [0, 100_003, 200_009, 300_017, 400_031, 500_041, 600_043, 700_057])
+      const [gone] = shifted(p2, [900_001])
+      // A: one data pack (parts of 9 text blocks and a random block) and one small recipe pack (9 recipes)
+      const pa = await backUp(v, [{ name: 'a.raw', blocks: [...kept, gone!, makeBlock(77, 'random')] }], 'A')
+      const pb = await backUp(v, [{ name: 'b.raw', blocks: kept }], 'B')
+      // Deleting A: the data pack is a third unused (the random block, the parts of `gone`) and is
+      // rewritten; the recipe pack is 1/9 unused, within the default policy's allowance, so the
+      // policy alone would keep it, and with it the dead recipe of `gone` without its parts.
+      const r = await v.prune({ deletePointIds: [pa.id] })
+      expect(r.pointsRemoved).toBe(1)
+      expect(r.packsRepacked).toBe(2) // the data pack by the policy, the recipe pack for its dead recipe
+      expect((await v.verify({ readData: true })).problems).toEqual([])
+      const pc = await backUp(v, [{ name: 'c.raw', blocks: [gone!] }], 'C') // the same block again
+      expect(pc.stats.bytesStored).toBeGreaterThan(BLOCK / 8) // its parts stored anew
+      expect((await v.verify({ readData: true })).problems).toEqual([])
+      expect(((await restoreDisk(v, pc.id, 0))[0] as Buffer).equals(gone!)).toBe(true)
+      expect((await restoreDisk(v, pb.id, 0)).every((x, i) => (x as Buffer).equals(kept[i]!))).toBe(true)
+    } finally {
+      await v.close()
+      await t4.cleanup()
+    }
+  })
+
   it('a format-1 vault keeps storing whole blocks, and reads them back', async () => {
     const t1 = await tempDir()
     try {
