@@ -57,7 +57,6 @@ async function packFiles(dir: string): Promise<string[]> {
 describe('blocks stored as content-defined parts (format 2)', () => {
   let t: Awaited<ReturnType<typeof tempDir>>
   let vault: LocalVault
-  let dir: string
   const pool = textPool(11, 512 * 1024)
   // 8 blocks of the same text at offsets that share no 64 KiB alignment, a random block, a short text tail
   const first = [...shifted(pool, [0, 70_001, 140_003, 210_007]), makeBlock(5, 'random'), Buffer.from(pool.subarray(300_000, 305_000))]
@@ -67,7 +66,7 @@ describe('blocks stored as content-defined parts (format 2)', () => {
 
   beforeAll(async () => {
     t = await tempDir()
-    ;({ vault, dir } = await newVault(t.dir, { workers: 2 }, { packTargetBytes: 1 << 20 }))
+    ;({ vault } = await newVault(t.dir, { workers: 2 }, { packTargetBytes: 1 << 20 }))
     pa = await backUp(vault, [{ name: 'a.raw', blocks: first }], 'A')
     pb = await backUp(vault, [{ name: 'b.raw', blocks: second }], 'B')
   })
