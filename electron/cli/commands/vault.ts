@@ -39,7 +39,8 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('init <dir>')
     .description('create a new vault in an empty folder and make it the current vault')
     .option('--block-size <bytes>', 'vault block size (power of two, 64 KiB to 4 MiB)')
-    .action(async (dir: string, opts: { blockSize?: string }) => {
+    .option('--parts', 'store compressible blocks as content-defined parts (vault format 2): text at shifted offsets deduplicates; backups and restores are slower')
+    .action(async (dir: string, opts: { blockSize?: string; parts?: boolean }) => {
       const path = resolve(dir)
       const blockSize = opts.blockSize === undefined ? undefined : parseSize(opts.blockSize)
       // Checked before asking for a passphrase (createVault checks again).
@@ -50,7 +51,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
       const passphrase = await chooseNewPassphrase({ envVars: ['TRESOR_NEW_PASSPHRASE', 'TRESOR_PASSPHRASE'] })
       const masterKey = generateMasterKey()
       const slot = await wrapWithPassphrase(masterKey, passphrase)
-      const { vaultId } = await createVault(path, { masterKey, keySlots: { passphrase: slot }, ...(blockSize ? { blockSize } : {}) })
+      const { vaultId } = await createVault(path, { masterKey, keySlots: { passphrase: slot }, ...(blockSize ? { blockSize } : {}), ...(opts.parts ? { formatVersion: 2 } : {}) })
       const generation = 1 // createVault writes generation 1
       const catalog = openCatalog(ctx.home())
       try {

@@ -5,7 +5,7 @@
  * circulates; open tasks read their records from shared memory (nothing to return).
  */
 import { recordCheck } from './recordCheck.js'
-import { ChunkCodec, type CodecConfig, type SealOutcome } from './chunkCodec.js'
+import { ChunkCodec, FLAG_ZSTD, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
 import type { CheckTask, ChunkTask, ChunkTaskResult, InPlace, OpenTask, SealedRecord } from './chunkTasks.js'
 import { ChunkIdHasher } from './crypto.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
@@ -124,7 +124,9 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const buf = Buffer.from(task.buf)
     const errors: Array<string | null> = []
     const lengths: number[] = []
-    const need = task.entries.length * task.blockSize
+    // room per entry: a stored (uncompressed) record's plaintext is exactly its body; a zstd one may
+    // fill a block (a 4 MiB range of small recipes must not cost a block of memory each)
+    const need = task.entries.reduce((sum, e) => sum + (e.flags & FLAG_ZSTD ? task.blockSize : Math.min(task.blockSize, Math.max(0, e.length - SEAL_OVERHEAD))), 0)
     const plainOut = task.returnPlain ? Buffer.allocUnsafeSlow(need) : undefined
     let p = 0
     for (const e of task.entries) {

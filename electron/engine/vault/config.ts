@@ -5,7 +5,7 @@
  */
 import { EngineError } from '../errors.js'
 import { deriveKeys, equalHex, hmacHex, randomId, type VaultKeys } from './crypto.js'
-import { FORMAT_MINOR, FORMAT_NAME, FORMAT_VERSION, READABLE_FORMAT_VERSIONS, RESERVE_BYTES, layoutOf, type VaultLayout } from './layout.js'
+import { DEFAULT_FORMAT_VERSION, FORMAT_MINOR, FORMAT_NAME, READABLE_FORMAT_VERSIONS, RESERVE_BYTES, layoutOf, type VaultLayout } from './layout.js'
 import { randomBytes } from 'node:crypto'
 import { nodeVaultFs, readFileIfExists, vaultIoError, writeFileAtomic, type VaultFs } from './vaultFs.js'
 import { join } from 'node:path'
@@ -130,13 +130,17 @@ export async function createVault(
     blockSize?: number
     packTargetBytes?: number
     compressionLevel?: number
-    /** Tests: create an older format (1: blocks stored whole, no recipes). */
+    /** 1 (the default: blocks stored whole) or 2 (compressible blocks as content-defined parts). */
     formatVersion?: number
   },
   options: { fs?: VaultFs } = {},
 ): Promise<{ vaultId: string }> {
   const fs = options.fs ?? nodeVaultFs
   const layout = layoutOf(dir)
+  const formatVersion = init.formatVersion ?? DEFAULT_FORMAT_VERSION
+  if (!READABLE_FORMAT_VERSIONS.includes(formatVersion)) {
+    throw new EngineError('INVALID_INPUT', `Vault format ${formatVersion} is not one this Tresor writes (${READABLE_FORMAT_VERSIONS.join(' or ')}).`)
+  }
   try {
     const st = await fs.stat(dir)
     if (st && !st.isDirectory) throw new EngineError('ALREADY_EXISTS', `"${dir}" exists and is not a folder. Choose an empty folder for the vault.`)
@@ -165,7 +169,7 @@ export async function createVault(
   checkParams(params, layout.config)
   const body: Omit<VaultConfig, 'mac'> = {
     format: FORMAT_NAME,
-    formatVersion: init.formatVersion ?? FORMAT_VERSION,
+    formatVersion,
     minorVersion: FORMAT_MINOR,
     vaultId,
     createdAt: new Date().toISOString(),

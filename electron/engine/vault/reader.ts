@@ -19,6 +19,13 @@ import { decodeRecipe, type RecipePart } from './parts.js'
 import { openPackRecords, type OpenedInPlace, type RecordItem } from './recordReader.js'
 
 const PACKS_IN_FLIGHT = 3
+/**
+ * Plaintext of parts kept by a reader for the blocks it reads next: a disk whose text repeats asks
+ * for the same parts again and again, scattered over packs written long before (one small range
+ * read and one worker task each). Parts come from the cache only into blocks that are then checked
+ * whole against their ids (I3), so a cached byte gone bad fails the read like a damaged record.
+ */
+export const PART_CACHE_BYTES = 32 * 1024 * 1024
 
 /** The chunks of one call that live in one pack: records to open, and where each is wanted (indexes into the call's ids). */
 interface PackGroup {
@@ -28,6 +35,9 @@ interface PackGroup {
 
 export class LocalChunkReader implements ChunkReader {
   private closed = false
+  /** Part id (latin1) → plaintext, least recently used first (PART_CACHE_BYTES). */
+  private readonly partCache = new Map<string, Buffer>()
+  private partCacheBytes = 0
 
   constructor(private readonly ctx: VaultContext) {}
 
@@ -98,17 +108,28 @@ export class LocalChunkReader implements ChunkReader {
       flatPositions.push(positions[i]!)
       partLengths.push(0)
     })
+    const fromStore: Array<{ key: string; at: number; length: number }> = []
     recipes.forEach((i, r) => {
       let at = positions[i]!
       for (const p of lists[r]!) {
-        flatIds.push(p.id)
-        flatPositions.push(at)
-        partLengths.push(p.length)
+        const key = p.id.toString('latin1')
+        const cached = this.partCache.get(key)
+        if (cached && cached.length === p.length) {
+          cached.copy(target, at)
+          this.partCache.delete(key) // most recently used last
+          this.partCache.set(key, cached)
+        } else {
+          flatIds.push(p.id)
+          flatPositions.push(at)
+          partLengths.push(p.length)
+          fromStore.push({ key, at, length: p.length })
+        }
         at += p.length
       }
     })
     this.refuseNested(table, flatIds.filter((_, k) => partLengths[k]! > 0))
     const got = await this.readInto(flatIds, target, flatPositions, options.zeroGranule, partLengths)
+    for (const f of fromStore) this.cachePart(f.key, target.subarray(f.at, f.at + f.length))
     const lengths = new Array<number>(ids.length)
     const checksums = new Array<Buffer>(ids.length)
     const zeroMaps = new Array<Uint8Array>(ids.length)
@@ -131,6 +152,18 @@ export class LocalChunkReader implements ChunkReader {
       },
     )
     return { lengths, checksums, zeroMaps }
+  }
+
+  /** Keeps a copy of a decoded part, dropping the least recently used beyond PART_CACHE_BYTES. */
+  private cachePart(key: string, plain: Buffer): void {
+    if (this.partCache.has(key)) return
+    this.partCache.set(key, Buffer.from(plain))
+    this.partCacheBytes += plain.length
+    for (const [k, v] of this.partCache) {
+      if (this.partCacheBytes <= PART_CACHE_BYTES) break
+      this.partCache.delete(k)
+      this.partCacheBytes -= v.length
+    }
   }
 
   /** Recipes of blocks `ids` (each stored as a recipe), decoded and checked; CHUNK_CORRUPT when one is not a recipe. */
@@ -276,6 +309,8 @@ export class LocalChunkReader implements ChunkReader {
 
   async close(): Promise<void> {
     this.closed = true
+    this.partCache.clear()
+    this.partCacheBytes = 0
   }
 }
 

@@ -80,7 +80,18 @@ async function openPack(fs: VaultFs, path: string): Promise<VaultFileHandle> {
   }
 }
 
-function takeRangeBuffer(size: number): SharedArrayBuffer {
+/**
+ * Range buffers out at once (being read or opened), at most; a reader waits for one to come back.
+ * Without a bound, many small ranges in flight (the parts of blocks stored as parts lie scattered
+ * over many packs) allocated a fresh 4 MiB buffer each: a 4 GiB restore peaked at 500–750 MiB.
+ */
+const MAX_OUT_RANGE_BUFFERS = 16
+let outRangeBuffers = 0
+const rangeBufferWaiters: Array<() => void> = []
+
+async function takeRangeBuffer(size: number): Promise<SharedArrayBuffer> {
+  while (outRangeBuffers >= MAX_OUT_RANGE_BUFFERS) await new Promise<void>((r) => rangeBufferWaiters.push(r))
+  outRangeBuffers++
   if (size > RANGE_BUFFER_BYTES) return new SharedArrayBuffer(size)
   return freeRangeBuffers.pop() ?? (allocAlignedShared(RANGE_BUFFER_BYTES).buffer as SharedArrayBuffer)
 }
@@ -125,6 +136,8 @@ function pagesOf(start: number, end: number): number {
 }
 
 function giveRangeBuffer(ab: SharedArrayBuffer): void {
+  outRangeBuffers--
+  rangeBufferWaiters.shift()?.()
   if (ab.byteLength === RANGE_BUFFER_BYTES && freeRangeBuffers.length < MAX_FREE_RANGE_BUFFERS) freeRangeBuffers.push(ab)
 }
 
@@ -158,51 +171,56 @@ export async function openPackRecords(
   try {
     for (const { start, end, group } of coalesce(items)) {
       if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Cancelled.')
-      const ab = takeRangeBuffer(end - start)
-      const at = await readRange(fh, direct, Buffer.from(ab), start, end, path)
-      const entries: OpenEntry[] = group.map((k) => {
-        const it = items[k]!
-        return { start: at + it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
-      })
-      const into = options.into
-      const task: ChunkTask = {
-        kind: 'open',
-        buf: ab,
-        entries,
-        packId,
-        blockSize: options.blockSize,
-        returnPlain: options.returnPlain && !into,
-        ...(into
-          ? {
-              into: {
-                sab: into.sab,
-                positions: group.map((k) => into.positions[k]!),
-                zeroGranule: into.zeroGranule,
-                ...(into.parts ? { parts: group.map((k) => into.parts![k]!) } : {}),
-              },
-            }
-          : {}),
+      const ab = await takeRangeBuffer(end - start)
+      let handedOver = false
+      try {
+        const at = await readRange(fh, direct, Buffer.from(ab), start, end, path)
+        const entries: OpenEntry[] = group.map((k) => {
+          const it = items[k]!
+          return { start: at + it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
+        })
+        const into = options.into
+        const task: ChunkTask = {
+          kind: 'open',
+          buf: ab,
+          entries,
+          packId,
+          blockSize: options.blockSize,
+          returnPlain: options.returnPlain && !into,
+          ...(into
+            ? {
+                into: {
+                  sab: into.sab,
+                  positions: group.map((k) => into.positions[k]!),
+                  zeroGranule: into.zeroGranule,
+                  ...(into.parts ? { parts: group.map((k) => into.parts![k]!) } : {}),
+                },
+              }
+            : {}),
+        }
+        const { result } = await pool.submit(task) // shared memory: nothing to transfer
+        handedOver = true
+        results.push(
+          result.finally(() => giveRangeBuffer(ab)).then((r) => {
+            if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
+            let p = 0
+            const plain = r.plain ? Buffer.from(r.plain) : undefined
+            group.forEach((k, j) => {
+              const len = r.lengths[j]!
+              const ok = r.errors[j] === null
+              const mapBytes = into ? zeroMapBytes(options.blockSize, into.zeroGranule) : 0
+              const opened =
+                r.checksums && r.zeroMaps && ok
+                  ? { length: len, checksum: r.checksums.subarray(j * 16, j * 16 + 16), zeroMap: r.zeroMaps.subarray(j * mapBytes, (j + 1) * mapBytes) }
+                  : undefined
+              onResult(k, plain && ok ? plain.subarray(p, p + len) : undefined, r.errors[j] ?? null, opened)
+              p += len
+            })
+          }),
+        )
+      } finally {
+        if (!handedOver) giveRangeBuffer(ab)
       }
-      const { result } = await pool.submit(task) // shared memory: nothing to transfer
-      results.push(
-        result.then((r) => {
-          if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
-          giveRangeBuffer(ab)
-          let p = 0
-          const plain = r.plain ? Buffer.from(r.plain) : undefined
-          group.forEach((k, j) => {
-            const len = r.lengths[j]!
-            const ok = r.errors[j] === null
-            const mapBytes = into ? zeroMapBytes(options.blockSize, into.zeroGranule) : 0
-            const opened =
-              r.checksums && r.zeroMaps && ok
-                ? { length: len, checksum: r.checksums.subarray(j * 16, j * 16 + 16), zeroMap: r.zeroMaps.subarray(j * mapBytes, (j + 1) * mapBytes) }
-                : undefined
-            onResult(k, plain && ok ? plain.subarray(p, p + len) : undefined, r.errors[j] ?? null, opened)
-            p += len
-          })
-        }),
-      )
     }
     await Promise.all(results)
   } catch (err) {

@@ -39,6 +39,11 @@ export const SEAL_BATCH_BYTES = 4 * 1024 * 1024
  * workers: 4 MiB batches; four: 2 MiB).
  */
 export const SEAL_BUDGET_BYTES = 16 * 1024 * 1024
+/**
+ * Recipes (~300 bytes each) are queued and sealed this many bytes at a time (~3,000 recipes), not
+ * one small message per `putBlocks` call: each batch takes a seal slot like 4 MiB of data would.
+ */
+export const RECIPE_BATCH_BYTES = 1024 * 1024
 
 /** A sealed record to move (LocalBackupSession.moveRecords): its bytes and where it was. */
 export interface MovedRecord {
@@ -88,6 +93,9 @@ export class LocalBackupSession implements BackupSession {
   /** Gear values of the part cutter, derived from the chunk-id key on first use (format 2). */
   private gear: Uint32Array | undefined
   private readonly ends: number[] = []
+  /** Recipes waiting to be sealed (RECIPE_BATCH_BYTES); their ids are claimed in `pending` meanwhile. */
+  private recipeQueue: Array<{ data: Buffer; id: Buffer }> = []
+  private recipeQueueBytes = 0
   private readonly inFlight = new Set<Promise<void>>()
   private readonly finalizing = new Set<Promise<void>>()
   private readonly published: PackWriter[] = []
@@ -122,15 +130,16 @@ export class LocalBackupSession implements BackupSession {
     return this.tableLoad
   }
 
-  private checkOpen(): void {
+  /** `committing`: also while committing (the queued recipes are sealed then). */
+  private checkOpen(committing = false): void {
     if (this.failure) throw this.failure
-    if (this.state !== 'open') throw new EngineError('INVALID_INPUT', `This backup session is already ${this.state}.`)
+    if (this.state !== 'open' && !(committing && this.state === 'committing')) throw new EngineError('INVALID_INPUT', `This backup session is already ${this.state}.`)
     if (this.signal?.aborted) throw new EngineError('CANCELLED', 'The backup was cancelled.')
   }
 
   /** Before each step: open, not cancelled, and still holding its lock (a lost lock fails the session at once). */
-  private check(): void {
-    this.checkOpen()
+  private check(committing = false): void {
+    this.checkOpen(committing)
     if (this.lock.lostReason()) {
       this.fail(undefined) // records the lock's own error
       throw this.failure
@@ -227,9 +236,7 @@ export class LocalBackupSession implements BackupSession {
     const units: Array<{ data: Buffer }> = []
     const unitIds: Buffer[] = []
     const unitBlock: number[] = [] // the block a unit stands for, or -1 for a part
-    const recipes: Array<{ data: Buffer }> = []
-    const recipeIds: Buffer[] = []
-    const recipeBlock: number[] = []
+    const recipes: Array<{ data: Buffer; id: Buffer; block: number }> = []
     const seen = new Set<string>()
     const gear = (this.gear ??= gearTable(this.ctx.keys.chunkId))
     for (let i = 0; i < blocks.length; i++) {
@@ -258,19 +265,40 @@ export class LocalBackupSession implements BackupSession {
         unitIds.push(partId)
         unitBlock.push(-1)
       }
-      recipes.push({ data: encodeRecipe(parts) })
-      recipeIds.push(id)
-      recipeBlock.push(i)
+      recipes.push({ data: encodeRecipe(parts), id, block: i })
     }
     const unitResults: SessionPutResult[] = new Array<SessionPutResult>(units.length)
     await this.putUnits(units, unitIds, table, unitResults, 'data')
     unitBlock.forEach((b, u) => {
       if (b >= 0) results[b] = unitResults[u]!
     })
-    const recipeResults: SessionPutResult[] = new Array<SessionPutResult>(recipes.length)
-    await this.putUnits(recipes, recipeIds, table, recipeResults, 'recipe')
-    recipeBlock.forEach((b, r) => (results[b] = recipeResults[r]!))
+    // every part is accepted: queue the recipes (a concurrent call may have claimed the same block meanwhile)
+    for (const r of recipes) {
+      const key = r.id.toString('latin1')
+      if (table.has(r.id) || this.pending.has(key)) {
+        results[r.block] = { chunkId: r.id, isNew: false, storedBytes: 0 }
+        continue
+      }
+      this.pending.set(key, null)
+      this.recipeQueue.push({ data: r.data, id: r.id })
+      this.recipeQueueBytes += r.data.length + SEAL_OVERHEAD
+      results[r.block] = { chunkId: r.id, isNew: true, storedBytes: 0 }
+    }
+    if (this.recipeQueueBytes >= RECIPE_BATCH_BYTES) await this.flushRecipes()
     return results
+  }
+
+  /** Seals the queued recipes (into recipe packs, published last: see the header). */
+  private async flushRecipes(): Promise<void> {
+    const batch = this.recipeQueue
+    this.recipeQueue = []
+    this.recipeQueueBytes = 0
+    if (batch.length === 0) return
+    const table = await this.tableFor()
+    // putBatch claims the ids again, in the same synchronous step as its own check
+    for (const r of batch) this.pending.delete(r.id.toString('latin1'))
+    const results: SessionPutResult[] = new Array<SessionPutResult>(batch.length)
+    await this.putUnits(batch, batch.map((r) => r.id), table, results, 'recipe')
   }
 
   /** Puts chunks (blocks, parts or recipes) in batches of at most a slot's bytes. */
@@ -354,7 +382,7 @@ export class LocalBackupSession implements BackupSession {
     let pack: PackWriter
     let first: number
     try {
-      this.check()
+      this.check(lane === 'recipe')
       ;({ pack, ordinal: first } = await this.reserve(reserved, fresh.length, lane))
     } catch (err) {
       for (const key of keys) this.pending.delete(key)
@@ -508,6 +536,7 @@ export class LocalBackupSession implements BackupSession {
   }
 
   private async drain(): Promise<void> {
+    await this.flushRecipes()
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight])
     for (const l of Object.values(this.lanes)) while (l.creating) await l.creating.catch(() => undefined)
     // data packs first; recipe packs only once every data pack is published (see the header)
@@ -602,6 +631,7 @@ export class LocalBackupSession implements BackupSession {
 
   private async cleanup(keepMaps = false): Promise<void> {
     this.fail(new EngineError('CANCELLED', 'The backup session was aborted.'))
+    this.recipeQueue = []
     await Promise.allSettled([...this.inFlight])
     for (const l of Object.values(this.lanes)) {
       if (l.creating) await l.creating.catch(() => undefined)

@@ -26,12 +26,12 @@ export interface TestWorld {
   close(): Promise<void>
 }
 
-export async function makeWorld(options: { blockSize?: number } = {}): Promise<TestWorld> {
+export async function makeWorld(options: { blockSize?: number; formatVersion?: number } = {}): Promise<TestWorld> {
   const { dir, cleanup } = await tempDir('tresor-backup-')
   const home = join(dir, 'home')
   const vaultDir = join(dir, 'vault')
   const masterKey = cryptoRandomBytes(32)
-  await createVault(vaultDir, { masterKey, keySlots: { passphrase: { test: true } }, blockSize: options.blockSize ?? TEST_BLOCK_SIZE })
+  await createVault(vaultDir, { masterKey, keySlots: { passphrase: { test: true } }, blockSize: options.blockSize ?? TEST_BLOCK_SIZE, ...(options.formatVersion ? { formatVersion: options.formatVersion } : {}) })
   const vault = await openVault(vaultDir, masterKey)
   const catalog = openCatalog(home)
   return {

@@ -42,7 +42,7 @@ describe('vault open, catalog rebuild, info', () => {
     expect(pointRows(v.home)).toEqual([...v.ids].sort())
 
     const info = await tresorJson(['--json', 'vault', 'info'], v.env)
-    expect(info).toMatchObject({ vaultId: v.vaultId, path: v.dir, formatVersion: 2, isCurrent: true, keySlots: { passphrase: true, recovery: false } })
+    expect(info).toMatchObject({ vaultId: v.vaultId, path: v.dir, formatVersion: 1, isCurrent: true, keySlots: { passphrase: true, recovery: false } })
     expect(info.stats.points).toBe(3)
     expect(info.generation).toBeGreaterThanOrEqual(4)
     // Without the key (no keychain, no passphrase): what the header tells, marked locked.

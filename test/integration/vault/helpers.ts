@@ -16,7 +16,7 @@ export async function tempDir(prefix = 'tresor-vault-'): Promise<{ dir: string; 
 export async function newVault(
   root: string,
   options: OpenVaultOptions = {},
-  init: { packTargetBytes?: number } = {},
+  init: { packTargetBytes?: number; formatVersion?: number } = {},
 ): Promise<{ dir: string; key: Buffer; vault: LocalVault; vaultId: string }> {
   const dir = join(root, 'vault')
   const key = randomBytes(32)
@@ -25,6 +25,7 @@ export async function newVault(
     keySlots: { passphrase: { test: true } },
     blockSize: BLOCK,
     packTargetBytes: init.packTargetBytes ?? 1024 * 1024,
+    ...(init.formatVersion ? { formatVersion: init.formatVersion } : {}),
   })
   const vault = await openVault(dir, key, { workers: 1, ...options })
   return { dir, key, vault, vaultId }

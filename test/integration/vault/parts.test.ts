@@ -7,7 +7,7 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { backUp, BLOCK, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { backUp, BLOCK, expectedChunks, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
 import { createVault, openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { EngineError } from '../../../electron/engine/errors.js'
@@ -57,6 +57,7 @@ async function packFiles(dir: string): Promise<string[]> {
 describe('blocks stored as content-defined parts (format 2)', () => {
   let t: Awaited<ReturnType<typeof tempDir>>
   let vault: LocalVault
+  let key: Buffer
   const pool = textPool(11, 512 * 1024)
   // 8 blocks of the same text at offsets that share no 64 KiB alignment, a random block, a short text tail
   const first = [...shifted(pool, [0, 70_001, 140_003, 210_007]), makeBlock(5, 'random'), Buffer.from(pool.subarray(300_000, 305_000))]
@@ -66,7 +67,7 @@ describe('blocks stored as content-defined parts (format 2)', () => {
 
   beforeAll(async () => {
     t = await tempDir()
-    ;({ vault } = await newVault(t.dir, { workers: 2 }, { packTargetBytes: 1 << 20 }))
+    ;({ vault, key } = await newVault(t.dir, { workers: 2 }, { packTargetBytes: 1 << 20, formatVersion: 2 }))
     pa = await backUp(vault, [{ name: 'a.raw', blocks: first }], 'A')
     pb = await backUp(vault, [{ name: 'b.raw', blocks: second }], 'B')
   })
@@ -77,8 +78,9 @@ describe('blocks stored as content-defined parts (format 2)', () => {
 
   it('deduplicates shifted text across blocks: the second point stores a fraction of what its blocks hold', async () => {
     const stats = await vault.stats()
-    // more chunks than blocks: the text blocks were cut into parts
+    // more chunks than blocks: the text blocks were cut into parts, each stored once
     expect(stats.chunks).toBeGreaterThan(first.length + second.length)
+    expect(stats.chunks).toBe(expectedChunks([...first, ...second], key, vault.id))
     // the shifted copies share most of their parts with the first point's blocks
     expect(pb.stats.bytesStored).toBeLessThan(0.4 * second.length * BLOCK)
     expect(pb.stats.bytesStored).toBeGreaterThan(0)
@@ -134,7 +136,7 @@ describe('blocks stored as content-defined parts (format 2)', () => {
 
   it('a damaged part: verify names the part and the point and disk whose block needs it; the read fails as CHUNK_CORRUPT', async () => {
     const t2 = await tempDir()
-    const { vault: v, dir: d } = await newVault(t2.dir, {}, { packTargetBytes: 1 << 20 })
+    const { vault: v, dir: d } = await newVault(t2.dir, {}, { packTargetBytes: 1 << 20, formatVersion: 2 })
     try {
       const blocks = shifted(pool, [5, 90_000])
       const p = await backUp(v, [{ name: 'c.raw', blocks }], 'C')
@@ -166,7 +168,7 @@ describe('blocks stored as content-defined parts (format 2)', () => {
 
   it('blocks of runs of repeated bytes and random bytes: parts decode in place with no room past their own length', async () => {
     const t3 = await tempDir()
-    const { vault: v } = await newVault(t3.dir, { workers: 2 })
+    const { vault: v } = await newVault(t3.dir, { workers: 2 }, { formatVersion: 2 })
     try {
       let x = 77
       const next = (n: number): number => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8) % n
@@ -205,7 +207,7 @@ describe('blocks stored as content-defined parts (format 2)', () => {
 
   it('prune drops a dead recipe kept in a pack with live ones, so a later backup never reuses a recipe whose parts are gone', async () => {
     const t4 = await tempDir()
-    const { vault: v } = await newVault(t4.dir, { workers: 2 }, { packTargetBytes: 1 << 20 })
+    const { vault: v } = await newVault(t4.dir, { workers: 2 }, { packTargetBytes: 1 << 20, formatVersion: 2 })
     try {
       const p2 = textPool(29, 1024 * 1024)
       const kept = shifted(p2, [0, 100_003, 200_009, 300_017, 400_031, 500_041, 600_043, 700_057])

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { backUp, BLOCK, checksumOf, expectedChunks, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { backUp, BLOCK, checksumOf, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
 import { openVault, readVaultHeader } from '../../../electron/engine/vault/index.js'
 import { nodeVaultFs, type VaultFileHandle, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
 import { LocalBackupSession, SEAL_BATCH_BYTES, SEAL_BUDGET_BYTES } from '../../../electron/engine/vault/session.js'
@@ -31,11 +31,7 @@ describe('vault round trip', () => {
     expect(await vault.generation()).toBe(2)
     const stats = await vault.stats()
     expect(stats.points).toBe(1)
-    // 43 distinct blocks; a text block that cuts into parts adds them (format 2)
-    const distinct = [...new Map(blocks.filter((b): b is Buffer => Buffer.isBuffer(b)).map((b) => [b.toString('hex'), b])).values()]
-    expect(distinct.length).toBe(43)
-    const chunks = expectedChunks(distinct, key, vault.id)
-    expect(stats.chunks).toBe(chunks)
+    expect(stats.chunks).toBe(43)
     expect(stats.packs).toBeGreaterThan(1) // 1 MiB packs
     // reopen from disk alone (I4)
     await vault.close()
@@ -47,24 +43,22 @@ describe('vault round trip', () => {
     const report = await again.verify({ readData: true })
     expect(report.problems).toEqual([])
     expect(report.ok).toBe(true)
-    expect(report.checked.chunksRead).toBe(chunks)
+    expect(report.checked.chunksRead).toBe(43)
     expect((await readVaultHeader(dir)).vaultId).toBe(again.id)
   })
 
   it('deduplicates within a session and across points', async () => {
     const t = await tempDir()
     cleanups.push(t.cleanup)
-    const { vault, key } = await newVault(t.dir)
+    const { vault } = await newVault(t.dir)
     cleanups.push(() => vault.close())
     const a = makeBlock(7, 'random')
-    // two distinct blocks; whether the periodic text block cuts into parts depends on the vault's gear key
-    const distinct = expectedChunks([a, makeBlock(8, 'text')], key, vault.id)
     const first = await backUp(vault, [{ name: 'd', blocks: [a, a, a, makeBlock(8, 'text')] }])
     const s1 = await vault.stats()
-    expect(s1.chunks).toBe(distinct)
+    expect(s1.chunks).toBe(2)
     const second = await backUp(vault, [{ name: 'd', blocks: [makeBlock(8, 'text'), a] }])
     const s2 = await vault.stats()
-    expect(s2.chunks).toBe(distinct)
+    expect(s2.chunks).toBe(2)
     expect(second.stats.bytesStored).toBeLessThan(first.stats.bytesStored)
     expect((await restoreDisk(vault, second.id, 0))[1]).toEqual(a)
   })
@@ -88,7 +82,7 @@ describe('vault round trip', () => {
   it('handles many concurrent puts (with duplicates) across pack rotations', async () => {
     const t = await tempDir()
     cleanups.push(t.cleanup)
-    const { vault, key } = await newVault(t.dir, { workers: 2, maxBlocksInFlight: 3 }, { packTargetBytes: 1 << 20 })
+    const { vault } = await newVault(t.dir, { workers: 2, maxBlocksInFlight: 3 }, { packTargetBytes: 1 << 20 })
     cleanups.push(() => vault.close())
     const unique = Array.from({ length: 50 }, (_, i) => makeBlock(9000 + i, i % 4 ? 'random' : 'text'))
     const order = [...unique, ...unique.slice(0, 20), ...unique.slice(10, 30)]
@@ -103,7 +97,7 @@ describe('vault round trip', () => {
       disks: [{ index: 0, name: 'd', virtualSize: order.length * BLOCK, sourceFormat: 'raw', sourcePath: '/d', allocatedBytes: 0, blockCount: order.length }],
       stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 }, labels: {},
     })
-    expect((await vault.stats()).chunks).toBe(expectedChunks(unique, key, vault.id))
+    expect((await vault.stats()).chunks).toBe(50)
     expect((await vault.stats()).packs).toBeGreaterThan(2)
     const back = await restoreDisk(vault, point.id, 0)
     back.forEach((b, i) => expect((b as Buffer).equals(order[i]!)).toBe(true))
