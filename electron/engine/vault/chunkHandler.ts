@@ -6,8 +6,9 @@
  */
 import { recordCheck } from './recordCheck.js'
 import { ChunkCodec, FLAG_ZSTD, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
-import type { CheckTask, ChunkTask, ChunkTaskResult, InPlace, OpenTask, SealedRecord } from './chunkTasks.js'
+import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenTask, SealedRecord } from './chunkTasks.js'
 import { ChunkIdHasher } from './crypto.js'
+import { cutParts, gearTable, looksCompressible } from './parts.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
 import { zeroMapBytes } from './chunkTasks.js'
@@ -61,6 +62,39 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       markNonZero(plain, granule, zeroMaps, j * mapBytes)
     })
     return { value: { kind: 'open', errors, lengths, plain: undefined, checksums, zeroMaps } }
+  }
+
+  let gear: Uint32Array | undefined
+  const ends: number[] = []
+
+  /** CutTask: chunk ids, and parts of the full blocks that look compressible. */
+  function cutBlocks(task: CutTask): TaskReply<ChunkTaskResult> {
+    ids ??= new ChunkIdHasher(config.chunkIdKey)
+    gear ??= gearTable(config.chunkIdKey)
+    const input = Buffer.from(task.input)
+    const blockIds = new Uint8Array(task.lengths.length * 32)
+    const partCounts: number[] = []
+    const allEnds: number[] = []
+    const partIds: Buffer[] = []
+    let at = 0
+    task.lengths.forEach((length, i) => {
+      const block = input.subarray(at, at + length)
+      at += length
+      blockIds.set(ids!.of(block), i * 32)
+      const n = length === task.blockSize && looksCompressible(block) ? cutParts(block, gear!, ends) : 0
+      if (n < 2) {
+        partCounts.push(0)
+        return
+      }
+      partCounts.push(n)
+      for (let k = 0, from = 0; k < n; from = ends[k++]!) {
+        allEnds.push(ends[k]!)
+        partIds.push(ids!.of(block.subarray(from, ends[k]!)))
+      }
+    })
+    const flatIds = new Uint8Array(partIds.length * 32)
+    partIds.forEach((id, k) => flatIds.set(id, k * 32))
+    return { value: { kind: 'cut', input: task.input, ids: blockIds, partCounts, ends: allEnds, partIds: flatIds }, transfer: [task.input] }
   }
 
   /** CheckTask: keyed BLAKE3, checksum and zero map of blocks assembled from their parts. */
@@ -119,6 +153,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       return { value, transfer: [task.input, task.output] }
     }
     if (task.kind === 'check') return checkAssembled(task)
+    if (task.kind === 'cut') return cutBlocks(task)
     if (task.into) return openInto(task, task.into)
     // open: records packed in `buf`; plaintexts copied into one new buffer when wanted
     const buf = Buffer.from(task.buf)

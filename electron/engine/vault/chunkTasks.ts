@@ -99,7 +99,19 @@ export interface CheckTask {
   zeroGranule: number
 }
 
-export type ChunkTask = SealTask | OpenTask | CheckTask
+/**
+ * Format 2, the hashing half of a put, off the vault's thread: each block's chunk id, and for a full
+ * block that looks compressible its content-defined parts (parts.ts) and their ids.
+ */
+export interface CutTask {
+  kind: 'cut'
+  /** Blocks back to back; returned for reuse. */
+  input: ArrayBuffer
+  lengths: number[]
+  blockSize: number
+}
+
+export type ChunkTask = SealTask | OpenTask | CheckTask | CutTask
 
 export type ChunkTaskResult =
   | {
@@ -123,6 +135,18 @@ export type ChunkTaskResult =
        * the plaintext's granule g is all zeros (or lies past its end), so holes need no scan on the caller's thread.
        */
       zeroMaps?: Uint8Array
+    }
+  | {
+      kind: 'cut'
+      input: ArrayBuffer
+      /** Chunk id of block i at bytes 32i..32i+32. */
+      ids: Uint8Array
+      /** Parts of block i: 0 when it is stored whole (else ≥ 2). */
+      partCounts: number[]
+      /** End offsets of every part (within its block), block after block. */
+      ends: number[]
+      /** Part ids, 32 bytes each, in the order of `ends`. */
+      partIds: Uint8Array
     }
   | {
       kind: 'check'

@@ -16,7 +16,7 @@ import type { VaultContext } from './context.js'
 import { ChunkIdHasher } from './crypto.js'
 import { packPath } from './layout.js'
 import { decodeRecipe, type RecipePart } from './parts.js'
-import { openPackRecords, type OpenedInPlace, type RecordItem } from './recordReader.js'
+import { openPackRecords, PackHandles, type OpenedInPlace, type RecordItem } from './recordReader.js'
 
 const PACKS_IN_FLIGHT = 3
 /**
@@ -38,10 +38,29 @@ export class LocalChunkReader implements ChunkReader {
   /** Part id (latin1) → plaintext, least recently used first (PART_CACHE_BYTES). */
   private readonly partCache = new Map<string, Buffer>()
   private partCacheBytes = 0
+  /** Packs kept open while calls are in flight; all closed when none is (a reader never closed leaks nothing). */
+  private readonly handles: PackHandles
+  private active = 0
 
-  constructor(private readonly ctx: VaultContext) {}
+  constructor(private readonly ctx: VaultContext) {
+    this.handles = new PackHandles(ctx.fs)
+  }
 
   async readChunks(ids: Buffer[]): Promise<Buffer[]> {
+    return this.tracked(() => this.readChunksNow(ids))
+  }
+
+  /** Runs one call, closing the kept packs once no call is in flight. */
+  private async tracked<T>(call: () => Promise<T>): Promise<T> {
+    this.active++
+    try {
+      return await call()
+    } finally {
+      if (--this.active === 0) await this.handles.closeAll()
+    }
+  }
+
+  private async readChunksNow(ids: Buffer[]): Promise<Buffer[]> {
     const out: Buffer[] = new Array<Buffer>(ids.length)
     await this.fetch(ids, { returnPlain: true, blockSize: this.ctx.blockSize }, (g, k, plain) => {
       for (const t of g.targets[k]!) out[t] = plain!
@@ -54,7 +73,7 @@ export class LocalChunkReader implements ChunkReader {
     const lists = recipes.map((i) => this.recipeOf(ids[i]!, out[i]!))
     const partIds = lists.flat().map((p) => p.id)
     this.refuseNested(table, partIds)
-    const parts = await this.readChunks(partIds)
+    const parts = await this.readChunksNow(partIds)
     let next = 0
     recipes.forEach((i, r) => {
       const pieces = lists[r]!.map((p) => {
@@ -83,6 +102,10 @@ export class LocalChunkReader implements ChunkReader {
   }
 
   async readChunksInto(ids: Buffer[], target: Buffer, positions: number[], options: { zeroGranule: number }): Promise<ChunksInPlace> {
+    return this.tracked(() => this.readChunksIntoNow(ids, target, positions, options))
+  }
+
+  private async readChunksIntoNow(ids: Buffer[], target: Buffer, positions: number[], options: { zeroGranule: number }): Promise<ChunksInPlace> {
     const sab = target.buffer
     const blockSize = this.ctx.blockSize
     if (!(sab instanceof SharedArrayBuffer) || positions.length !== ids.length) {
@@ -293,7 +316,7 @@ export class LocalChunkReader implements ChunkReader {
         const [packNo, g] = groups[next++]!
         const pack = table.packs[packNo]!
         const { into, ...rest } = options
-        await openPackRecords(this.ctx.pool(), this.ctx.fs, packPath(this.ctx.layout, pack.hex), pack.id, g.items, { ...rest, ...(into ? { into: into(g) } : {}) }, (k, plain, error, opened) => {
+        await openPackRecords(this.ctx.pool(), this.ctx.fs, packPath(this.ctx.layout, pack.hex), pack.id, g.items, { ...rest, handles: this.handles, ...(into ? { into: into(g) } : {}) }, (k, plain, error, opened) => {
           if (error || !(plain || opened)) {
             throw new EngineError(
               'CHUNK_CORRUPT',
@@ -311,6 +334,7 @@ export class LocalChunkReader implements ChunkReader {
     this.closed = true
     this.partCache.clear()
     this.partCacheBytes = 0
+    await this.handles.closeAll()
   }
 }
 

@@ -35,7 +35,11 @@ const MAX_GAP_BYTES = 256 * 1024
  * whole 4 KiB pages, hence the slack beyond a range and its last record.
  */
 const RANGE_BUFFER_BYTES = MAX_RANGE_BYTES + 128 * 1024
+/** Ranges up to this many bytes get a small buffer: the parts of blocks stored as parts are read a few KiB at a time. */
+const SMALL_RANGE_BYTES = 256 * 1024
+const SMALL_RANGE_BUFFER_BYTES = SMALL_RANGE_BYTES + 64 * 1024
 const freeRangeBuffers: SharedArrayBuffer[] = []
+const freeSmallRangeBuffers: SharedArrayBuffer[] = []
 /**
  * Range buffers kept for reuse: as many as can be out at once (up to three packs read at a time,
  * each with a range being read, plus the pool's running and queued tasks), so that a long read
@@ -68,6 +72,68 @@ function coalesce(items: ReadonlyArray<Pick<RecordItem, 'offset' | 'length'>>): 
   return ranges
 }
 
+/** A pack opened for reading, with its direct (O_DIRECT) side when the file system has one. */
+interface OpenPack {
+  fh: VaultFileHandle
+  direct: DirectSide<VaultFileHandle>
+}
+
+async function openPackBoth(fs: VaultFs, path: string): Promise<OpenPack> {
+  const fh = await openPack(fs, path)
+  return { fh, direct: new DirectSide(await fs.openDirect?.(path, 'r').catch(() => undefined)) }
+}
+
+async function closePack(p: OpenPack): Promise<void> {
+  await p.fh.close().catch(() => undefined)
+  await p.direct.close()
+}
+
+/**
+ * Packs kept open by one reader, the least recently used closed beyond `max` (never one in use).
+ * A restore of blocks stored as parts touches many packs per batch, and opening each pack and its
+ * direct handle per batch cost ~0.8 s of the main thread for a 4 GiB disk.
+ */
+export class PackHandles {
+  private readonly entries = new Map<string, { ready: Promise<OpenPack>; users: number }>()
+
+  constructor(
+    private readonly fs: VaultFs,
+    private readonly max = 16,
+  ) {}
+
+  async acquire(path: string): Promise<OpenPack> {
+    let e = this.entries.get(path)
+    if (e) this.entries.delete(path) // most recently used last
+    else e = { ready: openPackBoth(this.fs, path), users: 0 }
+    this.entries.set(path, e)
+    e.users++
+    try {
+      return await e.ready
+    } catch (err) {
+      e.users--
+      if (this.entries.get(path) === e) this.entries.delete(path)
+      throw err
+    }
+  }
+
+  release(path: string): void {
+    const e = this.entries.get(path)
+    if (e) e.users--
+    for (const [p, x] of this.entries) {
+      if (this.entries.size <= this.max) break
+      if (x.users > 0) continue
+      this.entries.delete(p)
+      void x.ready.then(closePack, () => undefined)
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.entries.values()]
+    this.entries.clear()
+    await Promise.all(all.map((x) => x.ready.then(closePack, () => undefined)))
+  }
+}
+
 /** Opens a pack for reading; a missing one is CHUNK_MISSING. */
 async function openPack(fs: VaultFs, path: string): Promise<VaultFileHandle> {
   try {
@@ -81,17 +147,21 @@ async function openPack(fs: VaultFs, path: string): Promise<VaultFileHandle> {
 }
 
 /**
- * Range buffers out at once (being read or opened), at most; a reader waits for one to come back.
- * Without a bound, many small ranges in flight (the parts of blocks stored as parts lie scattered
- * over many packs) allocated a fresh 4 MiB buffer each: a 4 GiB restore peaked at 500–750 MiB.
+ * Small range buffers out at once (being read or opened), at most; a reader waits for one to come
+ * back. The parts of blocks stored as parts lie scattered over many packs, and their many small
+ * ranges in flight each took a fresh 4 MiB buffer: a 4 GiB restore peaked at 500–750 MiB. Large
+ * ranges are bounded as before, by the worker pool's queue.
  */
-const MAX_OUT_RANGE_BUFFERS = 16
-let outRangeBuffers = 0
-const rangeBufferWaiters: Array<() => void> = []
+const MAX_OUT_SMALL_RANGE_BUFFERS = 64
+let outSmall = 0
+const smallBufferWaiters: Array<() => void> = []
 
 async function takeRangeBuffer(size: number): Promise<SharedArrayBuffer> {
-  while (outRangeBuffers >= MAX_OUT_RANGE_BUFFERS) await new Promise<void>((r) => rangeBufferWaiters.push(r))
-  outRangeBuffers++
+  if (size <= SMALL_RANGE_BYTES) {
+    while (outSmall >= MAX_OUT_SMALL_RANGE_BUFFERS) await new Promise<void>((r) => smallBufferWaiters.push(r))
+    outSmall++
+    return freeSmallRangeBuffers.pop() ?? (allocAlignedShared(SMALL_RANGE_BUFFER_BYTES).buffer as SharedArrayBuffer)
+  }
   if (size > RANGE_BUFFER_BYTES) return new SharedArrayBuffer(size)
   return freeRangeBuffers.pop() ?? (allocAlignedShared(RANGE_BUFFER_BYTES).buffer as SharedArrayBuffer)
 }
@@ -136,9 +206,12 @@ function pagesOf(start: number, end: number): number {
 }
 
 function giveRangeBuffer(ab: SharedArrayBuffer): void {
-  outRangeBuffers--
-  rangeBufferWaiters.shift()?.()
+  if (ab.byteLength === SMALL_RANGE_BUFFER_BYTES) {
+    outSmall--
+    smallBufferWaiters.shift()?.()
+  }
   if (ab.byteLength === RANGE_BUFFER_BYTES && freeRangeBuffers.length < MAX_FREE_RANGE_BUFFERS) freeRangeBuffers.push(ab)
+  else if (ab.byteLength === SMALL_RANGE_BUFFER_BYTES && freeSmallRangeBuffers.length < 4 * MAX_FREE_RANGE_BUFFERS) freeSmallRangeBuffers.push(ab)
 }
 
 /**
@@ -161,12 +234,13 @@ export async function openPackRecords(
      * then gets no plaintext but its length and XXH3-128 checksum (`opened`).
      */
     into?: InPlace
+    /** Keep the pack open for later calls (a reader's handles) instead of opening and closing it here. */
+    handles?: PackHandles
   },
   onResult: (index: number, plain: Buffer | undefined, error: string | null, opened?: OpenedInPlace) => void,
 ): Promise<void> {
   if (items.length === 0) return
-  const fh = await openPack(fs, path)
-  const direct = new DirectSide(await fs.openDirect?.(path, 'r').catch(() => undefined))
+  const { fh, direct } = options.handles ? await options.handles.acquire(path) : await openPackBoth(fs, path)
   const results: Promise<void>[] = []
   try {
     for (const { start, end, group } of coalesce(items)) {
@@ -227,8 +301,8 @@ export async function openPackRecords(
     await Promise.allSettled(results)
     throw vaultIoError(err, path, 'reading pack')
   } finally {
-    await fh.close().catch(() => undefined)
-    await direct.close()
+    if (options.handles) options.handles.release(path)
+    else await closePack({ fh, direct })
   }
 }
 

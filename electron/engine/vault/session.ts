@@ -21,11 +21,11 @@ import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
 import { copySegmentedMap, readManifest, readSegmentedMap, SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { PackWriter, type PackIndexEntry } from './pack.js'
-import type { SealItem } from './chunkTasks.js'
+import type { ChunkTaskResult, SealItem } from './chunkTasks.js'
 import { recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
-import { cutParts, encodeRecipe, gearTable, looksCompressible, type RecipePart } from './parts.js'
+import { encodeRecipe, type RecipePart } from './parts.js'
 
 /**
  * Plaintext bytes per seal message, at most: one message and one pack write per 4 MiB instead of
@@ -90,9 +90,6 @@ export class LocalBackupSession implements BackupSession {
   }
   /** Keyed BLAKE3 for chunk ids, made on the first put (the binding loads on first use). */
   private idHasher: ChunkIdHasher | undefined
-  /** Gear values of the part cutter, derived from the chunk-id key on first use (format 2). */
-  private gear: Uint32Array | undefined
-  private readonly ends: number[] = []
   /** Recipes waiting to be sealed (RECIPE_BATCH_BYTES); their ids are claimed in `pending` meanwhile. */
   private recipeQueue: Array<{ data: Buffer; id: Buffer }> = []
   private recipeQueueBytes = 0
@@ -223,22 +220,24 @@ export class LocalBackupSession implements BackupSession {
       }
       if (b.checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'The block checksum must be 16 bytes (XXH3-128).')
     }
-    const hasher = (this.idHasher ??= new ChunkIdHasher(this.ctx.keys.chunkId))
-    const ids = blocks.map((b) => hasher.of(b.data))
-    const table = await this.tableFor()
     if (!this.ctx.usesParts) {
+      const hasher = (this.idHasher ??= new ChunkIdHasher(this.ctx.keys.chunkId))
+      const ids = blocks.map((b) => hasher.of(b.data))
+      const table = await this.tableFor()
       const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
       await this.putUnits(blocks, ids, table, results, 'data')
       return results
     }
     // Format 2: new compressible full blocks become parts (deduplicated one by one) and a recipe.
+    // The workers hash and cut (CutTask): done here, it made this thread the backup's bottleneck.
+    const { ids, cuts } = await this.cutBlocks(blocks)
+    const table = await this.tableFor()
     const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
     const units: Array<{ data: Buffer }> = []
     const unitIds: Buffer[] = []
     const unitBlock: number[] = [] // the block a unit stands for, or -1 for a part
     const recipes: Array<{ data: Buffer; id: Buffer; block: number }> = []
     const seen = new Set<string>()
-    const gear = (this.gear ??= gearTable(this.ctx.keys.chunkId))
     for (let i = 0; i < blocks.length; i++) {
       const id = ids[i]!
       const key = id.toString('latin1')
@@ -248,18 +247,18 @@ export class LocalBackupSession implements BackupSession {
       }
       seen.add(key)
       const data = blocks[i]!.data
-      // Only full blocks: a part is then always shorter than any recipe's block, so a part's id can never name a recipe.
-      const n = data.length === this.blockSize && looksCompressible(data) ? cutParts(data, gear, this.ends) : 0
-      if (n < 2) {
+      // Only full blocks are cut: a part is then always shorter than any recipe's block, so a part's id can never name a recipe.
+      const cut = cuts[i]
+      if (!cut) {
         units.push({ data })
         unitIds.push(id)
         unitBlock.push(i)
         continue
       }
       const parts: RecipePart[] = []
-      for (let k = 0, at = 0; k < n; at = this.ends[k++]!) {
-        const part = data.subarray(at, this.ends[k]!)
-        const partId = hasher.of(part)
+      for (let k = 0, at = 0; k < cut.ends.length; at = cut.ends[k++]!) {
+        const part = data.subarray(at, cut.ends[k]!)
+        const partId = cut.ids[k]!
         parts.push({ id: partId, length: part.length })
         units.push({ data: part })
         unitIds.push(partId)
@@ -299,6 +298,53 @@ export class LocalBackupSession implements BackupSession {
     for (const r of batch) this.pending.delete(r.id.toString('latin1'))
     const results: SessionPutResult[] = new Array<SessionPutResult>(batch.length)
     await this.putUnits(batch, batch.map((r) => r.id), table, results, 'recipe')
+  }
+
+  /**
+   * Chunk ids of `blocks`, and the parts of those a worker cut (CutTask), a slot's bytes per message.
+   * Only full blocks that look compressible are cut (parts.ts).
+   */
+  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<{ ends: number[]; ids: Buffer[] } | undefined> }> {
+    const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD)
+    const ids = new Array<Buffer>(blocks.length)
+    const cuts = new Array<{ ends: number[]; ids: Buffer[] } | undefined>(blocks.length)
+    for (let from = 0; from < blocks.length; ) {
+      let to = from
+      let bytes = 0
+      while (to < blocks.length && bytes + blocks[to]!.data.length <= capacity) bytes += blocks[to++]!.data.length
+      const slot = await this.takeSlot()
+      const input = Buffer.from(slot.input)
+      const lengths: number[] = []
+      for (let i = from, pos = 0; i < to; i++) {
+        pos += blocks[i]!.data.copy(input, pos)
+        lengths.push(blocks[i]!.data.length)
+      }
+      let r: ChunkTaskResult
+      try {
+        const { result } = await this.ctx.pool().submit({ kind: 'cut', input: slot.input, lengths, blockSize: this.blockSize }, [slot.input])
+        r = await result
+      } catch (err) {
+        // the slot's input was transferred or lost: replace it
+        this.allocated--
+        this.slotWaiters.shift()?.()
+        this.fail(err)
+        throw this.failure
+      }
+      if (r.kind !== 'cut' || r.partCounts.length !== to - from) throw new EngineError('INTERNAL', 'unexpected worker reply')
+      this.giveSlot({ input: r.input, output: slot.output })
+      const idBytes = Buffer.from(r.ids.buffer, r.ids.byteOffset, r.ids.byteLength)
+      const partIdBytes = Buffer.from(r.partIds.buffer, r.partIds.byteOffset, r.partIds.byteLength)
+      for (let i = from, e = 0; i < to; i++) {
+        const k = i - from
+        ids[i] = idBytes.subarray(k * 32, k * 32 + 32)
+        const n = r.partCounts[k]!
+        if (n === 0) continue
+        cuts[i] = { ends: r.ends.slice(e, e + n), ids: Array.from({ length: n }, (_, j) => partIdBytes.subarray((e + j) * 32, (e + j) * 32 + 32)) }
+        e += n
+      }
+      from = to
+    }
+    return { ids, cuts }
   }
 
   /** Puts chunks (blocks, parts or recipes) in batches of at most a slot's bytes. */
