@@ -8,8 +8,8 @@ export const FORMAT_VERSION = 2
 /**
  * The format of new vaults unless asked for another (`tresor vault init --parts` makes a 2).
  * Format 2 stores ~19 % less for the benchmark's disk but, as measured in the eleventh round
- * (docs/PERFORMANCE.md), backs up ~20 % slower, restores ~50 % slower and peaks ~45 MiB over the
- * 300 MiB memory target; it becomes the default once those are mended.
+ * (docs/PERFORMANCE.md), its restore peaks at 310–330 MiB, over the 300 MiB memory target, and
+ * is up to ~45 % slower; it becomes the default once that is mended.
  */
 export const DEFAULT_FORMAT_VERSION = 1
 /** Versions this Tresor reads and writes: a 1.x vault stays 1.x (its blocks are stored whole). */

@@ -14,6 +14,7 @@
  * masks test high bits, which depend on the most bytes of that window.
  */
 import { createHmac } from 'node:crypto'
+import { EngineError } from '../errors.js'
 
 export const PART_MIN_BYTES = 2048
 export const PART_AVG_BYTES = 8192
@@ -126,6 +127,7 @@ export function encodeRecipe(parts: ReadonlyArray<RecipePart>): Buffer {
   RECIPE_MAGIC.copy(buf, 0)
   buf.writeUInt32LE(parts.length, 4)
   parts.forEach((p, k) => {
+    if (p.id.length !== 32) throw new EngineError('INTERNAL', 'part ids are 32 bytes')
     const at = RECIPE_HEADER + k * RECIPE_ENTRY
     p.id.copy(buf, at, 0, 32)
     buf.writeUInt32LE(p.length, at + 32)
