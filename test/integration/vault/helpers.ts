@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes, createHash } from 'node:crypto'
@@ -130,4 +130,11 @@ export function expectedChunks(blocks: Buffer[], masterKey: Buffer, vaultId: str
     ends.forEach((end, k) => seen.add(ids.of(b.subarray(k ? ends[k - 1]! : 0, end)).toString('hex')))
   }
   return seen.size
+}
+
+/** Every pack file of the vault in `dir`. */
+export async function packFiles(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const sub of await readdir(join(dir, 'packs'))) for (const f of await readdir(join(dir, 'packs', sub))) out.push(join(dir, 'packs', sub, f))
+  return out
 }

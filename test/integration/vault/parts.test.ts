@@ -4,10 +4,11 @@
  * exact block (checked against its id), prune must keep the parts of live blocks, verify must name
  * the points a damaged part affects, and a format-1 vault must keep storing whole blocks.
  */
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { backUp, BLOCK, expectedChunks, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { backUp, BLOCK, expectedChunks, makeBlock, newVault, packFiles, restoreDisk, tempDir } from './helpers.js'
+import { prng } from '../../helpers/qemu.js'
 import { createVault, openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { EngineError } from '../../../electron/engine/errors.js'
@@ -15,15 +16,7 @@ import { randomBytes } from 'node:crypto'
 
 /** Log-like text from a seeded generator: compressible, and unlike itself at every offset. */
 function textPool(seed: number, bytes: number): Buffer {
-  let x = seed >>> 0 || 1
-  const next = (): number => {
-    x ^= x << 13
-    x >>>= 0
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    return x
-  }
+  const next = prng(seed)
   const words = ['disk', 'error', 'backup', 'vault', 'restore', 'guest', 'kernel', 'block', 'sector', 'write', 'read', 'cache', 'flush', 'job']
   let s = ''
   while (s.length < bytes) {
@@ -46,12 +39,6 @@ function zeroMapOf(block: Buffer, granule: number): Buffer {
     if (block.subarray(g * granule, (g + 1) * granule).some((x) => x !== 0)) map[g >> 3]! &= ~(1 << (g & 7))
   }
   return map
-}
-
-async function packFiles(dir: string): Promise<string[]> {
-  const out: string[] = []
-  for (const sub of await readdir(join(dir, 'packs'))) for (const f of await readdir(join(dir, 'packs', sub))) out.push(join(dir, 'packs', sub, f))
-  return out
 }
 
 describe('blocks stored as content-defined parts (format 2)', () => {

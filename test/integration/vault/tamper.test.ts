@@ -1,8 +1,8 @@
-import { readFile, writeFile, readdir } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { backUp, makeBlock, newVault, tempDir } from './helpers.js'
+import { backUp, makeBlock, newVault, packFiles, tempDir } from './helpers.js'
 import { openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 
@@ -22,12 +22,6 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
   } catch (err) {
     return err instanceof EngineError ? err.code : `not-engine: ${String(err)}`
   }
-}
-
-async function packFiles(dir: string): Promise<string[]> {
-  const out: string[] = []
-  for (const sub of await readdir(join(dir, 'packs'))) for (const f of await readdir(join(dir, 'packs', sub))) out.push(join(dir, 'packs', sub, f))
-  return out
 }
 
 describe('tampering is detected and named', () => {
