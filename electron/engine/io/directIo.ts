@@ -1,6 +1,6 @@
 /**
  * Direct I/O for bulk transfers: the writes of new images (restore, convert) and the vault's pack
- * files (backup writes them, restore and verify read them).
+ * files (backup and prune's repack write them; restore, verify and the repack read them).
  *
  * A restore or conversion writes gigabytes that nobody reads again soon. Written through the page
  * cache, every byte first lands in a newly allocated cache page and is flushed by the final fsync

@@ -2,9 +2,9 @@
  * A backup session (api.ts BackupSession): holds a shared lock, hashes blocks on the calling thread
  * (keyed BLAKE3 runs at several GB/s here, see test/bench/vaultHash.ts), deduplicates against the
  * chunk table and its own pending chunks, and sends new blocks to the worker pool to be sealed.
- * In a format-2 vault a new full block that looks compressible is cut into content-defined parts
- * (parts.ts), each deduplicated like a block, and stored as its parts plus a recipe under the
- * block's own id. Recipes go to packs of their own that are published after every data pack of the
+ * In a format-2 vault the workers hash instead (CutTask), and a new full block that looks
+ * compressible is cut there into content-defined parts (parts.ts), each deduplicated like a block
+ * here, and stored as its parts plus a recipe under the block's own id. Recipes go to packs of their own that are published after every data pack of the
  * session, so a crash can leave parts without a recipe but never a recipe without its parts.
  * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Every record is opened again
  * in the worker right after sealing, on the exact bytes that will be written, and its check value
