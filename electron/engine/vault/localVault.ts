@@ -15,7 +15,7 @@ import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.
 import { indexHasRecipe, recordBytesOf, type PackIndexEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
-import { openPackRecords, readRecordBytes } from './recordReader.js'
+import { openPackRecords, PackHandles, readRecordBytes } from './recordReader.js'
 import { LocalBackupSession } from './session.js'
 import { isRecipeEntry, readPackRecipes } from './recipes.js'
 import type { AffectedPoint, LocalVault, PointScan, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
@@ -423,6 +423,13 @@ class LocalVaultImpl implements LocalVault {
           }
         }
       }
+      /** Whether prune keeps record `e` of pack `n`: it is live and the copy the table uses (others are dead duplicates). */
+      const isKept = (e: PackIndexEntry, n: number): boolean => {
+        const slot = table.find(e.chunkId)
+        if (slot < 0 || !live[slot]) return false
+        const loc = table.location(slot)
+        return loc.pack === n && loc.offset === e.offset
+      }
       // 3b. a live block stored as parts keeps its parts: open the live recipes (format 2)
       if (this.ctx.usesParts) {
         if (unfound > 0 && unreadable.size > 0) {
@@ -439,12 +446,7 @@ class LocalVaultImpl implements LocalVault {
         }
         for (const n of recipePacks) {
           const pack = table.packs[n]!
-          const mine = (await this.ctx.packEntries(pack.hex)).filter((e) => {
-            const slot = table.find(e.chunkId)
-            if (slot < 0 || !live[slot] || !isRecipeEntry(e)) return false
-            const loc = table.location(slot)
-            return loc.pack === n && loc.offset === e.offset
-          })
+          const mine = (await this.ctx.packEntries(pack.hex)).filter((e) => isRecipeEntry(e) && isKept(e, n))
           await readPackRecipes(this.ctx, pack, mine, (e, parts) => {
             if (typeof parts === 'string') {
               throw new EngineError(
@@ -476,12 +478,6 @@ class LocalVaultImpl implements LocalVault {
       // the copy the table uses) is rewritten or deleted whatever its unused share (recipes are a
       // small fraction of the data), and such packs are deleted first: a crash in the sweep leaves
       // at most parts without a recipe.
-      const isKept = (e: PackIndexEntry, n: number): boolean => {
-        const slot = table.find(e.chunkId)
-        if (slot < 0 || !live[slot]) return false
-        const loc = table.location(slot)
-        return loc.pack === n && loc.offset === e.offset
-      }
       for (const n of recipeBearing) {
         if (toRemove.includes(n) || toRepack.includes(n)) continue
         const entries = await this.ctx.packEntries(table.packs[n]!.hex)
@@ -494,21 +490,27 @@ class LocalVaultImpl implements LocalVault {
         const fresh = new ChunkTable()
         const session = new LocalBackupSession(this.ctx, lock, startGen, undefined, { table: fresh })
         const scratch = { buf: Buffer.alloc(0) }
-        for (const [i, n] of toRepack.entries()) {
-          onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
-          const pack = table.packs[n]!
-          const keep = await liveEntries(n)
-          for (let b = 0; b < keep.length; b += REPACK_BATCH) {
-            const batch = keep.slice(b, b + REPACK_BATCH)
-            // the stored records as they are: a worker opens each (I3) and encrypts its body again
-            // for the new pack, with no recompression and no plaintext crossing threads
-            const bytes = await readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch, scratch)
-            // resolves once every record was copied into the session's own buffers: `scratch` is free again
-            await session.moveRecords(
-              batch.map((e, k) => ({ record: bytes[k]!, chunkId: e.chunkId, ordinal: e.ordinal, flags: e.flags, plainLength: e.plainLength })),
-              pack.id,
-            )
+        // each pack is opened once for all its batches (the last few stay open until the repack ends)
+        const handles = new PackHandles(this.fs, 2)
+        try {
+          for (const [i, n] of toRepack.entries()) {
+            onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
+            const pack = table.packs[n]!
+            const keep = await liveEntries(n)
+            for (let b = 0; b < keep.length; b += REPACK_BATCH) {
+              const batch = keep.slice(b, b + REPACK_BATCH)
+              // the stored records as they are: a worker opens each (I3) and encrypts its body again
+              // for the new pack, with no recompression and no plaintext crossing threads
+              const bytes = await readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch, scratch, handles)
+              // resolves once every record was copied into the session's own buffers: `scratch` is free again
+              await session.moveRecords(
+                batch.map((e, k) => ({ record: bytes[k]!, chunkId: e.chunkId, ordinal: e.ordinal, flags: e.flags, plainLength: e.plainLength })),
+                pack.id,
+              )
+            }
           }
+        } finally {
+          await handles.closeAll()
         }
         const written = await session.flushPacks()
         for (const w of written) result.bytesFreed -= (await this.fs.stat(w.finalPath))?.size ?? 0

@@ -9,13 +9,13 @@
  */
 import { EngineError } from '../errors.js'
 import type { ChunkReader, ChunksInPlace } from './api.js'
-import { FLAG_RECIPE } from './chunkCodec.js'
 import type { ChunkTable } from './chunkTable.js'
 import { zeroMapBytes, type InPlace } from './chunkTasks.js'
 import type { VaultContext } from './context.js'
 import { ChunkIdHasher } from './crypto.js'
 import { packPath } from './layout.js'
 import { decodeRecipe, type RecipePart } from './parts.js'
+import { isRecipeEntry } from './recipes.js'
 import { openPackRecords, PackHandles, type OpenedInPlace, type RecordItem } from './recordReader.js'
 
 const PACKS_IN_FLIGHT = 3
@@ -340,7 +340,7 @@ export class LocalChunkReader implements ChunkReader {
 
 function isRecipe(table: ChunkTable, id: Buffer): boolean {
   const loc = table.get(id)
-  return loc !== undefined && (loc.flags & FLAG_RECIPE) !== 0
+  return loc !== undefined && isRecipeEntry(loc)
 }
 
 function corrupt(id: Buffer, what: string): EngineError {

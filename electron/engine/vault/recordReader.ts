@@ -320,6 +320,8 @@ export async function readRecordBytes(
   path: string,
   items: ReadonlyArray<Pick<RecordItem, 'offset' | 'length'>>,
   scratch: { buf: Buffer },
+  /** Keep the pack open for the next batch of the same pack (prune's repack reads a pack in batches). */
+  handles?: PackHandles,
 ): Promise<Buffer[]> {
   const out = new Array<Buffer>(items.length)
   if (items.length === 0) return out
@@ -327,8 +329,7 @@ export async function readRecordBytes(
   // each range at a page boundary of the scratch, with room for whole pages (direct reads)
   const total = ranges.reduce((sum, r) => sum + pagesOf(r.start, r.end), 0)
   if (scratch.buf.length < total) scratch.buf = allocAligned(total)
-  const fh = await openPack(fs, path)
-  const direct = new DirectSide(await fs.openDirect?.(path, 'r').catch(() => undefined))
+  const { fh, direct } = handles ? await handles.acquire(path) : await openPackBoth(fs, path)
   try {
     let at = 0
     for (const { start, end, group } of ranges) {
@@ -341,7 +342,7 @@ export async function readRecordBytes(
   } catch (err) {
     throw vaultIoError(err, path, 'reading pack')
   } finally {
-    await fh.close().catch(() => undefined)
-    await direct.close()
+    if (handles) handles.release(path)
+    else await closePack({ fh, direct })
   }
 }
