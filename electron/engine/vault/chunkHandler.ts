@@ -11,7 +11,21 @@ import { ChunkIdHasher } from './crypto.js'
 import { cutParts, gearTable, looksCompressible } from './parts.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
-import { zeroMapBytes } from './chunkTasks.js'
+import { unpackOpenEntries, zeroMapBytes } from './chunkTasks.js'
+
+/** Copies (from, to, length) triples from `source` to `target`; what was wrong, or null. */
+function copyTriples(triples: number[] | undefined, source: Buffer | undefined, target: Buffer | undefined): string | null {
+  if (!triples || triples.length === 0) return null
+  if (!source || !target || triples.length % 3 !== 0) return 'names parts of a cache it was not given'
+  for (let k = 0; k < triples.length; k += 3) {
+    const from = triples[k]!
+    const to = triples[k + 1]!
+    const length = triples[k + 2]!
+    if (!(from >= 0 && to >= 0 && length > 0 && from + length <= source.length && to + length <= target.length)) return 'names a part outside its buffers'
+    source.copy(target, to, from, from + length)
+  }
+  return null
+}
 
 export type ChunkTaskHandler = (task: ChunkTask) => Promise<TaskReply<ChunkTaskResult>>
 
@@ -37,11 +51,12 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const shared = Buffer.from(into.sab)
     const errors: Array<string | null> = []
     const lengths: number[] = []
-    const checksums = new Uint8Array(task.entries.length * CHECKSUM_BYTES)
+    const entries = unpackOpenEntries(task.entries)
+    const checksums = new Uint8Array(entries.length * CHECKSUM_BYTES)
     const granule = into.zeroGranule
     const mapBytes = zeroMapBytes(task.blockSize, granule)
-    const zeroMaps = new Uint8Array(task.entries.length * mapBytes).fill(0xff)
-    task.entries.forEach((e, j) => {
+    const zeroMaps = new Uint8Array(entries.length * mapBytes).fill(0xff)
+    entries.forEach((e, j) => {
       const at = into.positions[j]!
       const part = into.parts?.[j] ?? 0
       const room = part > 0 ? part : task.blockSize
@@ -102,14 +117,25 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     hasher ??= createBlockHasher()
     ids ??= new ChunkIdHasher(config.chunkIdKey)
     const shared = Buffer.from(task.sab)
+    const cache = task.cache ? Buffer.from(task.cache) : undefined
     const mapBytes = zeroMapBytes(task.blockSize, task.zeroGranule)
     const errors: Array<string | null> = []
     const checksums = new Uint8Array(task.blocks.length * CHECKSUM_BYTES)
     const zeroMaps = new Uint8Array(task.blocks.length * mapBytes).fill(0xff)
     task.blocks.forEach((b, j) => {
       const plain = shared.subarray(b.position, b.position + b.length)
+      const copied = copyTriples(b.copyIn, cache, shared)
+      if (copied !== null) {
+        errors.push(copied)
+        return
+      }
       if (plain.length !== b.length || !ids!.of(plain).equals(Buffer.from(b.chunkId.buffer, b.chunkId.byteOffset, b.chunkId.byteLength))) {
         errors.push('assembled from its parts does not match its id')
+        return
+      }
+      const filled = copyTriples(b.fill, shared, cache)
+      if (filled !== null) {
+        errors.push(filled)
         return
       }
       errors.push(null)
@@ -161,10 +187,11 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const lengths: number[] = []
     // room per entry: a stored (uncompressed) record's plaintext is exactly its body; a zstd one may
     // fill a block (a 4 MiB range of small recipes must not cost a block of memory each)
-    const need = task.entries.reduce((sum, e) => sum + (e.flags & FLAG_ZSTD ? task.blockSize : Math.min(task.blockSize, Math.max(0, e.length - SEAL_OVERHEAD))), 0)
+    const entries = unpackOpenEntries(task.entries)
+    const need = entries.reduce((sum, e) => sum + (e.flags & FLAG_ZSTD ? task.blockSize : Math.min(task.blockSize, Math.max(0, e.length - SEAL_OVERHEAD))), 0)
     const plainOut = task.returnPlain ? Buffer.allocUnsafeSlow(need) : undefined
     let p = 0
-    for (const e of task.entries) {
+    for (const e of entries) {
       // plaintexts land directly in plainOut (no scratch copy); a failed entry leaves p where it was
       const r = codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, plainOut?.subarray(p, p + task.blockSize))
       if (typeof r === 'string') {

@@ -15,17 +15,13 @@ import type { VaultContext } from './context.js'
 import { ChunkIdHasher } from './crypto.js'
 import { packPath } from './layout.js'
 import { decodeRecipe, type RecipePart } from './parts.js'
+import { PartCache, type CachedPart } from './partCache.js'
 import { isRecipeEntry } from './recipes.js'
 import { openPackRecords, PackHandles, type OpenedInPlace, type RecordItem } from './recordReader.js'
 
 const PACKS_IN_FLIGHT = 3
-/**
- * Plaintext of parts kept by a reader for the blocks it reads next: a disk whose text repeats asks
- * for the same parts again and again, scattered over packs written long before (one small range
- * read and one worker task each). Parts come from the cache only into blocks that are then checked
- * whole against their ids (I3), so a cached byte gone bad fails the read like a damaged record.
- */
-export const PART_CACHE_BYTES = 32 * 1024 * 1024
+/** The parts of a batch lie scattered over many packs, a few small records in each: more packs at a time keep the workers fed. */
+const PART_PACKS_IN_FLIGHT = 8
 
 /** The chunks of one call that live in one pack: records to open, and where each is wanted (indexes into the call's ids). */
 interface PackGroup {
@@ -35,9 +31,8 @@ interface PackGroup {
 
 export class LocalChunkReader implements ChunkReader {
   private closed = false
-  /** Part id (latin1) → plaintext, least recently used first (PART_CACHE_BYTES). */
-  private readonly partCache = new Map<string, Buffer>()
-  private partCacheBytes = 0
+  /** Decoded parts, in shared memory the workers copy from and into. */
+  private readonly partCache = new PartCache()
   /** Packs kept open while calls are in flight; all closed when none is (a reader never closed leaks nothing). */
   private readonly handles: PackHandles
   private active = 0
@@ -72,7 +67,8 @@ export class LocalChunkReader implements ChunkReader {
     const hasher = new ChunkIdHasher(this.ctx.keys.chunkId)
     const lists = recipes.map((i) => this.recipeOf(ids[i]!, out[i]!))
     const partIds = lists.flat().map((p) => p.id)
-    this.refuseNested(table, partIds)
+    const nested = refuseNested(table, partIds)
+    if (nested) throw nested
     const parts = await this.readChunksNow(partIds)
     let next = 0
     recipes.forEach((i, r) => {
@@ -95,12 +91,6 @@ export class LocalChunkReader implements ChunkReader {
     return parts
   }
 
-  /** Parts are never recipes (only full blocks get recipes, and parts are shorter): one that is points to damage. */
-  private refuseNested(table: ChunkTable, partIds: Buffer[]): void {
-    const nested = partIds.find((p) => isRecipe(table, p))
-    if (nested) throw corrupt(nested, 'is listed as a part of a block but is itself a recipe')
-  }
-
   async readChunksInto(ids: Buffer[], target: Buffer, positions: number[], options: { zeroGranule: number }): Promise<ChunksInPlace> {
     return this.tracked(() => this.readChunksIntoNow(ids, target, positions, options))
   }
@@ -117,75 +107,91 @@ export class LocalChunkReader implements ChunkReader {
     const table = await this.tableWith(ids)
     const recipes = ids.flatMap((id, i) => (isRecipe(table, id) ? [i] : []))
     if (recipes.length === 0) return this.readInto(ids, target, positions, options.zeroGranule)
-    // 1. the recipes; 2. every whole chunk and every part, decoded into place; 3. the assembled blocks checked
-    const lists = await this.readRecipes(recipes.map((i) => ids[i]!))
+    // 1. the recipes, and meanwhile the blocks stored whole; 2. the parts, decoded into place; 3. the assembled blocks checked
     const isPart = new Set(recipes)
+    const wholes = ids.flatMap((_, i) => (isPart.has(i) ? [] : [i]))
+    const wholeRead = this.readInto(
+      wholes.map((i) => ids[i]!),
+      target,
+      wholes.map((i) => positions[i]!),
+      options.zeroGranule,
+    )
+    wholeRead.catch(() => undefined) // awaited below, after the recipes
+    const lists = await this.readRecipes(recipes.map((i) => ids[i]!)).catch(async (err: unknown) => {
+      await wholeRead.catch(() => undefined) // no read left running into the caller's memory
+      throw err
+    })
     const flatIds: Buffer[] = []
     const flatPositions: number[] = []
     const partLengths: number[] = []
-    const wholeAt: number[] = []
-    ids.forEach((id, i) => {
-      if (isPart.has(i)) return
-      wholeAt.push(flatIds.length)
-      flatIds.push(id)
-      flatPositions.push(positions[i]!)
-      partLengths.push(0)
-    })
-    const fromStore: Array<{ key: string; at: number; length: number }> = []
-    recipes.forEach((i, r) => {
-      let at = positions[i]!
-      for (const p of lists[r]!) {
-        const key = p.id.toString('latin1')
-        const cached = this.partCache.get(key)
-        if (cached && cached.length === p.length) {
-          cached.copy(target, at)
-          this.partCache.delete(key) // most recently used last
-          this.partCache.set(key, cached)
-        } else {
-          flatIds.push(p.id)
-          flatPositions.push(at)
-          partLengths.push(p.length)
-          fromStore.push({ key, at, length: p.length })
+    // parts the cache holds are copied in by the worker that checks their block; parts read from the
+    // store are copied into the cache by that worker once their block checked out (partCache.ts)
+    const cache = this.partCache
+    const copyIns: number[][] = []
+    const fills: number[][] = []
+    const pinned: CachedPart[] = []
+    const reserved: CachedPart[] = []
+    let settled = false
+    try {
+      recipes.forEach((i, r) => {
+        let at = positions[i]!
+        const copyIn: number[] = []
+        const fill: number[] = []
+        for (const p of lists[r]!) {
+          const key = p.id.toString('latin1')
+          const hit = cache.take(key, p.length)
+          if (hit) {
+            pinned.push(hit)
+            copyIn.push(hit.at, target.byteOffset + at, p.length)
+          } else {
+            flatIds.push(p.id)
+            flatPositions.push(at)
+            partLengths.push(p.length)
+            const room = cache.reserve(key, p.length)
+            if (room) {
+              reserved.push(room)
+              fill.push(target.byteOffset + at, room.at, p.length)
+            }
+          }
+          at += p.length
         }
-        at += p.length
+        copyIns.push(copyIn)
+        fills.push(fill)
+      })
+      const nested = refuseNested(table, flatIds)
+      if (nested) {
+        await wholeRead.catch(() => undefined)
+        throw nested
       }
-    })
-    this.refuseNested(table, flatIds.filter((_, k) => partLengths[k]! > 0))
-    const got = await this.readInto(flatIds, target, flatPositions, options.zeroGranule, partLengths)
-    for (const f of fromStore) this.cachePart(f.key, target.subarray(f.at, f.at + f.length))
-    const lengths = new Array<number>(ids.length)
-    const checksums = new Array<Buffer>(ids.length)
-    const zeroMaps = new Array<Uint8Array>(ids.length)
-    let w = 0
-    ids.forEach((_, i) => {
-      if (isPart.has(i)) return
-      const k = wholeAt[w++]!
-      lengths[i] = got.lengths[k]!
-      checksums[i] = got.checksums[k]!
-      zeroMaps[i] = got.zeroMaps[k]!
-    })
-    await this.checkAssembled(
-      recipes.map((i) => ({ index: i, position: target.byteOffset + positions[i]!, id: ids[i]! })),
-      sab,
-      options.zeroGranule,
-      (i, checksum, zeroMap) => {
-        lengths[i] = blockSize
-        checksums[i] = checksum
-        zeroMaps[i] = zeroMap
-      },
-    )
-    return { lengths, checksums, zeroMaps }
-  }
-
-  /** Keeps a copy of a decoded part, dropping the least recently used beyond PART_CACHE_BYTES. */
-  private cachePart(key: string, plain: Buffer): void {
-    if (this.partCache.has(key)) return
-    this.partCache.set(key, Buffer.from(plain))
-    this.partCacheBytes += plain.length
-    for (const [k, v] of this.partCache) {
-      if (this.partCacheBytes <= PART_CACHE_BYTES) break
-      this.partCache.delete(k)
-      this.partCacheBytes -= v.length
+      const partRead = this.readInto(flatIds, target, flatPositions, options.zeroGranule, partLengths, PART_PACKS_IN_FLIGHT)
+      const [whole, partOutcome] = await Promise.allSettled([wholeRead, partRead]) // both over before anything is thrown
+      if (whole.status === 'rejected') throw whole.reason
+      if (partOutcome.status === 'rejected') throw partOutcome.reason
+      const got = whole.value
+      const lengths = new Array<number>(ids.length)
+      const checksums = new Array<Buffer>(ids.length)
+      const zeroMaps = new Array<Uint8Array>(ids.length)
+      wholes.forEach((i, k) => {
+        lengths[i] = got.lengths[k]!
+        checksums[i] = got.checksums[k]!
+        zeroMaps[i] = got.zeroMaps[k]!
+      })
+      await this.checkAssembled(
+        recipes.map((i, r) => ({ index: i, position: target.byteOffset + positions[i]!, id: ids[i]!, copyIn: copyIns[r]!, fill: fills[r]! })),
+        sab,
+        options.zeroGranule,
+        (i, checksum, zeroMap) => {
+          lengths[i] = blockSize
+          checksums[i] = checksum
+          zeroMaps[i] = zeroMap
+        },
+      )
+      settled = true
+      return { lengths, checksums, zeroMaps }
+    } finally {
+      // every task naming these entries has replied (checkAssembled waits for all of its tasks)
+      for (const e of pinned) cache.unpin(e)
+      for (const e of reserved) cache.settle(e, settled)
     }
   }
 
@@ -198,9 +204,12 @@ export class LocalChunkReader implements ChunkReader {
     return ids.map((id, i) => this.recipeOf(id, plains[i]!))
   }
 
-  /** CheckTask over the blocks assembled in `sab`, split among the workers. */
+  /**
+   * CheckTask over the blocks assembled in `sab`, split among the workers. Returns only once every
+   * task has replied, also when one fails: their copies from and into the part cache are then over.
+   */
   private async checkAssembled(
-    blocks: Array<{ index: number; position: number; id: Buffer }>,
+    blocks: Array<{ index: number; position: number; id: Buffer; copyIn: number[]; fill: number[] }>,
     sab: SharedArrayBuffer,
     zeroGranule: number,
     onBlock: (index: number, checksum: Buffer, zeroMap: Uint8Array) => void,
@@ -208,28 +217,43 @@ export class LocalChunkReader implements ChunkReader {
     const blockSize = this.ctx.blockSize
     const per = Math.max(1, Math.ceil(blocks.length / this.ctx.workerCount))
     const mapBytes = zeroMapBytes(blockSize, zeroGranule)
+    const usesCache = blocks.some((b) => b.copyIn.length > 0 || b.fill.length > 0)
     const runs: Promise<void>[] = []
-    for (let from = 0; from < blocks.length; from += per) {
-      const part = blocks.slice(from, from + per)
-      const { result } = await this.ctx.pool().submit({
-        kind: 'check',
-        sab,
-        blocks: part.map((b) => ({ position: b.position, length: blockSize, chunkId: new Uint8Array(b.id) })),
-        blockSize,
-        zeroGranule,
-      })
-      runs.push(
-        result.then((r) => {
-          if (r.kind !== 'check') throw new EngineError('INTERNAL', 'unexpected worker reply')
-          part.forEach((b, j) => {
-            const error = r.errors[j]
-            if (error) throw corrupt(b.id, error)
-            onBlock(b.index, Buffer.from(r.checksums.subarray(j * 16, j * 16 + 16)), r.zeroMaps.slice(j * mapBytes, (j + 1) * mapBytes))
-          })
-        }),
-      )
+    try {
+      for (let from = 0; from < blocks.length; from += per) {
+        const part = blocks.slice(from, from + per)
+        const { result } = await this.ctx.pool().submit({
+          kind: 'check',
+          sab,
+          blocks: part.map((b) => ({
+            position: b.position,
+            length: blockSize,
+            chunkId: new Uint8Array(b.id),
+            ...(b.copyIn.length > 0 ? { copyIn: b.copyIn } : {}),
+            ...(b.fill.length > 0 ? { fill: b.fill } : {}),
+          })),
+          blockSize,
+          zeroGranule,
+          ...(usesCache ? { cache: this.partCache.memory() } : {}),
+        })
+        runs.push(
+          result.then((r) => {
+            if (r.kind !== 'check') throw new EngineError('INTERNAL', 'unexpected worker reply')
+            part.forEach((b, j) => {
+              const error = r.errors[j]
+              if (error) throw corrupt(b.id, error)
+              onBlock(b.index, Buffer.from(r.checksums.subarray(j * 16, j * 16 + 16)), r.zeroMaps.slice(j * mapBytes, (j + 1) * mapBytes))
+            })
+          }),
+        )
+      }
+    } catch (err) {
+      await Promise.allSettled(runs)
+      throw err
     }
-    await Promise.all(runs)
+    const outcomes = await Promise.allSettled(runs)
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected')
+    if (failed) throw failed.reason
   }
 
   /** The table, brought up to date when it lacks one of `ids` (packs written since it was loaded). */
@@ -239,7 +263,7 @@ export class LocalChunkReader implements ChunkReader {
   }
 
   /** readChunksInto's work for chunks that are whole blocks or (partLengths[i] > 0) parts decoded into their place. */
-  private async readInto(ids: Buffer[], target: Buffer, positions: number[], zeroGranule: number, partLengths?: number[]): Promise<ChunksInPlace> {
+  private async readInto(ids: Buffer[], target: Buffer, positions: number[], zeroGranule: number, partLengths?: number[], packsInFlight = PACKS_IN_FLIGHT): Promise<ChunksInPlace> {
     const sab = target.buffer as SharedArrayBuffer
     const blockSize = this.ctx.blockSize
     const lengths = new Array<number>(ids.length)
@@ -257,6 +281,7 @@ export class LocalChunkReader implements ChunkReader {
           if (!a) absolute.set(g, (a = g.targets.map((t) => target.byteOffset + positions[t[0]!]!)))
           return { sab, positions: a, zeroGranule, ...(partLengths ? { parts: g.targets.map((t) => partLengths[t[0]!]!) } : {}) }
         },
+        packsInFlight,
       },
       (g, k, _plain, opened) => {
         const [first, ...more] = g.targets[k]!
@@ -285,6 +310,7 @@ export class LocalChunkReader implements ChunkReader {
       returnPlain: boolean
       blockSize: number
       into?: (group: PackGroup) => InPlace
+      packsInFlight?: number
     },
     onChunk: (group: PackGroup, item: number, plain: Buffer | undefined, opened: OpenedInPlace | undefined) => void,
   ): Promise<void> {
@@ -315,7 +341,7 @@ export class LocalChunkReader implements ChunkReader {
       while (next < groups.length) {
         const [packNo, g] = groups[next++]!
         const pack = table.packs[packNo]!
-        const { into, ...rest } = options
+        const { into, packsInFlight: _, ...rest } = options
         await openPackRecords(this.ctx.pool(), this.ctx.fs, packPath(this.ctx.layout, pack.hex), pack.id, g.items, { ...rest, handles: this.handles, ...(into ? { into: into(g) } : {}) }, (k, plain, error, opened) => {
           if (error || !(plain || opened)) {
             throw new EngineError(
@@ -327,13 +353,12 @@ export class LocalChunkReader implements ChunkReader {
         })
       }
     }
-    await Promise.all(Array.from({ length: Math.min(PACKS_IN_FLIGHT, groups.length) }, run))
+    await Promise.all(Array.from({ length: Math.min(options.packsInFlight ?? PACKS_IN_FLIGHT, groups.length) }, run))
   }
 
   async close(): Promise<void> {
     this.closed = true
     this.partCache.clear()
-    this.partCacheBytes = 0
     await this.handles.closeAll()
   }
 }
@@ -341,6 +366,12 @@ export class LocalChunkReader implements ChunkReader {
 function isRecipe(table: ChunkTable, id: Buffer): boolean {
   const loc = table.get(id)
   return loc !== undefined && isRecipeEntry(loc)
+}
+
+/** Parts are never recipes (only full blocks get recipes, and parts are shorter): one that is points to damage. */
+function refuseNested(table: ChunkTable, partIds: Buffer[]): EngineError | undefined {
+  const nested = partIds.find((p) => isRecipe(table, p))
+  return nested ? corrupt(nested, 'is listed as a part of a block but is itself a recipe') : undefined
 }
 
 function corrupt(id: Buffer, what: string): EngineError {

@@ -5,7 +5,7 @@
  */
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
-import { zeroMapBytes, type ChunkTask, type ChunkTaskResult, type InPlace, type OpenEntry } from './chunkTasks.js'
+import { packOpenEntries, zeroMapBytes, type ChunkTask, type ChunkTaskResult, type InPlace, type OpenEntry } from './chunkTasks.js'
 import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
 import { DIRECT_ALIGN, DirectSide, allocAligned, allocAlignedShared, isDirectAligned } from '../io/directIo.js'
 
@@ -257,7 +257,7 @@ export async function openPackRecords(
         const task: ChunkTask = {
           kind: 'open',
           buf: ab,
-          entries,
+          entries: packOpenEntries(entries),
           packId,
           blockSize: options.blockSize,
           returnPlain: options.returnPlain && !into,

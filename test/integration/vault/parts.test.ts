@@ -12,6 +12,7 @@ import { prng } from '../../helpers/qemu.js'
 import { createVault, openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { EngineError } from '../../../electron/engine/errors.js'
+import type { PartCache } from '../../../electron/engine/vault/partCache.js'
 import { randomBytes } from 'node:crypto'
 
 /** Log-like text from a seeded generator: compressible, and unlike itself at every offset. */
@@ -107,6 +108,41 @@ describe('blocks stored as content-defined parts (format 2)', () => {
       expect(got.checksums[k]!.equals(hasher.checksum(w))).toBe(true)
       expect(Buffer.from(got.zeroMaps[k]!).equals(zeroMapOf(w, 4096))).toBe(true)
     })
+  })
+
+  it('a reader keeps the parts it decoded for its later calls; a cached byte gone bad fails the read (CHUNK_CORRUPT), not the bytes', async () => {
+    const idsOf = async (point: PointManifest): Promise<Buffer[]> => {
+      const ids: Buffer[] = []
+      for await (const e of vault.readBlockMap(point.id, 0)) if (e.kind === 'data') ids.push(e.chunkId)
+      return ids
+    }
+    const [aIds, bIds] = [await idsOf(pa), await idsOf(pb)]
+    const target = Buffer.from(new SharedArrayBuffer(8 * BLOCK))
+    const at = (ids: Buffer[]): number[] => ids.map((_, k) => k * BLOCK)
+    const reader = vault.chunkReader()
+    try {
+      await reader.readChunksInto(aIds, target, at(aIds), { zeroGranule: 4096 })
+      const cache = (reader as unknown as { partCache: PartCache }).partCache
+      expect(cache.size).toBeGreaterThan(0) // the first point's parts, filled by the workers once their blocks checked out
+      // the second point's blocks share most of their parts with the first's: copied from the cache
+      target.fill(0xee)
+      const got = await reader.readChunksInto(bIds, target, at(bIds), { zeroGranule: 4096 })
+      second.forEach((w, k) => {
+        expect(got.lengths[k]).toBe(BLOCK)
+        expect(target.subarray(k * BLOCK, (k + 1) * BLOCK).equals(w)).toBe(true)
+      })
+      // damage every cached byte: each block built from a cached part fails its check against its id
+      const arena = Buffer.from(cache.memory())
+      for (let i = 0; i < arena.length; i++) arena[i] = arena[i]! ^ 0x5a
+      const err = await reader.readChunksInto(bIds, target, at(bIds), { zeroGranule: 4096 }).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(EngineError)
+      expect((err as EngineError).code).toBe('CHUNK_CORRUPT')
+      expect((err as EngineError).message).toMatch(/assembled from its parts does not match its id/)
+    } finally {
+      await reader.close()
+    }
+    const b = await restoreDisk(vault, pb.id, 0) // a new reader: nothing cached
+    b.forEach((x, i) => expect((x as Buffer).equals(second[i]!)).toBe(true))
   })
 
   it('verify --read-data passes, and prune after deleting the first point keeps every part the second needs', async () => {
