@@ -3,9 +3,12 @@
  * several packs and ranges in flight, every chunk opened and re-hashed in the workers (I3).
  *
  * A block stored as parts (format 2) is read in two rounds: its recipe (a small record under the
- * block's id), then its parts, each decoded straight into its place in the block and checked
- * against its own id; the assembled block is then checked against the block's id, and its checksum
- * and zero map computed, in a worker (CheckTask). A part that names another recipe is refused.
+ * block's id; the blocks of the call stored whole are read meanwhile), then its parts, each decoded
+ * straight into its place in the block and checked against its own id, or copied from the reader's
+ * part cache (partCache.ts); the assembled block is then checked against the block's id, and its
+ * checksum and zero map computed, in a worker (CheckTask), which also copies the cached parts in
+ * before hashing and the parts just read into the cache after. A part that names another recipe
+ * is refused.
  */
 import { EngineError } from '../errors.js'
 import type { ChunkReader, ChunksInPlace } from './api.js'
