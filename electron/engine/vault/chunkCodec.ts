@@ -40,9 +40,8 @@ export const zeroCopy = createRequire(import.meta.url)('@ronomon/crypto-async') 
 
 /** Store compressed only when it saves at least this fraction of the plaintext. */
 export const MIN_COMPRESSION_GAIN = 0.03
-export const FLAG_ZSTD = 1
-/** The record is a block's recipe (parts.ts), stored under the block's chunk id; never compressed. */
-export const FLAG_RECIPE = 2
+import { FLAG_RECIPE, FLAG_ZSTD } from './pack.js'
+export { FLAG_RECIPE, FLAG_ZSTD }
 
 export interface CodecConfig {
   dataKey: Uint8Array

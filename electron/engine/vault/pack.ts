@@ -14,8 +14,16 @@ import { DIRECT_ALIGN, DirectSide, allocAligned, isDirectAligned } from '../io/d
 export const PACK_MAGIC = Buffer.from('TRSRPK01', 'ascii')
 export const TRAILER_MAGIC = Buffer.from('TPKE', 'ascii')
 export const PACK_HEADER_BYTES = 24
-/** Record flags (FORMAT.md "Chunk record"): bit 0 zstd body, bit 1 recipe (format 2). */
-export const MAX_RECORD_FLAGS = 3
+// Record flags (FORMAT.md "Chunk record"), as an index lists them and a record's associated data
+// binds them (I10). Defined here, not in chunkCodec.ts, so that reading an index never loads the
+// zstd binding.
+/** The record's body is zstd-compressed. */
+export const FLAG_ZSTD = 1
+/** The record is a block's recipe (parts.ts), stored under the block's chunk id; never compressed. */
+export const FLAG_RECIPE = 2
+
+/** Every flag set: an index entry with any other bit is refused as damage. */
+export const MAX_RECORD_FLAGS = FLAG_ZSTD | FLAG_RECIPE
 /** Ordinals fit 30 bits: the chunk table keeps the two flag bits beside them in one word. */
 export const MAX_ORDINAL = 0x3fffffff
 export const TRAILER_BYTES = 16
@@ -78,9 +86,9 @@ export function recordBytesOf(index: Buffer, n: number): number {
   return sum
 }
 
-/** Whether a checked index of `n` entries lists a recipe record (flag bit 1, format 2). */
+/** Whether a checked index of `n` entries lists a recipe record (format 2). */
 export function indexHasRecipe(index: Buffer, n: number): boolean {
-  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) if (index[p + INDEX_FIELD.flags]! & 2) return true
+  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) if (index[p + INDEX_FIELD.flags]! & FLAG_RECIPE) return true
   return false
 }
 

@@ -3,11 +3,10 @@
  * the workers and decoded: what verify needs to see that every part of a referenced block is
  * there, and what prune needs to keep the parts of every live block.
  */
-import { FLAG_RECIPE } from './chunkCodec.js'
 import type { PackInfo } from './chunkTable.js'
 import type { VaultContext } from './context.js'
 import { packPath } from './layout.js'
-import type { PackIndexEntry } from './pack.js'
+import { FLAG_RECIPE, type PackIndexEntry } from './pack.js'
 import { decodeRecipe, type RecipePart } from './parts.js'
 import { openPackRecords } from './recordReader.js'
 
