@@ -228,8 +228,9 @@ class LocalVaultImpl implements LocalVault {
       if (isRecipeEntry(loc)) recipePacks.add(loc.pack)
     }
     const badParts = new Map<string, Array<{ hex: string; missing: boolean }>>() // recipe (block) → its missing or corrupt parts
-    for (const n of recipePacks) {
+    for (const [i, n] of [...recipePacks].entries()) {
       if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Verify was cancelled.')
+      options.onProgress?.({ phase: 'recipes', done: i, total: recipePacks.size })
       const pack = table.packs[n]!
       if (damagedPacks.has(pack.hex)) continue
       let mine: PackIndexEntry[] = []

@@ -73,7 +73,7 @@ export interface VerifyReport {
 
 export interface VerifyOptions {
   readData: boolean
-  onProgress?: (progress: { phase: 'indexes' | 'data' | 'points'; done: number; total: number }) => void
+  onProgress?: (progress: { phase: 'indexes' | 'data' | 'recipes' | 'points'; done: number; total: number }) => void
   signal?: AbortSignal
   /** Waiting for the shared lock verify takes (a prune holds the exclusive one); default: no wait, VAULT_LOCKED. */
   lock?: LockWait

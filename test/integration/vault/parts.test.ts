@@ -146,7 +146,13 @@ describe('blocks stored as content-defined parts (format 2)', () => {
   })
 
   it('verify --read-data passes, and prune after deleting the first point keeps every part the second needs', async () => {
-    expect((await vault.verify({ readData: true })).problems).toEqual([])
+    const phases: string[] = []
+    expect((await vault.verify({ readData: true, onProgress: (p) => phases.push(`${p.phase} ${p.done}/${p.total}`) })).problems).toEqual([])
+    // the recipe pass reports its progress like the others: every recipe pack, counted from 0
+    const recipes = phases.filter((p) => p.startsWith('recipes '))
+    expect(recipes.length).toBeGreaterThan(0)
+    expect(recipes[0]).toMatch(/^recipes 0\/[1-9]/)
+    expect(phases.indexOf(recipes[0]!)).toBeGreaterThan(phases.findLastIndex((p) => p.startsWith('data ')))
     const r = await vault.prune({ deletePointIds: [pa.id], maxUnused: 0 }) // 0: every partly used pack is rewritten, parts and recipes moved
     expect(r.pointsRemoved).toBe(1)
     expect(r.bytesFreed).toBeGreaterThan(0)
