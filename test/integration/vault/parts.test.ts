@@ -12,7 +12,7 @@ import { prng } from '../../helpers/qemu.js'
 import { createVault, openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { EngineError } from '../../../electron/engine/errors.js'
-import type { PartCache } from '../../../electron/engine/vault/partCache.js'
+import { PartCache } from '../../../electron/engine/vault/partCache.js'
 import { randomBytes } from 'node:crypto'
 
 /** Log-like text from a seeded generator: compressible, and unlike itself at every offset. */
@@ -143,6 +143,60 @@ describe('blocks stored as content-defined parts (format 2)', () => {
     }
     const b = await restoreDisk(vault, pb.id, 0) // a new reader: nothing cached
     b.forEach((x, i) => expect((x as Buffer).equals(second[i]!)).toBe(true))
+  })
+
+  it('concurrent calls on one reader with a cache far too small: parts are evicted, skipped and pinned under each other, every block comes back exact', async () => {
+    const want = new Map<string, Buffer>()
+    for (const [point, blocks] of [[pa, first], [pb, second]] as const) {
+      let i = 0
+      for await (const e of vault.readBlockMap(point.id, 0)) {
+        if (e.kind === 'data') want.set(e.chunkId.toString('hex'), blocks[i]!)
+        i++
+      }
+    }
+    const all = [...want.keys()].map((h) => Buffer.from(h, 'hex'))
+    const reader = vault.chunkReader()
+    // room for ~6 parts: every call evicts what another call may be copying from
+    let hits = 0
+    let reserved = 0
+    let refused = 0
+    const small = new (class extends PartCache {
+      override take(key: string, length: number) {
+        const e = super.take(key, length)
+        if (e) hits++
+        return e
+      }
+      override reserve(key: string, length: number) {
+        const e = super.reserve(key, length)
+        if (e) reserved++
+        else refused++
+        return e
+      }
+    })(48 * 1024, 16 * 1024)
+    ;(reader as unknown as { partCache: PartCache }).partCache = small
+    const next = prng(29)
+    try {
+      for (let round = 0; round < 6; round++) {
+        const calls = Array.from({ length: 5 }, () => {
+          const ids = Array.from({ length: 4 + (next() % 5) }, () => all[next() % all.length]!)
+          const target = Buffer.from(new SharedArrayBuffer(ids.length * BLOCK))
+          return reader.readChunksInto(ids, target, ids.map((_, k) => k * BLOCK), { zeroGranule: 4096 }).then((got) => ({ ids, target, got }))
+        })
+        for (const { ids, target, got } of await Promise.all(calls)) {
+          ids.forEach((id, k) => {
+            const w = want.get(id.toString('hex'))!
+            expect(got.lengths[k]).toBe(w.length)
+            expect(target.subarray(k * BLOCK, k * BLOCK + w.length).equals(w)).toBe(true)
+          })
+        }
+      }
+      // the cache was used, filled again and again, and sometimes refused a place (no room, or the part already being filled)
+      expect(hits).toBeGreaterThan(0)
+      expect(reserved).toBeGreaterThan(10)
+      expect(refused).toBeGreaterThan(0)
+    } finally {
+      await reader.close()
+    }
   })
 
   it('verify --read-data passes, and prune after deleting the first point keeps every part the second needs', async () => {
