@@ -231,7 +231,12 @@ export class PackWriter {
     if (direct.isOn) this.stage = takeStage()
   }
 
-  static async create(fs: VaultFs, layout: VaultLayout, targetBytes: number): Promise<PackWriter> {
+  /**
+   * `buffered`: write through the page cache only, with no staging buffer. For packs of small
+   * records that stay open long (format 2's recipe packs are held until the session's data packs
+   * are published): a staging buffer each would cost 4 MiB per held pack.
+   */
+  static async create(fs: VaultFs, layout: VaultLayout, targetBytes: number, options: { buffered?: boolean } = {}): Promise<PackWriter> {
     const hex = randomId(16)
     const tmpPath = join(layout.tmp, `${hex}.pack.tmp`)
     let fh: VaultFileHandle
@@ -240,7 +245,7 @@ export class PackWriter {
     } catch (err) {
       throw vaultIoError(err, tmpPath, 'creating pack')
     }
-    const direct = await fs.openDirect?.(tmpPath, 'w').catch(() => undefined)
+    const direct = options.buffered ? undefined : await fs.openDirect?.(tmpPath, 'w').catch(() => undefined)
     const w = new PackWriter(fs, fh, new DirectSide(direct), layout, hex, targetBytes)
     const header = Buffer.concat([PACK_MAGIC, w.id])
     if (w.stage) w.stageBytes(header)

@@ -191,7 +191,7 @@ export class LocalBackupSession implements BackupSession {
         else this.startFinalize(cur)
       }
       if (!l.creating) {
-        l.creating = PackWriter.create(this.ctx.fs, this.ctx.layout, this.ctx.packTargetBytes)
+        l.creating = PackWriter.create(this.ctx.fs, this.ctx.layout, this.ctx.packTargetBytes, { buffered: lane === 'recipe' })
           .then((w) => {
             l.current = w
             return w

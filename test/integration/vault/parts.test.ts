@@ -5,7 +5,7 @@
  * the points a damaged part affects, and a format-1 vault must keep storing whole blocks.
  */
 import { readFile, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backUp, BLOCK, expectedChunks, makeBlock, newVault, packFiles, restoreDisk, tempDir } from './helpers.js'
 import { prng } from '../../helpers/qemu.js'
@@ -13,6 +13,9 @@ import { createVault, openVault, type LocalVault, type PointManifest } from '../
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 import { PartCache } from '../../../electron/engine/vault/partCache.js'
+import type { VaultContext } from '../../../electron/engine/vault/context.js'
+import { isRecipeEntry } from '../../../electron/engine/vault/recipes.js'
+import { nodeVaultFs, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
 import { randomBytes } from 'node:crypto'
 
 /** Log-like text from a seeded generator: compressible, and unlike itself at every offset. */
@@ -156,7 +159,7 @@ describe('blocks stored as content-defined parts (format 2)', () => {
     }
     const all = [...want.keys()].map((h) => Buffer.from(h, 'hex'))
     const reader = vault.chunkReader()
-    // room for ~6 parts: every call evicts what another call may be copying from
+    // room for ~18 parts of the ~60 these blocks hold: calls evict what other calls may be copying from
     let hits = 0
     let reserved = 0
     let refused = 0
@@ -172,7 +175,7 @@ describe('blocks stored as content-defined parts (format 2)', () => {
         else refused++
         return e
       }
-    })(48 * 1024, 16 * 1024)
+    })(160 * 1024, 16 * 1024)
     ;(reader as unknown as { partCache: PartCache }).partCache = small
     const next = prng(29)
     try {
@@ -190,10 +193,18 @@ describe('blocks stored as content-defined parts (format 2)', () => {
           })
         }
       }
-      // the cache was used, filled again and again, and sometimes refused a place (no room, or the part already being filled)
-      expect(hits).toBeGreaterThan(0)
+      // the cache was filled again and again, and refused places (a call's parts alone outgrow it)
       expect(reserved).toBeGreaterThan(10)
       expect(refused).toBeGreaterThan(0)
+      // and with nothing in flight, a block read twice takes its parts from it the second time
+      const one = [all[0]!] // the first point's first block: text, stored as parts
+      const target = Buffer.from(new SharedArrayBuffer(BLOCK))
+      await reader.readChunksInto(one, target, [0], { zeroGranule: 4096 })
+      const before = hits
+      const got = await reader.readChunksInto(one, target.fill(0), [0], { zeroGranule: 4096 })
+      expect(hits).toBeGreaterThan(before)
+      expect(got.lengths[0]).toBe(BLOCK)
+      expect(target.equals(first[0]!)).toBe(true)
     } finally {
       await reader.close()
     }
@@ -310,6 +321,43 @@ describe('blocks stored as content-defined parts (format 2)', () => {
       expect((await v.verify({ readData: true })).problems).toEqual([])
       expect(((await restoreDisk(v, pc.id, 0))[0] as Buffer).equals(gone!)).toBe(true)
       expect((await restoreDisk(v, pb.id, 0)).every((x, i) => (x as Buffer).equals(kept[i]!))).toBe(true)
+    } finally {
+      await v.close()
+      await t4.cleanup()
+    }
+  })
+
+  it('recipe packs are written through the page cache (held open until the data is published, they keep no staging buffer); data packs go direct', async () => {
+    const directWrites = new Set<string>() // pack ids opened for direct writing
+    const fs: VaultFs = {
+      ...nodeVaultFs,
+      async openDirect(path, mode) {
+        if (mode === 'w') directWrites.add(basename(path).split('.')[0]!)
+        return nodeVaultFs.openDirect!(path, mode)
+      },
+    }
+    const t4 = await tempDir()
+    const { vault: v, dir: d } = await newVault(t4.dir, { fs }, { packTargetBytes: 1 << 20, formatVersion: 2 })
+    try {
+      const blocks = [...shifted(pool, [3, 80_000, 150_000]), makeBlock(8, 'random')]
+      const p = await backUp(v, [{ name: 'e.raw', blocks }], 'E')
+      const ctx = (v as unknown as { ctx: VaultContext }).ctx
+      let recipePacks = 0
+      let dataPacks = 0
+      for (const file of await packFiles(d)) {
+        const hex = basename(file)
+        if ((await ctx.packEntries(hex)).some(isRecipeEntry)) {
+          recipePacks++
+          expect(directWrites.has(hex)).toBe(false)
+        } else {
+          dataPacks++
+          expect(directWrites.has(hex)).toBe(nodeVaultFs.openDirect !== undefined)
+        }
+      }
+      expect(recipePacks).toBeGreaterThan(0)
+      expect(dataPacks).toBeGreaterThan(0)
+      const back = await restoreDisk(v, p.id, 0)
+      back.forEach((b, i) => expect((b as Buffer).equals(blocks[i]!)).toBe(true))
     } finally {
       await v.close()
       await t4.cleanup()
