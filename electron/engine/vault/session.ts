@@ -4,8 +4,10 @@
  * chunk table and its own pending chunks, and sends new blocks to the worker pool to be sealed.
  * In a format-2 vault the workers hash instead (CutTask), and a new full block that looks
  * compressible is cut there into content-defined parts (parts.ts), each deduplicated like a block
- * here, and stored as its parts plus a recipe under the block's own id. Recipes go to packs of their own that are published after every data pack of the
- * session, so a crash can leave parts without a recipe but never a recipe without its parts.
+ * here, and stored as its parts plus a recipe under the block's own id. Recipes go to packs of
+ * their own (written through the page cache: they stay open until the end) that are published
+ * after every data pack of the session, so a crash can leave parts without a recipe but never a
+ * recipe without its parts.
  * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Every record is opened again
  * in the worker right after sealing, on the exact bytes that will be written, and its check value
  * is recomputed here just before the write (I9, recordCheck.ts); each full pack is then finished
@@ -169,6 +171,14 @@ export class LocalBackupSession implements BackupSession {
     }
   }
 
+  /** A slot whose buffers went to a worker that failed: a new one may be allocated in its place; fails the session. */
+  private loseSlot(err: unknown): never {
+    this.allocated--
+    this.slotWaiters.shift()?.()
+    this.fail(err)
+    throw this.failure
+  }
+
   private giveSlot(s: Slot): void {
     this.free.push(s)
     this.slotWaiters.shift()?.()
@@ -324,11 +334,7 @@ export class LocalBackupSession implements BackupSession {
         const { result } = await this.ctx.pool().submit({ kind: 'cut', input: slot.input, lengths, blockSize: this.blockSize }, [slot.input])
         r = await result
       } catch (err) {
-        // the slot's input was transferred or lost: replace it
-        this.allocated--
-        this.slotWaiters.shift()?.()
-        this.fail(err)
-        throw this.failure
+        this.loseSlot(err) // its input was transferred or lost
       }
       if (r.kind !== 'cut' || r.partCounts.length !== to - from) throw new EngineError('INTERNAL', 'unexpected worker reply')
       this.giveSlot({ input: r.input, output: slot.output })
@@ -503,11 +509,7 @@ export class LocalBackupSession implements BackupSession {
     try {
       await accepted
     } catch (err) {
-      // the slot's buffers were detached or never sent: replace them
-      this.allocated--
-      this.slotWaiters.shift()?.()
-      this.fail(err)
-      throw this.failure
+      this.loseSlot(err) // its buffers were detached or never sent
     }
     fresh.forEach((i, n) => {
       const one = sealed.then((lengths) => lengths[n]!)
