@@ -65,16 +65,22 @@ export interface PackedOpenEntries {
   chunkIds: Uint8Array
 }
 
-export function packOpenEntries(entries: readonly OpenEntry[]): PackedOpenEntries {
-  const fields = new Uint32Array(entries.length * 4)
-  const chunkIds = new Uint8Array(entries.length * 32)
-  entries.forEach((e, j) => {
-    fields[4 * j] = e.start
+/** Packs `count` entries, entry j given by `entryAt(j)` with its start `startAt(j)` (no object per entry). */
+export function packOpenEntries(
+  count: number,
+  entryAt: (j: number) => Pick<OpenEntry, 'length' | 'ordinal' | 'flags' | 'chunkId'>,
+  startAt: (j: number) => number,
+): PackedOpenEntries {
+  const fields = new Uint32Array(count * 4)
+  const chunkIds = new Uint8Array(count * 32)
+  for (let j = 0; j < count; j++) {
+    const e = entryAt(j)
+    fields[4 * j] = startAt(j)
     fields[4 * j + 1] = e.length
     fields[4 * j + 2] = e.ordinal
     fields[4 * j + 3] = e.flags
     chunkIds.set(e.chunkId, 32 * j)
-  })
+  }
   return { fields, chunkIds }
 }
 

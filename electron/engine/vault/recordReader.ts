@@ -5,7 +5,7 @@
  */
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
-import { packOpenEntries, zeroMapBytes, type ChunkTask, type ChunkTaskResult, type InPlace, type OpenEntry } from './chunkTasks.js'
+import { packOpenEntries, zeroMapBytes, type ChunkTask, type ChunkTaskResult, type InPlace } from './chunkTasks.js'
 import { readExactly, vaultIoError, type VaultFileHandle, type VaultFs } from './vaultFs.js'
 import { DIRECT_ALIGN, DirectSide, allocAligned, allocAlignedShared, isDirectAligned } from '../io/directIo.js'
 
@@ -249,15 +249,17 @@ export async function openPackRecords(
       let handedOver = false
       try {
         const at = await readRange(fh, direct, Buffer.from(ab), start, end, path)
-        const entries: OpenEntry[] = group.map((k) => {
-          const it = items[k]!
-          return { start: at + it.offset - start, length: it.length, ordinal: it.ordinal, flags: it.flags, chunkId: it.chunkId }
-        })
+        // each item's record lies at its offset in the pack, shifted to where the range landed
+        const entries = packOpenEntries(
+          group.length,
+          (j) => items[group[j]!]!,
+          (j) => at + items[group[j]!]!.offset - start,
+        )
         const into = options.into
         const task: ChunkTask = {
           kind: 'open',
           buf: ab,
-          entries: packOpenEntries(entries),
+          entries,
           packId,
           blockSize: options.blockSize,
           returnPlain: options.returnPlain && !into,
