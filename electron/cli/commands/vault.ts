@@ -39,7 +39,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('init <dir>')
     .description('create a new vault in an empty folder and make it the current vault')
     .option('--block-size <bytes>', 'vault block size (power of two, 64 KiB to 4 MiB)')
-    .option('--parts', 'store compressible blocks as content-defined parts (vault format 2): text at shifted offsets deduplicates; backups and restores are slower')
+    .option('--parts', 'store compressible blocks as content-defined parts (vault format 2): text at shifted offsets deduplicates; backups use more memory')
     .action(async (dir: string, opts: { blockSize?: string; parts?: boolean }) => {
       const path = resolve(dir)
       const blockSize = opts.blockSize === undefined ? undefined : parseSize(opts.blockSize)

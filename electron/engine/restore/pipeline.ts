@@ -107,7 +107,7 @@ export interface RestoreOptions {
   log?: (line: string) => void
   /** Upper bound of chunk plaintext bytes fetched but not yet written. Default 32 MiB (4 batches: enough to keep the workers busy). */
   maxBytesInFlight?: number
-  /** Plaintext bytes per `readChunks` call. Default 8 MiB. */
+  /** Plaintext bytes per `readChunksInto` call. Default 8 MiB. */
   batchBytes?: number
 }
 

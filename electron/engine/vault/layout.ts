@@ -7,9 +7,9 @@ export const FORMAT_NAME = 'tresor-vault'
 export const FORMAT_VERSION = 2
 /**
  * The format of new vaults unless asked for another (`tresor vault init --parts` makes a 2).
- * Format 2 stores ~19 % less for the benchmark's disk but, as measured in the eleventh round
- * (docs/PERFORMANCE.md), its restore peaks at 310–330 MiB, over the 300 MiB memory target, and
- * is up to ~45 % slower; it becomes the default once that is mended.
+ * Format 2 stores ~19 % less for the benchmark's disk, and backs up as fast, but its backup peaks
+ * at 295–313 MiB (twelfth round, docs/PERFORMANCE.md), over the 300 MiB memory target; it becomes
+ * the default once that is mended.
  */
 export const DEFAULT_FORMAT_VERSION = 1
 /** Versions this Tresor reads and writes: a 1.x vault stays 1.x (its blocks are stored whole). */
