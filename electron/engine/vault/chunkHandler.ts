@@ -6,12 +6,12 @@
  */
 import { recordCheck } from './recordCheck.js'
 import { ChunkCodec, FLAG_ZSTD, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
-import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenTask, SealedRecord } from './chunkTasks.js'
+import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenTask, SealTask } from './chunkTasks.js'
 import { ChunkIdHasher } from './crypto.js'
-import { cutParts, gearTable, looksCompressible } from './parts.js'
+import { cutParts, gearTable, looksCompressible, PART_MIN_BYTES } from './parts.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
-import { unpackOpenEntries, zeroMapBytes } from './chunkTasks.js'
+import { SEAL_ITEM_WORDS, unpackOpenEntries, zeroMapBytes } from './chunkTasks.js'
 
 /** Copies (from, to, length) triples from `source` to `target`; what was wrong, or null. */
 function copyTriples(triples: number[] | undefined, source: Buffer | undefined, target: Buffer | undefined): string | null {
@@ -88,28 +88,28 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     gear ??= gearTable(config.chunkIdKey)
     const input = Buffer.from(task.input)
     const blockIds = new Uint8Array(task.lengths.length * 32)
-    const partCounts: number[] = []
-    const allEnds: number[] = []
-    const partIds: Buffer[] = []
+    const partCounts = new Uint32Array(task.lengths.length)
+    // room for the most parts the blocks can have (each but a block's last is ≥ PART_MIN_BYTES)
+    const most = task.lengths.reduce((sum, length) => sum + Math.ceil(length / PART_MIN_BYTES), 0)
+    const allEnds = new Uint32Array(most)
+    const partIds = new Uint8Array(most * 32)
+    let parts = 0
     let at = 0
     task.lengths.forEach((length, i) => {
       const block = input.subarray(at, at + length)
       at += length
       blockIds.set(ids!.of(block), i * 32)
       const n = length === task.blockSize && looksCompressible(block) ? cutParts(block, gear!, ends) : 0
-      if (n < 2) {
-        partCounts.push(0)
-        return
-      }
-      partCounts.push(n)
+      if (n < 2) return
+      partCounts[i] = n
       for (let k = 0, from = 0; k < n; from = ends[k++]!) {
-        allEnds.push(ends[k]!)
-        partIds.push(ids!.of(block.subarray(from, ends[k]!)))
+        allEnds[parts] = ends[k]!
+        partIds.set(ids!.of(block.subarray(from, ends[k]!)), parts * 32)
+        parts++
       }
     })
-    const flatIds = new Uint8Array(partIds.length * 32)
-    partIds.forEach((id, k) => flatIds.set(id, k * 32))
-    return { value: { kind: 'cut', input: task.input, ids: blockIds, partCounts, ends: allEnds, partIds: flatIds }, transfer: [task.input] }
+    const value: ChunkTaskResult = { kind: 'cut', input: task.input, ids: blockIds, partCounts, ends: allEnds.slice(0, parts), partIds: partIds.slice(0, parts * 32) }
+    return { value, transfer: [task.input] }
   }
 
   /** CheckTask: keyed BLAKE3, checksum and zero map of blocks assembled from their parts. */
@@ -145,39 +145,53 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     return { value: { kind: 'check', errors, checksums, zeroMaps } }
   }
 
-  return async (task) => {
-    if (task.kind === 'seal') {
-      const input = Buffer.from(task.input)
-      const out = Buffer.from(task.output)
-      const records: SealedRecord[] = []
-      let inPos = 0
-      let outPos = 0
-      for (const item of task.items) {
-        const plain = input.subarray(inPos, inPos + item.length)
-        inPos += item.length
-        const target = out.subarray(outPos)
-        let r: SealOutcome
-        if (task.fromPackId) {
-          // a moved record: opened where it was (I3) and encrypted for its new place
-          const moved = item.from ? codec.reseal(plain, item.chunkId, task.fromPackId, item.from, target, task.packId, item.ordinal) : 'has no former place'
-          if (typeof moved === 'string') {
-            records.push({ storedLength: 0, flags: 0, verifyError: `did not open where it was stored: ${moved}`, recordCheck: 0n })
-            continue
-          }
-          r = moved
-        } else {
-          r = codec.seal(plain, target, item.chunkId, task.packId, item.ordinal, item.recipe === true)
+  /** SealTask: seal each item, then open the very bytes that will be written (I9). */
+  function seal(task: SealTask): TaskReply<ChunkTaskResult> {
+    const input = Buffer.from(task.input)
+    const out = Buffer.from(task.output)
+    const { fields, chunkIds } = task.items
+    const count = fields.length / SEAL_ITEM_WORDS
+    const stored = new Uint32Array(count * 2)
+    const checks = new BigUint64Array(count)
+    const failures: Array<{ item: number; error: string }> = []
+    let inPos = 0
+    let outPos = 0
+    for (let k = 0; k < count; k++) {
+      const length = fields[k * SEAL_ITEM_WORDS]!
+      const ordinal = fields[k * SEAL_ITEM_WORDS + 1]!
+      const chunkId = chunkIds.subarray(k * 32, k * 32 + 32)
+      const plain = input.subarray(inPos, inPos + length)
+      inPos += length
+      const target = out.subarray(outPos)
+      let r: SealOutcome
+      if (task.fromPackId) {
+        // a moved record: opened where it was (I3) and encrypted for its new place
+        const from = { ordinal: fields[k * SEAL_ITEM_WORDS + 2]!, flags: fields[k * SEAL_ITEM_WORDS + 3]! }
+        const moved = codec.reseal(plain, chunkId, task.fromPackId, from, target, task.packId, ordinal)
+        if (typeof moved === 'string') {
+          failures.push({ item: k, error: `did not open where it was stored: ${moved}` })
+          continue
         }
-        // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
-        // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
-        const record = target.subarray(0, r.storedLength)
-        const opened = codec.open(record, item.chunkId, task.packId, item.ordinal, r.flags)
-        records.push({ storedLength: r.storedLength, flags: r.flags, verifyError: typeof opened === 'string' ? opened : null, recordCheck: recordCheck(record) })
-        outPos += r.storedLength
+        r = moved
+      } else {
+        r = codec.seal(plain, target, chunkId, task.packId, ordinal, task.recipes === true)
       }
-      const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, records }
-      return { value, transfer: [task.input, task.output] }
+      // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
+      // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
+      const record = target.subarray(0, r.storedLength)
+      const opened = codec.open(record, chunkId, task.packId, ordinal, r.flags)
+      if (typeof opened === 'string') failures.push({ item: k, error: opened })
+      stored[2 * k] = r.storedLength
+      stored[2 * k + 1] = r.flags
+      checks[k] = recordCheck(record)
+      outPos += r.storedLength
     }
+    const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, stored, checks, failures }
+    return { value, transfer: [task.input, task.output] }
+  }
+
+  return async (task) => {
+    if (task.kind === 'seal') return seal(task)
     if (task.kind === 'check') return checkAssembled(task)
     if (task.kind === 'cut') return cutBlocks(task)
     if (task.into) return openInto(task, task.into)

@@ -1,15 +1,22 @@
 /** Messages between the vault and its chunk workers (chunkWorker.ts). */
 
-/** One chunk of a seal batch. */
-export interface SealItem {
-  /** Plaintext length (a record's length when moved); they lie back to back in the batch's `input`. */
-  length: number
-  chunkId: Uint8Array
-  ordinal: number
-  /** Set when the batch moves records (SealTask.fromPackId): where the record was and its flags. */
-  from?: { ordinal: number; flags: number }
-  /** A block's recipe (parts.ts): stored uncompressed with the recipe flag. */
-  recipe?: true
+/** Words per item in `SealItems.fields`. */
+export const SEAL_ITEM_WORDS = 4
+
+/**
+ * The chunks of a seal batch as two typed arrays: one object per item cost a structured-clone walk
+ * per chunk and a 32-byte ArrayBuffer per id, and format 2 seals ~8 KiB parts, up to ~500 of them
+ * per message.
+ */
+export interface SealItems {
+  /**
+   * Per item, SEAL_ITEM_WORDS words: plaintext length (a record's length when moved; they lie back
+   * to back in the batch's `input`), ordinal in the pack, and for a moved record (SealTask.fromPackId)
+   * its former ordinal and flags (else 0, 0).
+   */
+  fields: Uint32Array
+  /** 32 bytes per item. */
+  chunkIds: Uint8Array
 }
 
 /**
@@ -20,28 +27,17 @@ export interface SealTask {
   kind: 'seal'
   /** Plaintexts back to back; returned for reuse. */
   input: ArrayBuffer
-  items: SealItem[]
+  items: SealItems
+  /** Every item is a block's recipe (parts.ts): stored uncompressed with the recipe flag. */
+  recipes?: true
   /** Receives the records `nonce | ciphertext | tag` back to back, in item order; capacity ≥ Σ(length + 28); returned. */
   output: ArrayBuffer
   packId: Uint8Array
   /**
-   * Repack: `input` holds sealed records of the pack `fromPackId` (each item's `from`), which are
-   * opened and encrypted again for their new place without recompression (ChunkCodec.reseal).
+   * Repack: `input` holds sealed records of the pack `fromPackId` (each item's former place), which
+   * are opened and encrypted again for their new place without recompression (ChunkCodec.reseal).
    */
   fromPackId?: Uint8Array
-}
-
-/** Per sealed record of a batch. */
-export interface SealedRecord {
-  storedLength: number
-  flags: number
-  /**
-   * I9, checked in the worker on the exact sealed bytes: null when the record opened again
-   * (decrypt, decompress, keyed BLAKE3 equal to the chunk id), else what failed.
-   */
-  verifyError: string | null
-  /** XXH3-64 of the verified record (recordCheck.ts): the caller re-checks it right before writing (no change in between). */
-  recordCheck: bigint
 }
 
 export interface OpenEntry {
@@ -177,7 +173,15 @@ export type ChunkTaskResult =
       kind: 'seal'
       input: ArrayBuffer
       output: ArrayBuffer
-      records: SealedRecord[]
+      /** Per item: stored length and record flags (two words). */
+      stored: Uint32Array
+      /** Per item: XXH3-64 of the verified record (recordCheck.ts), re-checked by the caller right before writing. */
+      checks: BigUint64Array
+      /**
+       * I9, checked in the worker on the exact sealed bytes: the items whose record did not open
+       * again (decrypt, decompress, keyed BLAKE3 equal to the chunk id), with what failed. Usually empty.
+       */
+      failures: Array<{ item: number; error: string }>
     }
   | {
       kind: 'open'
@@ -201,9 +205,9 @@ export type ChunkTaskResult =
       /** Chunk id of block i at bytes 32i..32i+32. */
       ids: Uint8Array
       /** Parts of block i: 0 when it is stored whole (else ≥ 2). */
-      partCounts: number[]
+      partCounts: Uint32Array
       /** End offsets of every part (within its block), block after block. */
-      ends: number[]
+      ends: Uint32Array
       /** Part ids, 32 bytes each, in the order of `ends`. */
       partIds: Uint8Array
     }

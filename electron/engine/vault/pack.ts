@@ -180,6 +180,19 @@ function giveStage(buf: Buffer): void {
 }
 
 /**
+ * Full staging buffers queued for writing, in all packs of the process, oldest first (each removes
+ * itself once written). The packs of a session go to one device, so the bound is shared: while a
+ * finished pack's last buffers were still being written, the next pack queued its own, and a full
+ * backup held six 4 MiB buffers at once (twelfth round).
+ */
+const queuedStages: Array<Promise<void>> = []
+/**
+ * An append stages its records only while at most this many full buffers are queued (across packs),
+ * so at most one more waits behind the one being written.
+ */
+const MAX_QUEUED_STAGES = 1
+
+/**
  * Builds one pack under tmp/. Ordinals are reserved in dispatch order (they go into the chunk's
  * AAD before its size is known); records are appended at byte offsets in arrival order.
  *
@@ -213,8 +226,6 @@ export class PackWriter {
   private stage: Buffer | undefined
   private stageBase = 0
   private stageFill = 0
-  /** Full staging buffers queued for writing, oldest first (each removes itself once written). */
-  private readonly stagedWrites: Array<Promise<void>> = []
 
   private constructor(
     private readonly fs: VaultFs,
@@ -283,10 +294,10 @@ export class PackWriter {
       this.stageFill += n
       if (this.stageFill < stage.length) continue
       const written = this.enqueueWrite(stage, this.stageBase, true).finally(() => {
-        this.stagedWrites.shift() // writes are chained: they settle in the order they were queued
+        queuedStages.splice(queuedStages.indexOf(written), 1)
         giveStage(stage)
       })
-      this.stagedWrites.push(written)
+      queuedStages.push(written)
       written.catch(() => undefined) // recorded in `failure`
       this.stage = takeStage()
       this.stageBase += stage.length
@@ -325,9 +336,13 @@ export class PackWriter {
 
   /**
    * Appends sealed records that lie back to back in `records`; `entries` give their lengths in
-   * order. Resolves once `records` may be reused: written, or copied into the staging buffer.
+   * order (their offsets are set here, and the pack keeps them). Resolves once `records` may be reused: written, or copied into the staging buffer.
    */
-  async append(records: Buffer, entries: Array<Omit<PackIndexEntry, 'offset'>>, reservedBytes: number): Promise<void> {
+  async append(records: Buffer, entries: PackIndexEntry[], reservedBytes: number): Promise<void> {
+    if (this.failure) throw this.failure
+    // Memory stays bounded (MAX_QUEUED_STAGES). The wait comes before the offset is given out:
+    // each concurrent append would otherwise queue one more buffer before waiting.
+    if (this.stage) while (queuedStages.length > MAX_QUEUED_STAGES) await queuedStages[0]!.catch(() => undefined)
     if (this.failure) throw this.failure
     let offset = this.writeOffset
     const total = entries.reduce((sum, e) => sum + e.length, 0)
@@ -335,7 +350,8 @@ export class PackWriter {
     this.writeOffset += records.length
     this.reservedBytes -= reservedBytes
     for (const e of entries) {
-      this.entries.push({ ...e, offset })
+      e.offset = offset // taken as they are: one object per record fewer
+      this.entries.push(e)
       offset += e.length
     }
     try {
@@ -345,8 +361,6 @@ export class PackWriter {
       }
       // copied before any await, so records land in the order their offsets were given out
       this.stageBytes(records)
-      // at most one full buffer waits behind the one being written (memory stays bounded)
-      while (this.stagedWrites.length > 1) await this.stagedWrites[0]
     } catch (err) {
       throw vaultIoError(err, this.tmpPath, 'writing pack')
     }
@@ -379,6 +393,9 @@ export class PackWriter {
         const aligned = this.stageFill - (this.stageFill % DIRECT_ALIGN)
         if (aligned > 0) await this.writeDirect(stage.subarray(0, aligned), this.stageBase)
         await writeAll(this.fh, Buffer.concat([stage.subarray(aligned, this.stageFill), index, trailer]), this.stageBase + aligned, this.tmpPath)
+        // written: the next pack may have it while this one is synced
+        this.stage = undefined
+        giveStage(stage)
       }
       await this.fh.sync()
       return indexOffset + index.length + TRAILER_BYTES

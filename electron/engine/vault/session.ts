@@ -23,7 +23,7 @@ import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
 import { copySegmentedMap, readManifest, readSegmentedMap, SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { PackWriter, type PackIndexEntry } from './pack.js'
-import type { ChunkTaskResult, SealItem } from './chunkTasks.js'
+import { SEAL_ITEM_WORDS, type ChunkTaskResult } from './chunkTasks.js'
 import { recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
@@ -66,8 +66,34 @@ export interface SessionPutResult extends PutResult {
   sealed?: Promise<number>
 }
 
+/**
+ * The result of a put that stored a new chunk. `sealed` is made on first use: format 2 puts ~8
+ * parts per block, and a promise pair per part that nobody reads was garbage on the vault's thread.
+ */
+class NewChunk implements SessionPutResult {
+  readonly isNew = true
+  readonly storedBytes = 0
+  constructor(
+    readonly chunkId: Buffer,
+    private readonly batch: Promise<number[]>,
+    private readonly item: number,
+  ) {}
+
+  get sealed(): Promise<number> {
+    const one = this.batch.then((lengths) => lengths[this.item]!)
+    one.catch(() => undefined) // the session records the failure; callers may ignore `sealed`
+    return one
+  }
+}
+
 /** Data packs take blocks and parts; recipe packs take recipes and are published last (see the header). */
 type Lane = 'data' | 'recipe'
+
+/** A block's parts as a worker cut them (CutTask): end offsets, and the part ids 32 bytes each. */
+interface Cut {
+  ends: Uint32Array
+  ids: Buffer
+}
 
 interface LaneState {
   current: PackWriter | undefined
@@ -268,7 +294,7 @@ export class LocalBackupSession implements BackupSession {
       const parts: RecipePart[] = []
       for (let k = 0, at = 0; k < cut.ends.length; at = cut.ends[k++]!) {
         const part = data.subarray(at, cut.ends[k]!)
-        const partId = cut.ids[k]!
+        const partId = cut.ids.subarray(k * 32, k * 32 + 32)
         parts.push({ id: partId, length: part.length })
         units.push({ data: part })
         unitIds.push(partId)
@@ -314,10 +340,10 @@ export class LocalBackupSession implements BackupSession {
    * Chunk ids of `blocks`, and the parts of those a worker cut (CutTask), a slot's bytes per message.
    * Only full blocks that look compressible are cut (parts.ts).
    */
-  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<{ ends: number[]; ids: Buffer[] } | undefined> }> {
+  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<Cut | undefined> }> {
     const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD)
     const ids = new Array<Buffer>(blocks.length)
-    const cuts = new Array<{ ends: number[]; ids: Buffer[] } | undefined>(blocks.length)
+    const cuts = new Array<Cut | undefined>(blocks.length)
     for (let from = 0; from < blocks.length; ) {
       let to = from
       let bytes = 0
@@ -345,7 +371,7 @@ export class LocalBackupSession implements BackupSession {
         ids[i] = idBytes.subarray(k * 32, k * 32 + 32)
         const n = r.partCounts[k]!
         if (n === 0) continue
-        cuts[i] = { ends: r.ends.slice(e, e + n), ids: Array.from({ length: n }, (_, j) => partIdBytes.subarray((e + j) * 32, (e + j) * 32 + 32)) }
+        cuts[i] = { ends: r.ends.subarray(e, e + n), ids: partIdBytes.subarray(e * 32, (e + n) * 32) }
         e += n
       }
       from = to
@@ -404,12 +430,15 @@ export class LocalBackupSession implements BackupSession {
     moved?: { fromPackId: Buffer; records: ReadonlyArray<MovedRecord> },
     lane: Lane = 'data',
   ): Promise<void> {
-    const known = (i: number): boolean => table.has(ids[i]!) || this.pending.has(ids[i]!.toString('latin1'))
+    // pending's keys, made once per chunk (a string per lookup was most of a part's garbage)
+    const keyAt: string[] = new Array<string>(to - from)
+    const known = (i: number): boolean => table.has(ids[i]!) || this.pending.has(keyAt[i - from]!)
     const duplicate = (i: number): SessionPutResult => ({ chunkId: ids[i]!, isNew: false, storedBytes: 0 })
     let fresh: number[] = []
     const inBatch = new Set<string>()
     for (let i = from; i < to; i++) {
       const key = ids[i]!.toString('latin1')
+      keyAt[i - from] = key
       if (known(i) || inBatch.has(key)) results[i] = duplicate(i)
       else {
         inBatch.add(key)
@@ -428,7 +457,7 @@ export class LocalBackupSession implements BackupSession {
       this.giveSlot(slot)
       return
     }
-    const keys = fresh.map((i) => ids[i]!.toString('latin1'))
+    const keys = fresh.map((i) => keyAt[i - from]!)
     for (const key of keys) this.pending.set(key, null)
     const reserved = fresh.reduce((sum, i) => sum + blocks[i]!.data.length + SEAL_OVERHEAD, 0)
     let pack: PackWriter
@@ -444,54 +473,74 @@ export class LocalBackupSession implements BackupSession {
     for (const key of keys) this.pending.set(key, pack)
     const input = Buffer.from(slot.input)
     let inPos = 0
-    const items: SealItem[] = fresh.map((i, n) => {
+    const fields = new Uint32Array(fresh.length * SEAL_ITEM_WORDS)
+    const chunkIds = new Uint8Array(fresh.length * 32)
+    fresh.forEach((i, n) => {
       const data = blocks[i]!.data
-      data.copy(input, inPos)
-      inPos += data.length
-      // a copy: a Buffer view would carry its whole backing store into the message
-      const item: SealItem = { length: data.length, chunkId: new Uint8Array(ids[i]!), ordinal: first + n }
-      if (moved) item.from = { ordinal: moved.records[i]!.ordinal, flags: moved.records[i]!.flags }
-      if (lane === 'recipe') item.recipe = true
-      return item
+      inPos += data.copy(input, inPos)
+      fields[n * SEAL_ITEM_WORDS] = data.length
+      fields[n * SEAL_ITEM_WORDS + 1] = first + n
+      if (moved) {
+        fields[n * SEAL_ITEM_WORDS + 2] = moved.records[i]!.ordinal
+        fields[n * SEAL_ITEM_WORDS + 3] = moved.records[i]!.flags
+      }
+      chunkIds.set(ids[i]!, n * 32)
     })
     this.bytesNew += inPos
     const hooks = this.ctx.hooks
     let sealed!: Promise<number[]>
     const accepted = this.ctx
       .pool()
-      .submit({ kind: 'seal', input: slot.input, items, output: slot.output, packId: pack.id, ...(moved ? { fromPackId: new Uint8Array(moved.fromPackId) } : {}) }, [slot.input, slot.output])
+      .submit(
+        {
+          kind: 'seal',
+          input: slot.input,
+          items: { fields, chunkIds },
+          ...(lane === 'recipe' ? { recipes: true as const } : {}),
+          output: slot.output,
+          packId: pack.id,
+          ...(moved ? { fromPackId: new Uint8Array(moved.fromPackId) } : {}),
+        },
+        [slot.input, slot.output],
+      )
       .then(({ result }) => {
         sealed = result.then(async (r) => {
-          if (r.kind !== 'seal' || r.records.length !== items.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
+          if (r.kind !== 'seal' || r.stored.length !== 2 * fresh.length || r.checks.length !== fresh.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
           const back: Slot = { input: r.input, output: r.output }
           try {
+            const failed = r.failures[0]
+            if (failed) {
+              const chunkId = ids[fresh[failed.item] ?? -1]?.toString('hex') ?? `#${failed.item}`
+              throw new EngineError(
+                'CHUNK_CORRUPT',
+                moved
+                  ? `Chunk ${chunkId} could not be moved out of pack ${moved.fromPackId.toString('hex')}: it ${failed.error}. Nothing was deleted. Run "tresor verify --read-data" to see which recovery points it affects.`
+                  : `A new chunk did not check out before it was written: chunk ${chunkId} (${failed.error}). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
+              )
+            }
             const out = Buffer.from(r.output)
-            const entries: Array<Omit<PackIndexEntry, 'offset'>> = []
+            const entries: PackIndexEntry[] = []
+            const lengths: number[] = new Array<number>(fresh.length)
             let pos = 0
-            for (let n = 0; n < r.records.length; n++) {
-              const rec = r.records[n]!
-              const record = out.subarray(pos, pos + rec.storedLength)
+            for (let n = 0; n < fresh.length; n++) {
+              const storedLength = r.stored[2 * n]!
+              const record = out.subarray(pos, pos + storedLength)
               hooks.afterSeal?.(record)
               const chunkId = ids[fresh[n]!]!
-              if (moved && rec.verifyError !== null) {
+              if (recordCheck(record) !== r.checks[n]) {
                 throw new EngineError(
                   'CHUNK_CORRUPT',
-                  `Chunk ${chunkId.toString('hex')} could not be moved out of pack ${moved.fromPackId.toString('hex')}: it ${rec.verifyError}. Nothing was deleted. Run "tresor verify --read-data" to see which recovery points it affects.`,
+                  `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (changed in memory after it was verified). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
                 )
               }
-              if (rec.verifyError !== null || recordCheck(record) !== rec.recordCheck) {
-                throw new EngineError(
-                  'CHUNK_CORRUPT',
-                  `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (${rec.verifyError ?? 'changed in memory after it was verified'}). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
-                )
-              }
-              const plainLength = moved ? moved.records[fresh[n]!]!.plainLength : items[n]!.length
-              entries.push({ chunkId, ordinal: first + n, flags: rec.flags, plainLength, length: rec.storedLength })
-              pos += rec.storedLength
+              const plainLength = moved ? moved.records[fresh[n]!]!.plainLength : fields[n * SEAL_ITEM_WORDS]!
+              entries.push({ chunkId, offset: 0, ordinal: first + n, flags: r.stored[2 * n + 1]!, plainLength, length: storedLength })
+              lengths[n] = storedLength
+              pos += storedLength
             }
             await pack.append(out.subarray(0, pos), entries, reserved)
             this.bytesStored += pos
-            return r.records.map((rec) => rec.storedLength)
+            return lengths
           } finally {
             this.giveSlot(back)
           }
@@ -511,11 +560,7 @@ export class LocalBackupSession implements BackupSession {
     } catch (err) {
       this.loseSlot(err) // its buffers were detached or never sent
     }
-    fresh.forEach((i, n) => {
-      const one = sealed.then((lengths) => lengths[n]!)
-      one.catch(() => undefined) // the session records the failure; callers may ignore `sealed`
-      results[i] = { chunkId: ids[i]!, isNew: true, storedBytes: 0, sealed: one }
-    })
+    fresh.forEach((i, n) => (results[i] = new NewChunk(ids[i]!, sealed, n)))
   }
 
   private startFinalize(pack: PackWriter): void {
