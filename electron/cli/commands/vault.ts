@@ -39,10 +39,17 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('init <dir>')
     .description('create a new vault in an empty folder and make it the current vault')
     .option('--block-size <bytes>', 'vault block size (power of two, 64 KiB to 4 MiB)')
-    .option('--parts', 'store compressible blocks as content-defined parts (vault format 2): text at shifted offsets deduplicates; backups use more memory')
-    .action(async (dir: string, opts: { blockSize?: string; parts?: boolean }) => {
+    .option(
+      '--format <version>',
+      'vault format: 2 (the default) stores compressible blocks as content-defined parts, so text at shifted offsets deduplicates; 1 stores every block whole (a larger vault, faster restores)',
+    )
+    .action(async (dir: string, opts: { blockSize?: string; format?: string }) => {
       const path = resolve(dir)
       const blockSize = opts.blockSize === undefined ? undefined : parseSize(opts.blockSize)
+      if (opts.format !== undefined && opts.format !== '1' && opts.format !== '2') {
+        throw new EngineError('INVALID_INPUT', `--format takes 1 or 2 (got "${opts.format}").`)
+      }
+      const formatVersion = opts.format === undefined ? undefined : Number(opts.format)
       // Checked before asking for a passphrase (createVault checks again).
       if (existsSync(path) && (!statSync(path).isDirectory() || readdirSync(path).length > 0)) {
         throw new EngineError('ALREADY_EXISTS', `"${path}" is not an empty folder. Choose an empty or new folder for the vault.`)
@@ -51,7 +58,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
       const passphrase = await chooseNewPassphrase({ envVars: ['TRESOR_NEW_PASSPHRASE', 'TRESOR_PASSPHRASE'] })
       const masterKey = generateMasterKey()
       const slot = await wrapWithPassphrase(masterKey, passphrase)
-      const { vaultId } = await createVault(path, { masterKey, keySlots: { passphrase: slot }, ...(blockSize ? { blockSize } : {}), ...(opts.parts ? { formatVersion: 2 } : {}) })
+      const { vaultId } = await createVault(path, { masterKey, keySlots: { passphrase: slot }, ...(blockSize ? { blockSize } : {}), ...(formatVersion ? { formatVersion } : {}) })
       const generation = 1 // createVault writes generation 1
       const catalog = openCatalog(ctx.home())
       try {
