@@ -21,9 +21,9 @@ export const PART_AVG_BYTES = 8192
 export const PART_MAX_BYTES = 65536
 
 /** The top 15 bits: a cut after ~32 KiB of searched bytes on average (before PART_AVG_BYTES). */
-const MASK_STRICT = 0xfffe0000 | 0
+export const MASK_STRICT = 0xfffe0000 | 0
 /** The top 11 bits: a cut after ~2 KiB on average (past PART_AVG_BYTES). */
-const MASK_LOOSE = 0xffe00000 | 0
+export const MASK_LOOSE = 0xffe00000 | 0
 
 /**
  * The 256 gear values, derived from a 32-byte key: HMAC-SHA256(key, "tresor/v2/gear/" + i) for
