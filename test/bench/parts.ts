@@ -1,12 +1,14 @@
 /**
- * Micro-benchmark: the content-defined part cutter and the compressibility sample (parts.ts), one
- * thread, as the main thread runs them in a full backup (run: `node --import tsx test/bench/parts.ts`).
+ * Micro-benchmark: the content-defined part cutter (parts.ts, and its WebAssembly form in
+ * partCutter.ts) and the compressibility sample, one thread, as a chunk worker runs them in a
+ * full backup (run: `node --import tsx test/bench/parts.ts`).
  * Cuts 256 MiB in 64 KiB and 4 MiB blocks of the backup bench's compressible pool (log-like text
  * and small-integer binary, lib.ts) and of plain text lines; prints MB/s and the average part size.
  */
 import { randomBytes } from 'node:crypto'
 import { compressiblePool, MiB } from './lib.js'
 import { cutParts, gearTable, looksCompressible } from '../../electron/engine/vault/parts.js'
+import { PartCutter } from '../../electron/engine/vault/partCutter.js'
 
 const totalBytes = 256 * MiB
 const poolBytes = 32 * MiB
@@ -33,22 +35,29 @@ const pools: Array<[string, Buffer]> = [
   ['mixed pool', compressiblePool(1, poolBytes)],
   ['text only', textPool(poolBytes)],
 ]
+const cutter = new PartCutter(gear)
+const cutters: Array<[string, (block: Buffer) => number]> = [
+  ['cutParts (JavaScript, the definition)', (block) => cutParts(block, gear, ends)],
+  ['PartCutter (WebAssembly, the workers\' cutter)', (block) => cutter.cut(block, ends)],
+]
 for (const [name, pool] of pools) {
   for (const blockBytes of [64 * 1024, 4 * MiB]) {
     const blocks = Math.floor(pool.length / blockBytes)
-    // warm-up: let the JIT settle on the loop before timing it
-    for (let k = 0; k < Math.min(blocks, 64); k++) cutParts(pool.subarray(k * blockBytes, (k + 1) * blockBytes), gear, ends)
-    let parts = 0
-    let bytes = 0
-    const t = performance.now()
-    while (bytes < totalBytes) {
-      for (let k = 0; k < blocks; k++) {
-        parts += cutParts(pool.subarray(k * blockBytes, (k + 1) * blockBytes), gear, ends)
-        bytes += blockBytes
+    for (const [cutterName, cut] of cutters) {
+      // warm-up: let the JIT settle on the loop before timing it
+      for (let k = 0; k < Math.min(blocks, 64); k++) cut(pool.subarray(k * blockBytes, (k + 1) * blockBytes))
+      let parts = 0
+      let bytes = 0
+      const t = performance.now()
+      while (bytes < totalBytes) {
+        for (let k = 0; k < blocks; k++) {
+          parts += cut(pool.subarray(k * blockBytes, (k + 1) * blockBytes))
+          bytes += blockBytes
+        }
       }
+      const ms = performance.now() - t
+      console.log(`${name}, ${blockBytes / 1024} KiB blocks, ${cutterName}: ${mbps(bytes, ms)} MB/s over ${bytes / MiB} MiB, average part ${(bytes / parts).toFixed(0)} bytes`)
     }
-    const ms = performance.now() - t
-    console.log(`${name}, ${blockBytes / 1024} KiB blocks: cutParts ${mbps(bytes, ms)} MB/s over ${bytes / MiB} MiB, average part ${(bytes / parts).toFixed(0)} bytes`)
   }
 }
 

@@ -22,18 +22,12 @@
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { EngineError, fromFsError } from '../errors.js'
+import { wasm, WASM_PAGE } from './wasm.js'
 
 /** Alignment of direct writes: 4 KiB covers devices with 512 B and 4 KiB logical sectors. */
 export const DIRECT_ALIGN = 4096
-const WASM_PAGE = 64 * 1024
 
 const alignedMemory = new WeakSet<ArrayBufferLike>()
-
-/** The one WebAssembly API used here (the project's type libraries do not declare WebAssembly). */
-interface WasmMemoryApi {
-  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => { readonly buffer: ArrayBuffer | SharedArrayBuffer }
-}
-const wasm = (globalThis as unknown as { WebAssembly?: WasmMemoryApi }).WebAssembly
 
 /**
  * `bytes` of page-aligned memory usable for direct writes (see `isDirectAligned`). Falls back to

@@ -11,10 +11,10 @@
  * `scan(i, normal, max)` (byte addresses) hashes from i and returns the address just past the
  * first cut: under the strict mask before `normal`, under the loose one after; `max` when none.
  */
+import { wasm, WASM_PAGE, type WasmMemory } from '../io/wasm.js'
 import { PART_AVG_BYTES, PART_MAX_BYTES, PART_MIN_BYTES, MASK_LOOSE, MASK_STRICT } from './parts.js'
 
 const GEAR_BYTES = 1024
-const PAGE = 65536
 
 /** Signed LEB128, as WebAssembly encodes i32 constants. */
 function sleb(value: number): number[] {
@@ -115,17 +115,6 @@ function moduleBytes(): Uint8Array {
   ])
 }
 
-/** What this module uses of the WebAssembly API (the project's type libraries leave it out). */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer
-  grow(pages: number): number
-}
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> }
-}
-const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly
-
 let compiled: object | undefined
 
 /** Cuts blocks into parts exactly as `cutParts` does, with the hashing loop in WebAssembly. */
@@ -134,7 +123,11 @@ export class PartCutter {
   private readonly memory: WasmMemory
   private view: Uint8Array
 
+  /** False where WebAssembly is missing (`--jitless`): callers then use `cutParts`. */
+  static readonly available = wasm !== undefined
+
   constructor(gear: Uint32Array) {
+    if (!wasm) throw new Error('WebAssembly is not available')
     compiled ??= new wasm.Module(moduleBytes())
     const instance = new wasm.Instance(compiled, {})
     this.scan = instance.exports.scan as (i: number, normal: number, max: number) => number
@@ -148,7 +141,7 @@ export class PartCutter {
   cut(block: Uint8Array, ends: number[]): number {
     const need = GEAR_BYTES + block.length
     if (this.view.length < need) {
-      this.memory.grow(Math.ceil((need - this.view.length) / PAGE))
+      this.memory.grow(Math.ceil((need - this.view.length) / WASM_PAGE))
       this.view = new Uint8Array(this.memory.buffer)
     }
     this.view.set(block, GEAR_BYTES)
