@@ -3,16 +3,16 @@
  *
  * `cutParts` (parts.ts) is the definition: a gear hash over each byte, and a cut where its top
  * bits are zero. In JavaScript that loop ran at ~0.5–0.7 GB/s and took ~23 % of the chunk workers'
- * time in a format-2 full backup. This module runs the same loop as a small WebAssembly function
- * assembled below, and keeps the rest of `cutParts` (part bounds, the two masks) in JavaScript, so
- * the cuts are the same bytes for bytes; a test compares both on varied data.
+ * time in a format-2 full backup. This module runs the same search as a small WebAssembly function
+ * assembled below, inside the same part bounds (`cutBounds`), so the cuts are the same; a test
+ * compares both on varied data.
  *
  * Memory layout: the 256 gear values (u32, little-endian) at 0, the block at GEAR_BYTES.
  * `scan(i, normal, max)` (byte addresses) hashes from i and returns the address just past the
  * first cut: under the strict mask before `normal`, under the loose one after; `max` when none.
  */
 import { wasm, WASM_PAGE, type WasmMemory } from '../io/wasm.js'
-import { PART_AVG_BYTES, PART_MAX_BYTES, PART_MIN_BYTES, MASK_LOOSE, MASK_STRICT } from './parts.js'
+import { cutBounds, MASK_LOOSE, MASK_STRICT } from './parts.js'
 
 const GEAR_BYTES = 1024
 
@@ -145,21 +145,6 @@ export class PartCutter {
       this.view = new Uint8Array(this.memory.buffer)
     }
     this.view.set(block, GEAR_BYTES)
-    ends.length = 0
-    const length = block.length
-    let start = 0
-    while (start < length) {
-      const remaining = length - start
-      if (remaining <= PART_MIN_BYTES) {
-        ends.push(length)
-        break
-      }
-      const max = start + Math.min(remaining, PART_MAX_BYTES)
-      const normal = start + Math.min(remaining, PART_AVG_BYTES)
-      const cut = this.scan(GEAR_BYTES + start + PART_MIN_BYTES, GEAR_BYTES + normal, GEAR_BYTES + max) - GEAR_BYTES
-      ends.push(cut)
-      start = cut
-    }
-    return ends.length
+    return cutBounds(block.length, ends, (from, normal, max) => this.scan(GEAR_BYTES + from, GEAR_BYTES + normal, GEAR_BYTES + max) - GEAR_BYTES)
   }
 }

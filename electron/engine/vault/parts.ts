@@ -40,13 +40,15 @@ export function gearTable(key: Uint8Array): Uint32Array {
 }
 
 /**
- * Cut points of `block`: the end offset of each part goes into `ends` (cleared first), ascending,
- * the last one block.length; returns their count. Every part but the last is PART_MIN_BYTES to
- * PART_MAX_BYTES long; the block's end is a forced cut, so its last part may be shorter.
+ * The part bounds around a cut search, for a block of `length` bytes: the end offset of each part
+ * goes into `ends` (cleared first), ascending, the last one `length`; returns their count. For
+ * each part it calls `search(from, normal, max)`, which hashes from `from` and returns the offset
+ * just past the first cut: under the strict mask before `normal`, the loose one after, else `max`.
+ * Every part but the last is PART_MIN_BYTES to PART_MAX_BYTES long; the block's end is a forced
+ * cut, so its last part may be shorter.
  */
-export function cutParts(block: Uint8Array, gear: Uint32Array, ends: number[]): number {
+export function cutBounds(length: number, ends: number[], search: (from: number, normal: number, max: number) => number): number {
   ends.length = 0
-  const length = block.length
   let start = 0
   while (start < length) {
     const remaining = length - start
@@ -56,29 +58,28 @@ export function cutParts(block: Uint8Array, gear: Uint32Array, ends: number[]): 
     }
     const max = start + Math.min(remaining, PART_MAX_BYTES)
     const normal = start + Math.min(remaining, PART_AVG_BYTES)
-    let i = start + PART_MIN_BYTES
-    let h = 0
-    let cut = max
-    for (; i < normal; i++) {
-      h = ((h << 1) + gear[block[i]!]!) | 0
-      if ((h & MASK_STRICT) === 0) {
-        cut = i + 1
-        break
-      }
-    }
-    if (cut === max) {
-      for (; i < max; i++) {
-        h = ((h << 1) + gear[block[i]!]!) | 0
-        if ((h & MASK_LOOSE) === 0) {
-          cut = i + 1
-          break
-        }
-      }
-    }
+    const cut = search(start + PART_MIN_BYTES, normal, max)
     ends.push(cut)
     start = cut
   }
   return ends.length
+}
+
+/** Cut points of `block` (see `cutBounds`): the definition, in JavaScript (partCutter.ts runs the same search in WebAssembly). */
+export function cutParts(block: Uint8Array, gear: Uint32Array, ends: number[]): number {
+  return cutBounds(block.length, ends, (from, normal, max) => {
+    let h = 0
+    let i = from
+    for (; i < normal; i++) {
+      h = ((h << 1) + gear[block[i]!]!) | 0
+      if ((h & MASK_STRICT) === 0) return i + 1
+    }
+    for (; i < max; i++) {
+      h = ((h << 1) + gear[block[i]!]!) | 0
+      if ((h & MASK_LOOSE) === 0) return i + 1
+    }
+    return max
+  })
 }
 
 const histogram = new Uint32Array(256)
