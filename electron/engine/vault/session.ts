@@ -123,6 +123,7 @@ export class LocalBackupSession implements BackupSession {
   private recipeQueueBytes = 0
   private readonly inFlight = new Set<Promise<void>>()
   private readonly finalizing = new Set<Promise<void>>()
+  /** Repack mode: the packs published so far (a backup keeps none: their index entries would grow with the disk). */
   private readonly published: PackWriter[] = []
   private readonly maps = new Map<number, SegmentedMapWriter>()
   private mapDirReady: Promise<void> | undefined
@@ -589,7 +590,8 @@ export class LocalBackupSession implements BackupSession {
       table.insert(e.chunkId, { pack: n, offset: e.offset, length: e.length, ordinal: e.ordinal, flags: e.flags })
       this.pending.delete(e.chunkId.toString('latin1'))
     }
-    this.published.push(pack)
+    // only a repack reads them back (flushPacks); a backup kept an object per chunk until its end
+    if (this.repack) this.published.push(pack)
   }
 
   blockMapWriter(disk: Pick<PointDisk, 'index' | 'blockCount'>): BlockMapWriter {
