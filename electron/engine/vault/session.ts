@@ -86,6 +86,11 @@ class NewChunk implements SessionPutResult {
   }
 }
 
+/** The result of a put whose chunk the vault or this session already has. */
+function duplicateOf(chunkId: Buffer): SessionPutResult {
+  return { chunkId, isNew: false, storedBytes: 0 }
+}
+
 /** Data packs take blocks and parts; recipe packs take recipes and are published last (see the header). */
 type Lane = 'data' | 'recipe'
 
@@ -211,6 +216,11 @@ export class LocalBackupSession implements BackupSession {
     this.slotWaiters.shift()?.()
   }
 
+  /** Whether the chunk `id` (`key`: its `pending` key) is in a published pack or claimed by this session. */
+  private isStored(table: ChunkTable, id: Buffer, key: string): boolean {
+    return table.has(id) || this.pending.has(key)
+  }
+
   /**
    * Reserves an ordinal in the current pack (rotating to a new pack when it is full). The
    * reservation happens in the same synchronous step as the fullness check, so a pack is never
@@ -278,8 +288,8 @@ export class LocalBackupSession implements BackupSession {
     for (let i = 0; i < blocks.length; i++) {
       const id = ids[i]!
       const key = id.toString('latin1')
-      if (table.has(id) || this.pending.has(key) || seen.has(key)) {
-        results[i] = { chunkId: id, isNew: false, storedBytes: 0 }
+      if (this.isStored(table, id, key) || seen.has(key)) {
+        results[i] = duplicateOf(id)
         continue
       }
       seen.add(key)
@@ -311,8 +321,8 @@ export class LocalBackupSession implements BackupSession {
     // every part is accepted: queue the recipes (a concurrent call may have claimed the same block meanwhile)
     for (const r of recipes) {
       const key = r.id.toString('latin1')
-      if (table.has(r.id) || this.pending.has(key)) {
-        results[r.block] = { chunkId: r.id, isNew: false, storedBytes: 0 }
+      if (this.isStored(table, r.id, key)) {
+        results[r.block] = duplicateOf(r.id)
         continue
       }
       this.pending.set(key, null)
@@ -433,8 +443,8 @@ export class LocalBackupSession implements BackupSession {
   ): Promise<void> {
     // pending's keys, made once per chunk (a string per lookup was most of a part's garbage)
     const keyAt: string[] = new Array<string>(to - from)
-    const known = (i: number): boolean => table.has(ids[i]!) || this.pending.has(keyAt[i - from]!)
-    const duplicate = (i: number): SessionPutResult => ({ chunkId: ids[i]!, isNew: false, storedBytes: 0 })
+    const known = (i: number): boolean => this.isStored(table, ids[i]!, keyAt[i - from]!)
+    const duplicate = (i: number): SessionPutResult => duplicateOf(ids[i]!)
     let fresh: number[] = []
     const inBatch = new Set<string>()
     for (let i = from; i < to; i++) {
