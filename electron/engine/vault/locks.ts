@@ -100,6 +100,10 @@ export async function breakLock(dir: string, options: { ids?: string[]; fs?: Vau
   const locks = await listLocks(dir, { fs })
   const chosen = options.ids ? locks.filter((l) => options.ids!.includes(l.id)) : locks
   for (const l of chosen) await unlinkDurable(fs, join(layout.locks, `${l.id}.lock`))
+  if (!options.ids) {
+    // temp files of lock writes cut short by a crash (no job runs: the user said so)
+    for (const name of await readdirIfExists(fs, layout.locks)) if (name.endsWith('.tmp')) await unlinkDurable(fs, join(layout.locks, name))
+  }
   return chosen
 }
 
@@ -152,7 +156,9 @@ export class VaultLock {
     for (;;) {
       const now = clock.now()
       const info: LockInfo = { id: randomId(12), kind, host, pid: process.pid, createdAt: now, refreshedAt: now, purpose: options.purpose ?? '' }
-      await writeFileAtomic(fs, layout.tmp, join(layout.locks, `${info.id}.lock`), Buffer.from(JSON.stringify(info), 'utf8'))
+      // the temp file goes in locks/, not tmp/: prune empties tmp/ under its exclusive lock while
+      // this process, holding nothing yet, may be writing there (RELIABILITY #16's test found it)
+      await writeFileAtomic(fs, layout.locks, join(layout.locks, `${info.id}.lock`), Buffer.from(JSON.stringify(info), 'utf8'))
       let conflict: EngineError | undefined
       try {
         conflict = await findConflict(fs, layout, info, clock, lifetimeMs)
@@ -181,7 +187,7 @@ export class VaultLock {
       const mono = this.clock.monotonic()
       if (this.isExpired(now, mono)) throw this.lostError()
       this.info.refreshedAt = now
-      await writeFileAtomic(this.fs, this.layout.tmp, this.path, Buffer.from(JSON.stringify(this.info), 'utf8'))
+      await writeFileAtomic(this.fs, this.layout.locks, this.path, Buffer.from(JSON.stringify(this.info), 'utf8'))
       this.lastRefreshWall = now
       this.lastRefreshMono = mono
     } catch (err) {

@@ -49,8 +49,9 @@ describe('concurrency: backup and prune together', () => {
       second.send(backupFirst ? messages.prune : messages.backup)
       const [b, p] = await Promise.all([backupDone, pruneDone])
       orders.push(`${backupFirst ? 'backup' : 'prune'}+${delay}ms→${finished.join(',')}`)
-      expect(b, `round ${round} backup`).toMatchObject({ kind: 'done' })
-      expect(p, `round ${round} prune`).toMatchObject({ kind: 'done', result: { pointsRemoved: 1 } })
+      // the whole outcome in the message: a failed child's code and message say why
+      expect(b, `round ${round} backup: ${JSON.stringify(b)}`).toMatchObject({ kind: 'done' })
+      expect(p, `round ${round} prune: ${JSON.stringify(p)}`).toMatchObject({ kind: 'done', result: { pointsRemoved: 1 } })
       const newId = (b as { result: { pointId: string } }).result.pointId
 
       const after = await open(dir, key)

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process'
 import { hostname } from 'node:os'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backUp, checksumOf, makeBlock, newVault, tempDir } from './helpers.js'
-import { breakLock, listLocks, openVault, UNLOCK_COMMAND, type Clock, type LocalVault } from '../../../electron/engine/vault/index.js'
+import { breakLock, listLocks, nodeVaultFs, openVault, UNLOCK_COMMAND, type Clock, type LocalVault, type VaultFs } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 
 async function errorOf(p: Promise<unknown>): Promise<EngineError> {
@@ -238,6 +238,46 @@ describe('vault locks', () => {
       expect((await waiting.verify({ readData: true })).problems).toEqual([])
     } finally {
       await waiting.close()
+    }
+  })
+
+  // RELIABILITY #16, found by the backup+prune concurrency test: prune empties tmp/ under its
+  // exclusive lock, while a backup waiting for its own lock writes a lock file every try. A lock
+  // file written through tmp/ could lose its temp file between write and rename: the backup then
+  // failed with NOT_FOUND instead of waiting. Here tmp/ is emptied at the worst moment, right
+  // before every lock file's rename.
+  it('takes and refreshes a lock while tmp/ is emptied under it', async () => {
+    const u = await tempDir()
+    const sweeps: string[] = []
+    const sweeping: VaultFs = {
+      ...nodeVaultFs,
+      async rename(from, to) {
+        if (to.endsWith('.lock')) {
+          const tmp = join(u.dir, 'vault', 'tmp')
+          for (const name of await readdir(tmp)) {
+            await unlink(join(tmp, name)).catch(() => undefined)
+            sweeps.push(name)
+          }
+          sweeps.push('(swept)')
+        }
+        return nodeVaultFs.rename(from, to)
+      },
+    }
+    try {
+      const { vault: made, dir: d, key: k } = await newVault(u.dir)
+      await made.close()
+      const v = await openVault(d, k, { fs: sweeping })
+      try {
+        const blocks = [makeBlock(1, 'random')]
+        const point = await backUp(v, [{ name: 'd', blocks }]) // acquire, then commit's refresh
+        expect(sweeps.filter((s) => s === '(swept)').length).toBeGreaterThanOrEqual(2)
+        expect((await v.listPoints()).map((p) => p.id)).toEqual([point.id])
+        expect(readdirSync(join(d, 'locks'))).toEqual([])
+      } finally {
+        await v.close()
+      }
+    } finally {
+      await u.cleanup()
     }
   })
 })
