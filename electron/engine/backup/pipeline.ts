@@ -716,7 +716,15 @@ async function blockLoop(a: LoopArgs): Promise<number> {
   let stored = 0
   const hasher = ctx.hasher()
 
-  const processRun = async (offset: number, length: number, buf: Buffer, prevEntries: Array<BlockEntry | undefined>, ranges: Array<[number, number]> | undefined): Promise<BlockEntry[]> => {
+  const processRun = async (
+    offset: number,
+    length: number,
+    buf: Buffer,
+    prevEntries: Array<BlockEntry | undefined>,
+    fixed: Array<BlockEntry | undefined>,
+    ranges: Array<[number, number]> | undefined,
+    dataBytes: number,
+  ): Promise<BlockEntry[]> => {
     try {
       const data = buf.subarray(0, length)
       if (!ranges) {
@@ -734,6 +742,11 @@ async function blockLoop(a: LoopArgs): Promise<number> {
       const entries: BlockEntry[] = new Array<BlockEntry>(prevEntries.length)
       const puts: Array<{ data: Buffer; checksum: Buffer; at: number }> = []
       for (let j = 0; j < prevEntries.length; j++) {
+        const known = fixed[j]
+        if (known) {
+          entries[j] = known
+          continue
+        }
         const view = data.subarray(j * blockSize, Math.min(length, (j + 1) * blockSize))
         if (isAllZero(view)) {
           entries[j] = ZERO
@@ -754,7 +767,7 @@ async function blockLoop(a: LoopArgs): Promise<number> {
           entries[put.at] = { kind: 'data', chunkId: r.chunkId, checksum: put.checksum }
         })
       }
-      dp.bytesDone += length
+      dp.bytesDone += dataBytes
       ctx.progress.emit()
       return entries
     } finally {
@@ -769,19 +782,28 @@ async function blockLoop(a: LoopArgs): Promise<number> {
     if (pending.length === 0) writer.append(entry)
     else pending.push(Promise.resolve([entry]))
   }
-  // The run being gathered: blocks [first, first + prevs.length); `ranges` (merged, in order) when
-  // data extents do not cover all of it.
-  let run: { first: number; prevs: Array<BlockEntry | undefined>; ranges: Array<[number, number]>; partial: boolean } | undefined
+  // The run being gathered: blocks [first, first + prevs.length), which starts at a data block;
+  // `ranges` (merged, in order) when data extents do not cover all of it. Holes and zero extents
+  // inside it stay in it as `fixed` entries (not read): a run ends only when it is full, so the
+  // data blocks that scattered writes left in a hole go to the vault together, not one run (one
+  // read, one putBlocks, one worker message) each.
+  let run:
+    | { first: number; prevs: Array<BlockEntry | undefined>; fixed: Array<BlockEntry | undefined>; ranges: Array<[number, number]>; partial: boolean; dataBytes: number; dataEnd: number }
+    | undefined
   const flushRun = async (): Promise<void> => {
     if (!run) return
-    const { first, prevs, ranges, partial } = run
+    const { first, prevs, fixed, ranges, partial, dataBytes, dataEnd } = run
     run = undefined
+    // blocks after the last data block are not part of the read: their entries follow the run's
+    const tail = fixed.splice(dataEnd)
+    prevs.length = dataEnd
     while (free.length === 0) await drainOne()
     const start = first * blockSize
     const end = Math.min((first + prevs.length) * blockSize, virtualSize)
-    const p = processRun(start, end - start, free.pop()!, prevs, partial ? ranges : undefined)
+    const p = processRun(start, end - start, free.pop()!, prevs, fixed, partial ? ranges : undefined, dataBytes)
     p.catch(() => {}) // observed when drained; avoids an unhandled rejection meanwhile
     pending.push(p)
+    for (const entry of tail) emit(entry!)
   }
 
   const blockRanges: Array<[number, number]> = []
@@ -792,15 +814,23 @@ async function blockLoop(a: LoopArgs): Promise<number> {
       const end = Math.min(start + blockSize, virtualSize)
       // Fast path: no extent before the end of this block.
       const kind = cursor.nextStart() >= end ? 0 : await cursor.classify(start, end, blockRanges)
+      if (run && run.prevs.length >= runBlocks) await flushRun()
       if (kind !== 2) {
-        await flushRun()
         if (kind === 1) { dp.bytesDone += end - start; ctx.progress.emit() }
-        emit(kind === 1 ? ZERO : UNALLOCATED)
+        const entry = kind === 1 ? ZERO : UNALLOCATED
+        if (run) {
+          run.prevs.push(undefined)
+          run.fixed.push(entry)
+          run.partial = true
+        } else emit(entry)
       } else {
         const prevEntry = i < a.prevBlocks ? await prevMap.at(i) : undefined
-        if (run && run.prevs.length >= runBlocks) await flushRun()
-        if (run) run.prevs.push(prevEntry)
-        else run = { first: i, prevs: [prevEntry], ranges: [], partial: false }
+        if (run) {
+          run.prevs.push(prevEntry)
+          run.fixed.push(undefined)
+        } else run = { first: i, prevs: [prevEntry], fixed: [undefined], ranges: [], partial: false, dataBytes: 0, dataEnd: 0 }
+        run.dataBytes += end - start
+        run.dataEnd = run.prevs.length
         let covered = 0
         for (const [from, to] of blockRanges) {
           covered += to - from
