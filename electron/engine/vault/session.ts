@@ -75,12 +75,13 @@ class NewChunk implements SessionPutResult {
   readonly storedBytes = 0
   constructor(
     readonly chunkId: Buffer,
-    private readonly batch: Promise<number[]>,
+    private readonly batch: Batch,
     private readonly item: number,
   ) {}
 
   get sealed(): Promise<number> {
-    const one = this.batch.then((lengths) => lengths[this.item]!)
+    this.batch.asked?.() // a batch still being filled is sent now: someone waits for it
+    const one = this.batch.sealed.then((lengths) => lengths[this.item]!)
     one.catch(() => undefined) // the session records the failure; callers may ignore `sealed`
     return one
   }
@@ -93,6 +94,50 @@ function duplicateOf(chunkId: Buffer): SessionPutResult {
 
 /** Data packs take blocks and parts; recipe packs take recipes and are published last (see the header). */
 type Lane = 'data' | 'recipe'
+
+/**
+ * One seal message in the making: chunks copied into a slot's input, their ids claimed in
+ * `pending`. Pack space is reserved when it is sent (`submitBatch`).
+ */
+interface Batch {
+  readonly slot: Slot
+  readonly input: Buffer
+  readonly lane: Lane
+  /** Plaintext bytes copied so far (moved records: record bytes). */
+  used: number
+  /** Σ(length + SEAL_OVERHEAD): the pack space the batch reserves. */
+  reserved: number
+  readonly ids: Buffer[]
+  readonly keys: string[]
+  readonly lengths: number[]
+  /** Moved records (repack): the pack they come from, and per item its former ordinal, flags and plaintext length. */
+  readonly moved?: { fromPackId: Buffer; from: Array<{ ordinal: number; flags: number; plainLength: number }> }
+  /** Settles with each item's stored length once the batch is sealed and written. */
+  readonly sealed: Promise<number[]>
+  settle(lengths: number[] | undefined, err?: unknown): void
+  /** Set while the batch is the session's open batch: sends it now (NewChunk.sealed). */
+  asked?: () => void
+}
+
+function newBatch(slot: Slot, lane: Lane, moved?: { fromPackId: Buffer }): Batch {
+  let resolve!: (v: number[]) => void
+  let reject!: (e: unknown) => void
+  const sealed = new Promise<number[]>((res, rej) => ((resolve = res), (reject = rej)))
+  sealed.catch(() => undefined) // the session records the failure; callers may never ask
+  return {
+    slot,
+    input: Buffer.from(slot.input),
+    lane,
+    used: 0,
+    reserved: 0,
+    ids: [],
+    keys: [],
+    lengths: [],
+    ...(moved ? { moved: { fromPackId: moved.fromPackId, from: [] } } : {}),
+    sealed,
+    settle: (lengths, err) => (lengths ? resolve(lengths) : reject(err)),
+  }
+}
 
 /** A block's parts as a worker cut them (CutTask): end offsets, and the part ids 32 bytes each. */
 interface Cut {
@@ -127,6 +172,16 @@ export class LocalBackupSession implements BackupSession {
   private recipeQueue: Array<{ data: Buffer; id: Buffer }> = []
   private recipeQueueBytes = 0
   private readonly inFlight = new Set<Promise<void>>()
+  /**
+   * The data batch being filled: new blocks and parts of several `putBlocks` calls share one seal
+   * message. An incremental puts a few changed blocks per call, and one message per call kept the
+   * main thread waiting for slots while the workers idled (see PERFORMANCE.md, fourteenth round).
+   * Sent when full, when a slot is wanted and none is free, when a result's `sealed` is asked
+   * for, and before the session drains.
+   */
+  private open: Batch | undefined
+  /** Open batches sent without a caller waiting (sendOpen): drained before the packs are finished. */
+  private readonly sending = new Set<Promise<void>>()
   private readonly finalizing = new Set<Promise<void>>()
   /** Repack mode: the packs published so far (a backup keeps none: their index entries would grow with the disk). */
   private readonly published: PackWriter[] = []
@@ -191,6 +246,11 @@ export class LocalBackupSession implements BackupSession {
       if (this.failure) throw this.failure
       const s = this.free.pop()
       if (s) return s
+      if (this.allocated >= this.ctx.maxInFlight && this.open) {
+        // the open batch holds a slot: send it (its slot comes back once it is sealed)
+        this.sendOpen()
+        continue
+      }
       if (this.allocated < this.ctx.maxInFlight) {
         this.allocated++
         return {
@@ -444,84 +504,157 @@ export class LocalBackupSession implements BackupSession {
     // pending's keys, made once per chunk (a string per lookup was most of a part's garbage)
     const keyAt: string[] = new Array<string>(to - from)
     const known = (i: number): boolean => this.isStored(table, ids[i]!, keyAt[i - from]!)
-    const duplicate = (i: number): SessionPutResult => duplicateOf(ids[i]!)
     let fresh: number[] = []
     const inBatch = new Set<string>()
     for (let i = from; i < to; i++) {
       const key = ids[i]!.toString('latin1')
       keyAt[i - from] = key
-      if (known(i) || inBatch.has(key)) results[i] = duplicate(i)
+      if (known(i) || inBatch.has(key)) results[i] = duplicateOf(ids[i]!)
       else {
         inBatch.add(key)
         fresh.push(i)
       }
     }
     if (fresh.length === 0) return
+    const add = (b: Batch, i: number): void => {
+      const data = blocks[i]!.data
+      const key = keyAt[i - from]!
+      this.pending.set(key, null)
+      b.used += data.copy(b.input, b.used)
+      b.reserved += data.length + SEAL_OVERHEAD
+      b.ids.push(ids[i]!)
+      b.keys.push(key)
+      b.lengths.push(data.length)
+      if (moved) {
+        const r = moved.records[i]!
+        b.moved!.from.push({ ordinal: r.ordinal, flags: r.flags, plainLength: r.plainLength })
+      }
+      this.bytesNew += data.length
+      results[i] = new NewChunk(ids[i]!, b, b.ids.length - 1)
+    }
+    if (lane === 'data' && !moved) {
+      // into the open batch, which is sent once it is full; at most half a pack, so packs (which
+      // take whole batches) stay near their target size
+      const capacity = Math.max(this.blockSize + SEAL_OVERHEAD, Math.min(this.sealBatch * (this.blockSize + SEAL_OVERHEAD), this.ctx.packTargetBytes / 2))
+      for (const i of fresh) {
+        const need = blocks[i]!.data.length + SEAL_OVERHEAD
+        for (;;) {
+          const b = this.open
+          if (b && b.reserved + need <= capacity) break
+          if (b) {
+            this.open = undefined
+            b.asked = undefined
+            await this.submitBatch(b)
+            continue
+          }
+          const slot = await this.takeSlot()
+          if (this.open) this.giveSlot(slot) // another call opened one meanwhile
+          else this.openBatch(slot)
+        }
+        // re-checked after any wait, then claimed in the same synchronous step
+        if (known(i)) results[i] = duplicateOf(ids[i]!)
+        else add(this.open!, i)
+      }
+      const b = this.open
+      if (b && b.reserved + this.blockSize + SEAL_OVERHEAD > capacity) {
+        this.open = undefined
+        b.asked = undefined
+        await this.submitBatch(b)
+      }
+      return
+    }
     const slot = await this.takeSlot()
     // Re-check after waiting, then claim the ids synchronously so concurrent puts of the same block dedup.
     fresh = fresh.filter((i) => {
       if (!known(i)) return true
-      results[i] = duplicate(i)
+      results[i] = duplicateOf(ids[i]!)
       return false
     })
     if (fresh.length === 0) {
       this.giveSlot(slot)
       return
     }
-    const keys = fresh.map((i) => keyAt[i - from]!)
-    for (const key of keys) this.pending.set(key, null)
-    const reserved = fresh.reduce((sum, i) => sum + blocks[i]!.data.length + SEAL_OVERHEAD, 0)
+    const b = newBatch(slot, lane, moved)
+    for (const i of fresh) add(b, i)
+    await this.submitBatch(b)
+  }
+
+  /** Makes `slot` the open data batch. */
+  private openBatch(slot: Slot): void {
+    const b = newBatch(slot, 'data')
+    b.asked = () => {
+      if (this.open === b) this.sendOpen()
+    }
+    this.open = b
+  }
+
+  /** Sends the open data batch without waiting (a failure fails the session). */
+  private sendOpen(): void {
+    const b = this.open
+    if (!b) return
+    this.open = undefined
+    b.asked = undefined
+    const p = this.submitBatch(b).catch((err: unknown) => this.fail(err))
+    this.sending.add(p)
+    void p.finally(() => this.sending.delete(p))
+  }
+
+  /**
+   * Reserves pack space for a batch and sends it to a worker. Resolves once a worker queue took it;
+   * the seal, the I9 re-check and the pack write follow (tracked in `inFlight`, settling the batch).
+   */
+  private async submitBatch(b: Batch): Promise<void> {
+    const count = b.ids.length
     let pack: PackWriter
     let first: number
     try {
-      this.check(lane === 'recipe')
-      ;({ pack, ordinal: first } = await this.reserve(reserved, fresh.length, lane))
+      // the recipe lane and the last data batch are sent while committing
+      this.check(this.state === 'committing')
+      ;({ pack, ordinal: first } = await this.reserve(b.reserved, count, b.lane))
     } catch (err) {
-      for (const key of keys) this.pending.delete(key)
-      this.giveSlot(slot)
+      for (const key of b.keys) this.pending.delete(key)
+      this.giveSlot(b.slot)
+      b.settle(undefined, err)
+      this.fail(err) // other calls may hold results in this batch: the session cannot commit
       throw err
     }
-    for (const key of keys) this.pending.set(key, pack)
-    const input = Buffer.from(slot.input)
-    let inPos = 0
-    const fields = new Uint32Array(fresh.length * SEAL_ITEM_WORDS)
-    const chunkIds = new Uint8Array(fresh.length * 32)
-    fresh.forEach((i, n) => {
-      const data = blocks[i]!.data
-      inPos += data.copy(input, inPos)
-      fields[n * SEAL_ITEM_WORDS] = data.length
+    for (const key of b.keys) this.pending.set(key, pack)
+    const fields = new Uint32Array(count * SEAL_ITEM_WORDS)
+    const chunkIds = new Uint8Array(count * 32)
+    for (let n = 0; n < count; n++) {
+      fields[n * SEAL_ITEM_WORDS] = b.lengths[n]!
       fields[n * SEAL_ITEM_WORDS + 1] = first + n
-      if (moved) {
-        fields[n * SEAL_ITEM_WORDS + 2] = moved.records[i]!.ordinal
-        fields[n * SEAL_ITEM_WORDS + 3] = moved.records[i]!.flags
+      const from = b.moved?.from[n]
+      if (from) {
+        fields[n * SEAL_ITEM_WORDS + 2] = from.ordinal
+        fields[n * SEAL_ITEM_WORDS + 3] = from.flags
       }
-      chunkIds.set(ids[i]!, n * 32)
-    })
-    this.bytesNew += inPos
+      chunkIds.set(b.ids[n]!, n * 32)
+    }
     const hooks = this.ctx.hooks
-    let sealed!: Promise<number[]>
+    const moved = b.moved
     const accepted = this.ctx
       .pool()
       .submit(
         {
           kind: 'seal',
-          input: slot.input,
+          input: b.slot.input,
           items: { fields, chunkIds },
-          ...(lane === 'recipe' ? { recipes: true as const } : {}),
-          output: slot.output,
+          ...(b.lane === 'recipe' ? { recipes: true as const } : {}),
+          output: b.slot.output,
           packId: pack.id,
           ...(moved ? { fromPackId: new Uint8Array(moved.fromPackId) } : {}),
         },
-        [slot.input, slot.output],
+        [b.slot.input, b.slot.output],
       )
       .then(({ result }) => {
-        sealed = result.then(async (r) => {
-          if (r.kind !== 'seal' || r.stored.length !== 2 * fresh.length || r.checks.length !== fresh.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
+        const sealed = result.then(async (r) => {
+          if (r.kind !== 'seal' || r.stored.length !== 2 * count || r.checks.length !== count) throw new EngineError('INTERNAL', 'unexpected worker reply')
           const back: Slot = { input: r.input, output: r.output }
           try {
             const failed = r.failures[0]
             if (failed) {
-              const chunkId = ids[fresh[failed.item] ?? -1]?.toString('hex') ?? `#${failed.item}`
+              const chunkId = b.ids[failed.item]?.toString('hex') ?? `#${failed.item}`
               throw new EngineError(
                 'CHUNK_CORRUPT',
                 moved
@@ -531,25 +664,25 @@ export class LocalBackupSession implements BackupSession {
             }
             const out = Buffer.from(r.output)
             const entries: PackIndexEntry[] = []
-            const lengths: number[] = new Array<number>(fresh.length)
+            const lengths: number[] = new Array<number>(count)
             let pos = 0
-            for (let n = 0; n < fresh.length; n++) {
+            for (let n = 0; n < count; n++) {
               const storedLength = r.stored[2 * n]!
               const record = out.subarray(pos, pos + storedLength)
               hooks.afterSeal?.(record)
-              const chunkId = ids[fresh[n]!]!
+              const chunkId = b.ids[n]!
               if (recordCheck(record) !== r.checks[n]) {
                 throw new EngineError(
                   'CHUNK_CORRUPT',
                   `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (changed in memory after it was verified). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
                 )
               }
-              const plainLength = moved ? moved.records[fresh[n]!]!.plainLength : fields[n * SEAL_ITEM_WORDS]!
+              const plainLength = moved ? moved.from[n]!.plainLength : b.lengths[n]!
               entries.push({ chunkId, offset: 0, ordinal: first + n, flags: r.stored[2 * n + 1]!, plainLength, length: storedLength })
               lengths[n] = storedLength
               pos += storedLength
             }
-            await pack.append(out.subarray(0, pos), entries, reserved)
+            await pack.append(out.subarray(0, pos), entries, b.reserved)
             this.bytesStored += pos
             return lengths
           } finally {
@@ -557,8 +690,9 @@ export class LocalBackupSession implements BackupSession {
           }
         })
         const tracked = sealed.then(
-          () => undefined,
+          (lengths) => b.settle(lengths),
           (err: unknown) => {
+            b.settle(undefined, err)
             pack.unreserve(0)
             this.fail(err)
           },
@@ -569,9 +703,9 @@ export class LocalBackupSession implements BackupSession {
     try {
       await accepted
     } catch (err) {
+      b.settle(undefined, err)
       this.loseSlot(err) // its buffers were detached or never sent
     }
-    fresh.forEach((i, n) => (results[i] = new NewChunk(ids[i]!, sealed, n)))
   }
 
   private startFinalize(pack: PackWriter): void {
@@ -641,6 +775,14 @@ export class LocalBackupSession implements BackupSession {
   }
 
   private async drain(): Promise<void> {
+    const open = this.open
+    if (open) {
+      this.open = undefined
+      open.asked = undefined
+      await this.submitBatch(open)
+    }
+    while (this.sending.size > 0) await Promise.all([...this.sending])
+    if (this.failure) return
     await this.flushRecipes()
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight])
     for (const l of Object.values(this.lanes)) while (l.creating) await l.creating.catch(() => undefined)
@@ -737,6 +879,11 @@ export class LocalBackupSession implements BackupSession {
   private async cleanup(keepMaps = false): Promise<void> {
     this.fail(new EngineError('CANCELLED', 'The backup session was aborted.'))
     this.recipeQueue = []
+    if (this.open) {
+      this.open.settle(undefined, this.failure)
+      this.open = undefined
+    }
+    await Promise.allSettled([...this.sending])
     await Promise.allSettled([...this.inFlight])
     for (const l of Object.values(this.lanes)) {
       if (l.creating) await l.creating.catch(() => undefined)

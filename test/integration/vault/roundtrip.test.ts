@@ -84,11 +84,12 @@ describe('vault round trip', () => {
     cleanups.push(t.cleanup)
     const { vault } = await newVault(t.dir, { workers: 2, maxBlocksInFlight: 3 }, { packTargetBytes: 1 << 20 })
     cleanups.push(() => vault.close())
-    const unique = Array.from({ length: 50 }, (_, i) => makeBlock(9000 + i, i % 4 ? 'random' : 'text'))
+    // 100 blocks: concurrent puts share seal batches (up to half a 1 MiB pack), so fewer blocks would fill only ~2 packs
+    const unique = Array.from({ length: 100 }, (_, i) => makeBlock(9000 + i, i % 4 ? 'random' : 'text'))
     const order = [...unique, ...unique.slice(0, 20), ...unique.slice(10, 30)]
     const session = await vault.beginBackup()
     const results = await Promise.all(order.map((b) => session.putBlock(b, checksumOf(b))))
-    expect(results.filter((r) => r.isNew).length).toBe(50)
+    expect(results.filter((r) => r.isNew).length).toBe(100)
     const w = session.blockMapWriter({ index: 0, blockCount: order.length })
     results.forEach((r, i) => w.append({ kind: 'data', chunkId: r.chunkId, checksum: checksumOf(order[i]!) }))
     await w.finish()
@@ -97,7 +98,7 @@ describe('vault round trip', () => {
       disks: [{ index: 0, name: 'd', virtualSize: order.length * BLOCK, sourceFormat: 'raw', sourcePath: '/d', allocatedBytes: 0, blockCount: order.length }],
       stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 }, labels: {},
     })
-    expect((await vault.stats()).chunks).toBe(50)
+    expect((await vault.stats()).chunks).toBe(100)
     expect((await vault.stats()).packs).toBeGreaterThan(2)
     const back = await restoreDisk(vault, point.id, 0)
     back.forEach((b, i) => expect((b as Buffer).equals(order[i]!)).toBe(true))
