@@ -124,14 +124,15 @@ export class ChunkCodec {
    * saves a copy for callers that collect plaintexts) or of an internal scratch buffer (valid until
    * the next call), or a string naming the failure.
    */
-  open(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, into?: Buffer): Buffer | string {
+  open(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, into?: Buffer, checkId = true): Buffer | string {
     const plainTarget = into && into.length >= this.config.blockSize ? into.subarray(0, this.config.blockSize) : this.plainScratch
-    const r = this.openBody(record, chunkId, packId, ordinal, flags, plainTarget)
+    const r = this.openBody(record, chunkId, packId, ordinal, flags, plainTarget, checkId)
     return typeof r === 'string' ? r : r.plain
   }
 
   /** `open`'s work; also returns the stored body (compressed or not) as decrypted. */
-  private openBody(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, plainTarget: Buffer): { plain: Buffer; stored: Buffer } | string {
+  /** `checkId` false: the caller compares the plaintext with what it knows instead (SealItems.sums). */
+  private openBody(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, plainTarget: Buffer, checkId = true): { plain: Buffer; stored: Buffer } | string {
     if (record.length < SEAL_OVERHEAD) return 'record too short'
     const ctLength = record.length - SEAL_OVERHEAD
     const compressed = (flags & FLAG_ZSTD) !== 0
@@ -156,7 +157,7 @@ export class ChunkCodec {
     } else {
       plain = body
     }
-    if (flags & FLAG_RECIPE) return { plain, stored: body }
+    if (flags & FLAG_RECIPE || !checkId) return { plain, stored: body }
     const id = this.ids.of(plain)
     if (!id.equals(Buffer.from(chunkId.buffer, chunkId.byteOffset, chunkId.byteLength))) return 'content does not match its id'
     return { plain, stored: body }

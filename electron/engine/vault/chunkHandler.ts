@@ -99,6 +99,9 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const most = task.lengths.reduce((sum, length) => sum + Math.ceil(length / PART_MIN_BYTES), 0)
     const allEnds = new Uint32Array(most)
     const partIds = new Uint8Array(most * 32)
+    hasher ??= createBlockHasher()
+    const sums = new Uint8Array(task.lengths.length * CHECKSUM_BYTES)
+    const partSums = new Uint8Array(most * CHECKSUM_BYTES)
     let parts = 0
     let at = 0
     task.lengths.forEach((length, i) => {
@@ -106,15 +109,29 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       at += length
       blockIds.set(ids!.of(block), i * 32)
       const n = length === task.blockSize && looksCompressible(block) ? cut!(block) : 0
-      if (n < 2) return
+      if (n < 2) {
+        sums.set(hasher!.checksum(block), i * CHECKSUM_BYTES)
+        return
+      }
       partCounts[i] = n
       for (let k = 0, from = 0; k < n; from = ends[k++]!) {
         allEnds[parts] = ends[k]!
-        partIds.set(ids!.of(block.subarray(from, ends[k]!)), parts * 32)
+        const part = block.subarray(from, ends[k]!)
+        partIds.set(ids!.of(part), parts * 32)
+        partSums.set(hasher!.checksum(part), parts * CHECKSUM_BYTES)
         parts++
       }
     })
-    const value: ChunkTaskResult = { kind: 'cut', input: task.input, ids: blockIds, partCounts, ends: allEnds.slice(0, parts), partIds: partIds.slice(0, parts * 32) }
+    const value: ChunkTaskResult = {
+      kind: 'cut',
+      input: task.input,
+      ids: blockIds,
+      partCounts,
+      ends: allEnds.slice(0, parts),
+      partIds: partIds.slice(0, parts * 32),
+      sums,
+      partSums: partSums.slice(0, parts * CHECKSUM_BYTES),
+    }
     return { value, transfer: [task.input] }
   }
 
@@ -155,7 +172,8 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
   function seal(task: SealTask): TaskReply<ChunkTaskResult> {
     const input = Buffer.from(task.input)
     const out = Buffer.from(task.output)
-    const { fields, chunkIds } = task.items
+    const { fields, chunkIds, sums } = task.items
+    if (sums) hasher ??= createBlockHasher()
     const count = fields.length / SEAL_ITEM_WORDS
     const stored = new Uint32Array(count * 2)
     const checks = new BigUint64Array(count)
@@ -168,6 +186,11 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       const chunkId = chunkIds.subarray(k * 32, k * 32 + 32)
       const plain = input.subarray(inPos, inPos + length)
       inPos += length
+      const sum = sums?.subarray(k * CHECKSUM_BYTES, (k + 1) * CHECKSUM_BYTES)
+      if (sum && !hasher!.checksum(plain).equals(sum)) {
+        failures.push({ item: k, error: 'changed in memory between its id and its seal' })
+        continue
+      }
       const target = out.subarray(outPos)
       let r: SealOutcome
       if (task.fromPackId) {
@@ -185,8 +208,9 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
       // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
       const record = target.subarray(0, r.storedLength)
-      const opened = codec.open(record, chunkId, task.packId, ordinal, r.flags)
+      const opened = codec.open(record, chunkId, task.packId, ordinal, r.flags, undefined, !sum)
       if (typeof opened === 'string') failures.push({ item: k, error: opened })
+      else if (sum && !opened.equals(plain)) failures.push({ item: k, error: 'did not open to its plaintext' })
       stored[2 * k] = r.storedLength
       stored[2 * k + 1] = r.flags
       checks[k] = recordCheck(record)

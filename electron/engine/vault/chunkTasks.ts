@@ -17,6 +17,15 @@ export interface SealItems {
   fields: Uint32Array
   /** 32 bytes per item. */
   chunkIds: Uint8Array
+  /**
+   * 16 bytes per item: the XXH3-128 (checksum.ts) of the plaintext, taken from the very bytes its
+   * chunk id was computed from. With it, the worker's I9 check is: the batch's copy has this
+   * checksum (nothing changed since the id was made), and the record opens to exactly that copy
+   * (byte comparison). Without it (moved records, recipes), the opened plaintext's keyed BLAKE3
+   * must equal the chunk id. Both prove the record holds the content its id names; the first
+   * costs a fast checksum and a memcmp instead of a second keyed BLAKE3 over every new byte.
+   */
+  sums?: Uint8Array
 }
 
 /**
@@ -210,6 +219,10 @@ export type ChunkTaskResult =
       ends: Uint32Array
       /** Part ids, 32 bytes each, in the order of `ends`. */
       partIds: Uint8Array
+      /** XXH3-128 of block i at bytes 16i..16i+16 (of a block stored whole; zeros for a cut one). */
+      sums: Uint8Array
+      /** XXH3-128 of every part, 16 bytes each, in the order of `ends`. */
+      partSums: Uint8Array
     }
   | {
       kind: 'check'

@@ -28,6 +28,7 @@ import { recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
 import { encodeRecipe, type RecipePart } from './parts.js'
+import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 
 /**
  * Plaintext bytes per seal message, at most: one message and one pack write per 4 MiB instead of
@@ -110,6 +111,8 @@ interface Batch {
   readonly ids: Buffer[]
   readonly keys: string[]
   readonly lengths: number[]
+  /** Per item, the XXH3-128 of its plaintext from where its id was made (SealItems.sums), if known. */
+  readonly sums: Array<Uint8Array | undefined>
   /** Moved records (repack): the pack they come from, and per item its former ordinal, flags and plaintext length. */
   readonly moved?: { fromPackId: Buffer; from: Array<{ ordinal: number; flags: number; plainLength: number }> }
   /** Settles with each item's stored length once the batch is sealed and written. */
@@ -133,16 +136,24 @@ function newBatch(slot: Slot, lane: Lane, moved?: { fromPackId: Buffer }): Batch
     ids: [],
     keys: [],
     lengths: [],
+    sums: [],
     ...(moved ? { moved: { fromPackId: moved.fromPackId, from: [] } } : {}),
     sealed,
     settle: (lengths, err) => (lengths ? resolve(lengths) : reject(err)),
   }
 }
 
-/** A block's parts as a worker cut them (CutTask): end offsets, and the part ids 32 bytes each. */
+/** A block's parts as a worker cut them (CutTask): end offsets, the part ids 32 bytes each, their checksums 16 bytes each. */
 interface Cut {
   ends: Uint32Array
   ids: Buffer
+  sums: Uint8Array
+}
+
+/** A chunk to seal: its plaintext, and the XXH3-128 taken where its id was made (SealItems.sums). */
+interface Unit {
+  data: Buffer
+  sum?: Uint8Array
 }
 
 interface LaneState {
@@ -168,6 +179,8 @@ export class LocalBackupSession implements BackupSession {
   }
   /** Keyed BLAKE3 for chunk ids, made on the first put (the binding loads on first use). */
   private idHasher: ChunkIdHasher | undefined
+  /** XXH3-128 of new blocks, taken with their ids (SealItems.sums). */
+  private sumHasher: BlockHasher | undefined
   /** Recipes waiting to be sealed (RECIPE_BATCH_BYTES); their ids are claimed in `pending` meanwhile. */
   private recipeQueue: Array<{ data: Buffer; id: Buffer }> = []
   private recipeQueueBytes = 0
@@ -329,18 +342,21 @@ export class LocalBackupSession implements BackupSession {
     }
     if (!this.ctx.usesParts) {
       const hasher = (this.idHasher ??= new ChunkIdHasher(this.ctx.keys.chunkId))
+      const sums = (this.sumHasher ??= createBlockHasher())
+      // the id and the checksum from the same bytes, in one synchronous step
+      const units: Unit[] = blocks.map((b) => ({ data: b.data, sum: sums.checksum(b.data) }))
       const ids = blocks.map((b) => hasher.of(b.data))
       const table = await this.tableFor()
       const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
-      await this.putUnits(blocks, ids, table, results, 'data')
+      await this.putUnits(units, ids, table, results, 'data')
       return results
     }
     // Format 2: new compressible full blocks become parts (deduplicated one by one) and a recipe.
     // The workers hash and cut (CutTask): done here, it made this thread the backup's bottleneck.
-    const { ids, cuts } = await this.cutBlocks(blocks)
+    const { ids, cuts, sums } = await this.cutBlocks(blocks)
     const table = await this.tableFor()
     const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
-    const units: Array<{ data: Buffer }> = []
+    const units: Unit[] = []
     const unitIds: Buffer[] = []
     const unitBlock: number[] = [] // the block a unit stands for, or -1 for a part
     const recipes: Array<{ data: Buffer; id: Buffer; block: number }> = []
@@ -357,7 +373,7 @@ export class LocalBackupSession implements BackupSession {
       // Only full blocks are cut: a part is then always shorter than any recipe's block, so a part's id can never name a recipe.
       const cut = cuts[i]
       if (!cut) {
-        units.push({ data })
+        units.push({ data, sum: sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES) })
         unitIds.push(id)
         unitBlock.push(i)
         continue
@@ -367,7 +383,7 @@ export class LocalBackupSession implements BackupSession {
         const part = data.subarray(at, cut.ends[k]!)
         const partId = cut.ids.subarray(k * 32, k * 32 + 32)
         parts.push({ id: partId, length: part.length })
-        units.push({ data: part })
+        units.push({ data: part, sum: cut.sums.subarray(k * CHECKSUM_BYTES, (k + 1) * CHECKSUM_BYTES) })
         unitIds.push(partId)
         unitBlock.push(-1)
       }
@@ -411,10 +427,11 @@ export class LocalBackupSession implements BackupSession {
    * Chunk ids of `blocks`, and the parts of those a worker cut (CutTask), a slot's bytes per message.
    * Only full blocks that look compressible are cut (parts.ts).
    */
-  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<Cut | undefined> }> {
+  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<Cut | undefined>; sums: Uint8Array }> {
     const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD)
     const ids = new Array<Buffer>(blocks.length)
     const cuts = new Array<Cut | undefined>(blocks.length)
+    const sums = new Uint8Array(blocks.length * CHECKSUM_BYTES)
     for (let from = 0; from < blocks.length; ) {
       let to = from
       let bytes = 0
@@ -433,7 +450,8 @@ export class LocalBackupSession implements BackupSession {
       } catch (err) {
         this.loseSlot(err) // its input was transferred or lost
       }
-      if (r.kind !== 'cut' || r.partCounts.length !== to - from) throw new EngineError('INTERNAL', 'unexpected worker reply')
+      if (r.kind !== 'cut' || r.partCounts.length !== to - from || r.sums.length !== (to - from) * CHECKSUM_BYTES) throw new EngineError('INTERNAL', 'unexpected worker reply')
+      sums.set(r.sums, from * CHECKSUM_BYTES)
       this.giveSlot({ input: r.input, output: slot.output })
       const idBytes = Buffer.from(r.ids.buffer, r.ids.byteOffset, r.ids.byteLength)
       const partIdBytes = Buffer.from(r.partIds.buffer, r.partIds.byteOffset, r.partIds.byteLength)
@@ -442,16 +460,16 @@ export class LocalBackupSession implements BackupSession {
         ids[i] = idBytes.subarray(k * 32, k * 32 + 32)
         const n = r.partCounts[k]!
         if (n === 0) continue
-        cuts[i] = { ends: r.ends.subarray(e, e + n), ids: partIdBytes.subarray(e * 32, (e + n) * 32) }
+        cuts[i] = { ends: r.ends.subarray(e, e + n), ids: partIdBytes.subarray(e * 32, (e + n) * 32), sums: r.partSums.subarray(e * CHECKSUM_BYTES, (e + n) * CHECKSUM_BYTES) }
         e += n
       }
       from = to
     }
-    return { ids, cuts }
+    return { ids, cuts, sums }
   }
 
   /** Puts chunks (blocks, parts or recipes) in batches of at most a slot's bytes. */
-  private async putUnits(units: ReadonlyArray<{ data: Buffer }>, ids: Buffer[], table: ChunkTable, results: SessionPutResult[], lane: Lane): Promise<void> {
+  private async putUnits(units: ReadonlyArray<Unit>, ids: Buffer[], table: ChunkTable, results: SessionPutResult[], lane: Lane): Promise<void> {
     const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD) // a slot's input and output (takeSlot)
     for (let from = 0; from < units.length; ) {
       let to = from
@@ -491,7 +509,7 @@ export class LocalBackupSession implements BackupSession {
   }
 
   private async putBatch(
-    blocks: ReadonlyArray<{ data: Buffer }>,
+    blocks: ReadonlyArray<Unit>,
     ids: Buffer[],
     from: number,
     to: number,
@@ -525,6 +543,7 @@ export class LocalBackupSession implements BackupSession {
       b.ids.push(ids[i]!)
       b.keys.push(key)
       b.lengths.push(data.length)
+      b.sums.push(blocks[i]!.sum)
       if (moved) {
         const r = moved.records[i]!
         b.moved!.from.push({ ordinal: r.ordinal, flags: r.flags, plainLength: r.plainLength })
@@ -621,7 +640,9 @@ export class LocalBackupSession implements BackupSession {
     for (const key of b.keys) this.pending.set(key, pack)
     const fields = new Uint32Array(count * SEAL_ITEM_WORDS)
     const chunkIds = new Uint8Array(count * 32)
+    const sums = b.sums.every((s) => s !== undefined) ? new Uint8Array(count * CHECKSUM_BYTES) : undefined
     for (let n = 0; n < count; n++) {
+      sums?.set(b.sums[n]!, n * CHECKSUM_BYTES)
       fields[n * SEAL_ITEM_WORDS] = b.lengths[n]!
       fields[n * SEAL_ITEM_WORDS + 1] = first + n
       const from = b.moved?.from[n]
@@ -639,7 +660,7 @@ export class LocalBackupSession implements BackupSession {
         {
           kind: 'seal',
           input: b.slot.input,
-          items: { fields, chunkIds },
+          items: { fields, chunkIds, ...(sums ? { sums } : {}) },
           ...(b.lane === 'recipe' ? { recipes: true as const } : {}),
           output: b.slot.output,
           packId: pack.id,

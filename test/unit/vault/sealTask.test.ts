@@ -1,0 +1,69 @@
+// The seal task's I9 check with checksums (SealItems.sums): the batch's copy must carry the
+// checksum taken where the id was made, and each record must open to exactly that copy.
+import { randomBytes } from 'node:crypto'
+import { describe, expect, it } from 'vitest'
+import { chunkTaskHandler } from '../../../electron/engine/vault/chunkHandler.js'
+import { ChunkCodec } from '../../../electron/engine/vault/chunkCodec.js'
+import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
+import { SEAL_ITEM_WORDS, type ChunkTaskResult } from '../../../electron/engine/vault/chunkTasks.js'
+import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
+
+const BS = 64 * 1024
+const keys = deriveKeys(randomBytes(32), 'cd'.repeat(16))
+const config = { dataKey: keys.data, chunkIdKey: keys.chunkId, blockSize: BS, compressionLevel: 1 }
+const sums = createBlockHasher()
+
+function task(plains: Buffer[], sumOf: (p: Buffer, k: number) => Buffer) {
+  const input = new ArrayBuffer(plains.reduce((s, p) => s + p.length, 0))
+  const output = new ArrayBuffer(plains.reduce((s, p) => s + p.length + 28, 0))
+  const fields = new Uint32Array(plains.length * SEAL_ITEM_WORDS)
+  const chunkIds = new Uint8Array(plains.length * 32)
+  const sumBytes = new Uint8Array(plains.length * 16)
+  let at = 0
+  plains.forEach((p, k) => {
+    p.copy(Buffer.from(input), at)
+    at += p.length
+    fields[k * SEAL_ITEM_WORDS] = p.length
+    fields[k * SEAL_ITEM_WORDS + 1] = k
+    chunkIds.set(chunkIdOf(keys.chunkId, p), k * 32)
+    sumBytes.set(sumOf(p, k), k * 16)
+  })
+  return { kind: 'seal' as const, input, output, items: { fields, chunkIds, sums: sumBytes }, packId: new Uint8Array(randomBytes(16)) }
+}
+
+type Sealed = Extract<ChunkTaskResult, { kind: 'seal' }>
+
+describe('seal task with checksums (I9)', () => {
+  const text = Buffer.from('a line of a log file, again and again\n'.repeat(2000)).subarray(0, BS)
+  const plains = [randomBytes(BS), text, randomBytes(5000)]
+
+  it('seals records that open, with the id check, to the plaintexts', async () => {
+    const t = task(plains, (p) => sums.checksum(p))
+    const r = (await chunkTaskHandler(config)(t)).value as Sealed
+    expect(r.failures).toEqual([])
+    const codec = new ChunkCodec(config)
+    const out = Buffer.from(r.output)
+    let pos = 0
+    plains.forEach((p, k) => {
+      const length = r.stored[2 * k]!
+      const opened = codec.open(out.subarray(pos, pos + length), t.items.chunkIds.subarray(k * 32, k * 32 + 32), t.packId, k, r.stored[2 * k + 1]!)
+      expect(Buffer.isBuffer(opened) && opened.equals(p), `item ${k}`).toBe(true)
+      pos += length
+    })
+  })
+
+  it('refuses a plaintext whose checksum differs from the one taken with its id', async () => {
+    // item 1's checksum was taken from other bytes (as if the buffer changed after its id was made)
+    const t = task(plains, (p, k) => sums.checksum(k === 1 ? Buffer.concat([p.subarray(1), Buffer.from([7])]) : p))
+    const r = (await chunkTaskHandler(config)(t)).value as Sealed
+    expect(r.failures).toEqual([{ item: 1, error: 'changed in memory between its id and its seal' }])
+  })
+
+  it('refuses a record that does not open to its plaintext (a corrupting compressor)', async () => {
+    const t = task(plains, (p) => sums.checksum(p))
+    const r = (await chunkTaskHandler({ ...config, corruptCompressor: true })(t)).value as Sealed
+    // only the text is compressed; its record opens to other bytes, or not at all
+    expect(r.failures.map((f) => f.item)).toEqual([1])
+    expect(r.failures[0]!.error).toMatch(/did not open to its plaintext|could not be decompressed/)
+  })
+})
