@@ -120,12 +120,13 @@ export class ChunkCodec {
   }
 
   /**
-   * Opens one record; returns the plaintext as a view of `into` when given (capacity ≥ blockSize;
-   * saves a copy for callers that collect plaintexts) or of an internal scratch buffer (valid until
-   * the next call), or a string naming the failure.
+   * Opens one record; returns the plaintext as a view of `into` when given (capacity ≥ blockSize,
+   * or `intoExact`: exactly the plaintext's known length, a part's; saves a copy for callers that
+   * collect plaintexts) or of an internal scratch buffer (valid until the next call), or a string
+   * naming the failure.
    */
-  open(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, into?: Buffer, checkId = true): Buffer | string {
-    const plainTarget = into && into.length >= this.config.blockSize ? into.subarray(0, this.config.blockSize) : this.plainScratch
+  open(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, into?: Buffer, checkId = true, intoExact = false): Buffer | string {
+    const plainTarget = into && (intoExact || into.length >= this.config.blockSize) ? into.subarray(0, this.config.blockSize) : this.plainScratch
     const r = this.openBody(record, chunkId, packId, ordinal, flags, plainTarget, checkId)
     return typeof r === 'string' ? r : r.plain
   }
@@ -137,6 +138,7 @@ export class ChunkCodec {
     const ctLength = record.length - SEAL_OVERHEAD
     const compressed = (flags & FLAG_ZSTD) !== 0
     if (ctLength > (compressed ? this.bodyScratch.length : this.config.blockSize)) return 'is larger than a block'
+    if (!compressed && ctLength > plainTarget.length) return 'is larger than its place'
     const target = compressed ? this.bodyScratch : plainTarget
     let body: Buffer
     try {

@@ -133,8 +133,8 @@ export interface InPlace {
   zeroGranule: number
   /**
    * Per entry: 0 for a whole block (room for blockSize bytes; checksum and zero map reported), or
-   * the exact length of a part of a block (room for that many bytes; only decoded: the block is
-   * checked once assembled, CheckTask).
+   * the exact length of a part of a block (room for that many bytes; only authenticated and
+   * decoded, not hashed: the block is checked once assembled, CheckTask).
    */
   parts?: number[]
 }
