@@ -67,3 +67,44 @@ describe('seal task with checksums (I9)', () => {
     expect(r.failures[0]!.error).toMatch(/did not open to its plaintext|could not be decompressed/)
   })
 })
+
+describe('restore of a block stored as parts (I3 on the assembled block)', () => {
+  it('a part that opens (authentic record) but holds other bytes than its id names fails its block, not silently', async () => {
+    const codec = new ChunkCodec(config)
+    const handler = chunkTaskHandler(config)
+    const block = Buffer.from('part one of the block; '.repeat(2900)).subarray(0, BS)
+    const cut = 20_000
+    const parts = [block.subarray(0, cut), block.subarray(cut)]
+    const packId = randomBytes(16)
+    // the second record carries the second part's id but other bytes of the same length (what a
+    // faulty compressor or a writer bug could have stored): AES-GCM authenticates it all the same
+    const forged = Buffer.from(parts[1]!)
+    forged[100]! ^= 0x20
+    const records = [parts[0]!, forged].map((plain, k) => {
+      const out = Buffer.alloc(plain.length + 64)
+      const r = codec.seal(plain, out, chunkIdOf(keys.chunkId, parts[k]!), packId, k)
+      return { bytes: Buffer.from(out.subarray(0, r.storedLength)), flags: r.flags }
+    })
+    const buf = new SharedArrayBuffer(records[0]!.bytes.length + records[1]!.bytes.length)
+    Buffer.from(buf).set(records[0]!.bytes, 0)
+    Buffer.from(buf).set(records[1]!.bytes, records[0]!.bytes.length)
+    const fields = new Uint32Array([0, records[0]!.bytes.length, 0, records[0]!.flags, records[0]!.bytes.length, records[1]!.bytes.length, 1, records[1]!.flags])
+    const chunkIds = new Uint8Array(64)
+    chunkIds.set(chunkIdOf(keys.chunkId, parts[0]!), 0)
+    chunkIds.set(chunkIdOf(keys.chunkId, parts[1]!), 32)
+    const sab = new SharedArrayBuffer(BS)
+    const opened = (
+      await handler({ kind: 'open', buf, entries: { fields, chunkIds }, packId: new Uint8Array(packId), blockSize: BS, returnPlain: false, into: { sab, positions: [0, cut], zeroGranule: 4096, parts: [cut, BS - cut] } })
+    ).value as Extract<ChunkTaskResult, { kind: 'open' }>
+    expect(opened.errors).toEqual([null, null]) // parts are authenticated and decoded, not hashed
+    const check = async () =>
+      ((await handler({ kind: 'check', sab, blocks: [{ position: 0, length: BS, chunkId: new Uint8Array(chunkIdOf(keys.chunkId, block)) }], blockSize: BS, zeroGranule: 4096 })).value as Extract<ChunkTaskResult, { kind: 'check' }>)
+        .errors
+    const errors = await check()
+    expect(errors).toHaveLength(1)
+    expect(errors[0]).toMatch(/does not match/)
+    // the genuine bytes in place: the same block checks out
+    Buffer.from(sab).set(parts[1]!, cut)
+    expect(await check()).toEqual([null])
+  })
+})
