@@ -273,6 +273,12 @@ describe('vault locks', () => {
         expect(sweeps.filter((s) => s === '(swept)').length).toBeGreaterThanOrEqual(2)
         expect((await v.listPoints()).map((p) => p.id)).toEqual([point.id])
         expect(readdirSync(join(d, 'locks'))).toEqual([])
+        // a lock write cut short by a crash leaves its temp file in locks/: not a lock, and
+        // `vault unlock --force` (breakLock) clears it
+        await writeFile(join(d, 'locks', `${'cd'.repeat(12)}.lock.0a0b0c0d0e0f.tmp`), '{"id":')
+        expect(await listLocks(d)).toEqual([])
+        await breakLock(d)
+        expect(readdirSync(join(d, 'locks'))).toEqual([])
       } finally {
         await v.close()
       }
