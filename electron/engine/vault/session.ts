@@ -118,7 +118,7 @@ interface Batch {
   /** Settles with each item's stored length once the batch is sealed and written. */
   readonly sealed: Promise<number[]>
   settle(lengths: number[] | undefined, err?: unknown): void
-  /** Set while the batch is the session's open batch: sends it now (NewChunk.sealed). */
+  /** For a data batch: sends it now if it is still the session's open batch (NewChunk.sealed). */
   asked?: () => void
 }
 
@@ -561,9 +561,7 @@ export class LocalBackupSession implements BackupSession {
           const b = this.open
           if (b && b.reserved + need <= capacity) break
           if (b) {
-            this.open = undefined
-            b.asked = undefined
-            await this.submitBatch(b)
+            await this.submitBatch(this.detachOpen()!)
             continue
           }
           const slot = await this.takeSlot()
@@ -574,12 +572,7 @@ export class LocalBackupSession implements BackupSession {
         if (known(i)) results[i] = duplicateOf(ids[i]!)
         else add(this.open!, i)
       }
-      const b = this.open
-      if (b && b.reserved + this.blockSize + SEAL_OVERHEAD > capacity) {
-        this.open = undefined
-        b.asked = undefined
-        await this.submitBatch(b)
-      }
+      if (this.open && this.open.reserved + this.blockSize + SEAL_OVERHEAD > capacity) await this.submitBatch(this.detachOpen()!)
       return
     }
     const slot = await this.takeSlot()
@@ -607,12 +600,17 @@ export class LocalBackupSession implements BackupSession {
     this.open = b
   }
 
+  /** Takes the open data batch (to send it): puts go to a new one from now on. */
+  private detachOpen(): Batch | undefined {
+    const b = this.open
+    this.open = undefined
+    return b
+  }
+
   /** Sends the open data batch without waiting (a failure fails the session). */
   private sendOpen(): void {
-    const b = this.open
+    const b = this.detachOpen()
     if (!b) return
-    this.open = undefined
-    b.asked = undefined
     const p = this.submitBatch(b).catch((err: unknown) => this.fail(err))
     this.sending.add(p)
     void p.finally(() => this.sending.delete(p))
@@ -796,12 +794,8 @@ export class LocalBackupSession implements BackupSession {
   }
 
   private async drain(): Promise<void> {
-    const open = this.open
-    if (open) {
-      this.open = undefined
-      open.asked = undefined
-      await this.submitBatch(open)
-    }
+    const open = this.detachOpen()
+    if (open) await this.submitBatch(open)
     while (this.sending.size > 0) await Promise.all([...this.sending])
     if (this.failure) return
     await this.flushRecipes()
@@ -900,10 +894,7 @@ export class LocalBackupSession implements BackupSession {
   private async cleanup(keepMaps = false): Promise<void> {
     this.fail(new EngineError('CANCELLED', 'The backup session was aborted.'))
     this.recipeQueue = []
-    if (this.open) {
-      this.open.settle(undefined, this.failure)
-      this.open = undefined
-    }
+    this.detachOpen()?.settle(undefined, this.failure)
     await Promise.allSettled([...this.sending])
     await Promise.allSettled([...this.inFlight])
     for (const l of Object.values(this.lanes)) {
