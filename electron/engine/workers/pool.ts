@@ -11,8 +11,13 @@
  * - At most `size` tasks run at once (one per worker); at most `maxQueue` more wait. `submit`
  *   resolves once the task is accepted (queue space), giving the result promise: a caller awaiting
  *   `submit` in a loop is back-pressured. `run` = submit + await the result.
+ * - A worker is sent up to `ahead` tasks (default 2): it runs them one after the other, so it starts
+ *   its next task the moment it replies instead of waiting for this thread to take the reply and
+ *   post another (this thread may be busy reading or copying: workers sat idle a fifth of a backup).
+ *   Tasks go to the worker with the fewest outstanding, so a second one is only sent ahead when
+ *   every worker has one.
  * - A task that throws rejects its promise (EngineError code and message preserved); a worker
- *   that dies rejects its running task with INTERNAL and is replaced.
+ *   that dies rejects the tasks sent to it with INTERNAL and is replaced.
  * - `dispose()` rejects queued tasks with CANCELLED, terminates the workers and is idempotent.
  * - With `inline`, tasks run on the caller's thread, one at a time, until the first worker has
  *   loaded its task module: a worker takes ~0.2 s to start, and a small incremental backup's whole
@@ -35,6 +40,8 @@ export interface WorkerPoolOptions<T = unknown, R = unknown> {
   size?: number
   /** Tasks allowed to wait beyond the running ones (default 2 × size). */
   maxQueue?: number
+  /** Tasks sent to one worker at a time, run in order (default 2; 1 = send the next on reply). */
+  ahead?: number
   /** Passed to every worker as `workerData` (structured clone). */
   workerData?: unknown
   /** For error messages and thread names. */
@@ -62,7 +69,8 @@ interface Pending<T, R> {
 
 interface Slot<T, R> {
   worker: Worker
-  running: (Pending<T, R> & { id: number }) | undefined
+  /** Tasks sent to this worker and not answered yet, oldest first (the first is running). */
+  running: Array<Pending<T, R> & { id: number }>
   /** Settles once the task module has loaded (its `serveTasks` ran) or the worker is gone. */
   ready: Promise<void>
   /** True once the task module has loaded. */
@@ -134,6 +142,7 @@ function bundleTs(moduleUrl: string): string | undefined {
 export class WorkerPool<T, R> {
   readonly size: number
   private readonly maxQueue: number
+  private readonly ahead: number
   private readonly slots: Slot<T, R>[] = []
   private readonly queue: Pending<T, R>[] = []
   private readonly spaceWaiters: Array<() => void> = []
@@ -150,6 +159,7 @@ export class WorkerPool<T, R> {
   ) {
     this.size = Math.max(1, options.size ?? availableParallelism())
     this.maxQueue = Math.max(0, options.maxQueue ?? 2 * this.size)
+    this.ahead = Math.max(1, Math.floor(options.ahead ?? 2))
     for (let i = 0; i < this.size; i++) this.slots.push(this.spawn())
   }
 
@@ -158,7 +168,7 @@ export class WorkerPool<T, R> {
     const worker = new Worker(boot.code, { eval: boot.eval, workerData: this.options.workerData, name: this.options.name ?? 'tresor-worker' })
     worker.unref()
     let markReady!: () => void
-    const slot: Slot<T, R> = { worker, running: undefined, ready: new Promise<void>((r) => (markReady = r)), started: false }
+    const slot: Slot<T, R> = { worker, running: [], ready: new Promise<void>((r) => (markReady = r)), started: false }
     worker.on('message', (msg: WireReply) => {
       if ('ready' in msg) {
         slot.started = true
@@ -178,9 +188,9 @@ export class WorkerPool<T, R> {
   }
 
   private onReply(slot: Slot<T, R>, msg: Exclude<WireReply, { ready: true }>): void {
-    const job = slot.running
-    if (!job || job.id !== msg.id) return
-    slot.running = undefined
+    const at = slot.running.findIndex((j) => j.id === msg.id)
+    if (at < 0) return
+    const job = slot.running.splice(at, 1)[0]!
     if (msg.ok) job.resolve(msg.value as R)
     else job.reject(reviveError(msg.error, this.options.name))
     this.pump()
@@ -189,10 +199,9 @@ export class WorkerPool<T, R> {
   private onDeath(slot: Slot<T, R>, err: unknown): void {
     const idx = this.slots.indexOf(slot)
     if (idx < 0) return
-    const job = slot.running
-    slot.running = undefined
+    const jobs = slot.running.splice(0)
     void slot.worker.terminate().catch(() => undefined)
-    if (job) job.reject(new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} thread failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+    for (const job of jobs) job.reject(new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} thread failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
     if (this.disposed) return
     this.slots[idx] = this.spawn()
     this.pump()
@@ -202,16 +211,20 @@ export class WorkerPool<T, R> {
     if (this.options.inline && !this.inlineUnavailable && !this.slots.some((s) => s.started)) {
       this.runInline()
     } else {
-      for (const slot of this.slots) {
-        if (slot.running || this.queue.length === 0) continue
-        const job = this.queue.shift()!
-        const id = this.nextId++
-        slot.running = { ...job, id }
-        try {
-          slot.worker.postMessage({ id, task: job.task }, job.transfer)
-        } catch (err) {
-          slot.running = undefined
-          job.reject(err)
+      // fill every worker to one outstanding task, then to two, …: a task waits behind another
+      // only when every worker is busy
+      for (let depth = 1; depth <= this.ahead && this.queue.length > 0; depth++) {
+        for (const slot of this.slots) {
+          if (slot.running.length >= depth || this.queue.length === 0) continue
+          const job = this.queue.shift()!
+          const sent = { ...job, id: this.nextId++ }
+          slot.running.push(sent)
+          try {
+            slot.worker.postMessage({ id: sent.id, task: job.task }, job.transfer)
+          } catch (err) {
+            slot.running.pop()
+            job.reject(err)
+          }
         }
       }
     }
@@ -247,12 +260,14 @@ export class WorkerPool<T, R> {
   }
 
   private hasSpace(): boolean {
-    return this.queue.length < this.maxQueue || this.slots.some((s) => !s.running && this.queue.length === 0)
+    // a task sent ahead to a busy worker counts as waiting: the bound stays size + maxQueue
+    const waiting = this.queue.length + this.slots.reduce((sum, s) => sum + Math.max(0, s.running.length - 1), 0)
+    return waiting < this.maxQueue || (this.queue.length === 0 && this.slots.some((s) => s.running.length === 0))
   }
 
   /** Tasks running or queued. */
   get pending(): number {
-    return this.queue.length + this.slots.filter((s) => s.running).length + (this.inlineBusy ? 1 : 0)
+    return this.queue.length + this.slots.reduce((sum, s) => sum + s.running.length, 0) + (this.inlineBusy ? 1 : 0)
   }
 
   /**
@@ -287,8 +302,7 @@ export class WorkerPool<T, R> {
     for (const w of this.spaceWaiters.splice(0)) w()
     await Promise.all(
       this.slots.map(async (slot) => {
-        slot.running?.reject(cancelled)
-        slot.running = undefined
+        for (const job of slot.running.splice(0)) job.reject(cancelled)
         let timer: NodeJS.Timeout | undefined
         await Promise.race([slot.ready, new Promise<void>((r) => (timer = setTimeout(r, READY_WAIT_MS)))])
         clearTimeout(timer)
@@ -311,7 +325,9 @@ export function serveTasks<T, R>(handler: (task: T) => TaskReply<R> | Promise<Ta
   const port = parentPort
   if (!port) throw new Error('serveTasks must run inside a worker thread')
   port.postMessage({ ready: true })
-  port.on('message', async (msg: { id: number; task: T }) => {
+  // one task at a time, in the order sent (a pool sends a worker its next task ahead of time)
+  let last: Promise<void> = Promise.resolve()
+  const serve = async (msg: { id: number; task: T }): Promise<void> => {
     try {
       const reply = await handler(msg.task)
       port.postMessage({ id: msg.id, ok: true, value: reply.value }, reply.transfer ?? [])
@@ -319,5 +335,8 @@ export function serveTasks<T, R>(handler: (task: T) => TaskReply<R> | Promise<Ta
       const e = err as Partial<EngineError> & Error
       port.postMessage({ id: msg.id, ok: false, error: { code: e?.code, message: e?.message ?? String(err), userMessage: e?.userMessage } })
     }
+  }
+  port.on('message', (msg: { id: number; task: T }) => {
+    last = last.then(() => serve(msg))
   })
 }

@@ -35,6 +35,27 @@ describe('WorkerPool', () => {
     await b.result
   })
 
+  it('sends a worker its next task ahead, so it starts while this thread is busy, and runs them one at a time', async () => {
+    pool = new WorkerPool(url, { size: 1, maxQueue: 2 })
+    await pool.run({ op: 'sleep', ms: 1 }) // the worker has started
+    const sab = new SharedArrayBuffer(8 * 4)
+    const a = await pool.submit({ op: 'stamp', sab, slot: 0, ms: 50 })
+    const b = await pool.submit({ op: 'stamp', sab, slot: 1, ms: 50 })
+    const c = await pool.submit({ op: 'stamp', sab, slot: 2, ms: 1 })
+    // this thread stays busy, taking no reply: only a task already sent can start meanwhile
+    const busyUntil = performance.timeOrigin + performance.now() + 400
+    while (performance.timeOrigin + performance.now() < busyUntil);
+    expect(await a.result).toBe('stamped')
+    expect(await b.result).toBe('stamped')
+    expect(await c.result).toBe('stamped')
+    const starts = new Float64Array(sab)
+    const counts = new Int32Array(sab, 0, 2)
+    expect(counts[1]).toBe(1) // never two at once
+    expect(starts[2]! - starts[1]!).toBeGreaterThanOrEqual(45) // b after a ended
+    expect(starts[2]!).toBeLessThan(busyUntil) // b was sent ahead: it began during the busy loop
+    expect(starts[3]!).toBeGreaterThanOrEqual(busyUntil) // c was not (two ahead at most): it waited for a reply
+  })
+
   it('keeps EngineError codes, replaces a crashed worker, rejects queued work on dispose', async () => {
     pool = new WorkerPool(url, { size: 1, maxQueue: 4 })
     const err = await pool.run({ op: 'fail' }).catch((e: unknown) => e)
