@@ -711,7 +711,8 @@ async function blockLoop(a: LoopArgs): Promise<number> {
   const { image, blockSize, blockCount, virtualSize, cursor, prevMap, writer, ctx, dp } = a
   const runBlocks = Math.max(1, Math.floor(RUN_BYTES / blockSize))
   const window = Math.max(3, Math.ceil(Math.max(1, ctx.blocksInFlight) / runBlocks))
-  const free: Buffer[] = Array.from({ length: window }, () => Buffer.allocUnsafe(runBlocks * blockSize))
+  // shared memory: a format-2 vault's cut workers read the blocks where they were read (session.ts cutBlocks)
+  const free: Buffer[] = Array.from({ length: window }, () => Buffer.from(new SharedArrayBuffer(runBlocks * blockSize)))
   const pending: Promise<BlockEntry[]>[] = []
   let stored = 0
   const hasher = ctx.hasher()

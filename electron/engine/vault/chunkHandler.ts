@@ -12,6 +12,7 @@ import { cutParts, gearTable, looksCompressible, PART_MIN_BYTES } from './parts.
 import { PartCutter } from './partCutter.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
+import { EngineError } from '../errors.js'
 import { SEAL_ITEM_WORDS, unpackOpenEntries, zeroMapBytes } from './chunkTasks.js'
 
 /** Copies (from, to, length) triples from `source` to `target`; what was wrong, or null. */
@@ -96,7 +97,9 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       const cutter = PartCutter.available ? new PartCutter(gear) : undefined
       cut = cutter ? (block) => cutter.cut(block, ends) : (block) => cutParts(block, gear, ends)
     }
-    const input = Buffer.from(task.input)
+    const input = task.input ? Buffer.from(task.input) : undefined
+    const shared = task.shared ? Buffer.from(task.shared.sab) : undefined
+    if (!input && !(shared && task.shared!.positions.length === task.lengths.length)) throw new EngineError('INTERNAL', 'A cut task names no blocks.')
     const blockIds = new Uint8Array(task.lengths.length * 32)
     const partCounts = new Uint32Array(task.lengths.length)
     // room for the most parts the blocks can have (each but a block's last is ≥ PART_MIN_BYTES)
@@ -109,7 +112,10 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     let parts = 0
     let at = 0
     task.lengths.forEach((length, i) => {
-      const block = input.subarray(at, at + length)
+      const from = shared ? task.shared!.positions[i]! : at
+      const source = shared ?? input!
+      if (!(from >= 0 && length > 0 && from + length <= source.length)) throw new EngineError('INTERNAL', 'A cut task names a block outside its buffer.')
+      const block = source.subarray(from, from + length)
       at += length
       blockIds.set(ids!.of(block), i * 32)
       const n = length === task.blockSize && looksCompressible(block) ? cut!(block) : 0
@@ -136,7 +142,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       sums,
       partSums: partSums.slice(0, parts * CHECKSUM_BYTES),
     }
-    return { value, transfer: [task.input] }
+    return { value, transfer: task.input ? [task.input] : [] }
   }
 
   /** CheckTask: keyed BLAKE3, checksum and zero map of blocks assembled from their parts. */

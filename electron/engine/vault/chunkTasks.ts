@@ -169,8 +169,13 @@ export interface CheckedBlock {
  */
 export interface CutTask {
   kind: 'cut'
-  /** Blocks back to back; returned for reuse. */
-  input: ArrayBuffer
+  /** Blocks back to back; returned for reuse. Absent when `shared` says where the blocks lie. */
+  input?: ArrayBuffer
+  /**
+   * The blocks where the caller holds them (the backup's read buffers are shared memory): block i
+   * at `positions[i]`, unchanged until the reply. Saves copying every block into a slot.
+   */
+  shared?: { sab: SharedArrayBuffer; positions: number[] }
   lengths: number[]
   blockSize: number
 }
@@ -210,7 +215,8 @@ export type ChunkTaskResult =
     }
   | {
       kind: 'cut'
-      input: ArrayBuffer
+      /** The task's `input`, moved back (absent for a `shared` task). */
+      input: ArrayBuffer | undefined
       /** Chunk id of block i at bytes 32i..32i+32. */
       ids: Uint8Array
       /** Parts of block i: 0 when it is stored whole (else ≥ 2). */

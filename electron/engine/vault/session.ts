@@ -436,23 +436,32 @@ export class LocalBackupSession implements BackupSession {
       let to = from
       let bytes = 0
       while (to < blocks.length && bytes + blocks[to]!.data.length <= capacity) bytes += blocks[to++]!.data.length
-      const slot = await this.takeSlot()
-      const input = Buffer.from(slot.input)
       const lengths: number[] = []
-      for (let i = from, pos = 0; i < to; i++) {
-        pos += blocks[i]!.data.copy(input, pos)
-        lengths.push(blocks[i]!.data.length)
-      }
+      for (let i = from; i < to; i++) lengths.push(blocks[i]!.data.length)
+      const sab = blocks[from]!.data.buffer
       let r: ChunkTaskResult
-      try {
-        const { result } = await this.ctx.pool().submit({ kind: 'cut', input: slot.input, lengths, blockSize: this.blockSize }, [slot.input])
+      if (sab instanceof SharedArrayBuffer && blocks.slice(from, to).every((b) => b.data.buffer === sab)) {
+        // the blocks are in shared memory (the backup's read buffers), which stays unchanged until
+        // this call resolves (putBlocks' contract): the worker reads them there, no slot, no copy
+        const positions: number[] = []
+        for (let i = from; i < to; i++) positions.push(blocks[i]!.data.byteOffset)
+        const { result } = await this.ctx.pool().submit({ kind: 'cut', shared: { sab, positions }, lengths, blockSize: this.blockSize })
         r = await result
-      } catch (err) {
-        this.loseSlot(err) // its input was transferred or lost
+      } else {
+        const slot = await this.takeSlot()
+        const input = Buffer.from(slot.input)
+        for (let i = from, pos = 0; i < to; i++) pos += blocks[i]!.data.copy(input, pos)
+        try {
+          const { result } = await this.ctx.pool().submit({ kind: 'cut', input: slot.input, lengths, blockSize: this.blockSize }, [slot.input])
+          r = await result
+        } catch (err) {
+          this.loseSlot(err) // its input was transferred or lost
+        }
+        if (r.kind !== 'cut' || !r.input) throw new EngineError('INTERNAL', 'unexpected worker reply')
+        this.giveSlot({ input: r.input, output: slot.output })
       }
       if (r.kind !== 'cut' || r.partCounts.length !== to - from || r.sums.length !== (to - from) * CHECKSUM_BYTES) throw new EngineError('INTERNAL', 'unexpected worker reply')
       sums.set(r.sums, from * CHECKSUM_BYTES)
-      this.giveSlot({ input: r.input, output: slot.output })
       const idBytes = Buffer.from(r.ids.buffer, r.ids.byteOffset, r.ids.byteLength)
       const partIdBytes = Buffer.from(r.partIds.buffer, r.partIds.byteOffset, r.partIds.byteLength)
       for (let i = from, e = 0; i < to; i++) {
