@@ -337,8 +337,12 @@ export class PackWriter {
   /**
    * Appends sealed records that lie back to back in `records`; `entries` give their lengths in
    * order (their offsets are set here, and the pack keeps them). Resolves once `records` may be reused: written, or copied into the staging buffer.
+   * `verify` sees each record right before it is staged (or, unstaged, before the write), so the
+   * copy reads bytes the check has just brought into cache (checking a whole batch first, then
+   * copying it, read it from memory twice); when it throws, the pack is failed (it can no longer
+   * be finished) and the error is thrown.
    */
-  async append(records: Buffer, entries: PackIndexEntry[], reservedBytes: number): Promise<void> {
+  async append(records: Buffer, entries: PackIndexEntry[], reservedBytes: number, verify?: (record: Buffer, n: number) => void): Promise<void> {
     if (this.failure) throw this.failure
     // Memory stays bounded (MAX_QUEUED_STAGES). The wait comes before the offset is given out:
     // each concurrent append would otherwise queue one more buffer before waiting.
@@ -353,6 +357,26 @@ export class PackWriter {
       e.offset = offset // taken as they are: one object per record fewer
       this.entries.push(e)
       offset += e.length
+    }
+    if (verify) {
+      try {
+        if (this.stage) {
+          // record by record: each is verified, then copied while it is still in cache; all before
+          // any await, so records land in the order their offsets were given out
+          for (let n = 0, at = 0; n < entries.length; at += entries[n++]!.length) {
+            const record = records.subarray(at, at + entries[n]!.length)
+            verify(record, n)
+            this.stageBytes(record)
+          }
+          if (this.failure) throw this.failure
+          return
+        }
+        for (let n = 0, at = 0; n < entries.length; at += entries[n++]!.length) verify(records.subarray(at, at + entries[n]!.length), n)
+      } catch (err) {
+        // part of the batch may be staged: this pack must never be finished
+        this.failure ??= err instanceof EngineError ? err : vaultIoError(err, this.tmpPath, 'writing pack')
+        throw err
+      }
     }
     try {
       if (!this.stage) {

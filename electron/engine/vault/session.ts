@@ -696,21 +696,23 @@ export class LocalBackupSession implements BackupSession {
             let pos = 0
             for (let n = 0; n < count; n++) {
               const storedLength = r.stored[2 * n]!
-              const record = out.subarray(pos, pos + storedLength)
-              hooks.afterSeal?.(record)
               const chunkId = b.ids[n]!
-              if (recordCheck(record) !== r.checks[n]) {
-                throw new EngineError(
-                  'CHUNK_CORRUPT',
-                  `A new chunk did not check out before it was written: chunk ${chunkId.toString('hex')} (changed in memory after it was verified). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
-                )
-              }
               const plainLength = moved ? moved.from[n]!.plainLength : b.lengths[n]!
               entries.push({ chunkId, offset: 0, ordinal: first + n, flags: r.stored[2 * n + 1]!, plainLength, length: storedLength })
               lengths[n] = storedLength
               pos += storedLength
             }
-            await pack.append(out.subarray(0, pos), entries, b.reserved)
+            if (pos > out.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
+            // I9: each record's check value again, right before its bytes are staged for the pack
+            await pack.append(out.subarray(0, pos), entries, b.reserved, (record, n) => {
+              hooks.afterSeal?.(record)
+              if (recordCheck(record) !== r.checks[n]) {
+                throw new EngineError(
+                  'CHUNK_CORRUPT',
+                  `A new chunk did not check out before it was written: chunk ${b.ids[n]!.toString('hex')} (changed in memory after it was verified). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
+                )
+              }
+            })
             this.bytesStored += pos
             return lengths
           } finally {
