@@ -740,8 +740,11 @@ async function blockLoop(a: LoopArgs): Promise<number> {
           dp.bytesRead += to - from
         }
       }
+      const session = ctx.session
       const entries: BlockEntry[] = new Array<BlockEntry>(prevEntries.length)
-      const puts: Array<{ data: Buffer; checksum: Buffer; at: number }> = []
+      // a block with no earlier data entry to compare against goes without a checksum: the vault
+      // hashes it anyway and returns it (PutResult.checksum), one pass over its bytes fewer here
+      const puts: Array<{ data: Buffer; checksum: Buffer | undefined; at: number }> = []
       for (let j = 0; j < prevEntries.length; j++) {
         const known = fixed[j]
         if (known) {
@@ -753,19 +756,24 @@ async function blockLoop(a: LoopArgs): Promise<number> {
           entries[j] = ZERO
           continue
         }
-        const checksum = hasher.checksum(view)
         const prevEntry = prevEntries[j]
-        if (prevEntry?.kind === 'data' && prevEntry.checksum.equals(checksum)) entries[j] = { kind: 'data', chunkId: prevEntry.chunkId, checksum }
+        if (prevEntry?.kind !== 'data' || !session.putBlocks) {
+          puts.push({ data: view, checksum: session.putBlocks ? undefined : hasher.checksum(view), at: j })
+          continue
+        }
+        const checksum = hasher.checksum(view)
+        if (prevEntry.checksum.equals(checksum)) entries[j] = { kind: 'data', chunkId: prevEntry.chunkId, checksum }
         else puts.push({ data: view, checksum, at: j })
       }
       if (puts.length > 0) {
-        const session = ctx.session
         const results = session.putBlocks ? await session.putBlocks(puts) : await putEach(session, puts)
         results.forEach((r, n) => {
           const put = puts[n]!
           if (r.isNew) dp.bytesNew += put.data.length
           stored += r.storedBytes
-          entries[put.at] = { kind: 'data', chunkId: r.chunkId, checksum: put.checksum }
+          // the buffer is still ours (it returns to `free` below)
+          const checksum = put.checksum ?? r.checksum ?? hasher.checksum(put.data)
+          entries[put.at] = { kind: 'data', chunkId: r.chunkId, checksum }
         })
       }
       dp.bytesDone += dataBytes
@@ -854,9 +862,9 @@ async function blockLoop(a: LoopArgs): Promise<number> {
 }
 
 /** For sessions without `putBlocks`: one put after the other, in order. */
-async function putEach(session: BackupSession, puts: Array<{ data: Buffer; checksum: Buffer }>): Promise<PutResult[]> {
+async function putEach(session: BackupSession, puts: Array<{ data: Buffer; checksum: Buffer | undefined }>): Promise<PutResult[]> {
   const out: PutResult[] = []
-  for (const p of puts) out.push(await session.putBlock(p.data, p.checksum))
+  for (const p of puts) out.push(await session.putBlock(p.data, p.checksum!)) // set for sessions without putBlocks
   return out
 }
 

@@ -80,6 +80,11 @@ export interface PutResult {
   isNew: boolean
   /** Bytes this put adds to the vault (0 when deduplicated). */
   storedBytes: number
+  /**
+   * The block's XXH3-128 checksum (canonical, as backup/checksum.ts), from the bytes its id was
+   * computed from: set by `putBlocks` for a block given without one.
+   */
+  checksum?: Buffer
 }
 
 /** Appends a disk's block map in block order; `finish` checks that `blockCount` entries came. */
@@ -100,9 +105,11 @@ export interface BackupSession {
   /**
    * Optional batch form of `putBlock`: one result per block, in order, as if put one after the other
    * (a block equal to an earlier one of the batch is deduplicated against it). Lets an implementation
-   * amortise per-call costs (worker messages, writes) over the batch.
+   * amortise per-call costs (worker messages, writes) over the batch. A block given without a
+   * checksum gets it in its result: the vault hashes every block anyway (I9), so a caller with no
+   * earlier checksum to compare against need not hash it a second time.
    */
-  putBlocks?(blocks: ReadonlyArray<{ data: Buffer; checksum: Buffer }>): Promise<PutResult[]>
+  putBlocks?(blocks: ReadonlyArray<{ data: Buffer; checksum?: Buffer }>): Promise<PutResult[]>
   blockMapWriter(disk: Pick<PointDisk, 'index' | 'blockCount'>): BlockMapWriter
   /**
    * Optional: gives disk `disk` of the new point the block map of disk `from.diskIndex` of point

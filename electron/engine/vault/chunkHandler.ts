@@ -118,11 +118,10 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       const block = source.subarray(from, from + length)
       at += length
       blockIds.set(ids!.of(block), i * 32)
+      // every block's: the I9 sum of one stored whole, and the block map's checksum (PutResult)
+      sums.set(hasher!.checksum(block), i * CHECKSUM_BYTES)
       const n = length === task.blockSize && looksCompressible(block) ? cut!(block) : 0
-      if (n < 2) {
-        sums.set(hasher!.checksum(block), i * CHECKSUM_BYTES)
-        return
-      }
+      if (n < 2) return
       partCounts[i] = n
       for (let k = 0, from = 0; k < n; from = ends[k++]!) {
         allEnds[parts] = ends[k]!

@@ -225,7 +225,7 @@ export type ChunkTaskResult =
       ends: Uint32Array
       /** Part ids, 32 bytes each, in the order of `ends`. */
       partIds: Uint8Array
-      /** XXH3-128 of block i at bytes 16i..16i+16 (of a block stored whole; zeros for a cut one). */
+      /** XXH3-128 of block i at bytes 16i..16i+16 (every block's, cut or not). */
       sums: Uint8Array
       /** XXH3-128 of every part, 16 bytes each, in the order of `ends`. */
       partSums: Uint8Array

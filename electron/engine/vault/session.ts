@@ -74,6 +74,7 @@ export interface SessionPutResult extends PutResult {
 class NewChunk implements SessionPutResult {
   readonly isNew = true
   readonly storedBytes = 0
+  checksum?: Buffer
   constructor(
     readonly chunkId: Buffer,
     private readonly batch: Batch,
@@ -332,23 +333,25 @@ export class LocalBackupSession implements BackupSession {
    * message per batch) and each sealed batch reaches its pack with one write. Resolves, with one
    * result per block in order, once every new block is accepted: the `data` buffers may then be reused.
    */
-  async putBlocks(blocks: ReadonlyArray<{ data: Buffer; checksum: Buffer }>): Promise<SessionPutResult[]> {
+  async putBlocks(blocks: ReadonlyArray<{ data: Buffer; checksum?: Buffer }>): Promise<SessionPutResult[]> {
     this.check()
     for (const b of blocks) {
       if (b.data.length === 0 || b.data.length > this.blockSize) {
         throw new EngineError('INVALID_INPUT', `A block must hold 1..${this.blockSize} bytes (got ${b.data.length}).`)
       }
-      if (b.checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'The block checksum must be 16 bytes (XXH3-128).')
+      if (b.checksum !== undefined && b.checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'The block checksum must be 16 bytes (XXH3-128).')
     }
     if (!this.ctx.usesParts) {
       const hasher = (this.idHasher ??= new ChunkIdHasher(this.ctx.keys.chunkId))
       const sums = (this.sumHasher ??= createBlockHasher())
       // the id and the checksum from the same bytes, in one synchronous step
-      const units: Unit[] = blocks.map((b) => ({ data: b.data, sum: sums.checksum(b.data) }))
+      const checksums = blocks.map((b) => sums.checksum(b.data))
+      const units: Unit[] = blocks.map((b, i) => ({ data: b.data, sum: checksums[i] }))
       const ids = blocks.map((b) => hasher.of(b.data))
       const table = await this.tableFor()
       const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
       await this.putUnits(units, ids, table, results, 'data')
+      results.forEach((r, i) => (r.checksum = checksums[i]))
       return results
     }
     // Format 2: new compressible full blocks become parts (deduplicated one by one) and a recipe.
@@ -407,6 +410,7 @@ export class LocalBackupSession implements BackupSession {
       results[r.block] = { chunkId: r.id, isNew: true, storedBytes: 0 }
     }
     if (this.recipeQueueBytes >= RECIPE_BATCH_BYTES) await this.flushRecipes()
+    results.forEach((r, i) => (r.checksum = sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES)))
     return results
   }
 
@@ -427,11 +431,11 @@ export class LocalBackupSession implements BackupSession {
    * Chunk ids of `blocks`, and the parts of those a worker cut (CutTask), a slot's bytes per message.
    * Only full blocks that look compressible are cut (parts.ts).
    */
-  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<Cut | undefined>; sums: Uint8Array }> {
+  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<Cut | undefined>; sums: Buffer }> {
     const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD)
     const ids = new Array<Buffer>(blocks.length)
     const cuts = new Array<Cut | undefined>(blocks.length)
-    const sums = new Uint8Array(blocks.length * CHECKSUM_BYTES)
+    const sums = Buffer.alloc(blocks.length * CHECKSUM_BYTES)
     for (let from = 0; from < blocks.length; ) {
       let to = from
       let bytes = 0
