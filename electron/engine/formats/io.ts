@@ -16,6 +16,23 @@ import type { OpenOptions } from './types.js'
 /** Largest table or header a format module may allocate from an untrusted size (256 MiB). */
 export const MAX_METADATA_ALLOC = 256 * 1024 * 1024
 
+let zeroSource: Buffer | undefined
+
+/**
+ * Zeros `target[start, end)`. Targets may be views on shared memory (the backup's read buffers,
+ * the restore's arena): `fill` there takes V8's element-by-element path, ~10× slower than on
+ * ordinary memory (2.0 against 0.21 ms per 4 MiB here), while copying from a zero buffer runs at
+ * memcpy speed (0.23 ms), so shared targets are zeroed by copying.
+ */
+export function zeroFill(target: Uint8Array, start = 0, end = target.length): void {
+  if (!(target.buffer instanceof SharedArrayBuffer)) {
+    target.fill(0, start, end)
+    return
+  }
+  zeroSource ??= Buffer.alloc(64 * 1024)
+  for (let at = start; at < end; at += zeroSource.length) target.set(zeroSource.subarray(0, Math.min(zeroSource.length, end - at)), at)
+}
+
 /** An EngineError IMAGE_MALFORMED naming the file and the problem. */
 export function malformed(path: string, problem: string, cause?: unknown): EngineError {
   return new EngineError(

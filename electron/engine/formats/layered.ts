@@ -13,6 +13,7 @@
  */
 import { EngineError } from '../errors.js'
 import type { DiskImage, Extent, ImageFormat, ImageInfo } from './types.js'
+import { zeroFill } from './io.js'
 
 export type SegmentKind = 'data' | 'zero' | 'unallocated'
 
@@ -55,7 +56,7 @@ export abstract class LayeredImage<S extends Segment = Segment> implements DiskI
     for await (const seg of this.mapRange(offset, end)) {
       const target = buffer.subarray(seg.offset - offset, seg.offset - offset + seg.length)
       if (seg.kind === 'data') pending.push(this.readData(target, seg))
-      else if (seg.kind === 'zero' || !this.backing) target.fill(0)
+      else if (seg.kind === 'zero' || !this.backing) zeroFill(target)
       else pending.push(readFromBacking(this.backing, target, seg.offset))
     }
     await Promise.all(pending)
@@ -127,5 +128,5 @@ export abstract class LayeredImage<S extends Segment = Segment> implements DiskI
 export async function readFromBacking(backing: DiskImage, target: Uint8Array, offset: number): Promise<void> {
   const avail = Math.max(0, Math.min(target.length, backing.virtualSize - offset))
   if (avail > 0) await backing.read(target.subarray(0, avail), offset)
-  if (avail < target.length) target.fill(0, avail)
+  if (avail < target.length) zeroFill(target, avail)
 }

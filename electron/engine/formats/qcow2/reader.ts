@@ -9,7 +9,7 @@ import { inflateRaw, constants as zlibConstants } from 'node:zlib'
 import { promisify } from 'node:util'
 import { createRequire } from 'node:module'
 import { EngineError } from '../../errors.js'
-import { ImageFile, check, malformed } from '../io.js'
+import { ImageFile, check, malformed, zeroFill } from '../io.js'
 import { LayeredImage, type Segment } from '../layered.js'
 import { resolveBackingPath, type OpenContext } from '../open.js'
 import type { BackingInfo, DiskImage, ImageInfo } from '../types.js'
@@ -258,7 +258,7 @@ export class Qcow2Image extends LayeredImage<Qcow2Segment> {
     check(clusterStart < file.size, file.path, `a data cluster at ${clusterStart} lies past the end of the file`)
     const n = Math.max(0, avail)
     if (n > 0) await file.readInto(target.subarray(0, n), seg.host, 'guest data')
-    target.fill(0, n)
+    zeroFill(target, n)
   }
 
   private async decompressCluster(cOffset: number, cSize: number): Promise<Buffer> {

@@ -12,7 +12,7 @@
  *   log) from the tail named by the newest valid entry up to that entry. Older entries are spent.
  */
 import { EngineError } from '../../errors.js'
-import { malformed, type ImageFile } from '../io.js'
+import { malformed, zeroFill, type ImageFile } from '../io.js'
 import { crc32cWithZeroField } from './crc32c.js'
 import { MiB, type Header } from './structures.js'
 
@@ -139,11 +139,11 @@ export class OverlayContainer implements Container {
     }
     const real = Math.max(0, Math.min(end, this.file.size) - position)
     if (real > 0) await this.file.readInto(target.subarray(0, real), position, what)
-    if (real < target.length) target.fill(0, real)
+    if (real < target.length) zeroFill(target, real)
     for (const [a, b] of this.zeros) {
       const s = Math.max(a, position)
       const e = Math.min(b, end)
-      if (s < e) target.fill(0, s - position, e - position)
+      if (s < e) zeroFill(target, s - position, e - position)
     }
     if (this.pages.size === 0) return
     for (let p = Math.floor(position / PAGE) * PAGE; p < end; p += PAGE) {
