@@ -1,16 +1,25 @@
 #!/usr/bin/env node
 // The `tresor` command. Runs the compiled CLI from dist/ (built by `npm ci` via the prepare script);
 // in a source checkout without a build it falls back to the TypeScript sources through tsx.
-import { existsSync } from 'node:fs'
-import { fileURLToPath, pathToFileURL } from 'node:url'
-import { dirname, join } from 'node:path'
+//
+// CommonJS (bin/package.json): libuv sizes its thread pool (reads and writes of packs and images)
+// on the pool's first use, and loading an ES module entry already uses it, so only a CommonJS
+// entry can still choose the size. 8 threads, not node's 4: IO_THREADS in
+// electron/engine/workers/supervisor.ts says why.
+'use strict'
+process.env.UV_THREADPOOL_SIZE ??= '8'
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const { existsSync } = require('node:fs')
+const { join } = require('node:path')
+const { pathToFileURL } = require('node:url')
+
+const root = join(__dirname, '..')
 const built = join(root, 'dist', 'electron', 'cli', 'main.js')
 if (existsSync(built) && !process.env.TRESOR_FROM_SOURCE) {
-  await import(pathToFileURL(built).href)
+  void import(pathToFileURL(built).href)
 } else {
-  const { register } = await import('tsx/esm/api')
-  register()
-  await import(pathToFileURL(join(root, 'electron', 'cli', 'main.ts')).href)
+  void import('tsx/esm/api').then(({ register }) => {
+    register()
+    return import(pathToFileURL(join(root, 'electron', 'cli', 'main.ts')).href)
+  })
 }

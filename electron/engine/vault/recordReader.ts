@@ -236,6 +236,8 @@ export async function openPackRecords(
     into?: InPlace
     /** Keep the pack open for later calls (a reader's handles) instead of opening and closing it here. */
     handles?: PackHandles
+    /** Open on this thread (WorkerPool.runHere), not behind the queued tasks: small records whose wait is the cost. */
+    here?: boolean
   },
   onResult: (index: number, plain: Buffer | undefined, error: string | null, opened?: OpenedInPlace) => void,
 ): Promise<void> {
@@ -274,7 +276,7 @@ export async function openPackRecords(
               }
             : {}),
         }
-        const { result } = await pool.submit(task) // shared memory: nothing to transfer
+        const result = options.here ? pool.runHere(task) : (await pool.submit(task)).result // shared memory: nothing to transfer
         handedOver = true
         results.push(
           result.finally(() => giveRangeBuffer(ab)).then((r) => {

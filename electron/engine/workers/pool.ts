@@ -293,6 +293,30 @@ export class WorkerPool<T, R> {
     return (await this.submit(task, transfer)).result
   }
 
+  /**
+   * Runs `task` on this thread with the inline handler (`options.inline`), now, ahead of every
+   * queued task: for small tasks whose wait in the queue would cost more than the work (a format-2
+   * restore's recipes waited ~17 ms a batch behind the parts' open tasks for ~20 µs of decryption).
+   * Without an inline handler, or when it does not load, the task goes to the workers like any other.
+   */
+  async runHere(task: T): Promise<R> {
+    if (this.disposed) throw new EngineError('CANCELLED', 'The worker pool was closed.')
+    if (!this.options.inline || this.inlineUnavailable) return this.run(task)
+    this.inlineHandler ??= this.options.inline()
+    let handler: TaskHandler<T, R>
+    try {
+      handler = await this.inlineHandler
+    } catch {
+      this.inlineUnavailable = true
+      return this.run(task)
+    }
+    try {
+      return (await handler(task)).value
+    } catch (err) {
+      throw err instanceof EngineError ? err : new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} task failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+    }
+  }
+
   /** Rejects waiting tasks, terminates the workers. Idempotent. */
   async dispose(): Promise<void> {
     if (this.disposed) return

@@ -106,6 +106,17 @@ describe('WorkerPool', () => {
     while (Atomics.load(new Int32Array(loaded), 0) === 0) await new Promise((r) => setTimeout(r, 20))
     await new Promise((r) => setTimeout(r, 50)) // its "ready" message
     expect(await Promise.all(['d', 'e'].map((t) => pool!.run(t)))).toEqual(['d', 'e'])
+    // runHere: on this thread even now, ahead of queued work, with the same error mapping
+    expect(await pool.runHere('f')).toBe('inline:f')
+    await expect(pool.runHere('plain-fail')).rejects.toMatchObject({ code: 'INTERNAL' })
+    expect(inlineLoads).toBe(1)
+  })
+
+  it('runHere without an inline handler sends the task to the workers', async () => {
+    pool = new WorkerPool(url, { size: 1, maxQueue: 1 })
+    expect(await pool.runHere({ op: 'sleep', ms: 1 })).toBe('slept')
+    await pool.dispose()
+    await expect(pool.runHere({ op: 'sleep', ms: 1 })).rejects.toMatchObject({ code: 'CANCELLED' })
   })
 
   it('sends tasks to the workers when the inline handler cannot be loaded', async () => {
