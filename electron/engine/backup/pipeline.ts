@@ -762,7 +762,7 @@ async function blockLoop(a: LoopArgs): Promise<number> {
           continue
         }
         const prevEntry = prevEntries[j]
-        if (prevEntry?.kind !== 'data' || !session.putBlocks) {
+        if (prevEntry?.kind !== 'data') {
           puts.push({ data: view, checksum: session.putBlocks ? undefined : hasher.checksum(view), at: j })
           continue
         }
