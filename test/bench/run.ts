@@ -277,30 +277,30 @@ function tresorExtras(): string[][] {
   const pr = tresor(home, ['prune'])
   const pruned = JSON.parse(pr.stdout) as { pointsRemoved: number; bytesFreed: number }
   rows.push([`prune (${pruned.pointsRemoved} of ${all.length} points expire)`, fmt(pr.seconds, 2), '', `freed ${fmt(pruned.bytesFreed / MiB, 1)} MiB`, fmt(pr.peakRssMiB)])
-  // vault format 2 (vault init --format 2, opt-in): compressible blocks as content-defined parts
-  const prepo = join(work, 'repo-format2')
+  // vault format 1 (vault init --format 1): every block stored whole, as before format 2 became the default
+  const prepo = join(work, 'repo-format1')
   rmSync(prepo, { recursive: true, force: true })
   mkdirSync(prepo, { recursive: true })
   const ph = join(prepo, 'home')
-  tresor(ph, ['vault', 'init', '--format', '2', join(prepo, 'vault')])
-  tresor(ph, ['machine', 'add', 'f2-vm', versions.a])
-  const pf = tresor(ph, ['backup', 'f2-vm'])
+  tresor(ph, ['vault', 'init', '--format', '1', join(prepo, 'vault')])
+  tresor(ph, ['machine', 'add', 'f1-vm', versions.a])
+  const pf = tresor(ph, ['backup', 'f1-vm'])
   const pSize = duBytes(join(prepo, 'vault'))
   const resticSize = sizes.get('restic') ? stat(sizes.get('restic')!).median : undefined
   const tresorFull = results.get('tresor')?.get('full')
   rows.push([
-    'full backup, vault made with --format 2',
+    'full backup, vault made with --format 1',
     fmt(pf.seconds, 2),
     fmt(mbps(sizeBytes, pf.seconds)),
-    `vault ${fmt(pSize / MiB, 1)} MiB${resticSize ? ` = ${fmt(pSize / resticSize, 2)}× restic's` : ''}${tresorFull ? `; format 1 full: ${fmt(stat(tresorFull.map((m) => m.seconds)).median, 2)} s` : ''}`,
+    `vault ${fmt(pSize / MiB, 1)} MiB${resticSize ? ` = ${fmt(pSize / resticSize, 2)}× restic's` : ''}${tresorFull ? `; format 2 full: ${fmt(stat(tresorFull.map((m) => m.seconds)).median, 2)} s` : ''}`,
     fmt(pf.peakRssMiB),
   ])
-  const pPoint = (JSON.parse(tresor(ph, ['points', 'f2-vm']).stdout) as Array<{ id: string }>)[0]!.id
-  const pOut = join(work, 'restored-format2.raw')
+  const pPoint = (JSON.parse(tresor(ph, ['points', 'f1-vm']).stdout) as Array<{ id: string }>)[0]!.id
+  const pOut = join(work, 'restored-format1.raw')
   rmSync(pOut, { force: true })
   const pr2 = tresor(ph, ['restore', pPoint, '--to', pOut, '--format', 'raw'])
   rmSync(pOut, { force: true })
-  rows.push(['restore to raw, vault made with --format 2', fmt(pr2.seconds, 2), fmt(mbps(sizeBytes, pr2.seconds)), '', fmt(pr2.peakRssMiB)])
+  rows.push(['restore to raw, vault made with --format 1', fmt(pr2.seconds, 2), fmt(mbps(sizeBytes, pr2.seconds)), '', fmt(pr2.peakRssMiB)])
   rmSync(prepo, { recursive: true, force: true })
   // a 64 GiB sparse disk with a little data: memory must not grow with the disk size
   const big = join(work, 'big-sparse.raw')

@@ -41,7 +41,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .option('--block-size <bytes>', 'vault block size (power of two, 64 KiB to 4 MiB)')
     .option(
       '--format <version>',
-      'vault format: 1 (the default) stores every block whole; 2 stores compressible blocks as content-defined parts, so text at shifted offsets deduplicates (a smaller vault; restores and incremental backups take more CPU)',
+      'vault format: 2 (the default) stores compressible blocks as content-defined parts, so text at shifted offsets deduplicates; 1 stores every block whole (a larger vault, faster restores)',
     )
     .action(async (dir: string, opts: { blockSize?: string; format?: string }) => {
       const path = resolve(dir)

@@ -24,7 +24,7 @@ afterAll(() => {
 })
 
 describe('crash: SIGKILL during backup', () => {
-  // Format 2 (vault init --format 2) with fewer kills: its recipe packs are published after the data
+  // Format 2 (the default) with fewer kills: its recipe packs are published after the data
   // packs, so a kill must never leave a recipe whose parts are missing.
   it.each([
     { formatVersion: 1, trials: TRIALS },

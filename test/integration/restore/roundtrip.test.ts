@@ -31,7 +31,7 @@ async function allocated(path: string): Promise<number> {
 }
 
 describe('restore through the real vault', () => {
-  // format 2 (vault init --format 2): compressible blocks come back from their parts through the same pipeline
+  // format 2 (the default): compressible blocks come back from their parts through the same pipeline
   it.each([1, 2])('restores both points of a machine byte-identical to qemu-img convert -O raw at backup time, in every writer format, sparse (vault format %i)', async (formatVersion) => {
     w = await makeWorld({ formatVersion })
     const q = join(w.dir, 'system.qcow2')
@@ -120,7 +120,7 @@ describe('restore through the real vault', () => {
     expect(await readdir(join(w.dir, 'vm'))).toEqual(['disk.qcow2']) // the replaced file is gone once the new one is in place
   })
 
-  it('the CLI restores through the queue and prints {files, bytesWritten}; refuses existing files and symlinks (a vault made with --format 2)', async () => {
+  it('the CLI restores through the queue and prints {files, bytesWritten}; refuses existing files and symlinks (a vault of the default format, 2)', async () => {
     w = await makeWorld()
     const bin = join(import.meta.dirname, '..', '..', '..', 'bin', 'tresor.js')
     const home = join(w.dir, 'cli-home')
@@ -131,7 +131,7 @@ describe('restore through the real vault', () => {
     await applyOps(src, 'qcow2', mixedOps(9, 4 * MiB, 10), w.dir)
     const oracle = join(w.dir, 'oracle.raw')
     await qemuToRaw(src, 'qcow2', oracle)
-    expect(tresor('vault', 'init', join(w.dir, 'cli-vault'), '--format', '2', '--json').status).toBe(0)
+    expect(tresor('vault', 'init', join(w.dir, 'cli-vault'), '--json').status).toBe(0)
     expect((JSON.parse(tresor('vault', 'info', '--json').stdout) as { formatVersion: number }).formatVersion).toBe(2)
     expect(tresor('machine', 'add', 'box', src, '--json').status).toBe(0)
     const backup = tresor('backup', 'box', '--json')
