@@ -360,22 +360,21 @@ export class PackWriter {
     }
     if (verify) {
       try {
-        if (this.stage) {
-          // record by record: each is verified, then copied while it is still in cache; all before
-          // any await, so records land in the order their offsets were given out
-          for (let n = 0, at = 0; n < entries.length; at += entries[n++]!.length) {
-            const record = records.subarray(at, at + entries[n]!.length)
-            verify(record, n)
-            this.stageBytes(record)
-          }
-          if (this.failure) throw this.failure
-          return
+        // record by record: each is verified, then (staging) copied while it is still in cache; all
+        // before any await, so records land in the order their offsets were given out
+        for (let n = 0, at = 0; n < entries.length; at += entries[n++]!.length) {
+          const record = records.subarray(at, at + entries[n]!.length)
+          verify(record, n)
+          if (this.stage) this.stageBytes(record)
         }
-        for (let n = 0, at = 0; n < entries.length; at += entries[n++]!.length) verify(records.subarray(at, at + entries[n]!.length), n)
       } catch (err) {
         // part of the batch may be staged: this pack must never be finished
         this.failure ??= err instanceof EngineError ? err : vaultIoError(err, this.tmpPath, 'writing pack')
         throw err
+      }
+      if (this.stage) {
+        if (this.failure) throw this.failure
+        return
       }
     }
     try {

@@ -243,7 +243,7 @@ export class WorkerPool<T, R> {
           try {
             job.resolve((await handler(job.task)).value)
           } catch (err) {
-            job.reject(err instanceof EngineError ? err : new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} task failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+            job.reject(this.taskError(err))
           }
         },
         () => {
@@ -295,8 +295,9 @@ export class WorkerPool<T, R> {
 
   /**
    * Runs `task` on this thread with the inline handler (`options.inline`), now, ahead of every
-   * queued task: for small tasks whose wait in the queue would cost more than the work (a format-2
-   * restore's recipes waited ~17 ms a batch behind the parts' open tasks for ~20 µs of decryption).
+   * queued task: for small tasks that need not wait behind large ones (a format-2 restore's
+   * recipes, ~20 µs of decryption a batch; most of their ~17 ms round was libuv's thread pool,
+   * see IO_THREADS in supervisor.ts, but the queue hop is gone too).
    * Without an inline handler, or when it does not load, the task goes to the workers like any other.
    */
   async runHere(task: T): Promise<R> {
@@ -313,8 +314,13 @@ export class WorkerPool<T, R> {
     try {
       return (await handler(task)).value
     } catch (err) {
-      throw err instanceof EngineError ? err : new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} task failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+      throw this.taskError(err)
     }
+  }
+
+  /** What a task run on this thread threw, as callers of a worker's task would see it. */
+  private taskError(err: unknown): EngineError {
+    return err instanceof EngineError ? err : new EngineError('INTERNAL', `A ${this.options.name ?? 'worker'} task failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
   }
 
   /** Rejects waiting tasks, terminates the workers. Idempotent. */
