@@ -41,9 +41,8 @@ const SMALL_RANGE_BUFFER_BYTES = SMALL_RANGE_BYTES + 64 * 1024
 const freeRangeBuffers: SharedArrayBuffer[] = []
 const freeSmallRangeBuffers: SharedArrayBuffer[] = []
 /**
- * Range buffers kept for reuse: as many as can be out at once (up to three packs read at a time,
- * each with a range being read, plus the pool's running and queued tasks), so that a long read
- * allocates none after its start. Each fresh 4 MiB buffer costs page faults and, as V8 external
+ * Range buffers kept for reuse: at least as many as can be out at once (largeGate: nine for a pool
+ * of four workers), so that a long read allocates none after its start. Each fresh 4 MiB buffer costs page faults and, as V8 external
  * memory, pushes the main thread towards a full garbage collection (a 4 GiB restore allocated 75
  * with a cap of 6).
  */
@@ -146,23 +145,61 @@ async function openPack(fs: VaultFs, path: string): Promise<VaultFileHandle> {
   }
 }
 
+/** Range buffers out at once (being read, or held by a task queued or running), and who waits for one. */
+interface BufferGate {
+  out: number
+  /** The most ever out at once. */
+  peak: number
+  readonly waiters: Array<() => void>
+}
+
 /**
- * Small range buffers out at once (being read or opened), at most; a reader waits for one to come
- * back. The parts of blocks stored as parts lie scattered over many packs, and their many small
- * ranges in flight each took a fresh 4 MiB buffer: a 4 GiB restore peaked at 500–750 MiB. Large
- * ranges are bounded as before, by the worker pool's queue.
+ * Small range buffers out at once, at most; a reader waits for one to come back. The parts of
+ * blocks stored as parts lie scattered over many packs, and their many small ranges in flight each
+ * took a fresh 4 MiB buffer: a 4 GiB restore peaked at 500–750 MiB.
  */
 const MAX_OUT_SMALL_RANGE_BUFFERS = 64
-let outSmall = 0
-const smallBufferWaiters: Array<() => void> = []
+const smallGate: BufferGate = { out: 0, peak: 0, waiters: [] }
+/**
+ * Large range buffers are gated per worker pool, at two per worker (the task it runs and the one
+ * sent ahead) plus one being read. The pool's queue bound alone let ~10 be out (three packs read
+ * at once, each with a range waiting for room in the queue, and the queue's tasks): 41 MiB of a
+ * format-2 restore's ~290 MiB peak. With this gate, alternating restores of the bench disk peaked
+ * at 266–271 against 284–291 MiB, in the same times (sixteenth round, PERFORMANCE.md).
+ */
+const largeGates = new WeakMap<object, BufferGate>()
 
-async function takeRangeBuffer(size: number): Promise<SharedArrayBuffer> {
+function largeGate(pool: WorkerPool<ChunkTask, ChunkTaskResult>): { gate: BufferGate; max: number } {
+  let gate = largeGates.get(pool)
+  if (!gate) largeGates.set(pool, (gate = { out: 0, peak: 0, waiters: [] }))
+  return { gate, max: 2 * pool.size + 1 }
+}
+
+async function passGate(gate: BufferGate, max: number): Promise<void> {
+  while (gate.out >= max) await new Promise<void>((r) => gate.waiters.push(r))
+  gate.peak = Math.max(gate.peak, ++gate.out)
+}
+
+/** Large range buffers of `pool`'s readers: out now, the most out at once, and the bound (for tests and diagnostics). */
+export function largeRangeBuffers(pool: WorkerPool<ChunkTask, ChunkTaskResult>): { out: number; peak: number; max: number } {
+  const { gate, max } = largeGate(pool)
+  return { out: gate.out, peak: gate.peak, max }
+}
+
+function leaveGate(gate: BufferGate): void {
+  gate.out--
+  gate.waiters.shift()?.()
+}
+
+/** A buffer for a range of `size` bytes: give it back with giveRangeBuffer and the same pool. */
+async function takeRangeBuffer(size: number, pool: WorkerPool<ChunkTask, ChunkTaskResult>): Promise<SharedArrayBuffer> {
   if (size <= SMALL_RANGE_BYTES) {
-    while (outSmall >= MAX_OUT_SMALL_RANGE_BUFFERS) await new Promise<void>((r) => smallBufferWaiters.push(r))
-    outSmall++
+    await passGate(smallGate, MAX_OUT_SMALL_RANGE_BUFFERS)
     return freeSmallRangeBuffers.pop() ?? (allocAlignedShared(SMALL_RANGE_BUFFER_BYTES).buffer as SharedArrayBuffer)
   }
   if (size > RANGE_BUFFER_BYTES) return new SharedArrayBuffer(size)
+  const { gate, max } = largeGate(pool)
+  await passGate(gate, max)
   return freeRangeBuffers.pop() ?? (allocAlignedShared(RANGE_BUFFER_BYTES).buffer as SharedArrayBuffer)
 }
 
@@ -205,13 +242,14 @@ function pagesOf(start: number, end: number): number {
   return Math.ceil(end / DIRECT_ALIGN) * DIRECT_ALIGN - (start - (start % DIRECT_ALIGN))
 }
 
-function giveRangeBuffer(ab: SharedArrayBuffer): void {
+function giveRangeBuffer(ab: SharedArrayBuffer, pool: WorkerPool<ChunkTask, ChunkTaskResult>): void {
   if (ab.byteLength === SMALL_RANGE_BUFFER_BYTES) {
-    outSmall--
-    smallBufferWaiters.shift()?.()
+    leaveGate(smallGate)
+    if (freeSmallRangeBuffers.length < 4 * MAX_FREE_RANGE_BUFFERS) freeSmallRangeBuffers.push(ab)
+  } else if (ab.byteLength === RANGE_BUFFER_BYTES) {
+    leaveGate(largeGate(pool).gate)
+    if (freeRangeBuffers.length < MAX_FREE_RANGE_BUFFERS) freeRangeBuffers.push(ab)
   }
-  if (ab.byteLength === RANGE_BUFFER_BYTES && freeRangeBuffers.length < MAX_FREE_RANGE_BUFFERS) freeRangeBuffers.push(ab)
-  else if (ab.byteLength === SMALL_RANGE_BUFFER_BYTES && freeSmallRangeBuffers.length < 4 * MAX_FREE_RANGE_BUFFERS) freeSmallRangeBuffers.push(ab)
 }
 
 /**
@@ -247,7 +285,7 @@ export async function openPackRecords(
   try {
     for (const { start, end, group } of coalesce(items)) {
       if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Cancelled.')
-      const ab = await takeRangeBuffer(end - start)
+      const ab = await takeRangeBuffer(end - start, pool)
       let handedOver = false
       try {
         const at = await readRange(fh, direct, Buffer.from(ab), start, end, path)
@@ -279,7 +317,7 @@ export async function openPackRecords(
         const result = options.here ? pool.runHere(task) : (await pool.submit(task)).result // shared memory: nothing to transfer
         handedOver = true
         results.push(
-          result.finally(() => giveRangeBuffer(ab)).then((r) => {
+          result.finally(() => giveRangeBuffer(ab, pool)).then((r) => {
             if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
             let p = 0
             const plain = r.plain ? Buffer.from(r.plain) : undefined
@@ -297,7 +335,7 @@ export async function openPackRecords(
           }),
         )
       } finally {
-        if (!handedOver) giveRangeBuffer(ab)
+        if (!handedOver) giveRangeBuffer(ab, pool)
       }
     }
     await Promise.all(results)
