@@ -179,11 +179,17 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
 
   /** SealTask: seal each item, then open the very bytes that will be written (I9). */
   function seal(task: SealTask): TaskReply<ChunkTaskResult> {
-    const input = Buffer.from(task.input)
-    const out = Buffer.from(task.output)
     const { fields, chunkIds, sums } = task.items
-    if (sums) hasher ??= createBlockHasher()
     const count = fields.length / SEAL_ITEM_WORDS
+    const shared = task.shared ? Buffer.from(task.shared.sab) : undefined
+    const positions = task.shared?.positions
+    if (positions && (positions.length !== count || positions.some((at, k) => at + fields[k * SEAL_ITEM_WORDS]! > shared!.length))) {
+      throw new EngineError('INTERNAL', 'A seal task named bytes outside its shared buffer.')
+    }
+    if (!task.input && !shared) throw new EngineError('INTERNAL', 'A seal task came without its plaintexts.')
+    const input = task.input ? Buffer.from(task.input) : undefined
+    const out = Buffer.from(task.output)
+    if (sums) hasher ??= createBlockHasher()
     const stored = new Uint32Array(count * 2)
     const checks = new BigUint64Array(count)
     const failures: Array<{ item: number; error: string }> = []
@@ -193,7 +199,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       const length = fields[k * SEAL_ITEM_WORDS]!
       const ordinal = fields[k * SEAL_ITEM_WORDS + 1]!
       const chunkId = chunkIds.subarray(k * 32, k * 32 + 32)
-      const plain = input.subarray(inPos, inPos + length)
+      const plain = positions ? shared!.subarray(positions[k]!, positions[k]! + length) : input!.subarray(inPos, inPos + length)
       inPos += length
       const sum = sums?.subarray(k * CHECKSUM_BYTES, (k + 1) * CHECKSUM_BYTES)
       if (sum && !hasher!.checksum(plain).equals(sum)) {
@@ -225,8 +231,8 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       checks[k] = recordCheck(record)
       outPos += r.storedLength
     }
-    const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, stored, checks, failures }
-    return { value, transfer: [task.input, task.output] }
+    const value: ChunkTaskResult = { kind: 'seal', ...(task.input ? { input: task.input } : {}), output: task.output, stored, checks, failures }
+    return { value, transfer: task.input ? [task.input, task.output] : [task.output] }
   }
 
   return async (task) => {

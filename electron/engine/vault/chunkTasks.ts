@@ -34,8 +34,13 @@ export interface SealItems {
  */
 export interface SealTask {
   kind: 'seal'
-  /** Plaintexts back to back; returned for reuse. */
-  input: ArrayBuffer
+  /** Plaintexts back to back; returned for reuse. Absent when `shared` says where they lie. */
+  input?: ArrayBuffer
+  /**
+   * The plaintexts where they lie in shared memory (a backup's read buffer, session.ts `putBlocks`):
+   * item k's at `positions[k]`. Nothing is copied into a batch, and nothing travels back.
+   */
+  shared?: { sab: SharedArrayBuffer; positions: Uint32Array }
   items: SealItems
   /** Every item is a block's recipe (parts.ts): stored uncompressed with the recipe flag. */
   recipes?: true
@@ -185,7 +190,8 @@ export type ChunkTask = SealTask | OpenTask | CheckTask | CutTask
 export type ChunkTaskResult =
   | {
       kind: 'seal'
-      input: ArrayBuffer
+      /** The task's `input`, returned (absent for a task over shared memory). */
+      input?: ArrayBuffer
       output: ArrayBuffer
       /** Per item: stored length and record flags (two words). */
       stored: Uint32Array

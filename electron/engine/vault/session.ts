@@ -48,6 +48,14 @@ export const SEAL_BUDGET_BYTES = 16 * 1024 * 1024
  */
 export const RECIPE_BATCH_BYTES = 1024 * 1024
 
+/**
+ * New bytes a `putBlocks` call needs, at least, to have them sealed where they lie (SharedUnits)
+ * rather than copied into the open batch. A full backup's calls (4 MiB runs) pass it; an
+ * incremental's few changed blocks per run do not, and still share batches with other calls (one
+ * batch per call made ~4,000 seal messages for ~10,000 scattered blocks, fourteenth round).
+ */
+const SHARED_SEAL_MIN_BYTES = 1024 * 1024
+
 /** A sealed record to move (LocalBackupSession.moveRecords): its bytes and where it was. */
 export interface MovedRecord {
   record: Buffer
@@ -116,6 +124,8 @@ interface Batch {
   readonly sums: Array<Uint8Array | undefined>
   /** Moved records (repack): the pack they come from, and per item its former ordinal, flags and plaintext length. */
   readonly moved?: { fromPackId: Buffer; from: Array<{ ordinal: number; flags: number; plainLength: number }> }
+  /** Items left where they lie in shared memory (SealTask.shared), not copied into `input`: per item, its position. */
+  readonly shared?: { sab: SharedArrayBuffer; positions: number[] }
   /** Settles with each item's stored length once the batch is sealed and written. */
   readonly sealed: Promise<number[]>
   settle(lengths: number[] | undefined, err?: unknown): void
@@ -123,7 +133,7 @@ interface Batch {
   asked?: () => void
 }
 
-function newBatch(slot: Slot, lane: Lane, moved?: { fromPackId: Buffer }): Batch {
+function newBatch(slot: Slot, lane: Lane, moved?: { fromPackId: Buffer }, sab?: SharedArrayBuffer): Batch {
   let resolve!: (v: number[]) => void
   let reject!: (e: unknown) => void
   const sealed = new Promise<number[]>((res, rej) => ((resolve = res), (reject = rej)))
@@ -139,6 +149,7 @@ function newBatch(slot: Slot, lane: Lane, moved?: { fromPackId: Buffer }): Batch
     lengths: [],
     sums: [],
     ...(moved ? { moved: { fromPackId: moved.fromPackId, from: [] } } : {}),
+    ...(sab ? { shared: { sab, positions: [] } } : {}),
     sealed,
     settle: (lengths, err) => (lengths ? resolve(lengths) : reject(err)),
   }
@@ -155,6 +166,18 @@ interface Cut {
 interface Unit {
   data: Buffer
   sum?: Uint8Array
+}
+
+/** Units in one shared buffer, sealed where they lie: their batches' `sealed`, for the caller to wait on. */
+interface SharedUnits {
+  sab: SharedArrayBuffer
+  held: Array<Promise<unknown>>
+}
+
+/** The SharedArrayBuffer every block lies in, if they all lie in one. */
+function inOneSharedBuffer(blocks: ReadonlyArray<{ data: Buffer }>): SharedArrayBuffer | undefined {
+  const sab = blocks[0]?.data.buffer
+  return sab instanceof SharedArrayBuffer && blocks.every((b) => b.data.buffer === sab) ? sab : undefined
 }
 
 interface LaneState {
@@ -393,7 +416,16 @@ export class LocalBackupSession implements BackupSession {
       recipes.push({ data: encodeRecipe(parts), id, block: i })
     }
     const unitResults: SessionPutResult[] = new Array<SessionPutResult>(units.length)
-    await this.putUnits(units, unitIds, table, unitResults, 'data')
+    // Blocks in one shared buffer (the backup's read buffer) are sealed where they lie, with no copy
+    // into a batch, when there are enough new bytes to fill batches of their own: this call then
+    // resolves only once those batches are sealed (its contract: the caller may reuse `data` once it
+    // resolves). Fewer go into the open batch, shared by calls (an incremental's few changed blocks).
+    const sab = units.reduce((sum, u) => sum + u.data.length, 0) >= SHARED_SEAL_MIN_BYTES ? inOneSharedBuffer(blocks) : undefined
+    const held: Array<Promise<unknown>> = []
+    const put = await Promise.allSettled([this.putUnits(units, unitIds, table, unitResults, 'data', sab ? { sab, held } : undefined)])
+    // also on failure: no worker may still read the caller's buffer once this call settles
+    const failed = [...put, ...(await Promise.allSettled(held))].find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed) throw failed.reason
     unitBlock.forEach((b, u) => {
       if (b >= 0) results[b] = unitResults[u]!
     })
@@ -442,9 +474,9 @@ export class LocalBackupSession implements BackupSession {
       while (to < blocks.length && bytes + blocks[to]!.data.length <= capacity) bytes += blocks[to++]!.data.length
       const lengths: number[] = []
       for (let i = from; i < to; i++) lengths.push(blocks[i]!.data.length)
-      const sab = blocks[from]!.data.buffer
+      const sab = inOneSharedBuffer(blocks.slice(from, to))
       let r: ChunkTaskResult
-      if (sab instanceof SharedArrayBuffer && blocks.slice(from, to).every((b) => b.data.buffer === sab)) {
+      if (sab) {
         // the blocks are in shared memory (the backup's read buffers), which stays unchanged until
         // this call resolves (putBlocks' contract): the worker reads them there, no slot, no copy
         const positions: number[] = []
@@ -482,13 +514,13 @@ export class LocalBackupSession implements BackupSession {
   }
 
   /** Puts chunks (blocks, parts or recipes) in batches of at most a slot's bytes. */
-  private async putUnits(units: ReadonlyArray<Unit>, ids: Buffer[], table: ChunkTable, results: SessionPutResult[], lane: Lane): Promise<void> {
+  private async putUnits(units: ReadonlyArray<Unit>, ids: Buffer[], table: ChunkTable, results: SessionPutResult[], lane: Lane, shared?: SharedUnits): Promise<void> {
     const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD) // a slot's input and output (takeSlot)
     for (let from = 0; from < units.length; ) {
       let to = from
       let bytes = 0
       while (to < units.length && bytes + units[to]!.data.length + SEAL_OVERHEAD <= capacity) bytes += units[to++]!.data.length + SEAL_OVERHEAD
-      await this.putBatch(units, ids, from, to, table, results, undefined, lane)
+      await this.putBatch(units, ids, from, to, table, results, undefined, lane, shared)
       from = to
     }
   }
@@ -531,6 +563,8 @@ export class LocalBackupSession implements BackupSession {
     /** Set when `blocks` are sealed records being moved (moveRecords). */
     moved?: { fromPackId: Buffer; records: ReadonlyArray<MovedRecord> },
     lane: Lane = 'data',
+    /** The units lie in this shared buffer: sealed there, in batches of their own (SharedUnits). */
+    shared?: SharedUnits,
   ): Promise<void> {
     // pending's keys, made once per chunk (a string per lookup was most of a part's garbage)
     const keyAt: string[] = new Array<string>(to - from)
@@ -551,7 +585,8 @@ export class LocalBackupSession implements BackupSession {
       const data = blocks[i]!.data
       const key = keyAt[i - from]!
       this.pending.set(key, null)
-      b.used += data.copy(b.input, b.used)
+      if (b.shared) b.shared.positions.push(data.byteOffset)
+      else b.used += data.copy(b.input, b.used)
       b.reserved += data.length + SEAL_OVERHEAD
       b.ids.push(ids[i]!)
       b.keys.push(key)
@@ -564,10 +599,30 @@ export class LocalBackupSession implements BackupSession {
       this.bytesNew += data.length
       results[i] = new NewChunk(ids[i]!, b, b.ids.length - 1)
     }
+    // at most half a pack, so packs (which take whole batches) stay near their target size
+    const capacity = Math.max(this.blockSize + SEAL_OVERHEAD, Math.min(this.sealBatch * (this.blockSize + SEAL_OVERHEAD), this.ctx.packTargetBytes / 2))
+    if (lane === 'data' && !moved && shared) {
+      // batches of this call's own, sealed where the units lie; the caller waits for `held`
+      let b: Batch | undefined
+      const send = async (full: Batch): Promise<void> => {
+        b = undefined
+        if (full.ids.length === 0) return this.giveSlot(full.slot)
+        shared.held.push(full.sealed)
+        await this.submitBatch(full)
+      }
+      for (const i of fresh) {
+        const need = blocks[i]!.data.length + SEAL_OVERHEAD
+        if (b && b.reserved + need > capacity) await send(b)
+        b ??= newBatch(await this.takeSlot(), 'data', undefined, shared.sab)
+        // re-checked after any wait, then claimed in the same synchronous step
+        if (known(i)) results[i] = duplicateOf(ids[i]!)
+        else add(b, i)
+      }
+      if (b) await send(b)
+      return
+    }
     if (lane === 'data' && !moved) {
-      // into the open batch, which is sent once it is full; at most half a pack, so packs (which
-      // take whole batches) stay near their target size
-      const capacity = Math.max(this.blockSize + SEAL_OVERHEAD, Math.min(this.sealBatch * (this.blockSize + SEAL_OVERHEAD), this.ctx.packTargetBytes / 2))
+      // into the open batch, which is sent once it is full
       for (const i of fresh) {
         const need = blocks[i]!.data.length + SEAL_OVERHEAD
         for (;;) {
@@ -670,19 +725,21 @@ export class LocalBackupSession implements BackupSession {
       .submit(
         {
           kind: 'seal',
-          input: b.slot.input,
+          ...(b.shared ? { shared: { sab: b.shared.sab, positions: Uint32Array.from(b.shared.positions) } } : { input: b.slot.input }),
           items: { fields, chunkIds, ...(sums ? { sums } : {}) },
           ...(b.lane === 'recipe' ? { recipes: true as const } : {}),
           output: b.slot.output,
           packId: pack.id,
           ...(moved ? { fromPackId: new Uint8Array(moved.fromPackId) } : {}),
         },
-        [b.slot.input, b.slot.output],
+        b.shared ? [b.slot.output] : [b.slot.input, b.slot.output],
       )
       .then(({ result }) => {
         const sealed = result.then(async (r) => {
           if (r.kind !== 'seal' || r.stored.length !== 2 * count || r.checks.length !== count) throw new EngineError('INTERNAL', 'unexpected worker reply')
-          const back: Slot = { input: r.input, output: r.output }
+          const input = b.shared ? b.slot.input : r.input // a shared batch's input never left
+          if (!input) throw new EngineError('INTERNAL', 'unexpected worker reply')
+          const back: Slot = { input, output: r.output }
           try {
             const failed = r.failures[0]
             if (failed) {

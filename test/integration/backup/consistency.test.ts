@@ -21,7 +21,7 @@ afterEach(async () => {
 async function setup(): Promise<{ w: TestWorld; disk: string; order: string; script: (name: string, body: string) => Promise<string> }> {
   w = await makeWorld()
   const disk = join(w.dir, 'disk.raw')
-  const data = Buffer.alloc(16 * MiB) // several of the block loop's 4 MiB runs: tests change the file between them
+  const data = Buffer.alloc(32 * MiB) // more 4 MiB runs than the block loop reads ahead (RUN_WINDOW): tests change the file between them
   randomBytes(5, MiB).copy(data, MiB)
   await writeFile(disk, data)
   const order = join(w.dir, 'order.log')

@@ -1,8 +1,10 @@
 // Format 2's cut tasks read blocks that lie in shared memory (the backup's read buffers) where they
-// are, instead of a copy in a slot (session.ts cutBlocks). Same ids, same parts, same restore.
+// are, instead of a copy in a slot (session.ts cutBlocks). Same ids, same parts, same restore. A
+// call with enough new bytes is also sealed there (SharedUnits), and resolves only once it is.
 import { randomBytes } from 'node:crypto'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { backUp, BLOCK, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { openVault, type NewPoint } from '../../../electron/engine/vault/index.js'
 import { WorkerPool } from '../../../electron/engine/workers/pool.js'
 import { chunkTaskHandler } from '../../../electron/engine/vault/chunkHandler.js'
 import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
@@ -61,5 +63,83 @@ describe('cut tasks over shared memory', () => {
     expect(ok.kind === 'cut' && Buffer.from(ok.ids).equals(chunkIdOf(keys.chunkId, block))).toBe(true)
     await expect(Promise.resolve().then(() => handler({ kind: 'cut', shared: { sab, positions: [BLOCK + 1] }, lengths: [BLOCK], blockSize: BLOCK }))).rejects.toMatchObject({ code: 'INTERNAL' })
     await expect(Promise.resolve().then(() => handler({ kind: 'cut', lengths: [BLOCK], blockSize: BLOCK }))).rejects.toMatchObject({ code: 'INTERNAL' })
+  })
+
+  /** Blocks copied into one shared buffer, and their views there (a backup's read buffer). */
+  function inShared(plain: Buffer[]): { shared: Buffer; views: Buffer[] } {
+    const shared = Buffer.from(new SharedArrayBuffer(plain.length * BLOCK))
+    return { shared, views: plain.map((b, i) => shared.subarray(i * BLOCK, i * BLOCK + b.copy(shared, i * BLOCK))) }
+  }
+
+  const point = (n: number): NewPoint => ({
+    machineId: 'vm1',
+    machineName: 'vm1',
+    createdAt: new Date().toISOString(),
+    consistency: 'crash',
+    disks: [{ index: 0, name: 'd', virtualSize: n * BLOCK, sourceFormat: 'raw', sourcePath: '/src/d', allocatedBytes: n * BLOCK, blockCount: n }],
+    stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 },
+    labels: {},
+  })
+
+  it('seals a call of at least 1 MiB of new blocks where they lie, and resolves only once they are sealed', async () => {
+    const t = await tempDir()
+    cleanups.push(t.cleanup)
+    // 1 MiB packs: batches of at most half a pack, so the call's 2 MiB go out in several batches
+    const { vault } = await newVault(t.dir, { workers: 2 }, { formatVersion: 2 })
+    cleanups.push(() => vault.close())
+    const plain = Array.from({ length: 32 }, (_, i) => makeBlock(1300 + i, i % 2 ? 'random' : 'text'))
+    const { shared, views } = inShared(plain)
+    const submit = vi.spyOn(WorkerPool.prototype, 'submit')
+    const session = await vault.beginBackup()
+    const writer = session.blockMapWriter({ index: 0, blockCount: plain.length })
+    const results = await session.putBlocks!(views.map((data) => ({ data })))
+    // the caller reuses its buffer at once: nothing already sealed may change, nothing may still read it
+    shared.fill(0xa5)
+    const seals = submit.mock.calls.map(([task]) => task as { kind: string; recipes?: true; shared?: { sab: SharedArrayBuffer }; input?: unknown }).filter((task) => task.kind === 'seal' && !task.recipes)
+    expect(seals.length).toBeGreaterThan(1)
+    expect(seals.every((task) => task.shared?.sab === shared.buffer && task.input === undefined)).toBe(true)
+    results.forEach((r) => writer.append({ kind: 'data', chunkId: r.chunkId, checksum: r.checksum! }))
+    await writer.finish()
+    const first = await session.commit(point(plain.length))
+    const back = await restoreDisk(vault, first.id, 0)
+    back.forEach((b, i) => expect((b as Buffer).equals(plain[i]!), `block ${i}`).toBe(true))
+
+    // a call with a few new blocks copies them into the open batch shared by calls, as before
+    submit.mockClear()
+    const few = Array.from({ length: 4 }, (_, i) => makeBlock(1400 + i, 'random'))
+    const second = inShared(few)
+    const s2 = await vault.beginBackup()
+    const w2 = s2.blockMapWriter({ index: 0, blockCount: few.length })
+    for (const r of await s2.putBlocks!(second.views.map((data) => ({ data })))) w2.append({ kind: 'data', chunkId: r.chunkId, checksum: r.checksum! })
+    await w2.finish()
+    const p2 = await s2.commit(point(few.length))
+    const copied = submit.mock.calls.map(([task]) => task as { kind: string; shared?: unknown; input?: unknown }).filter((task) => task.kind === 'seal')
+    expect(copied.length).toBeGreaterThan(0)
+    expect(copied.every((task) => task.shared === undefined && task.input instanceof ArrayBuffer)).toBe(true)
+    ;(await restoreDisk(vault, p2.id, 0)).forEach((b, i) => expect((b as Buffer).equals(few[i]!), `block ${i}`).toBe(true))
+    expect((await vault.verify({ readData: true })).problems).toEqual([])
+  })
+
+  it('a failed seal over shared memory rejects the call only once no worker reads its buffer, and commits nothing', async () => {
+    const t = await tempDir()
+    cleanups.push(t.cleanup)
+    const { dir, key } = await newVault(t.dir, {}, { formatVersion: 2 }).then(async (v) => {
+      await v.vault.close()
+      return v
+    })
+    const vault = await openVault(dir, key, { workers: 2, testHooks: { corruptCompressor: true } })
+    cleanups.push(() => vault.close())
+    const plain = Array.from({ length: 32 }, (_, i) => makeBlock(1500 + i, 'text'))
+    const { views } = inShared(plain)
+    const session = await vault.beginBackup()
+    const pool = (vault as unknown as { ctx: { pool(): WorkerPool<unknown, unknown> } }).ctx.pool()
+    const err = await session.putBlocks!(views.map((data) => ({ data }))).then(
+      () => undefined,
+      (e: unknown) => e as { code?: string },
+    )
+    expect(err?.code).toBe('CHUNK_CORRUPT')
+    expect(pool.pending).toBe(0) // every seal task over the buffer has replied
+    await session.abort()
+    expect(await vault.listPoints()).toEqual([])
   })
 })

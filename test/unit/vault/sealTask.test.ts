@@ -68,6 +68,51 @@ describe('seal task with checksums (I9)', () => {
   })
 })
 
+describe('seal task over shared memory (SealTask.shared)', () => {
+  const text = Buffer.from('a line of a log file, again and again\n'.repeat(2000)).subarray(0, BS)
+  const plains = [randomBytes(BS), text, randomBytes(5000)]
+
+  /** The plaintexts placed out of order in a shared buffer, with a gap: the task names each one's position. */
+  function sharedTask() {
+    const t = task(plains, (p) => sums.checksum(p))
+    const sab = new SharedArrayBuffer(2 * BS + 16384)
+    const positions = Uint32Array.from([BS + 12288, 8192, 0])
+    plains.forEach((p, k) => p.copy(Buffer.from(sab), positions[k]))
+    const { input: _, ...rest } = t
+    return { ...rest, shared: { sab, positions } }
+  }
+
+  it('seals each item where it lies, returns no input, and its records open to the plaintexts', async () => {
+    const t = sharedTask()
+    const reply = await chunkTaskHandler(config)(t)
+    const r = reply.value as Sealed
+    expect(r.failures).toEqual([])
+    expect(r.input).toBeUndefined()
+    expect(reply.transfer).toEqual([t.output])
+    const codec = new ChunkCodec(config)
+    const out = Buffer.from(r.output)
+    let pos = 0
+    plains.forEach((p, k) => {
+      const length = r.stored[2 * k]!
+      const opened = codec.open(out.subarray(pos, pos + length), t.items.chunkIds.subarray(k * 32, k * 32 + 32), t.packId, k, r.stored[2 * k + 1]!)
+      expect(Buffer.isBuffer(opened) && opened.equals(p), `item ${k}`).toBe(true)
+      pos += length
+    })
+  })
+
+  it('refuses bytes changed where they lie, positions outside the buffer, and a task without plaintexts', async () => {
+    const changed = sharedTask()
+    Buffer.from(changed.shared.sab)[8192 + 100]! ^= 1 // item 1, after its checksum was taken
+    const r = (await chunkTaskHandler(config)(changed)).value as Sealed
+    expect(r.failures).toEqual([{ item: 1, error: 'changed in memory between its id and its seal' }])
+    const outside = sharedTask()
+    outside.shared.positions[0] = BS + 16385 // item 0 would end past the buffer
+    await expect(Promise.resolve().then(() => chunkTaskHandler(config)(outside))).rejects.toMatchObject({ code: 'INTERNAL' })
+    const { shared: _, ...none } = sharedTask()
+    await expect(Promise.resolve().then(() => chunkTaskHandler(config)(none))).rejects.toMatchObject({ code: 'INTERNAL' })
+  })
+})
+
 describe('restore of a block stored as parts (I3 on the assembled block)', () => {
   it('a part that opens (authentic record) but holds other bytes than its id names fails its block, not silently', async () => {
     const codec = new ChunkCodec(config)
