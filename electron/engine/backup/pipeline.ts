@@ -393,9 +393,13 @@ export async function runBackup(machine: Machine, world: BackupWorld, options: R
     // One disk to read: its reads may block this job's event loop, which waits for nothing else
     // meanwhile (a 4 GiB disk with a 1 % change: job 1.56–1.97 s → 1.32–1.48 s, page cache partly
     // cold). Disks read side by side keep the thread pool, so one's slow device never stalls another.
-    const blockingReads = plans.filter((p) => p.mode !== 'unchanged').length === 1
-    const outcomes = await boundedAll(plans, options.diskConcurrency ?? 2, (plan) =>
-      backupDisk(plan, { world, session, prev, hasher, progress, signal, log, blocksInFlight: options.blocksInFlight ?? 8, blockingReads }))
+    const reading = plans.filter((p) => p.mode !== 'unchanged').length
+    const blockingReads = reading === 1
+    const diskConcurrency = options.diskConcurrency ?? 2
+    // the read-ahead is shared by the disks read at once, so a machine's peak memory stays a single disk's
+    const runWindow = Math.max(3, Math.ceil(RUN_WINDOW / Math.max(1, Math.min(diskConcurrency, reading))))
+    const outcomes = await boundedAll(plans, diskConcurrency, (plan) =>
+      backupDisk(plan, { world, session, prev, hasher, progress, signal, log, blocksInFlight: options.blocksInFlight ?? 8, blockingReads, runWindow }))
     await runPost()
     throwIfAborted(signal)
 
@@ -567,6 +571,8 @@ interface DiskContext {
   signal: AbortSignal | undefined
   log: (l: string) => void
   blocksInFlight: number
+  /** Runs read ahead at least (RUN_WINDOW, shared by the disks read at once). */
+  runWindow: number
   /** Read the image with OpenOptions.blockingReads. */
   blockingReads: boolean
 }
@@ -704,7 +710,8 @@ const RANGE_MERGE_GAP = 4096
 const RUN_BYTES = 4 * 1024 * 1024
 
 /**
- * Runs read ahead at least (each with its own read buffer). A format-2 vault seals a full run's new
+ * Runs read ahead at least (each with its own read buffer), by one disk read alone; disks read at
+ * once share it (at least 3 each, as before). A format-2 vault seals a full run's new
  * bytes where they were read (session.ts SharedUnits), so a run's buffer stays out until its seal
  * is done, not just until its blocks are copied. Alternating full backups of the bench disk
  * (sixteenth round): 5 buffers 5.99–6.18 s, 6 buffers 5.94–6.16 s, 3 buffers 6.44–6.45 s, against
@@ -720,7 +727,7 @@ const RUN_WINDOW = 5
 async function blockLoop(a: LoopArgs): Promise<number> {
   const { image, blockSize, blockCount, virtualSize, cursor, prevMap, writer, ctx, dp } = a
   const runBlocks = Math.max(1, Math.floor(RUN_BYTES / blockSize))
-  const window = Math.max(RUN_WINDOW, Math.ceil(Math.max(1, ctx.blocksInFlight) / runBlocks))
+  const window = Math.max(ctx.runWindow, Math.ceil(Math.max(1, ctx.blocksInFlight) / runBlocks))
   // shared memory: a format-2 vault's cut workers read the blocks where they were read (session.ts cutBlocks)
   const free: Buffer[] = Array.from({ length: window }, () => Buffer.from(new SharedArrayBuffer(runBlocks * blockSize)))
   const pending: Promise<BlockEntry[]>[] = []
