@@ -107,7 +107,9 @@ export interface BackupSession {
    * (a block equal to an earlier one of the batch is deduplicated against it). Lets an implementation
    * amortise per-call costs (worker messages, writes) over the batch. A block given without a
    * checksum gets it in its result: the vault hashes every block anyway (I9), so a caller with no
-   * earlier checksum to compare against need not hash it a second time.
+   * earlier checksum to compare against need not hash it a second time. The `data` buffers may be
+   * reused once it resolves, as with `putBlock`; blocks in one SharedArrayBuffer may be read there
+   * by the workers until then (format 2 seals a large call's new blocks where they lie).
    */
   putBlocks?(blocks: ReadonlyArray<{ data: Buffer; checksum?: Buffer }>): Promise<PutResult[]>
   blockMapWriter(disk: Pick<PointDisk, 'index' | 'blockCount'>): BlockMapWriter
