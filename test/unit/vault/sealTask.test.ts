@@ -33,6 +33,19 @@ function task(plains: Buffer[], sumOf: (p: Buffer, k: number) => Buffer) {
 
 type Sealed = Extract<ChunkTaskResult, { kind: 'seal' }>
 
+/** Each sealed record of `r` opens (ordinal = item index) to its plaintext. */
+function expectOpensTo(r: Sealed, t: { items: { chunkIds: Uint8Array }; packId: Uint8Array }, plains: Buffer[]): void {
+  const codec = new ChunkCodec(config)
+  const out = Buffer.from(r.output)
+  let pos = 0
+  plains.forEach((p, k) => {
+    const length = r.stored[2 * k]!
+    const opened = codec.open(out.subarray(pos, pos + length), t.items.chunkIds.subarray(k * 32, k * 32 + 32), t.packId, k, r.stored[2 * k + 1]!)
+    expect(Buffer.isBuffer(opened) && opened.equals(p), `item ${k}`).toBe(true)
+    pos += length
+  })
+}
+
 describe('seal task with checksums (I9)', () => {
   const text = Buffer.from('a line of a log file, again and again\n'.repeat(2000)).subarray(0, BS)
   const plains = [randomBytes(BS), text, randomBytes(5000)]
@@ -41,15 +54,7 @@ describe('seal task with checksums (I9)', () => {
     const t = task(plains, (p) => sums.checksum(p))
     const r = (await chunkTaskHandler(config)(t)).value as Sealed
     expect(r.failures).toEqual([])
-    const codec = new ChunkCodec(config)
-    const out = Buffer.from(r.output)
-    let pos = 0
-    plains.forEach((p, k) => {
-      const length = r.stored[2 * k]!
-      const opened = codec.open(out.subarray(pos, pos + length), t.items.chunkIds.subarray(k * 32, k * 32 + 32), t.packId, k, r.stored[2 * k + 1]!)
-      expect(Buffer.isBuffer(opened) && opened.equals(p), `item ${k}`).toBe(true)
-      pos += length
-    })
+    expectOpensTo(r, t, plains)
   })
 
   it('refuses a plaintext whose checksum differs from the one taken with its id', async () => {
@@ -89,15 +94,7 @@ describe('seal task over shared memory (SealTask.shared)', () => {
     expect(r.failures).toEqual([])
     expect(r.input).toBeUndefined()
     expect(reply.transfer).toEqual([t.output])
-    const codec = new ChunkCodec(config)
-    const out = Buffer.from(r.output)
-    let pos = 0
-    plains.forEach((p, k) => {
-      const length = r.stored[2 * k]!
-      const opened = codec.open(out.subarray(pos, pos + length), t.items.chunkIds.subarray(k * 32, k * 32 + 32), t.packId, k, r.stored[2 * k + 1]!)
-      expect(Buffer.isBuffer(opened) && opened.equals(p), `item ${k}`).toBe(true)
-      pos += length
-    })
+    expectOpensTo(r, t, plains)
   })
 
   it('refuses bytes changed where they lie, positions outside the buffer, and a task without plaintexts', async () => {
