@@ -711,14 +711,17 @@ const RANGE_MERGE_GAP = 4096
 const RUN_BYTES = 4 * 1024 * 1024
 
 /**
- * Runs read ahead at least (each with its own read buffer), by one disk read alone; disks read at
- * once share it, at least 2 each. A machine of four quarter-size disks (two read at once) added to
- * a vault holding the bench disk peaked at 269 MiB with 2 runs each against 273–290 MiB with 3
- * (its bench run: 309 MiB), and took 6.61–6.81 against 6.48–6.67 s. A format-2 vault seals a full run's new
- * bytes where they were read (session.ts SharedUnits), so a run's buffer stays out until its seal
- * is done, not just until its blocks are copied. Alternating full backups of the bench disk
- * (sixteenth round): 5 buffers 5.99–6.18 s, 6 buffers 5.94–6.16 s, 3 buffers 6.44–6.45 s, against
- * 6.20–6.67 s before sealing in place; peak RSS within noise (246–262 MiB).
+ * Runs read ahead at least (each with its own read buffer) when one disk is read alone.
+ *
+ * A format-2 vault seals a full run's new bytes where they were read (session.ts SharedUnits), so
+ * a run's buffer stays out until its seal is done, not just until its blocks are copied.
+ * Alternating full backups of the bench disk (sixteenth round): 5 buffers 5.99–6.18 s, 6 buffers
+ * 5.94–6.16 s, 3 buffers 6.44–6.45 s, against 6.20–6.67 s before sealing in place; peak RSS within
+ * noise (246–262 MiB).
+ *
+ * Disks read at once share it, at least 2 runs each: a machine of four quarter-size disks (two
+ * read at once) added to a vault holding the bench disk peaked at 269 MiB with 2 runs each against
+ * 273–290 MiB with 3 (its bench run: 309 MiB), and took 6.61–6.81 against 6.48–6.67 s.
  */
 const RUN_WINDOW = 5
 
@@ -782,7 +785,7 @@ async function blockLoop(a: LoopArgs): Promise<number> {
         }
         const prevEntry = prevEntries[j]
         if (prevEntry?.kind !== 'data') {
-          puts.push({ data: view, checksum: session.putBlocks ? undefined : hasher.checksum(view), at: j })
+          puts.push({ data: view, checksum: undefined, at: j })
           continue
         }
         const checksum = hasher.checksum(view)
@@ -790,12 +793,12 @@ async function blockLoop(a: LoopArgs): Promise<number> {
         else puts.push({ data: view, checksum, at: j })
       }
       if (puts.length > 0) {
-        const results = session.putBlocks ? await session.putBlocks(puts) : await putEach(session, puts)
+        const results = session.putBlocks ? await session.putBlocks(puts) : await putEach(session, puts, hasher)
         results.forEach((r, n) => {
           const put = puts[n]!
           if (r.isNew) dp.bytesNew += put.data.length
           stored += r.storedBytes
-          // the buffer is still ours (it returns to `free` below)
+          // a result without one breaks putBlocks' contract; the buffer is still ours to hash (it returns to `free` below)
           const checksum = put.checksum ?? r.checksum ?? hasher.checksum(put.data)
           entries[put.at] = { kind: 'data', chunkId: r.chunkId, checksum }
         })
@@ -885,10 +888,13 @@ async function blockLoop(a: LoopArgs): Promise<number> {
   return stored
 }
 
-/** For sessions without `putBlocks`: one put after the other, in order. */
-async function putEach(session: BackupSession, puts: Array<{ data: Buffer; checksum: Buffer | undefined }>): Promise<PutResult[]> {
+/** For sessions without `putBlocks`: one put after the other, in order, each with its checksum (taken here when missing) in its result. */
+async function putEach(session: BackupSession, puts: Array<{ data: Buffer; checksum: Buffer | undefined }>, hasher: BlockHasher): Promise<PutResult[]> {
   const out: PutResult[] = []
-  for (const p of puts) out.push(await session.putBlock(p.data, p.checksum!)) // set for sessions without putBlocks
+  for (const p of puts) {
+    const checksum = p.checksum ?? hasher.checksum(p.data)
+    out.push({ ...(await session.putBlock(p.data, checksum)), checksum })
+  }
   return out
 }
 

@@ -42,9 +42,9 @@ const freeRangeBuffers: SharedArrayBuffer[] = []
 const freeSmallRangeBuffers: SharedArrayBuffer[] = []
 /**
  * Range buffers kept for reuse: at least as many as can be out at once (largeGate: nine for a pool
- * of four workers), so that a long read allocates none after its start. Each fresh 4 MiB buffer costs page faults and, as V8 external
- * memory, pushes the main thread towards a full garbage collection (a 4 GiB restore allocated 75
- * with a cap of 6).
+ * of four workers), so that a long read allocates none after its start. Each fresh 4 MiB buffer
+ * costs page faults and, as V8 external memory, pushes the main thread towards a full garbage
+ * collection (a 4 GiB restore allocated 75 with a cap of 6).
  */
 const MAX_FREE_RANGE_BUFFERS = 12
 
@@ -167,7 +167,7 @@ const smallGate: BufferGate = { out: 0, peak: 0, waiters: [] }
  * format-2 restore's ~290 MiB peak. With this gate, alternating restores of the bench disk peaked
  * at 266–271 against 284–291 MiB, in the same times (sixteenth round, PERFORMANCE.md).
  */
-const largeGates = new WeakMap<object, BufferGate>()
+const largeGates = new WeakMap<WorkerPool<ChunkTask, ChunkTaskResult>, BufferGate>()
 
 function largeGate(pool: WorkerPool<ChunkTask, ChunkTaskResult>): { gate: BufferGate; max: number } {
   let gate = largeGates.get(pool)

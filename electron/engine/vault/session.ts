@@ -354,7 +354,9 @@ export class LocalBackupSession implements BackupSession {
    * Puts several blocks. Each gets its chunk id and is deduplicated against the vault, this session
    * and the blocks before it; the new ones go to the workers in batches of up to `sealBatch` (one
    * message per batch) and each sealed batch reaches its pack with one write. Resolves, with one
-   * result per block in order, once every new block is accepted: the `data` buffers may then be reused.
+   * result per block in order, once every new block is accepted: the `data` buffers may then be
+   * reused. Accepted means copied into a batch, or, for a call sealed where its blocks lie
+   * (SharedUnits), sealed.
    */
   async putBlocks(blocks: ReadonlyArray<{ data: Buffer; checksum?: Buffer }>): Promise<SessionPutResult[]> {
     this.check()
