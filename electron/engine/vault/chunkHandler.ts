@@ -4,7 +4,7 @@
  * `inline`). Seal buffers come back in the reply (`transfer`), so the caller's buffer pool
  * circulates; open tasks read their records from shared memory (nothing to return).
  */
-import { recordCheck } from './recordCheck.js'
+import { CheckSpans, recordCheck } from './recordCheck.js'
 import { ChunkCodec, FLAG_ZSTD, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
 import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenTask, SealTask } from './chunkTasks.js'
 import { ChunkIdHasher } from './crypto.js'
@@ -191,7 +191,8 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const out = Buffer.from(task.output)
     if (sums) hasher ??= createBlockHasher()
     const stored = new Uint32Array(count * 2)
-    const checks = new BigUint64Array(count)
+    const checks: bigint[] = []
+    const spans = new CheckSpans((start, end) => checks.push(recordCheck(out.subarray(start, end))))
     const failures: Array<{ item: number; error: string }> = []
     let inPos = 0
     let outPos = 0
@@ -228,10 +229,11 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       else if (sum && !opened.equals(plain)) failures.push({ item: k, error: 'did not open to its plaintext' })
       stored[2 * k] = r.storedLength
       stored[2 * k + 1] = r.flags
-      checks[k] = recordCheck(record)
       outPos += r.storedLength
+      spans.add(r.storedLength) // a span is checked as soon as it closes, while it is still in cache
     }
-    const value: ChunkTaskResult = { kind: 'seal', ...(task.input ? { input: task.input } : {}), output: task.output, stored, checks, failures }
+    spans.finish()
+    const value: ChunkTaskResult = { kind: 'seal', ...(task.input ? { input: task.input } : {}), output: task.output, stored, checks: BigUint64Array.from(checks), failures }
     return { value, transfer: task.input ? [task.input, task.output] : [task.output] }
   }
 

@@ -195,7 +195,10 @@ export type ChunkTaskResult =
       output: ArrayBuffer
       /** Per item: stored length and record flags (two words). */
       stored: Uint32Array
-      /** Per item: XXH3-64 of the verified record (recordCheck.ts), re-checked by the caller right before writing. */
+      /**
+       * Per check span of the verified records (recordCheck.ts `CheckSpans` over the stored
+       * lengths): their XXH3-64, re-checked by the caller right before writing.
+       */
       checks: BigUint64Array
       /**
        * I9, checked in the worker on the exact sealed bytes: the items whose record did not open

@@ -336,13 +336,15 @@ export class PackWriter {
 
   /**
    * Appends sealed records that lie back to back in `records`; `entries` give their lengths in
-   * order (their offsets are set here, and the pack keeps them). Resolves once `records` may be reused: written, or copied into the staging buffer.
-   * `verify` sees each record right before it is staged (or, unstaged, before the write), so the
-   * copy reads bytes the check has just brought into cache (checking a whole batch first, then
-   * copying it, read it from memory twice); when it throws, the pack is failed (it can no longer
-   * be finished) and the error is thrown.
+   * order (their offsets are set here, and the pack keeps them). Resolves once `records` may be
+   * reused: written, or copied into the staging buffer.
+   * `check.verify` sees each span of `records` (the bytes up to `check.ends[n]`, the last end at
+   * most `records.length`) right before it is staged (or, unstaged, before the write), so the copy
+   * reads bytes the check has just brought into cache (checking a whole batch first, then copying
+   * it, read it from memory twice); when it throws, the pack is failed (it can no longer be
+   * finished) and the error is thrown.
    */
-  async append(records: Buffer, entries: PackIndexEntry[], reservedBytes: number, verify?: (record: Buffer, n: number) => void): Promise<void> {
+  async append(records: Buffer, entries: PackIndexEntry[], reservedBytes: number, check?: { ends: ReadonlyArray<number>; verify: (span: Buffer, n: number) => void }): Promise<void> {
     if (this.failure) throw this.failure
     // Memory stays bounded (MAX_QUEUED_STAGES). The wait comes before the offset is given out:
     // each concurrent append would otherwise queue one more buffer before waiting.
@@ -351,6 +353,7 @@ export class PackWriter {
     let offset = this.writeOffset
     const total = entries.reduce((sum, e) => sum + e.length, 0)
     if (total !== records.length) throw new EngineError('INTERNAL', `pack ${this.hex}: ${entries.length} records of ${total} bytes in a buffer of ${records.length}`)
+    if (check && (check.ends.at(-1) ?? 0) !== records.length) throw new EngineError('INTERNAL', `pack ${this.hex}: check spans do not cover the ${records.length} bytes of records`)
     this.writeOffset += records.length
     this.reservedBytes -= reservedBytes
     for (const e of entries) {
@@ -358,14 +361,14 @@ export class PackWriter {
       this.entries.push(e)
       offset += e.length
     }
-    if (verify) {
+    if (check) {
       try {
-        // record by record: each is verified, then (staging) copied while it is still in cache; all
+        // span by span: each is verified, then (staging) copied while it is still in cache; all
         // before any await, so records land in the order their offsets were given out
-        for (let n = 0, at = 0; n < entries.length; at += entries[n++]!.length) {
-          const record = records.subarray(at, at + entries[n]!.length)
-          verify(record, n)
-          if (this.stage) this.stageBytes(record)
+        for (let n = 0, at = 0; n < check.ends.length; at = check.ends[n++]!) {
+          const span = records.subarray(at, check.ends[n]!)
+          check.verify(span, n)
+          if (this.stage) this.stageBytes(span)
         }
       } catch (err) {
         // part of the batch may be staged: this pack must never be finished

@@ -1,8 +1,12 @@
 /**
- * The check value of a sealed record while it is in memory (I9): the chunk worker computes it over
- * the exact bytes it has just opened again, and the session recomputes it right before it stages
- * those bytes for the pack, so a change in between (a flipped bit, a buffer reused too early) is
- * caught before anything reaches the vault. It is never stored.
+ * The check value of sealed records while they are in memory (I9): the chunk worker computes it
+ * over the exact bytes it has just opened again, and the session recomputes it right before it
+ * stages those bytes for the pack, so a change in between (a flipped bit, a buffer reused too
+ * early) is caught before anything reaches the vault. It is never stored.
+ *
+ * One value covers a span of consecutive records (`CheckSpans`), not each record: a call costs
+ * ~2.5 µs of fixed overhead (the binding and a BigInt) against 0.35 µs for the bytes of an 8 KiB
+ * part, and one value per record was 0.38 s of a full backup's main thread.
  *
  * XXH3-64 through @node-rs/xxhash's streaming class: 23 GB/s here against 5.5 GB/s for zlib's
  * CRC-32, which it replaces (CRC-32 over every record, twice, was ~5 % of a full backup's CPU).
@@ -24,4 +28,39 @@ export function recordCheck(data: Uint8Array): bigint {
   hasher.reset()
   hasher.update(data)
   return hasher.digest()
+}
+
+/**
+ * A span closes with the record that brings it to this many bytes or more: small enough to be
+ * checked and then copied while it is still in the core's cache, large enough that a span of
+ * 8 KiB parts costs one call instead of dozens.
+ */
+export const CHECK_SPAN_BYTES = 256 * 1024
+
+/**
+ * Cuts records that lie back to back into check spans, the same way on both sides of I9: `add`
+ * each record's length in order, then `finish`; `onSpan(start, end)` receives each span's byte
+ * range as soon as it closes. A record of no bytes (one that failed) joins the open span.
+ */
+export class CheckSpans {
+  private start = 0
+  private end = 0
+
+  constructor(private readonly onSpan: (start: number, end: number) => void) {}
+
+  add(length: number): void {
+    this.end += length
+    if (this.end - this.start >= CHECK_SPAN_BYTES) this.close()
+  }
+
+  /** Closes the last span, if it holds any bytes. */
+  finish(): void {
+    if (this.end > this.start) this.close()
+  }
+
+  private close(): void {
+    const start = this.start
+    this.start = this.end
+    this.onSpan(start, this.end)
+  }
 }

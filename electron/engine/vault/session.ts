@@ -24,7 +24,7 @@ import type { VaultLock } from './locks.js'
 import { copySegmentedMap, readManifest, readSegmentedMap, SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { PackWriter, type PackIndexEntry } from './pack.js'
 import { SEAL_ITEM_WORDS, type ChunkTaskResult } from './chunkTasks.js'
-import { recordCheck } from './recordCheck.js'
+import { CheckSpans, recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
 import type { ChunkTable } from './chunkTable.js'
 import { encodeRecipe, type RecipePart } from './parts.js'
@@ -738,7 +738,7 @@ export class LocalBackupSession implements BackupSession {
       )
       .then(({ result }) => {
         const sealed = result.then(async (r) => {
-          if (r.kind !== 'seal' || r.stored.length !== 2 * count || r.checks.length !== count) throw new EngineError('INTERNAL', 'unexpected worker reply')
+          if (r.kind !== 'seal' || r.stored.length !== 2 * count) throw new EngineError('INTERNAL', 'unexpected worker reply')
           const input = b.shared ? b.slot.input : r.input // a shared batch's input never left
           if (!input) throw new EngineError('INTERNAL', 'unexpected worker reply')
           const back: Slot = { input, output: r.output }
@@ -756,6 +756,10 @@ export class LocalBackupSession implements BackupSession {
             const out = Buffer.from(r.output)
             const entries: PackIndexEntry[] = []
             const lengths: number[] = new Array<number>(count)
+            // the worker's check spans, cut again from the same lengths; spanFirst[i]: span i's first record
+            const spanEnds: number[] = []
+            const spanFirst = [0]
+            const spans = new CheckSpans((_start, end) => spanEnds.push(end))
             let pos = 0
             for (let n = 0; n < count; n++) {
               const storedLength = r.stored[2 * n]!
@@ -764,17 +768,24 @@ export class LocalBackupSession implements BackupSession {
               entries.push({ chunkId, offset: 0, ordinal: first + n, flags: r.stored[2 * n + 1]!, plainLength, length: storedLength })
               lengths[n] = storedLength
               pos += storedLength
+              spans.add(storedLength)
+              if (spanEnds.length === spanFirst.length) spanFirst.push(n + 1)
             }
-            if (pos > out.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
-            // I9: each record's check value again, right before its bytes are staged for the pack
-            await pack.append(out.subarray(0, pos), entries, b.reserved, (record, n) => {
-              hooks.afterSeal?.(record)
-              if (recordCheck(record) !== r.checks[n]) {
+            spans.finish()
+            if (pos > out.length || spanEnds.length !== r.checks.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
+            if (hooks.afterSeal) for (let n = 0, at = 0; n < count; at += lengths[n++]!) hooks.afterSeal(out.subarray(at, at + lengths[n]!))
+            // I9: each span's check value again, right before its bytes are staged for the pack
+            await pack.append(out.subarray(0, pos), entries, b.reserved, {
+              ends: spanEnds,
+              verify: (span, n) => {
+                if (recordCheck(span) === r.checks[n]) return
+                const first = spanFirst[n]!
+                const others = (spanFirst[n + 1] ?? count) - first - 1
                 throw new EngineError(
                   'CHUNK_CORRUPT',
-                  `A new chunk did not check out before it was written: chunk ${b.ids[n]!.toString('hex')} (changed in memory after it was verified). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
+                  `A new chunk did not check out before it was written: chunk ${b.ids[first]!.toString('hex')}${others > 0 ? ` or one of the ${others} written after it` : ''} (changed in memory after it was verified). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
                 )
-              }
+              },
             })
             this.bytesStored += pos
             return lengths

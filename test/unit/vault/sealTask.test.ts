@@ -7,6 +7,7 @@ import { ChunkCodec } from '../../../electron/engine/vault/chunkCodec.js'
 import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
 import { SEAL_ITEM_WORDS, type ChunkTaskResult } from '../../../electron/engine/vault/chunkTasks.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
+import { CHECK_SPAN_BYTES, CheckSpans, recordCheck } from '../../../electron/engine/vault/recordCheck.js'
 
 const BS = 64 * 1024
 const keys = deriveKeys(randomBytes(32), 'cd'.repeat(16))
@@ -70,6 +71,46 @@ describe('seal task with checksums (I9)', () => {
     // only the text is compressed; its record opens to other bytes, or not at all
     expect(r.failures.map((f) => f.item)).toEqual([1])
     expect(r.failures[0]!.error).toMatch(/did not open to its plaintext|could not be decompressed/)
+  })
+})
+
+describe('I9 check spans', () => {
+  /** The spans `CheckSpans` cuts from `lengths`, as [start, end] byte ranges. */
+  function spansOf(lengths: number[]): Array<[number, number]> {
+    const spans: Array<[number, number]> = []
+    const cutter = new CheckSpans((start, end) => spans.push([start, end]))
+    for (const length of lengths) cutter.add(length)
+    cutter.finish()
+    return spans
+  }
+
+  it('closes a span with the record that reaches the span size, keeps a large record whole, and closes the rest at the end', () => {
+    const S = CHECK_SPAN_BYTES
+    expect(spansOf([S / 2, S / 2 - 1, 2, 5, 3 * S, 0, 7])).toEqual([
+      [0, S + 1],
+      [S + 1, 4 * S + 6],
+      [4 * S + 6, 4 * S + 13],
+    ])
+    expect(spansOf([S, 0])).toEqual([[0, S]]) // a record of no bytes after a closed span opens none
+    expect(spansOf([])).toEqual([])
+  })
+
+  it("a seal task's checks are the XXH3-64 of the spans its stored records form", async () => {
+    // 60 records of 10–14 KiB: a few spans of many records each
+    const many = Array.from({ length: 60 }, (_, k) => (k % 3 === 0 ? Buffer.from(`record ${k} `.repeat(1400)).subarray(0, 10_000 + k * 70) : randomBytes(10_000 + k * 70)))
+    const t = task(many, (p) => sums.checksum(p))
+    const r = (await chunkTaskHandler(config)(t)).value as Sealed
+    expect(r.failures).toEqual([])
+    const lengths = many.map((_, k) => r.stored[2 * k]!)
+    const spans = spansOf(lengths)
+    expect(spans.length).toBeGreaterThan(1)
+    expect(spans.length).toBeLessThan(many.length / 10)
+    expectOpensTo(r, t, many)
+    const out = Buffer.from(r.output)
+    expect([...r.checks]).toEqual(spans.map(([start, end]) => recordCheck(out.subarray(start, end))))
+    // a bit flipped anywhere in a span changes that span's value
+    out[spans[1]![0] + 12_345]! ^= 1
+    expect(recordCheck(out.subarray(...spans[1]!))).not.toBe(r.checks[1])
   })
 })
 
