@@ -89,27 +89,35 @@ const histogram = new Uint32Array(256)
  * above the threshold.
  */
 const MAX_SAMPLES = 1024
+/** c·log2(c) for every count a sample can hold (0 for 0). */
+const C_LOG2_C = Float64Array.from({ length: MAX_SAMPLES + 1 }, (_, c) => (c > 0 ? c * Math.log2(c) : 0))
 /** Order-0 entropy (bits per byte) below which a block is cut: random or compressed data sits near 8. */
 const MAX_ENTROPY_BITS = 7
 
 /**
- * Whether `block` looks compressible enough to be cut into parts: the order-0 entropy of a
- * sample of its bytes (1,024 spread over the block) is below 7 bits per byte. Random, encrypted and
- * already-compressed data measure ~7.8 on such a sample and are stored whole (cutting them costs time and adds
- * records for nothing that fixed blocks would not also deduplicate).
+ * The order-0 entropy, in bits per byte, of a sample of `block`'s bytes: 1,024 spread evenly over
+ * it (all of them when it is shorter). Random, encrypted and already-compressed data measure
+ * ~7.8 on such a sample (7.74–7.87 over 1,024 random 64 KiB blocks), text and code well below.
  */
-export function looksCompressible(block: Uint8Array): boolean {
+export function sampledEntropy(block: Uint8Array): number {
   histogram.fill(0)
   const step = Math.max(1, Math.floor(block.length / MAX_SAMPLES))
   let n = 0
   for (let i = 0; i < block.length && n < MAX_SAMPLES; i += step, n++) histogram[block[i]!]!++
-  if (n === 0) return false
-  let bits = 0
-  for (let b = 0; b < 256; b++) {
-    const c = histogram[b]!
-    if (c > 0) bits -= c * Math.log2(c / n)
-  }
-  return bits / n < MAX_ENTROPY_BITS
+  if (n === 0) return 0
+  // n·H = n·log2 n − Σ c·log2 c, with c·log2 c from a table (a log2 per value was most of the cost)
+  let sum = 0
+  for (let b = 0; b < 256; b++) sum += C_LOG2_C[histogram[b]!]!
+  return (C_LOG2_C[n]! - sum) / n
+}
+
+/**
+ * Whether `block` looks compressible enough to be cut into parts: its sampled entropy is below 7
+ * bits per byte. Random, encrypted and already-compressed data are stored whole (cutting them
+ * costs time and adds records for nothing that fixed blocks would not also deduplicate).
+ */
+export function looksCompressible(block: Uint8Array): boolean {
+  return block.length > 0 && sampledEntropy(block) < MAX_ENTROPY_BITS
 }
 
 /** A block's recipe: the parts it is made of, in order. */

@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
-import { describe, expect, it } from 'vitest'
-import { ChunkCodec, FLAG_ZSTD } from '../../../electron/engine/vault/chunkCodec.js'
+import { describe, expect, it, vi } from 'vitest'
+import zstd from 'zstd-napi/binding.js'
+import { ChunkCodec, FLAG_ZSTD, looksIncompressible } from '../../../electron/engine/vault/chunkCodec.js'
 import { canonicalJson } from '../../../electron/engine/vault/config.js'
 import { createBLAKE3 } from 'hash-wasm'
 import { chunkAad, ChunkIdHasher, chunkIdOf, deriveKeys, NONCE_BYTES, TAG_BYTES } from '../../../electron/engine/vault/crypto.js'
@@ -29,6 +30,30 @@ describe('chunk codec', () => {
     expect(b.rec.length).toBe(BS + 28)
     expect(Buffer.from(codec.open(a.rec, a.id, pack, 0, a.flags) as Buffer)).toEqual(text)
     expect(Buffer.from(codec.open(b.rec, b.id, pack, 0, b.flags) as Buffer)).toEqual(rnd)
+  })
+
+  it('does not try zstd on a block that samples as random, and still compresses one that is only mostly random', () => {
+    const compress = vi.spyOn(zstd.CCtx.prototype, 'compress')
+    try {
+      const rnd = randomBytes(BS)
+      expect(looksIncompressible(rnd)).toBe(true)
+      const raw = seal(rnd)
+      expect(compress).not.toHaveBeenCalled()
+      expect(raw.flags).toBe(0)
+      expect(Buffer.from(codec.open(raw.rec, raw.id, pack, 0, raw.flags) as Buffer)).toEqual(rnd)
+      // a tenth of the block zeros: zstd is tried and saves about that tenth
+      const mostly = Buffer.concat([Buffer.alloc(BS / 10), randomBytes(BS - BS / 10)])
+      expect(looksIncompressible(mostly)).toBe(false)
+      const packed = seal(mostly)
+      expect(compress).toHaveBeenCalledTimes(1)
+      expect(packed.flags).toBe(FLAG_ZSTD)
+      expect(packed.rec.length).toBeLessThan(BS * 0.92)
+      expect(Buffer.from(codec.open(packed.rec, packed.id, pack, 0, packed.flags) as Buffer)).toEqual(mostly)
+      // small plaintexts (parts) are not sampled: zstd decides
+      expect(looksIncompressible(randomBytes(8 * 1024))).toBe(false)
+    } finally {
+      compress.mockRestore()
+    }
   })
 
   it('reseal moves a record to a new pack and ordinal without recompressing: same length and flags, new nonce, opens only there', () => {
