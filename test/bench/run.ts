@@ -430,10 +430,10 @@ function main(): void {
         }).join(', ')
         : ''
       rows.push([label, tool.name, `${fmt(s.median, 2)} [${fmt(s.min, 2)}–${fmt(s.max, 2)}]`, fmt(mbps(sizeBytes, s.median)), ratios,
-        fmt(rss.median), fmt((cpu.median / sizeBytes) * GiB, 2)])
+        fmt(rss.max), fmt((cpu.median / sizeBytes) * GiB, 2)])
     }
   }
-  report.push('## Backup, restore, verify', '', 'MB/s is the disk\'s apparent size divided by the time. "vs peers" is how many times faster Tresor is.', '',
+  report.push('## Backup, restore, verify', '', 'MB/s is the disk\'s apparent size divided by the time. "vs peers" is how many times faster Tresor is. Peak RSS is the highest of the runs\' peaks (the target is a bound on every run), the other figures medians.', '',
     table(['case', 'tool', 'seconds', 'MB/s', 'vs peers', 'peak RSS MiB', 'CPU s/GiB'], rows), '')
 
   const readLimit = stat(extra['cat']!.map((m) => m.seconds)).median
