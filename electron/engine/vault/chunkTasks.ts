@@ -43,7 +43,7 @@ export interface SealTask {
   shared?: { sab: SharedArrayBuffer; positions: Uint32Array }
   items: SealItems
   /** Every item is a block's recipe (parts.ts): stored uncompressed with the recipe flag. */
-  recipes?: true
+  recipes?: boolean
   /** Receives the records `nonce | ciphertext | tag` back to back, in item order; capacity ≥ Σ(length + 28); returned. */
   output: ArrayBuffer
   packId: Uint8Array
