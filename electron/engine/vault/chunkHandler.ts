@@ -233,7 +233,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       spans.add(r.storedLength) // a span is checked as soon as it closes, while it is still in cache
     }
     spans.finish()
-    const value: ChunkTaskResult = { kind: 'seal', ...(task.input ? { input: task.input } : {}), output: task.output, stored, checks: BigUint64Array.from(checks), failures }
+    const value: ChunkTaskResult = { kind: 'seal', input: task.input, output: task.output, stored, checks: BigUint64Array.from(checks), failures }
     return { value, transfer: task.input ? [task.input, task.output] : [task.output] }
   }
 

@@ -762,9 +762,8 @@ export class LocalBackupSession implements BackupSession {
             const out = Buffer.from(r.output)
             const entries: PackIndexEntry[] = []
             const lengths: number[] = new Array<number>(count)
-            // the worker's check spans, cut again from the same lengths; spanFirst[i]: span i's first record
+            // the worker's check spans, cut again from the same lengths
             const spanEnds: number[] = []
-            const spanFirst = [0]
             const spans = new CheckSpans((_start, end) => spanEnds.push(end))
             let pos = 0
             for (let n = 0; n < count; n++) {
@@ -775,7 +774,6 @@ export class LocalBackupSession implements BackupSession {
               lengths[n] = storedLength
               pos += storedLength
               spans.add(storedLength)
-              if (spanEnds.length === spanFirst.length) spanFirst.push(n + 1)
             }
             spans.finish()
             if (pos > out.length || spanEnds.length !== r.checks.length) throw new EngineError('INTERNAL', 'unexpected worker reply')
@@ -785,8 +783,13 @@ export class LocalBackupSession implements BackupSession {
               ends: spanEnds,
               verify: (span, n) => {
                 if (recordCheck(span) === r.checks[n]) return
-                const first = spanFirst[n]!
-                const others = (spanFirst[n + 1] ?? count) - first - 1
+                // the span's records, found from the lengths only on this path
+                const start = n > 0 ? spanEnds[n - 1]! : 0
+                let first = 0
+                for (let at = 0; at < start; at += lengths[first++]!);
+                let last = first
+                for (let at = start + lengths[first]!; at < spanEnds[n]!; at += lengths[++last]!);
+                const others = last - first
                 throw new EngineError(
                   'CHUNK_CORRUPT',
                   `A new chunk did not check out before it was written: chunk ${b.ids[first]!.toString('hex')}${others > 0 ? ` or one of the ${others} written after it` : ''} (changed in memory after it was verified). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,

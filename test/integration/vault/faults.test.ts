@@ -167,6 +167,7 @@ describe('faults during backup leave earlier points intact', () => {
         const err = await errorOf(backUp(v, [{ name: 'p', blocks: [makeBlock(5000, 'text'), makeBlock(5001, 'text')] }]))
         expect(err.code).toBe('CHUNK_CORRUPT')
         expect(err.userMessage).toContain('Nothing was committed')
+        expect(err.userMessage).toMatch(/chunk [0-9a-f]{64}/) // names a chunk of the failed span
         expect((await v.listPoints()).length).toBe(before)
       } finally {
         await v.close()
