@@ -4,6 +4,7 @@ import { EngineError } from '../../engine/errors.js'
 import type { BackupResult } from '../../engine/backup/index.js'
 import { isErrorCode } from '../../shared/errors.js'
 import { formatBytes } from '../format.js'
+import { withChunkWorkers } from '../workers.js'
 
 function progressLine(p: { phase: string; bytesDone: number; bytesTotal: number; bytesPerSecond: number; etaSeconds: number | null; currentDisk: string | null }): string {
   const width = 24
@@ -27,64 +28,66 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .command('backup <machine>')
     .description('back up a machine now and wait for the recovery point')
     .option('--detach', 'only queue the backup (a running Tresor app or "tresor serve" runs it) and print its job id')
-    .action(async (ref: string, opts: { detach?: boolean }) => {
-      const home = ctx.home()
-      const [{ openCatalog }, { getMachine }, { createJob }, supervision, { LOCK_WAIT_LOG_PREFIX }] = await Promise.all([
-        import('../../engine/catalog/index.js'),
-        import('../../engine/backup/machines.js'),
-        import('../../engine/workers/jobStore.js'),
-        opts.detach ? undefined : import('../../engine/workers/supervisor.js'),
-        import('../../engine/vault/locks.js'),
-      ])
-      const db = openCatalog(home)
-      try {
-        const machine = getMachine(db, ref)
-        const vaultPath = ctx.vaultOverride()
-        const spec = { kind: 'backup' as const, input: { machineId: machine.id, ...(vaultPath !== undefined ? { vaultPath } : {}) } }
-        if (opts.detach) {
-          const jobId = createJob(db, spec, { machineId: machine.id })
-          ctx.print({ jobId, state: 'queued' }, `Backup of "${machine.name}" queued as job ${jobId}; a running Tresor app or "tresor serve" will run it.`)
-          return
-        }
-        const { InProcessLauncher, JobSupervisor } = supervision!
-        const supervisor = new JobSupervisor({ db, home, launcher: new InProcessLauncher(), progressIntervalMs: 200 })
-        const stop = supervisor.on((e) => {
-          if (e.type === 'progress') ctx.progress(progressLine(e.progress))
-          // a wait for another job's vault lock would otherwise look like a hang
-          if (e.type === 'log' && e.line.startsWith(LOCK_WAIT_LOG_PREFIX)) ctx.warn(e.line)
-        })
-        const onSigint = (): void => { void supervisor.cancel(jobId) }
-        const jobId = supervisor.submit(spec, { machineId: machine.id })
-        process.once('SIGINT', onSigint)
-        let row
-        try {
-          row = await supervisor.wait(jobId)
-        } finally {
-          process.off('SIGINT', onSigint)
-          stop()
-          ctx.progress('')
-          if (!ctx.json() && process.stderr.isTTY) process.stderr.write('\r\x1b[2K')
-        }
-        if (row.state !== 'succeeded') {
-          const code = row.error && isErrorCode(row.error.code) ? row.error.code : 'INTERNAL'
-          throw new EngineError(code, row.error?.message ?? `The backup job ${jobId} ended ${row.state}.`)
-        }
-        const r = row.result as BackupResult
-        const out: BackupResult = {
-          pointId: r.pointId,
-          consistency: r.consistency,
-          bytesRead: r.bytesRead,
-          bytesNew: r.bytesNew,
-          bytesStored: r.bytesStored,
-          seconds: r.seconds,
-        }
-        ctx.print(out, () =>
-          `Recovery point ${out.pointId} of "${machine.name}" (${out.consistency}-consistent): read ${formatBytes(out.bytesRead)}, ` +
-          `new ${formatBytes(out.bytesNew)}, stored ${formatBytes(out.bytesStored)} in ${out.seconds.toFixed(1)} s.`)
-      } finally {
-        db.close()
+    .action((ref: string, opts: { detach?: boolean }) => (opts.detach ? runBackup(ref, opts) : withChunkWorkers(() => runBackup(ref, opts))))
+
+  async function runBackup(ref: string, opts: { detach?: boolean }): Promise<void> {
+    const home = ctx.home()
+    const [{ openCatalog }, { getMachine }, { createJob }, supervision, { LOCK_WAIT_LOG_PREFIX }] = await Promise.all([
+      import('../../engine/catalog/index.js'),
+      import('../../engine/backup/machines.js'),
+      import('../../engine/workers/jobStore.js'),
+      opts.detach ? undefined : import('../../engine/workers/supervisor.js'),
+      import('../../engine/vault/locks.js'),
+    ])
+    const db = openCatalog(home)
+    try {
+      const machine = getMachine(db, ref)
+      const vaultPath = ctx.vaultOverride()
+      const spec = { kind: 'backup' as const, input: { machineId: machine.id, ...(vaultPath !== undefined ? { vaultPath } : {}) } }
+      if (opts.detach) {
+        const jobId = createJob(db, spec, { machineId: machine.id })
+        ctx.print({ jobId, state: 'queued' }, `Backup of "${machine.name}" queued as job ${jobId}; a running Tresor app or "tresor serve" will run it.`)
+        return
       }
-    })
+      const { InProcessLauncher, JobSupervisor } = supervision!
+      const supervisor = new JobSupervisor({ db, home, launcher: new InProcessLauncher(), progressIntervalMs: 200 })
+      const stop = supervisor.on((e) => {
+        if (e.type === 'progress') ctx.progress(progressLine(e.progress))
+        // a wait for another job's vault lock would otherwise look like a hang
+        if (e.type === 'log' && e.line.startsWith(LOCK_WAIT_LOG_PREFIX)) ctx.warn(e.line)
+      })
+      const onSigint = (): void => { void supervisor.cancel(jobId) }
+      const jobId = supervisor.submit(spec, { machineId: machine.id })
+      process.once('SIGINT', onSigint)
+      let row
+      try {
+        row = await supervisor.wait(jobId)
+      } finally {
+        process.off('SIGINT', onSigint)
+        stop()
+        ctx.progress('')
+        if (!ctx.json() && process.stderr.isTTY) process.stderr.write('\r\x1b[2K')
+      }
+      if (row.state !== 'succeeded') {
+        const code = row.error && isErrorCode(row.error.code) ? row.error.code : 'INTERNAL'
+        throw new EngineError(code, row.error?.message ?? `The backup job ${jobId} ended ${row.state}.`)
+      }
+      const r = row.result as BackupResult
+      const out: BackupResult = {
+        pointId: r.pointId,
+        consistency: r.consistency,
+        bytesRead: r.bytesRead,
+        bytesNew: r.bytesNew,
+        bytesStored: r.bytesStored,
+        seconds: r.seconds,
+      }
+      ctx.print(out, () =>
+        `Recovery point ${out.pointId} of "${machine.name}" (${out.consistency}-consistent): read ${formatBytes(out.bytesRead)}, ` +
+        `new ${formatBytes(out.bytesNew)}, stored ${formatBytes(out.bytesStored)} in ${out.seconds.toFixed(1)} s.`)
+    } finally {
+      db.close()
+    }
+  }
 
   program
     .command('points [machine]')

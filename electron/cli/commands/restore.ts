@@ -7,6 +7,7 @@ import type { Db } from '../../engine/catalog/index.js'
 import type { RestoreQueueEntry } from '../../engine/restore/index.js'
 import type { RestoreJobInput } from '../../engine/workers/protocol.js'
 import { WRITER_FORMATS as RESTORE_FORMATS, type WriterFormat } from '../../engine/formats/types.js'
+import { withChunkWorkers } from '../workers.js'
 import { formatBytes } from '../format.js'
 
 interface RestoreOpts {
@@ -62,80 +63,83 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
       const concurrency = Number(opts.concurrency ?? '1')
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) usage('--concurrency must be a whole number from 1 to 16.')
 
-      const home = ctx.home()
-      const [{ openCatalog }, { RestoreQueue, listRestoreQueue }, { getJob }, { InProcessLauncher, JobSupervisor }] = await Promise.all([
-        import('../../engine/catalog/index.js'),
-        import('../../engine/restore/queue.js'),
-        import('../../engine/workers/jobStore.js'),
-        import('../../engine/workers/supervisor.js'),
-      ])
-      const db = openCatalog(home)
-      const supervisor = new JobSupervisor({ db, home, launcher: new InProcessLauncher() })
-      const queue = new RestoreQueue({ db, supervisor, concurrency })
-      let stopProgress = (): void => undefined
-      try {
-        const to = opts.to === undefined ? undefined : resolve(opts.to)
-        const isFolder = opts.to !== undefined && (opts.to.endsWith('/') || opts.to.endsWith(sep))
-        const vaultPath = ctx.vaultOverride()
-        const input: RestoreJobInput = {
-          pointId: resolvePointId(db, point),
-          mode: opts.replaceOriginal ? 'replace' : isFolder ? 'folder' : 'file',
-          ...(to === undefined ? {} : { targetPath: to }),
-          disks: (opts.disk ?? []).map((d) => (/^[0-9]+$/.test(d) ? Number(d) : d)),
-          ...(opts.format === undefined ? {} : { format: opts.format as WriterFormat }),
-          overwrite: opts.overwrite === true,
-          ...(opts.verify ? { verify: true } : {}),
-          ...(vaultPath === undefined ? {} : { vaultPath }),
-        }
-        queue.recover()
-        const entry = queue.enqueue(input)
-        const jobId = entry.jobId
-        const unsubscribe = supervisor.on((e) => {
-          if (e.type === 'progress' && e.progress.jobId === jobId) {
-            const p = e.progress
-            const disk = p.currentDisk ? ` ${p.currentDisk}` : ''
-            ctx.progress(`restore${disk} ${bar(p.bytesDone, p.bytesTotal)} ${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)}`)
+      // the chunk workers start loading now (../workers.ts); a restore from the snapshot tier ends them unused
+      await withChunkWorkers(async () => {
+        const home = ctx.home()
+        const [{ openCatalog }, { RestoreQueue, listRestoreQueue }, { getJob }, { InProcessLauncher, JobSupervisor }] = await Promise.all([
+          import('../../engine/catalog/index.js'),
+          import('../../engine/restore/queue.js'),
+          import('../../engine/workers/jobStore.js'),
+          import('../../engine/workers/supervisor.js'),
+        ])
+        const db = openCatalog(home)
+        const supervisor = new JobSupervisor({ db, home, launcher: new InProcessLauncher() })
+        const queue = new RestoreQueue({ db, supervisor, concurrency })
+        let stopProgress = (): void => undefined
+        try {
+          const to = opts.to === undefined ? undefined : resolve(opts.to)
+          const isFolder = opts.to !== undefined && (opts.to.endsWith('/') || opts.to.endsWith(sep))
+          const vaultPath = ctx.vaultOverride()
+          const input: RestoreJobInput = {
+            pointId: resolvePointId(db, point),
+            mode: opts.replaceOriginal ? 'replace' : isFolder ? 'folder' : 'file',
+            ...(to === undefined ? {} : { targetPath: to }),
+            disks: (opts.disk ?? []).map((d) => (/^[0-9]+$/.test(d) ? Number(d) : d)),
+            ...(opts.format === undefined ? {} : { format: opts.format as WriterFormat }),
+            overwrite: opts.overwrite === true,
+            ...(opts.verify ? { verify: true } : {}),
+            ...(vaultPath === undefined ? {} : { vaultPath }),
           }
-        })
-        stopProgress = () => {
-          unsubscribe()
-          ctx.progress('')
-          if (!ctx.json() && process.stderr.isTTY) process.stderr.write('\r\x1b[2K')
+          queue.recover()
+          const entry = queue.enqueue(input)
+          const jobId = entry.jobId
+          const unsubscribe = supervisor.on((e) => {
+            if (e.type === 'progress' && e.progress.jobId === jobId) {
+              const p = e.progress
+              const disk = p.currentDisk ? ` ${p.currentDisk}` : ''
+              ctx.progress(`restore${disk} ${bar(p.bytesDone, p.bytesTotal)} ${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)}`)
+            }
+          })
+          stopProgress = () => {
+            unsubscribe()
+            ctx.progress('')
+            if (!ctx.json() && process.stderr.isTTY) process.stderr.write('\r\x1b[2K')
+          }
+          if (entry.state === 'queued') {
+            const ahead = listRestoreQueue(db).filter((e) => e.id !== entry.id).length
+            if (ahead > 0) ctx.progress(`waiting in the restore queue (${ahead} ahead)`)
+          }
+          // Ctrl-C cancels this restore (its .partial files are removed), not the whole queue.
+          const onSigint = (): void => {
+            void queue.cancel(entry.id).catch(() => undefined)
+          }
+          process.once('SIGINT', onSigint)
+          const ended = await queue.waitFor(entry.id).finally(() => process.removeListener('SIGINT', onSigint))
+          queue.stopClaiming()
+          stopProgress()
+          // Restores this process started for other entries finish before it exits.
+          await supervisor.drain()
+          const job = ended.jobId ? getJob(db, ended.jobId) : undefined
+          if (ended.state !== 'succeeded' || !job) {
+            const error = job?.error ?? { code: 'INTERNAL' as const, message: 'The restore did not complete.' }
+            throw new EngineError(error.code, error.message)
+          }
+          const result = job.result as { files: string[]; bytesWritten: number; disks?: { name: string; path: string; source?: string; tierSkipped?: string }[] }
+          const disks = (result.disks ?? []).map((d) => ({ name: d.name, path: d.path, source: d.source ?? 'vault', ...(d.tierSkipped === undefined ? {} : { tierSkipped: d.tierSkipped }) }))
+          const fromTier = (f: string): string => {
+            const d = disks.find((x) => x.path === f)
+            if (d?.source === 'snapshot-tier') return '  (from the snapshot tier: instant restore)'
+            return d?.tierSkipped === undefined ? '' : `  (from the vault: the snapshot-tier copy was not used, ${d.tierSkipped})`
+          }
+          ctx.print({ files: result.files, bytesWritten: result.bytesWritten, disks }, () =>
+            [`Restored ${result.files.length} file${result.files.length === 1 ? '' : 's'} (${formatBytes(result.bytesWritten)} of data written):`, ...result.files.map((f) => `  ${f}${fromTier(f)}`)].join('\n'),
+          )
+        } finally {
+          stopProgress()
+          queue.dispose()
+          db.close()
         }
-        if (entry.state === 'queued') {
-          const ahead = listRestoreQueue(db).filter((e) => e.id !== entry.id).length
-          if (ahead > 0) ctx.progress(`waiting in the restore queue (${ahead} ahead)`)
-        }
-        // Ctrl-C cancels this restore (its .partial files are removed), not the whole queue.
-        const onSigint = (): void => {
-          void queue.cancel(entry.id).catch(() => undefined)
-        }
-        process.once('SIGINT', onSigint)
-        const ended = await queue.waitFor(entry.id).finally(() => process.removeListener('SIGINT', onSigint))
-        queue.stopClaiming()
-        stopProgress()
-        // Restores this process started for other entries finish before it exits.
-        await supervisor.drain()
-        const job = ended.jobId ? getJob(db, ended.jobId) : undefined
-        if (ended.state !== 'succeeded' || !job) {
-          const error = job?.error ?? { code: 'INTERNAL' as const, message: 'The restore did not complete.' }
-          throw new EngineError(error.code, error.message)
-        }
-        const result = job.result as { files: string[]; bytesWritten: number; disks?: { name: string; path: string; source?: string; tierSkipped?: string }[] }
-        const disks = (result.disks ?? []).map((d) => ({ name: d.name, path: d.path, source: d.source ?? 'vault', ...(d.tierSkipped === undefined ? {} : { tierSkipped: d.tierSkipped }) }))
-        const fromTier = (f: string): string => {
-          const d = disks.find((x) => x.path === f)
-          if (d?.source === 'snapshot-tier') return '  (from the snapshot tier: instant restore)'
-          return d?.tierSkipped === undefined ? '' : `  (from the vault: the snapshot-tier copy was not used, ${d.tierSkipped})`
-        }
-        ctx.print({ files: result.files, bytesWritten: result.bytesWritten, disks }, () =>
-          [`Restored ${result.files.length} file${result.files.length === 1 ? '' : 's'} (${formatBytes(result.bytesWritten)} of data written):`, ...result.files.map((f) => `  ${f}${fromTier(f)}`)].join('\n'),
-        )
-      } finally {
-        stopProgress()
-        queue.dispose()
-        db.close()
-      }
+      })
     })
 
   restore

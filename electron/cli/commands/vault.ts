@@ -6,6 +6,7 @@ import type { Command } from 'commander'
 import type { CliContext } from '../context.js'
 import { usage } from '../context.js'
 import { EngineError } from '../../engine/errors.js'
+import { withChunkWorkers } from '../workers.js'
 import type { LockInfo } from '../../engine/vault/index.js'
 import type { KeychainState, openCurrentVault } from '../../engine/keys/index.js'
 
@@ -236,23 +237,25 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('verify')
     .description('check the vault; with --read-data decrypt and re-hash every chunk')
     .option('--read-data', 'read, decrypt and re-hash all data (slow)')
-    .action(async (opts: { readData?: boolean }) => {
-      const { openCurrentVault } = await engine()
-      const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
-      try {
-        const { jobLockOptions } = await import('../../engine/vault/locks.js')
-        const report = await session.vault.verify({
-          readData: opts.readData === true,
-          // like `tresor backup`: wait for a prune to finish, saying so on stderr
-          lock: jobLockOptions(ctx.warn),
-          onProgress: (p) => ctx.progress(`verify ${p.phase} ${p.done}/${p.total}`),
-        })
-        ctx.print(report, () => verifyText(report))
-        if (!report.ok) process.exitCode = 1
-      } finally {
-        await session.close()
-      }
-    })
+    .action((opts: { readData?: boolean }) => (opts.readData ? withChunkWorkers(() => verify(opts)) : verify(opts)))
+
+  async function verify(opts: { readData?: boolean }): Promise<void> {
+    const { openCurrentVault } = await engine()
+    const session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
+    try {
+      const { jobLockOptions } = await import('../../engine/vault/locks.js')
+      const report = await session.vault.verify({
+        readData: opts.readData === true,
+        // like `tresor backup`: wait for a prune to finish, saying so on stderr
+        lock: jobLockOptions(ctx.warn),
+        onProgress: (p) => ctx.progress(`verify ${p.phase} ${p.done}/${p.total}`),
+      })
+      ctx.print(report, () => verifyText(report))
+      if (!report.ok) process.exitCode = 1
+    } finally {
+      await session.close()
+    }
+  }
 
   program
     .command('prune')

@@ -1,8 +1,8 @@
 /** What every part of an open vault shares: fs, paths, keys, params, the worker pool and the chunk table. */
-import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { WorkerPool } from '../workers/pool.js'
 import type { ChunkTask, ChunkTaskResult } from './chunkTasks.js'
+import { CHUNK_WORKER_NAME, chunkWorkerUrl, defaultChunkWorkers } from './chunkWorkers.js'
 import type { CodecConfig } from './chunkCodec.js'
 import { ChunkTable } from './chunkTable.js'
 import type { VaultConfig } from './config.js'
@@ -47,7 +47,7 @@ export class VaultContext {
     this.packTargetBytes = config.params.packTargetBytes
     this.segmentEntries = config.params.mapSegmentEntries
     this.vaultId = config.vaultId
-    this.workerCount = Math.max(1, options.workers ?? workersFromEnv() ?? Math.min(4, availableParallelism()))
+    this.workerCount = Math.max(1, options.workers ?? defaultChunkWorkers())
     this.maxInFlight = Math.max(1, options.maxBlocksInFlight ?? 2 * this.workerCount)
     this.hooks = options.testHooks ?? {}
     this.usesParts = config.formatVersion >= 2
@@ -62,12 +62,11 @@ export class VaultContext {
         compressionLevel: this.config.params.compressionLevel,
         corruptCompressor: this.hooks.corruptCompressor ?? false,
       }
-      const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js'
-      this.poolInstance = new WorkerPool<ChunkTask, ChunkTaskResult>(new URL(`./chunkWorker${ext}`, import.meta.url), {
+      this.poolInstance = new WorkerPool<ChunkTask, ChunkTaskResult>(chunkWorkerUrl(), {
         size: this.workerCount,
         maxQueue: this.workerCount * 2,
         workerData,
-        name: 'vault chunk worker',
+        name: CHUNK_WORKER_NAME,
         inline: async () => (await import('./chunkHandler.js')).chunkTaskHandler(workerData),
       })
     }
@@ -158,13 +157,4 @@ export class VaultContext {
     await this.poolInstance?.dispose()
     this.poolInstance = undefined
   }
-}
-
-/**
- * TRESOR_WORKERS=n (1..16) overrides the default chunk-worker count (one per core, at most 4);
- * the benchmark's worker table uses it. Anything else is ignored.
- */
-function workersFromEnv(): number | undefined {
-  const n = Number(process.env.TRESOR_WORKERS)
-  return Number.isInteger(n) && n >= 1 && n <= 16 ? n : undefined
 }

@@ -14,6 +14,8 @@
  * `process.send`/`'message'` (child_process.fork) at load time, so no message can be missed.
  */
 import { EngineError, toWireError } from '../errors.js'
+import { prewarmChunkWorkers } from '../vault/chunkWorkers.js'
+import { releaseSpareWorkers } from './pool.js'
 import {
   clampLogLine,
   parseToJob,
@@ -52,6 +54,18 @@ export interface JobHandler {
 export interface JobHandlerOptions {
   /** Minimum interval between progress messages (the last report before the end is always sent). Default 200 ms. */
   progressIntervalMs?: number
+  /**
+   * Start the vault's chunk workers as the job starts, for the kinds that seal or open chunks
+   * (backup, restore, verify with readData): they load while the pipeline loads and opens the vault
+   * (pool.ts prewarmWorkers). Those no vault took are ended before the job's last message. Job
+   * processes do this; the CLI, which runs jobs in its own process, starts them itself.
+   */
+  prewarmWorkers?: boolean
+}
+
+/** Whether a job of this kind seals or opens chunks (prewarmWorkers). */
+function usesChunkWorkers(kind: JobKind, input: unknown): boolean {
+  return kind === 'backup' || kind === 'restore' || (kind === 'verify' && (input as { readData?: unknown } | null)?.readData === true)
 }
 
 /** The engine's pipelines, loaded lazily so a job process only loads what it runs. */
@@ -168,18 +182,24 @@ export function createJobHandler(port: JobPort, pipelines: Pipelines = DEFAULT_P
         send({ kind: 'log', jobId: id, line: clampLogLine(line) })
       },
     }
+    const warm = options.prewarmWorkers === true && usesChunkWorkers(kind, input)
+    if (warm) prewarmChunkWorkers()
+    // spares no vault took end before the last message: the process exits right after it
+    const settle = (): Promise<void> => (warm ? releaseSpareWorkers() : Promise.resolve())
     try {
       const result = await pipeline(input as never, env)
       if (controller.signal.aborted) {
         // Finished anyway: the work is done, report it as such (nothing half-done is left).
         env.log('A cancellation arrived after the job had completed.')
       }
+      await settle()
       end({ kind: 'finished', jobId: id, result: toPlainData(result) })
     } catch (err) {
       const error = controller.signal.aborted && !(err instanceof EngineError)
         ? { code: 'CANCELLED' as const, message: 'The job was cancelled.' }
         : toWireError(err)
       if (error.code === 'INTERNAL') env.log(`Internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
+      await settle()
       end({ kind: 'failed', jobId: id, error })
     }
   }
@@ -237,7 +257,7 @@ export function runJobProcess(pipelines: Pipelines = DEFAULT_PIPELINES): JobHand
   const parentPort = (process as unknown as { parentPort?: ParentPort }).parentPort
   let handler: JobHandler
   if (parentPort) {
-    handler = createJobHandler({ send: (m) => parentPort.postMessage(m) }, pipelines)
+    handler = createJobHandler({ send: (m) => parentPort.postMessage(m) }, pipelines, { prewarmWorkers: true })
     parentPort.on('message', (e) => handler.receive(e.data))
     void handler.done.then(() => setTimeout(() => process.exit(0), 50))
   } else if (typeof process.send === 'function') {
@@ -252,6 +272,7 @@ export function runJobProcess(pipelines: Pipelines = DEFAULT_PIPELINES): JobHand
         },
       },
       pipelines,
+      { prewarmWorkers: true },
     )
     process.on('message', (m) => handler.receive(m))
     process.on('disconnect', () => {

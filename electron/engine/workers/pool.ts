@@ -24,8 +24,13 @@
  *   sealing work is shorter than that.
  * - Task modules written in TypeScript (`.ts`, tests and source checkouts) are bundled on first use
  *   (see bootstrapFor).
+ * - Spare workers (`prewarmWorkers`): a command that will need a pool can start its workers before
+ *   it knows their configuration (a vault's keys come late: the keychain, or scrypt). They load
+ *   their task module on another core meanwhile; the first pool of that module adopts them and
+ *   sends the configuration as their first message. Task modules served with
+ *   `serveConfiguredTasks` can be spares; `releaseSpareWorkers` ends those no pool took.
  */
-import { Worker, parentPort, type Transferable } from 'node:worker_threads'
+import { Worker, parentPort, workerData as thisWorkerData, type Transferable } from 'node:worker_threads'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
@@ -164,11 +169,20 @@ export class WorkerPool<T, R> {
   }
 
   private spawn(): Slot<T, R> {
-    const boot = bootstrapFor(String(this.moduleUrl))
-    const worker = new Worker(boot.code, { eval: boot.eval, workerData: this.options.workerData, name: this.options.name ?? 'tresor-worker' })
-    worker.unref()
+    const spare = takeSpare(String(this.moduleUrl))
+    let worker: Worker
+    if (spare) {
+      worker = spare.worker
+      // the first message a spare reads; tasks sent after it are served with this configuration
+      worker.postMessage({ configure: this.options.workerData })
+    } else {
+      const boot = bootstrapFor(String(this.moduleUrl))
+      worker = new Worker(boot.code, { eval: boot.eval, workerData: this.options.workerData, name: this.options.name ?? 'tresor-worker' })
+      worker.unref()
+    }
     let markReady!: () => void
-    const slot: Slot<T, R> = { worker, running: [], ready: new Promise<void>((r) => (markReady = r)), started: false }
+    const slot: Slot<T, R> = { worker, running: [], ready: new Promise<void>((r) => (markReady = r)), started: spare?.loaded ?? false }
+    if (slot.started) markReady()
     worker.on('message', (msg: WireReply) => {
       if ('ready' in msg) {
         slot.started = true
@@ -347,18 +361,127 @@ function reviveError(e: { code?: string; message: string; userMessage?: string }
   return new EngineError('INTERNAL', `A ${name ?? 'worker'} task failed: ${e.message}`)
 }
 
+/** The workerData of a spare (prewarmWorkers): no configuration yet, it comes as the first message. */
+const SPARE_MARK = 'tresor:spare-worker'
+
+interface Spare {
+  worker: Worker
+  /** True once its task module has loaded (its "ready" came). */
+  loaded: boolean
+  /** Settles once loaded, or once the worker is gone. */
+  ready: Promise<void>
+  /** Removes the spare's own listeners (a pool that adopts it adds its own). */
+  detach: () => void
+}
+
+/** Spare workers by task module URL, oldest first. */
+const spares = new Map<string, Spare[]>()
+
+/**
+ * Starts `count` workers of the task module at `moduleUrl` now, before any pool needs them, so that
+ * they load on another core while this thread does other set-up. The first pools of that module
+ * adopt them (WorkerPool's constructor); `releaseSpareWorkers` ends those left over. The module must
+ * serve with `serveConfiguredTasks`. Returns the spares' thread ids.
+ */
+export function prewarmWorkers(moduleUrl: URL | string, count: number, name = 'tresor-worker'): number[] {
+  const url = String(moduleUrl)
+  const list = spares.get(url) ?? []
+  spares.set(url, list)
+  const ids: number[] = []
+  for (let i = 0; i < count; i++) {
+    const boot = bootstrapFor(url)
+    const worker = new Worker(boot.code, { eval: boot.eval, workerData: SPARE_MARK, name })
+    worker.unref()
+    let markReady!: () => void
+    const onMessage = (msg: WireReply): void => {
+      if ('ready' in msg) {
+        spare.loaded = true
+        markReady()
+      }
+    }
+    const onGone = (): void => {
+      markReady()
+      const at = list.indexOf(spare)
+      if (at >= 0) list.splice(at, 1)
+    }
+    const spare: Spare = {
+      worker,
+      loaded: false,
+      ready: new Promise<void>((r) => (markReady = r)),
+      detach: () => {
+        worker.off('message', onMessage)
+        worker.off('error', onGone)
+        worker.off('exit', onGone)
+      },
+    }
+    worker.on('message', onMessage)
+    worker.on('error', onGone)
+    worker.on('exit', onGone)
+    list.push(spare)
+    ids.push(worker.threadId)
+  }
+  return ids
+}
+
+function takeSpare(url: string): Spare | undefined {
+  const spare = spares.get(url)?.shift()
+  spare?.detach()
+  return spare
+}
+
+/** Spare workers that no pool has taken yet. */
+export function spareWorkerCount(): number {
+  let n = 0
+  for (const list of spares.values()) n += list.length
+  return n
+}
+
+/**
+ * Ends the spare workers no pool took: each may still be loading its task module (native addons
+ * among it), so each is first given up to READY_WAIT_MS to finish, as `dispose` does.
+ */
+export async function releaseSpareWorkers(): Promise<void> {
+  const all = [...spares.values()].flatMap((list) => list.splice(0))
+  await Promise.all(
+    all.map(async (spare) => {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([spare.ready, new Promise<void>((r) => (timer = setTimeout(r, READY_WAIT_MS)))])
+      clearTimeout(timer)
+      spare.detach()
+      await spare.worker.terminate().catch(() => undefined)
+    }),
+  )
+}
+
 /**
  * Worker side: call once from a task module. Each task is handled in order; the reply carries
  * `value` and moves `transfer` back to the caller.
  */
 export function serveTasks<T, R>(handler: (task: T) => TaskReply<R> | Promise<TaskReply<R>>): void {
+  serve(handler, undefined)
+}
+
+/**
+ * Worker side, for task modules whose handler needs the pool's configuration (its `workerData`):
+ * `make` builds the handler from it. A worker started as a spare (prewarmWorkers) gets the
+ * configuration as its first message instead, from the pool that adopts it.
+ */
+export function serveConfiguredTasks<T, R>(make: (config: unknown) => TaskHandler<T, R>): void {
+  if (thisWorkerData === SPARE_MARK) serve(undefined, make)
+  else serve(make(thisWorkerData), undefined)
+}
+
+function serve<T, R>(configured: TaskHandler<T, R> | undefined, make: ((config: unknown) => TaskHandler<T, R>) | undefined): void {
   const port = parentPort
   if (!port) throw new Error('serveTasks must run inside a worker thread')
+  let handler = configured
+  let configError: unknown
   port.postMessage({ ready: true })
   // one task at a time, in the order sent (a pool sends a worker its next task ahead of time)
   let last: Promise<void> = Promise.resolve()
-  const serve = async (msg: { id: number; task: T }): Promise<void> => {
+  const serveOne = async (msg: { id: number; task: T }): Promise<void> => {
     try {
+      if (!handler) throw configError ?? new Error('the worker got a task before its configuration')
       const reply = await handler(msg.task)
       port.postMessage({ id: msg.id, ok: true, value: reply.value }, reply.transfer ?? [])
     } catch (err) {
@@ -366,7 +489,18 @@ export function serveTasks<T, R>(handler: (task: T) => TaskReply<R> | Promise<Ta
       port.postMessage({ id: msg.id, ok: false, error: { code: e?.code, message: e?.message ?? String(err), userMessage: e?.userMessage } })
     }
   }
-  port.on('message', (msg: { id: number; task: T }) => {
-    last = last.then(() => serve(msg))
+  port.on('message', (msg: { id: number; task: T } | { configure: unknown }) => {
+    if ('configure' in msg) {
+      // a spare's configuration, from the pool that adopted it; built in order with the tasks
+      if (make && !handler) {
+        try {
+          handler = make(msg.configure)
+        } catch (err) {
+          configError = err // each task then fails with it
+        }
+      }
+      return
+    }
+    last = last.then(() => serveOne(msg))
   })
 }

@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { WorkerPool } from '../../../electron/engine/workers/pool.js'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { prewarmWorkers, releaseSpareWorkers, spareWorkerCount, WorkerPool } from '../../../electron/engine/workers/pool.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 
 const url = new URL('./echoWorker.ts', import.meta.url)
@@ -7,6 +10,7 @@ let pool: WorkerPool<any, any> | undefined
 afterEach(async () => {
   await pool?.dispose()
   pool = undefined
+  await releaseSpareWorkers()
 })
 
 describe('WorkerPool', () => {
@@ -127,5 +131,52 @@ describe('WorkerPool', () => {
       inline: () => Promise.reject(new Error('no codec on this thread')),
     })
     expect(await Promise.all(['a', 'b'].map((t) => pool!.run(t)))).toEqual(['a', 'b'])
+  })
+
+  it('a pool adopts the spare workers started before it: the same threads, configured by the pool', async () => {
+    const configured = new URL('./configuredWorker.ts', import.meta.url)
+    const spares = prewarmWorkers(configured, 2)
+    expect(spares).toHaveLength(2)
+    expect(spareWorkerCount()).toBe(2)
+    pool = new WorkerPool(configured, { size: 2, workerData: { vault: 'one' } })
+    expect(spareWorkerCount()).toBe(0)
+    const replies = await Promise.all(['a', 'b', 'c', 'd'].map((t) => pool!.run(t)))
+    expect(replies.map((r) => r.task)).toEqual(['a', 'b', 'c', 'd'])
+    for (const r of replies) expect(r.config).toEqual({ vault: 'one' })
+    expect(new Set(replies.map((r) => r.threadId))).toEqual(new Set(spares))
+    // with no spare left, the next pool starts its own worker, configured through workerData
+    const other = new WorkerPool<string, { config: unknown; threadId: number }>(configured, { size: 1, workerData: { vault: 'two' } })
+    try {
+      const r = await other.run('e')
+      expect(r.config).toEqual({ vault: 'two' })
+      expect(spares).not.toContain(r.threadId)
+    } finally {
+      await other.dispose()
+    }
+  })
+
+  it('fails each task of a spare whose configuration its module refuses, with that error', async () => {
+    const configured = new URL('./configuredWorker.ts', import.meta.url)
+    prewarmWorkers(configured, 1)
+    pool = new WorkerPool(configured, { size: 1, workerData: 'bad' })
+    const err = await pool.run('a').catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 'INTERNAL' })
+    expect((err as Error).message).toContain('a configuration this module refuses')
+  })
+
+  it('releaseSpareWorkers lets a spare no pool took finish loading before ending it', async () => {
+    // as with dispose: ending a thread while a native addon initialises can abort the process
+    const dir = mkdtempSync(join(tmpdir(), 'tresor-spares-'))
+    const marks = join(dir, 'loaded')
+    process.env.TRESOR_TEST_LOADED = marks
+    try {
+      const spares = prewarmWorkers(new URL('./configuredWorker.ts', import.meta.url), 2)
+      await releaseSpareWorkers()
+      expect(spareWorkerCount()).toBe(0)
+      expect(readFileSync(marks, 'utf8').trim().split('\n').map(Number).sort()).toEqual([...spares].sort())
+    } finally {
+      delete process.env.TRESOR_TEST_LOADED
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
