@@ -38,6 +38,8 @@ export class LocalChunkReader implements ChunkReader {
   /** Packs kept open while calls are in flight; all closed when none is (a reader never closed leaks nothing). */
   private readonly handles: PackHandles
   private active = 0
+  /** Whether this reader has brought the vault's chunk table up to date yet (tableWith). */
+  private current = false
 
   constructor(private readonly ctx: VaultContext) {
     this.handles = new PackHandles(ctx.fs)
@@ -248,8 +250,18 @@ export class LocalChunkReader implements ChunkReader {
     if (failed) throw failed.reason
   }
 
-  /** The table, brought up to date when it lacks one of `ids` (packs written since it was loaded). */
+  /**
+   * The table, brought up to date on this reader's first lookup, and again when it lacks one of
+   * `ids` (packs written since it was loaded). The first: a prune since the table was loaded (by
+   * another handle of the vault or another process) may have moved live chunks to new packs and
+   * deleted the old ones; the refresh sees the prune's mark (generation.ts lastPrune) and loads the
+   * table anew. Without it a long-lived handle's next restore failed with CHUNK_MISSING.
+   */
   private async tableWith(ids: Buffer[]): Promise<ChunkTable> {
+    if (!this.current) {
+      this.current = true
+      return this.ctx.table(true)
+    }
     const table = await this.ctx.table()
     return ids.some((id) => !table.has(id)) ? this.ctx.table(true) : table
   }

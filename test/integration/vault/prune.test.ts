@@ -187,4 +187,30 @@ describe('prune', () => {
     await expect(vault.deletePoints(['../x'])).rejects.toBeInstanceOf(EngineError)
     expect((await vault.listPoints()).some((x) => x.id === p.id)).toBe(false)
   })
+
+  it('a vault handle opened before another one pruned reads the moved chunks from where they are now', async () => {
+    // Seen as a flaky faults test: a handle's chunk table, loaded before a prune by another handle
+    // (or process) repacked its packs, sent the next restore to a deleted pack (CHUNK_MISSING).
+    const u = await tempDir()
+    try {
+      const { vault: pruner, dir: d, key } = await newVault(u.dir, {}, { packTargetBytes: 1 << 20 })
+      const kept = Array.from({ length: 4 }, (_, i) => makeBlock(51_000 + i, 'random'))
+      const dropped = Array.from({ length: 4 }, (_, i) => makeBlock(52_000 + i, 'random'))
+      const both = await backUp(pruner, [{ name: 'd', blocks: [...kept, ...dropped] }]) // one pack
+      const later = await backUp(pruner, [{ name: 'd', blocks: kept }]) // references that pack
+      const reader = await openVault(d, key, { workers: 1 })
+      try {
+        expect(await restoreDisk(reader, later.id, 0)).toEqual(kept) // its table now knows that pack
+        const r = await pruner.prune({ deletePointIds: [both.id], maxUnused: 0 })
+        expect(r.packsRepacked).toBe(1) // half of it was dead: the kept chunks moved to a new pack
+        expect(await restoreDisk(reader, later.id, 0)).toEqual(kept)
+        expect((await reader.verify({ readData: true })).problems).toEqual([])
+      } finally {
+        await reader.close()
+        await pruner.close()
+      }
+    } finally {
+      await u.cleanup()
+    }
+  })
 })
