@@ -447,7 +447,7 @@ export async function releaseSpareWorkers(): Promise<void> {
       let timer: NodeJS.Timeout | undefined
       await Promise.race([spare.ready, new Promise<void>((r) => (timer = setTimeout(r, READY_WAIT_MS)))])
       clearTimeout(timer)
-      spare.detach()
+      // its own listeners stay: an 'error' on the way out must not go unheard
       await spare.worker.terminate().catch(() => undefined)
     }),
   )
