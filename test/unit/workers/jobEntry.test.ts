@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { EngineError } from '../../../electron/engine/errors.js'
 import { createJobHandler, type Pipelines } from '../../../electron/engine/workers/jobEntry.js'
 import { parseFromJob, parseToJob, type FromJob } from '../../../electron/engine/workers/protocol.js'
+import { spareWorkerCount } from '../../../electron/engine/workers/pool.js'
+import { defaultChunkWorkers } from '../../../electron/engine/vault/chunkWorkers.js'
 
 function harness(pipelines: Pipelines, progressIntervalMs = 200) {
   const sent: FromJob[] = []
@@ -123,5 +125,25 @@ describe('job entry handler', () => {
     const log = sent.find((m) => m.kind === 'log')
     expect(log?.kind === 'log' && log.line.length).toBeLessThanOrEqual(16_384)
     expect(sent.at(-1)).toEqual({ kind: 'finished', jobId: 'j1', result: null })
+  })
+
+  it('a job process starts the chunk workers with the jobs that need them, and ends unused ones before its last message', async () => {
+    const seen: Record<string, number> = {}
+    const pipelines: Pipelines = {
+      backup: async () => ((seen.backup = spareWorkerCount()), {}),
+      verify: async () => ((seen.verify = spareWorkerCount()), { ok: true, problems: [] }),
+      prune: async () => ((seen.prune = spareWorkerCount()), {}),
+    }
+    for (const [kind, input] of [['backup', { machineId: 'm' }], ['verify', { readData: false }], ['prune', {}]] as const) {
+      const sent: FromJob[] = []
+      const handler = createJobHandler({ send: (m) => sent.push(structuredClone(m)) }, pipelines, { prewarmWorkers: true })
+      handler.receive(start(kind, input))
+      await handler.done
+      expect(sent.at(-1)?.kind).toBe('finished')
+      expect(spareWorkerCount()).toBe(0) // ended before the last message: the process exits after it
+    }
+    // a backup seals chunks: its workers were loading while the pipeline ran; a verify without
+    // readData and a prune open none
+    expect(seen).toEqual({ backup: defaultChunkWorkers(), verify: 0, prune: 0 })
   })
 })
