@@ -6,11 +6,14 @@
  */
 
 /**
- * Runs `body` with the chunk workers already starting; ends those no vault took (an unchanged disk).
- * Loaded when called, so that the commands' registration (--help) loads no engine module.
+ * Runs `body`, the command of that job kind, with the chunk workers already starting when it needs
+ * them (chunkWorkers.ts `needsChunkWorkers`, the rule job processes follow too); ends those no
+ * vault took (an unchanged disk). Loaded when called, so that the commands' registration (--help)
+ * loads no engine module.
  */
-export async function withChunkWorkers<T>(body: () => Promise<T>): Promise<T> {
-  const [{ prewarmChunkWorkers }, { releaseSpareWorkers }] = await Promise.all([import('../engine/vault/chunkWorkers.js'), import('../engine/workers/pool.js')])
+export async function withChunkWorkers<T>(kind: 'backup' | 'restore' | 'verify', input: unknown, body: () => Promise<T>): Promise<T> {
+  const [{ needsChunkWorkers, prewarmChunkWorkers }, { releaseSpareWorkers }] = await Promise.all([import('../engine/vault/chunkWorkers.js'), import('../engine/workers/pool.js')])
+  if (!needsChunkWorkers(kind, input)) return body()
   prewarmChunkWorkers()
   try {
     return await body()

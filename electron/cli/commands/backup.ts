@@ -28,7 +28,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
     .command('backup <machine>')
     .description('back up a machine now and wait for the recovery point')
     .option('--detach', 'only queue the backup (a running Tresor app or "tresor serve" runs it) and print its job id')
-    .action((ref: string, opts: { detach?: boolean }) => (opts.detach ? runBackup(ref, opts) : withChunkWorkers(() => runBackup(ref, opts))))
+    .action((ref: string, opts: { detach?: boolean }) => (opts.detach ? runBackup(ref, opts) : withChunkWorkers('backup', {}, () => runBackup(ref, opts))))
 
   async function runBackup(ref: string, opts: { detach?: boolean }): Promise<void> {
     const home = ctx.home()

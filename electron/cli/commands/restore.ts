@@ -64,7 +64,7 @@ export function registerRestoreCommands(program: Command, ctx: CliContext): void
       if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) usage('--concurrency must be a whole number from 1 to 16.')
 
       // the chunk workers start loading now (../workers.ts); a restore from the snapshot tier ends them unused
-      await withChunkWorkers(async () => {
+      await withChunkWorkers('restore', {}, async () => {
         const home = ctx.home()
         const [{ openCatalog }, { RestoreQueue, listRestoreQueue }, { getJob }, { InProcessLauncher, JobSupervisor }] = await Promise.all([
           import('../../engine/catalog/index.js'),

@@ -237,7 +237,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('verify')
     .description('check the vault; with --read-data decrypt and re-hash every chunk')
     .option('--read-data', 'read, decrypt and re-hash all data (slow)')
-    .action((opts: { readData?: boolean }) => (opts.readData ? withChunkWorkers(() => verify(opts)) : verify(opts)))
+    .action((opts: { readData?: boolean }) => withChunkWorkers('verify', { readData: opts.readData === true }, () => verify(opts)))
 
   async function verify(opts: { readData?: boolean }): Promise<void> {
     const { openCurrentVault } = await engine()

@@ -5,6 +5,7 @@
  */
 import { availableParallelism } from 'node:os'
 import { prewarmWorkers } from '../workers/pool.js'
+import type { JobKind } from '../workers/protocol.js'
 
 /** The chunk workers' task module (chunkWorker.ts; `.ts` in tests and source checkouts). */
 export function chunkWorkerUrl(): URL {
@@ -17,6 +18,14 @@ export const CHUNK_WORKER_NAME = 'vault chunk worker'
 /** The chunk-worker count when a vault is opened without `workers`: TRESOR_WORKERS, else one per core, at most 4. */
 export function defaultChunkWorkers(): number {
   return workersFromEnv() ?? Math.min(4, availableParallelism())
+}
+
+/**
+ * Whether a job of this kind (the CLI's command of the same name) seals or opens chunks, so that
+ * starting the chunk workers early pays: backup, restore, and verify with readData.
+ */
+export function needsChunkWorkers(kind: JobKind, input: unknown): boolean {
+  return kind === 'backup' || kind === 'restore' || (kind === 'verify' && (input as { readData?: unknown } | null)?.readData === true)
 }
 
 /**

@@ -14,7 +14,7 @@
  * `process.send`/`'message'` (child_process.fork) at load time, so no message can be missed.
  */
 import { EngineError, toWireError } from '../errors.js'
-import { prewarmChunkWorkers } from '../vault/chunkWorkers.js'
+import { needsChunkWorkers, prewarmChunkWorkers } from '../vault/chunkWorkers.js'
 import { releaseSpareWorkers } from './pool.js'
 import {
   clampLogLine,
@@ -63,10 +63,6 @@ export interface JobHandlerOptions {
   prewarmWorkers?: boolean
 }
 
-/** Whether a job of this kind seals or opens chunks (prewarmWorkers). */
-function usesChunkWorkers(kind: JobKind, input: unknown): boolean {
-  return kind === 'backup' || kind === 'restore' || (kind === 'verify' && (input as { readData?: unknown } | null)?.readData === true)
-}
 
 /** The engine's pipelines, loaded lazily so a job process only loads what it runs. */
 export const DEFAULT_PIPELINES: Pipelines = {
@@ -182,7 +178,7 @@ export function createJobHandler(port: JobPort, pipelines: Pipelines = DEFAULT_P
         send({ kind: 'log', jobId: id, line: clampLogLine(line) })
       },
     }
-    const warm = options.prewarmWorkers === true && usesChunkWorkers(kind, input)
+    const warm = options.prewarmWorkers === true && needsChunkWorkers(kind, input)
     if (warm) prewarmChunkWorkers()
     // spares no vault took end before the last message: the process exits right after it
     const settle = (): Promise<void> => (warm ? releaseSpareWorkers() : Promise.resolve())

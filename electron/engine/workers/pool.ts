@@ -144,6 +144,14 @@ function bundleTs(moduleUrl: string): string | undefined {
   }
 }
 
+/** A worker thread running the task module at `moduleUrl`; it does not keep the process alive. */
+function startWorker(moduleUrl: string, workerData: unknown, name: string): Worker {
+  const boot = bootstrapFor(moduleUrl)
+  const worker = new Worker(boot.code, { eval: boot.eval, workerData, name })
+  worker.unref()
+  return worker
+}
+
 export class WorkerPool<T, R> {
   readonly size: number
   private readonly maxQueue: number
@@ -176,9 +184,7 @@ export class WorkerPool<T, R> {
       // the first message a spare reads; tasks sent after it are served with this configuration
       worker.postMessage({ configure: this.options.workerData })
     } else {
-      const boot = bootstrapFor(String(this.moduleUrl))
-      worker = new Worker(boot.code, { eval: boot.eval, workerData: this.options.workerData, name: this.options.name ?? 'tresor-worker' })
-      worker.unref()
+      worker = startWorker(String(this.moduleUrl), this.options.workerData, this.options.name ?? 'tresor-worker')
     }
     let markReady!: () => void
     const slot: Slot<T, R> = { worker, running: [], ready: new Promise<void>((r) => (markReady = r)), started: spare?.loaded ?? false }
@@ -389,9 +395,7 @@ export function prewarmWorkers(moduleUrl: URL | string, count: number, name = 't
   spares.set(url, list)
   const ids: number[] = []
   for (let i = 0; i < count; i++) {
-    const boot = bootstrapFor(url)
-    const worker = new Worker(boot.code, { eval: boot.eval, workerData: SPARE_MARK, name })
-    worker.unref()
+    const worker = startWorker(url, SPARE_MARK, name)
     let markReady!: () => void
     const onMessage = (msg: WireReply): void => {
       if ('ready' in msg) {
