@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The `tresor` command. Runs the compiled CLI from dist/ (built by `npm ci` via the prepare script);
-// in a source checkout without a build it falls back to the TypeScript sources through tsx.
+// The `tresor` command. Runs the CLI's bundle from dist/cli (built by `npm ci` via the prepare
+// script, scripts/build.mjs); in a source checkout without a build it falls back to the TypeScript
+// sources through tsx (also with TRESOR_FROM_SOURCE set).
 //
 // CommonJS (bin/package.json): libuv sizes its thread pool (reads and writes of packs and images)
 // on the pool's first use, and loading an ES module entry already uses it, so only a CommonJS
@@ -14,7 +15,7 @@ const { join } = require('node:path')
 const { pathToFileURL } = require('node:url')
 
 const root = join(__dirname, '..')
-const built = join(root, 'dist', 'electron', 'cli', 'main.js')
+const built = join(root, 'dist', 'cli', 'main.js')
 if (existsSync(built) && !process.env.TRESOR_FROM_SOURCE) {
   void import(pathToFileURL(built).href)
 } else {

@@ -2,10 +2,12 @@
 // Builds everything the app and the CLI run from:
 //  - node side (engine, shared, cli, server, main) with tsc, file per module, into dist/electron
 //    (worker_threads and child-process entry files must exist as real files in Node and Electron);
+//  - the CLI bundled with esbuild from that output into dist/cli (see bundleCli below);
 //  - renderer and preload with Vite (vite.renderer.config.ts → dist/renderer,
 //    vite.preload.config.ts → dist/electron/preload/index.cjs; a sandboxed preload must be CommonJS).
 import { spawnSync } from 'node:child_process'
-import { existsSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -22,8 +24,46 @@ function run(cmd, args) {
 
 rmSync(join(root, 'dist'), { recursive: true, force: true })
 run(bin('tsc'), ['-p', 'tsconfig.build.json'])
+bundleCli()
 for (const config of ['vite.renderer.config.ts', 'vite.preload.config.ts']) {
   if (existsSync(join(root, config))) run(bin('vite'), ['build', '--logLevel', 'warn', '-c', config])
 }
+/**
+ * The `tresor` command's bundle (bin/tresor.js runs dist/cli/main.js). A command loads ~200 ES
+ * modules file per file, and compiling and linking them is most of its first half second on one
+ * core (PERFORMANCE.md, eighteenth and nineteenth rounds). The bundle has three entry points: the
+ * CLI, the chunk worker and the job process entry (`tresor serve` forks it), with their shared
+ * code split into chunks beside them. All files lie in one folder, because chunkWorkers.ts and
+ * supervisor.ts find `./chunkWorker.js` and `./jobEntry.js` next to their own module. Packages
+ * stay external (native addons are loaded by `require` from node_modules) except the pure
+ * JavaScript ones a command loads on every run.
+ */
+function bundleCli() {
+  const require = createRequire(import.meta.url)
+  const esbuild = require('esbuild')
+  const from = join(root, 'dist', 'electron')
+  const inline = new Set(['zod', 'croner'])
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+  const external = Object.keys({ ...pkg.dependencies, ...pkg.devDependencies })
+    .filter((name) => !inline.has(name))
+    .flatMap((name) => [name, `${name}/*`])
+  esbuild.buildSync({
+    entryPoints: {
+      main: join(from, 'cli', 'main.js'),
+      chunkWorker: join(from, 'engine', 'vault', 'chunkWorker.js'),
+      jobEntry: join(from, 'engine', 'workers', 'jobEntry.js'),
+    },
+    outdir: join(root, 'dist', 'cli'),
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    chunkNames: 'shared-[hash]',
+    logLevel: 'warning',
+    external,
+  })
+}
+
 // Stamp: scripts/test-all.sh skips a rebuild when no source is newer than this file.
 writeFileSync(join(root, 'dist', '.build-stamp'), new Date().toISOString() + '\n')

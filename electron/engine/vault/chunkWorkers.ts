@@ -7,7 +7,10 @@ import { availableParallelism } from 'node:os'
 import { prewarmWorkers } from '../workers/pool.js'
 import type { JobKind } from '../workers/protocol.js'
 
-/** The chunk workers' task module (chunkWorker.ts; `.ts` in tests and source checkouts). */
+/**
+ * The chunk workers' task module beside this one: chunkWorker.ts in tests and source checkouts,
+ * chunkWorker.js in dist/electron, and an entry of the CLI's bundle in dist/cli (scripts/build.mjs).
+ */
 export function chunkWorkerUrl(): URL {
   const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js'
   return new URL(`./chunkWorker${ext}`, import.meta.url)

@@ -512,7 +512,8 @@ export class InProcessLauncher implements JobLauncher {
 }
 
 /**
- * The job entry file to fork: jobEntry.js beside this module when running from the build, or
+ * The job entry file to fork: jobEntry.js beside this module when running from the build (in
+ * dist/electron, or the CLI's bundle in dist/cli, where it is an entry point: scripts/build.mjs), or
  * jobEntry.ts (run through tsx) when running from the TypeScript sources.
  */
 export function jobEntryPath(): { path: string; fromSources: boolean } {
