@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { backUp, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { FaultFs } from './faultFs.js'
 import { createVault, openVault } from '../../../electron/engine/vault/index.js'
 import type { LocalVault, PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
@@ -146,6 +147,47 @@ describe('prune', () => {
       for (const [f, bytes] of originals) await writeFile(f, bytes)
       const r = await v.prune()
       expect(r.packsRepacked).toBeGreaterThan(0)
+      const back = await restoreDisk(v, b.id, 0)
+      back.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
+      const report = await v.verify({ readData: true })
+      expect(report.problems).toEqual([])
+    } finally {
+      await v.close()
+      await t2.cleanup()
+    }
+  })
+
+  it('a pack read that fails while later batches are being read stops the repack: nothing deleted, and the next prune finishes', async () => {
+    const t2 = await tempDir()
+    const fs = new FaultFs()
+    const { vault: v, dir: vdir } = await newVault(t2.dir, { fs }, { packTargetBytes: 1 << 20 })
+    try {
+      // ~15 records per 1 MiB pack; every other block changes, so each pack of the first point is half unused
+      const first = Array.from({ length: 120 }, (_, i) => makeBlock(70_000 + i, 'random'))
+      const second = first.map((b, i) => (i % 2 === 0 ? makeBlock(71_000 + i, 'random') : b))
+      const a = await backUp(v, [{ name: 'd', blocks: first }])
+      const b = await backUp(v, [{ name: 'd', blocks: second }])
+      const packFiles = async (): Promise<string[]> => {
+        const root = join(vdir, 'packs')
+        const out: string[] = []
+        for (const sub of await readdir(root)) for (const f of await readdir(join(root, sub))) out.push(join(root, sub, f))
+        return out.sort()
+      }
+      // the pack reads a prune makes before it repacks anything (its chunk table, the recipes)
+      fs.log = []
+      await v.prune({ maxUnused: 1 })
+      const before = fs.log.filter((e) => e.op === 'read' && e.path.includes('/packs/')).length
+      const oldPacks = await packFiles()
+      // the fourth read of the repack fails, with the reads of the batches after it in flight
+      fs.rule = { ops: ['read'], afterOps: before + 3, code: 'EIO', pathIncludes: '/packs/' }
+      await expect(v.prune({ deletePointIds: [a.id] })).rejects.toMatchObject({ message: expect.stringMatching(/reading pack/) })
+      expect(fs.hasTripped).toBe(true)
+      const after = await packFiles()
+      for (const f of oldPacks) expect(after).toContain(f)
+      expect((await v.listPoints()).map((p) => p.id)).toEqual([b.id])
+      fs.reset()
+      const r = await v.prune()
+      expect(r.packsRepacked).toBeGreaterThan(3)
       const back = await restoreDisk(v, b.id, 0)
       back.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
       const report = await v.verify({ readData: true })
