@@ -88,6 +88,10 @@ export class ChunkCodec {
   private readonly noncePool = Buffer.alloc(NONCE_BYTES * 341)
   private noncePos = this.noncePool.length
   private readonly aad = Buffer.alloc(CHUNK_AAD_BYTES)
+  /** The body the last `reseal` encrypted again (a view of a scratch buffer), for `checkResealed`. */
+  private resealedBody: Buffer | undefined
+  /** Where `checkResealed` decrypts (made on the first reseal: only prune's repack moves records). */
+  private checkScratch: Buffer | undefined
 
   constructor(private readonly config: CodecConfig) {
     this.dataKey = Buffer.from(config.dataKey)
@@ -122,7 +126,31 @@ export class ChunkCodec {
   reseal(record: Buffer, chunkId: Uint8Array, fromPackId: Uint8Array, from: { ordinal: number; flags: number }, out: Buffer, packId: Uint8Array, ordinal: number): SealOutcome | string {
     const body = this.openBody(record, chunkId, fromPackId, from.ordinal, from.flags, this.plainScratch)
     if (typeof body === 'string') return body
+    this.resealedBody = body.stored
     return this.encrypt(body.stored, from.flags, out, chunkId, packId, ordinal)
+  }
+
+  /**
+   * I9 for the record the last `reseal` wrote (`record`, at its new place): it must decrypt, under
+   * its new pack and ordinal, to the very body `reseal` took from the old record, whose plaintext
+   * was decompressed and matched its id there. Equal bodies decompress alike, so this proves what
+   * opening the new record in full would, without a second decompression and hash. Returns a
+   * string naming the failure.
+   */
+  checkResealed(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number): string | undefined {
+    const expected = this.resealedBody
+    this.resealedBody = undefined
+    if (!expected) return 'was not resealed'
+    if (record.length !== expected.length + SEAL_OVERHEAD) return 'does not hold its body'
+    this.checkScratch ??= Buffer.allocUnsafe(this.bodyScratch.length)
+    let n: number
+    try {
+      const aad = chunkAad(packId, ordinal, flags, chunkId, this.aad)
+      n = zeroCopy.cipher('aes-256-gcm', 0, this.dataKey, 0, 32, record, 0, NONCE_BYTES, record, NONCE_BYTES, expected.length, this.checkScratch, 0, aad, 0, aad.length, record, record.length - TAG_BYTES, TAG_BYTES)
+    } catch {
+      return 'failed authentication (altered, truncated or moved)'
+    }
+    return n === expected.length && this.checkScratch.subarray(0, n).equals(expected) ? undefined : 'did not open to the body it was moved with'
   }
 
   private encrypt(body: Buffer, flags: number, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number): SealOutcome {

@@ -223,10 +223,17 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       }
       // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
       // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
+      // A moved record must decrypt to the body it was moved with (its plaintext was checked by id in
+      // `reseal`); a new one is opened in full and compared with its plaintext or id.
       const record = target.subarray(0, r.storedLength)
-      const opened = codec.open(record, chunkId, task.packId, ordinal, r.flags, undefined, !sum)
-      if (typeof opened === 'string') failures.push({ item: k, error: opened })
-      else if (sum && !opened.equals(plain)) failures.push({ item: k, error: 'did not open to its plaintext' })
+      if (task.fromPackId) {
+        const wrong = codec.checkResealed(record, chunkId, task.packId, ordinal, r.flags)
+        if (wrong) failures.push({ item: k, error: wrong })
+      } else {
+        const opened = codec.open(record, chunkId, task.packId, ordinal, r.flags, undefined, !sum)
+        if (typeof opened === 'string') failures.push({ item: k, error: opened })
+        else if (sum && !opened.equals(plain)) failures.push({ item: k, error: 'did not open to its plaintext' })
+      }
       stored[2 * k] = r.storedLength
       stored[2 * k + 1] = r.flags
       outPos += r.storedLength

@@ -81,6 +81,43 @@ describe('chunk codec', () => {
     expect(codec.reseal(s.rec, randomBytes(32), pack, { ordinal: 3, flags: s.flags }, out, randomBytes(16), 0)).toEqual(expect.any(String))
   })
 
+  it('checkResealed (I9 for moved records) accepts the record reseal wrote, and only at its new place with its bytes', () => {
+    const text = Buffer.from('checked move '.repeat(BS / 13 + 1)).subarray(0, BS - 300)
+    const newPack = randomBytes(16)
+    for (const plain of [text, randomBytes(BS)]) {
+      const s = seal(plain, 2)
+      const out = Buffer.alloc(s.rec.length)
+      const reseal = () => {
+        const r = codec.reseal(s.rec, s.id, pack, { ordinal: 2, flags: s.flags }, out, newPack, 5)
+        if (typeof r === 'string') throw new Error(r)
+        return r
+      }
+      const r = reseal()
+      expect(codec.checkResealed(out, s.id, newPack, 5, r.flags)).toBeUndefined()
+      // each check consumes the reseal it checks
+      expect(codec.checkResealed(out, s.id, newPack, 5, r.flags)).toMatch(/not resealed/)
+      reseal()
+      expect(codec.checkResealed(out, s.id, newPack, 6, r.flags)).toMatch(/authentication/)
+      reseal()
+      expect(codec.checkResealed(out, s.id, pack, 5, r.flags)).toMatch(/authentication/)
+      reseal()
+      expect(codec.checkResealed(out, randomBytes(32), newPack, 5, r.flags)).toMatch(/authentication/)
+      reseal()
+      const flipped = Buffer.from(out)
+      flipped[NONCE_BYTES + 7]! ^= 0x20
+      expect(codec.checkResealed(flipped, s.id, newPack, 5, r.flags)).toMatch(/authentication/)
+      reseal()
+      expect(codec.checkResealed(out.subarray(0, out.length - 1), s.id, newPack, 5, r.flags)).toMatch(/does not hold its body/)
+      // an authentic record of other bytes at the same place: decrypts, but to another body
+      const other = Buffer.from(plain)
+      other[100]! ^= 1
+      const o = Buffer.alloc(BS + 28)
+      const ro = codec.seal(other, o, s.id, newPack, 5)
+      reseal()
+      expect(codec.checkResealed(o.subarray(0, ro.storedLength), s.id, newPack, 5, ro.flags)).toEqual(expect.any(String))
+    }
+  })
+
   it('binds chunk id, pack, ordinal and flags (I10), and detects every single flipped bit it is given', () => {
     const plain = Buffer.from('x'.repeat(5000))
     const s = seal(plain, 7)
