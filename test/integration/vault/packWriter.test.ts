@@ -68,7 +68,7 @@ describe('pack writer staging', () => {
   })
   afterEach(async () => cleanup())
 
-  it('an append waits while a full buffer is queued behind the one being written, across packs; then every record reads back', async () => {
+  it('an append waits while two full buffers are queued behind the one being written, across packs; then every record reads back', async () => {
     const { fs, release, started } = heldDirectFs()
     const layout = layoutOf(dir)
     const keys = deriveKeys(randomBytes(32), 'test-vault')
@@ -80,12 +80,11 @@ describe('pack writer staging', () => {
     const ordinals = batches.map((_, n) => writer(n).reserve(4 * MiB + 28))
     expect(ordinals).toEqual([0, 1, 2, 0, 1])
 
-    // pack a: the first append fills a buffer (queued, its write held), the second a second one
+    // pack a: the first append fills a buffer (queued, its write held), the second and third two more
     const appends = batches.map((batch, n) => writer(n).append(batch, entriesOf(batch, ordinals[n]!), 4 * MiB + 28))
-    expect(await settledSoon(appends[0]!)).toBe(true)
-    expect(await settledSoon(appends[1]!)).toBe(true)
-    // two full buffers are queued (one write started and held): the next appends wait, also pack b's
-    for (const n of [2, 3, 4]) expect(await settledSoon(appends[n]!), `append ${n} must wait for the device`).toBe(false)
+    for (const n of [0, 1, 2]) expect(await settledSoon(appends[n]!), `append ${n} is staged`).toBe(true)
+    // three full buffers are queued (one write started and held): the next appends wait, pack b's
+    for (const n of [3, 4]) expect(await settledSoon(appends[n]!), `append ${n} must wait for the device`).toBe(false)
     expect(started()).toBe(1)
 
     release()
