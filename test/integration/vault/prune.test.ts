@@ -8,6 +8,24 @@ import { createVault, openVault } from '../../../electron/engine/vault/index.js'
 import type { LocalVault, PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 
+/** Every pack file of the vault in `vdir`, sorted. */
+async function packFilesOf(vdir: string): Promise<string[]> {
+  const root = join(vdir, 'packs')
+  const out: string[] = []
+  for (const sub of await readdir(root)) for (const f of await readdir(join(root, sub))) out.push(join(root, sub, f))
+  return out.sort()
+}
+
+/** After a failed prune: the next one repacks more than `minRepacked` packs, and point `pointId` restores to `blocks` with a clean verify. */
+async function expectNextPruneFinishes(v: LocalVault, pointId: string, blocks: Buffer[], minRepacked: number): Promise<void> {
+  const r = await v.prune()
+  expect(r.packsRepacked).toBeGreaterThan(minRepacked)
+  const back = await restoreDisk(v, pointId, 0)
+  back.forEach((block, i) => expect((block as Buffer).equals(blocks[i]!)).toBe(true))
+  const report = await v.verify({ readData: true })
+  expect(report.problems).toEqual([])
+}
+
 describe('prune', () => {
   let t: Awaited<ReturnType<typeof tempDir>>
   let vault: LocalVault
@@ -120,13 +138,7 @@ describe('prune', () => {
     try {
       const first = Array.from({ length: 16 }, (_, i) => makeBlock(60_000 + i, 'random'))
       const a = await backUp(v, [{ name: 'd', blocks: first }])
-      const packDir = join(vdir, 'packs')
-      const packFiles = async (): Promise<string[]> => {
-        const out: string[] = []
-        for (const sub of await readdir(packDir)) for (const f of await readdir(join(packDir, sub))) out.push(join(packDir, sub, f))
-        return out.sort()
-      }
-      const oldPacks = await packFiles()
+      const oldPacks = await packFilesOf(vdir)
       // only the first block survives into the second point: its pack is almost all garbage once `a` goes
       const second = first.map((b, i) => (i === 0 ? b : makeBlock(61_000 + i, 'random')))
       const b = await backUp(v, [{ name: 'd', blocks: second }])
@@ -140,17 +152,12 @@ describe('prune', () => {
       }
       await expect(v.prune({ deletePointIds: [a.id] })).rejects.toMatchObject({ code: 'CHUNK_CORRUPT', message: expect.stringMatching(/could not be moved out of pack/) })
       // nothing was deleted: every old pack is still there, the second point still listed
-      const after = await packFiles()
+      const after = await packFilesOf(vdir)
       for (const f of oldPacks) expect(after).toContain(f)
       expect((await v.listPoints()).map((p) => p.id)).toEqual([b.id])
       // once the damage is repaired the prune goes through and the second point restores exactly
       for (const [f, bytes] of originals) await writeFile(f, bytes)
-      const r = await v.prune()
-      expect(r.packsRepacked).toBeGreaterThan(0)
-      const back = await restoreDisk(v, b.id, 0)
-      back.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
-      const report = await v.verify({ readData: true })
-      expect(report.problems).toEqual([])
+      await expectNextPruneFinishes(v, b.id, second, 0)
     } finally {
       await v.close()
       await t2.cleanup()
@@ -167,31 +174,20 @@ describe('prune', () => {
       const second = first.map((b, i) => (i % 2 === 0 ? makeBlock(71_000 + i, 'random') : b))
       const a = await backUp(v, [{ name: 'd', blocks: first }])
       const b = await backUp(v, [{ name: 'd', blocks: second }])
-      const packFiles = async (): Promise<string[]> => {
-        const root = join(vdir, 'packs')
-        const out: string[] = []
-        for (const sub of await readdir(root)) for (const f of await readdir(join(root, sub))) out.push(join(root, sub, f))
-        return out.sort()
-      }
       // the pack reads a prune makes before it repacks anything (its chunk table, the recipes)
       fs.log = []
       await v.prune({ maxUnused: 1 })
       const before = fs.log.filter((e) => e.op === 'read' && e.path.includes('/packs/')).length
-      const oldPacks = await packFiles()
+      const oldPacks = await packFilesOf(vdir)
       // the fourth read of the repack fails, with the reads of the batches after it in flight
       fs.rule = { ops: ['read'], afterOps: before + 3, code: 'EIO', pathIncludes: '/packs/' }
       await expect(v.prune({ deletePointIds: [a.id] })).rejects.toMatchObject({ message: expect.stringMatching(/reading pack/) })
       expect(fs.hasTripped).toBe(true)
-      const after = await packFiles()
+      const after = await packFilesOf(vdir)
       for (const f of oldPacks) expect(after).toContain(f)
       expect((await v.listPoints()).map((p) => p.id)).toEqual([b.id])
       fs.reset()
-      const r = await v.prune()
-      expect(r.packsRepacked).toBeGreaterThan(3)
-      const back = await restoreDisk(v, b.id, 0)
-      back.forEach((block, i) => expect((block as Buffer).equals(second[i]!)).toBe(true))
-      const report = await v.verify({ readData: true })
-      expect(report.problems).toEqual([])
+      await expectNextPruneFinishes(v, b.id, second, 3)
     } finally {
       await v.close()
       await t2.cleanup()
