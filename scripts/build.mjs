@@ -35,8 +35,9 @@ for (const config of ['vite.renderer.config.ts', 'vite.preload.config.ts']) {
  * CLI, the chunk worker and the job process entry (`tresor serve` forks it), with their shared
  * code split into chunks beside them. All files lie in one folder, because chunkWorkers.ts and
  * supervisor.ts find `./chunkWorker.js` and `./jobEntry.js` next to their own module. Packages
- * stay external (native addons are loaded by `require` from node_modules) except the pure
- * JavaScript ones a command loads on every run.
+ * stay external (native addons are loaded by `require` from node_modules) except zod and croner,
+ * pure ES modules our own modules import (zod's ~95 files were a fifth of a command's module
+ * loading); commander is CommonJS, and bundled into an ES module it would need a `require` shim.
  */
 function bundleCli() {
   const require = createRequire(import.meta.url)

@@ -63,7 +63,6 @@ export interface JobHandlerOptions {
   prewarmWorkers?: boolean
 }
 
-
 /** The engine's pipelines, loaded lazily so a job process only loads what it runs. */
 export const DEFAULT_PIPELINES: Pipelines = {
   backup: async (input, env) => {

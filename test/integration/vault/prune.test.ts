@@ -2,19 +2,11 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
-import { backUp, makeBlock, newVault, restoreDisk, tempDir } from './helpers.js'
+import { backUp, makeBlock, newVault, packFiles, restoreDisk, tempDir } from './helpers.js'
 import { FaultFs } from './faultFs.js'
 import { createVault, openVault } from '../../../electron/engine/vault/index.js'
 import type { LocalVault, PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
-
-/** Every pack file of the vault in `vdir`, sorted. */
-async function packFilesOf(vdir: string): Promise<string[]> {
-  const root = join(vdir, 'packs')
-  const out: string[] = []
-  for (const sub of await readdir(root)) for (const f of await readdir(join(root, sub))) out.push(join(root, sub, f))
-  return out.sort()
-}
 
 /** After a failed prune: the next one repacks more than `minRepacked` packs, and point `pointId` restores to `blocks` with a clean verify. */
 async function expectNextPruneFinishes(v: LocalVault, pointId: string, blocks: Buffer[], minRepacked: number): Promise<void> {
@@ -138,7 +130,7 @@ describe('prune', () => {
     try {
       const first = Array.from({ length: 16 }, (_, i) => makeBlock(60_000 + i, 'random'))
       const a = await backUp(v, [{ name: 'd', blocks: first }])
-      const oldPacks = await packFilesOf(vdir)
+      const oldPacks = await packFiles(vdir)
       // only the first block survives into the second point: its pack is almost all garbage once `a` goes
       const second = first.map((b, i) => (i === 0 ? b : makeBlock(61_000 + i, 'random')))
       const b = await backUp(v, [{ name: 'd', blocks: second }])
@@ -152,7 +144,7 @@ describe('prune', () => {
       }
       await expect(v.prune({ deletePointIds: [a.id] })).rejects.toMatchObject({ code: 'CHUNK_CORRUPT', message: expect.stringMatching(/could not be moved out of pack/) })
       // nothing was deleted: every old pack is still there, the second point still listed
-      const after = await packFilesOf(vdir)
+      const after = await packFiles(vdir)
       for (const f of oldPacks) expect(after).toContain(f)
       expect((await v.listPoints()).map((p) => p.id)).toEqual([b.id])
       // once the damage is repaired the prune goes through and the second point restores exactly
@@ -178,12 +170,12 @@ describe('prune', () => {
       fs.log = []
       await v.prune({ maxUnused: 1 })
       const before = fs.log.filter((e) => e.op === 'read' && e.path.includes('/packs/')).length
-      const oldPacks = await packFilesOf(vdir)
+      const oldPacks = await packFiles(vdir)
       // the fourth read of the repack fails, with the reads of the batches after it in flight
       fs.rule = { ops: ['read'], afterOps: before + 3, code: 'EIO', pathIncludes: '/packs/' }
       await expect(v.prune({ deletePointIds: [a.id] })).rejects.toMatchObject({ message: expect.stringMatching(/reading pack/) })
       expect(fs.hasTripped).toBe(true)
-      const after = await packFilesOf(vdir)
+      const after = await packFiles(vdir)
       for (const f of oldPacks) expect(after).toContain(f)
       expect((await v.listPoints()).map((p) => p.id)).toEqual([b.id])
       fs.reset()
