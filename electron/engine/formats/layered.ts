@@ -52,12 +52,23 @@ export abstract class LayeredImage<S extends Segment = Segment> implements DiskI
       )
     }
     if (buffer.length === 0) return buffer
+    // Reads run while the map is walked (which may itself read tables): each is observed as soon as
+    // it starts, so a failed one is not an unhandled rejection meanwhile, and none outlives the call.
     const pending: Promise<unknown>[] = []
-    for await (const seg of this.mapRange(offset, end)) {
-      const target = buffer.subarray(seg.offset - offset, seg.offset - offset + seg.length)
-      if (seg.kind === 'data') pending.push(this.readData(target, seg))
-      else if (seg.kind === 'zero' || !this.backing) zeroFill(target)
-      else pending.push(readFromBacking(this.backing, target, seg.offset))
+    const start = (read: Promise<unknown>): void => {
+      read.catch(() => undefined)
+      pending.push(read)
+    }
+    try {
+      for await (const seg of this.mapRange(offset, end)) {
+        const target = buffer.subarray(seg.offset - offset, seg.offset - offset + seg.length)
+        if (seg.kind === 'data') start(this.readData(target, seg))
+        else if (seg.kind === 'zero' || !this.backing) zeroFill(target)
+        else start(readFromBacking(this.backing, target, seg.offset))
+      }
+    } catch (err) {
+      await Promise.allSettled(pending)
+      throw err
     }
     await Promise.all(pending)
     return buffer

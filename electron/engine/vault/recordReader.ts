@@ -282,8 +282,12 @@ export async function openPackRecords(
   if (items.length === 0) return
   const { fh, direct } = options.handles ? await options.handles.acquire(path) : await openPackBoth(fs, path)
   const results: Promise<void>[] = []
+  // A range's result may fail (a corrupt record, `onResult` throwing) while a later range is being
+  // read: it is observed at once, so it is never an unhandled rejection, and no further range is read.
+  let failed = false
   try {
     for (const { start, end, group } of coalesce(items)) {
+      if (failed) break
       if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Cancelled.')
       const ab = await takeRangeBuffer(end - start, pool)
       let handedOver = false
@@ -316,24 +320,26 @@ export async function openPackRecords(
         }
         const result = options.here ? pool.runHere(task) : (await pool.submit(task)).result // shared memory: nothing to transfer
         handedOver = true
-        results.push(
-          result.finally(() => giveRangeBuffer(ab, pool)).then((r) => {
-            if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
-            let p = 0
-            const plain = r.plain ? Buffer.from(r.plain) : undefined
-            group.forEach((k, j) => {
-              const len = r.lengths[j]!
-              const ok = r.errors[j] === null
-              const mapBytes = into ? zeroMapBytes(options.blockSize, into.zeroGranule) : 0
-              const opened =
-                r.checksums && r.zeroMaps && ok
-                  ? { length: len, checksum: r.checksums.subarray(j * 16, j * 16 + 16), zeroMap: r.zeroMaps.subarray(j * mapBytes, (j + 1) * mapBytes) }
-                  : undefined
-              onResult(k, plain && ok ? plain.subarray(p, p + len) : undefined, r.errors[j] ?? null, opened)
-              p += len
-            })
-          }),
-        )
+        const settled = result.finally(() => giveRangeBuffer(ab, pool)).then((r) => {
+          if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
+          let p = 0
+          const plain = r.plain ? Buffer.from(r.plain) : undefined
+          group.forEach((k, j) => {
+            const len = r.lengths[j]!
+            const ok = r.errors[j] === null
+            const mapBytes = into ? zeroMapBytes(options.blockSize, into.zeroGranule) : 0
+            const opened =
+              r.checksums && r.zeroMaps && ok
+                ? { length: len, checksum: r.checksums.subarray(j * 16, j * 16 + 16), zeroMap: r.zeroMaps.subarray(j * mapBytes, (j + 1) * mapBytes) }
+                : undefined
+            onResult(k, plain && ok ? plain.subarray(p, p + len) : undefined, r.errors[j] ?? null, opened)
+            p += len
+          })
+        })
+        settled.catch(() => {
+          failed = true
+        })
+        results.push(settled)
       } finally {
         if (!handedOver) giveRangeBuffer(ab, pool)
       }

@@ -27,6 +27,8 @@ export class FaultFs implements VaultFs {
   private tripped = false
   rule: FaultRule | undefined
   shortWrites = false
+  /** Runs before each read (after its fault check): a test can hold a read until something else happened. */
+  beforeRead: ((path: string, position: number) => Promise<void> | void) | undefined
 
   constructor(private readonly inner: VaultFs = nodeVaultFs) {}
 
@@ -53,6 +55,7 @@ export class FaultFs implements VaultFs {
     this.counts = 0
     this.tripped = false
     this.shortWrites = false
+    this.beforeRead = undefined
   }
 
   async open(path: string, flags: 'r' | 'wx'): Promise<VaultFileHandle> {
@@ -73,6 +76,7 @@ export class FaultFs implements VaultFs {
     return {
       async read(b, o, l, p) {
         self.gate('read', path) // counted only by a rule that names 'read'
+        await self.beforeRead?.(path, p)
         return fh.read(b, o, l, p)
       },
       async write(b, o, l, p) {

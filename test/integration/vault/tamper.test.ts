@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backUp, makeBlock, newVault, packFiles, tempDir } from './helpers.js'
+import { FaultFs } from './faultFs.js'
 import { openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 
@@ -134,5 +135,51 @@ describe('tampering is detected and named', () => {
     expect(await codeOf(openVault(dir, key, { lastGeneration: gen + 1 }))).toBe('VAULT_ROLLBACK')
     const ok = await openVault(dir, key, { lastGeneration: gen })
     await ok.close()
+  })
+})
+
+describe('a corrupt record found while later ranges of its pack are being read', () => {
+  it('fails the read with CHUNK_CORRUPT, reads no range after the held one, and leaves no rejection unhandled', async () => {
+    const t = await tempDir()
+    const fs = new FaultFs()
+    const { vault: v, dir } = await newVault(t.dir, { fs }, { packTargetBytes: 16 << 20 })
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      // 64 incompressible blocks in one pack; every 8th one is read, so each lies in its own range (gaps over 256 KiB)
+      const point = await backUp(v, [{ name: 'd', blocks: Array.from({ length: 64 }, (_, i) => makeBlock(90_000 + i, 'random')) }])
+      const [pack, ...others] = await packFiles(dir)
+      expect(others).toEqual([])
+      const ids: Buffer[] = []
+      for await (const e of v.readBlockMap(point.id, 0)) if (e.kind === 'data') ids.push(e.chunkId)
+      const wanted = ids.filter((_, i) => i % 8 === 0)
+      const reader = v.chunkReader()
+      expect((await reader.readChunks(wanted)).length).toBe(wanted.length) // tables loaded, all good
+      const restore = await flipBit(pack!, () => 24 + 40) // inside the first record, block 0's
+      try {
+        // the second range's read waits until the first range's failure has surely been reported
+        const reads: number[] = []
+        fs.beforeRead = async (path, position) => {
+          if (!path.includes('/packs/')) return
+          reads.push(position)
+          if (reads.length === 2) await new Promise((r) => setTimeout(r, 300))
+        }
+        const err = await reader.readChunks(wanted).catch((x: unknown) => x)
+        expect(err).toBeInstanceOf(EngineError)
+        expect((err as EngineError).code).toBe('CHUNK_CORRUPT')
+        expect((err as EngineError).message).toContain(wanted[0]!.toString('hex'))
+        expect(unhandled).toEqual([])
+        expect(reads.length).toBe(2)
+      } finally {
+        fs.beforeRead = undefined
+        await restore()
+      }
+      expect((await reader.readChunks(wanted)).map((b) => b.length)).toEqual(wanted.map(() => 65536))
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+      await v.close()
+      await t.cleanup()
+    }
   })
 })

@@ -122,3 +122,42 @@ describe('LayeredImage (guest view over a backing image)', () => {
     await expect(top.read(new Uint8Array(2), 47)).rejects.toMatchObject({ code: 'INVALID_INPUT' })
   })
 })
+
+describe('a failing read while the map is still being walked', () => {
+  /** Cell 0 is data whose read fails (or succeeds slowly); the walk then waits (a table read) and may fail itself. */
+  class FailingLayer extends MemoryLayer {
+    readsFinished = 0
+    constructor(private readonly failRead: boolean, private readonly failWalk: boolean) {
+      super([['d', 1], ['d', 2], ['d', 3]])
+    }
+    protected override async *mapRange(offset: number, end: number): AsyncIterable<Segment> {
+      for await (const seg of super.mapRange(offset, end)) {
+        yield seg
+        await new Promise((r) => setTimeout(r, 30))
+        if (this.failWalk) throw new Error('table read failed')
+      }
+    }
+    protected override async readData(target: Uint8Array, seg: Segment): Promise<void> {
+      if (this.failRead) throw new Error(`data read at ${seg.offset} failed`)
+      await new Promise((r) => setTimeout(r, 60))
+      await super.readData(target, seg)
+      this.readsFinished++
+    }
+  }
+
+  it('rejects with the first failure, leaves no rejection unhandled, and returns only after its reads settled', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      await expect(new FailingLayer(true, false).read(new Uint8Array(48), 0)).rejects.toThrow('data read at 0 failed')
+      const walkFails = new FailingLayer(false, true)
+      await expect(walkFails.read(new Uint8Array(48), 0)).rejects.toThrow('table read failed')
+      expect(walkFails.readsFinished).toBe(1) // the read started before the walk failed had finished
+      await new Promise((r) => setTimeout(r, 50))
+      expect(unhandled).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+})
