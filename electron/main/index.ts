@@ -27,7 +27,12 @@ if (!app.requestSingleInstanceLock()) {
   app.quit()
 } else {
   registerAppScheme()
-  void start()
+  start().catch((err: unknown) => {
+    // a catalog that cannot be opened (locked, damaged, a failed migration) or a failed set-up: say
+    // so and leave, rather than stay running with no window while holding the single-instance lock
+    dialog.showErrorBox('Tresor could not start', err instanceof Error ? err.message : String(err))
+    app.exit(1)
+  })
 }
 
 async function start(): Promise<void> {
@@ -123,11 +128,11 @@ async function start(): Promise<void> {
         for (const m of await service.listMachines({})) {
           await service.startBackup({ machineId: m.id }).catch((err: unknown) => log(`tray backup of ${m.name}: ${String(err)}`))
         }
-      })()
+      })().catch((err: unknown) => log(`tray backup: ${String(err)}`))
     },
     isSchedulesPaused: () => settings.schedulesPaused,
     setSchedulesPaused(paused) {
-      void service.updateSettings({ schedulesPaused: paused })
+      service.updateSettings({ schedulesPaused: paused }).catch((err: unknown) => log(`pausing schedules: ${String(err)}`))
     },
     quit() {
       quitting = true
@@ -154,12 +159,17 @@ async function start(): Promise<void> {
     const db = catalog
     catalog = undefined
     void (async () => {
-      api.dispose()
-      await disposeWiring().catch(() => {})
-      service.dispose()
-      ui.tray?.dispose()
-      db.close()
-      app.exit(0)
+      try {
+        api.dispose()
+        await disposeWiring().catch(() => {})
+        service.dispose()
+        ui.tray?.dispose()
+        db.close()
+      } catch (err) {
+        log(`shutting down: ${String(err)}`)
+      } finally {
+        app.exit(0) // the quit was held back above: it must go on whatever failed
+      }
     })()
   })
 }

@@ -16,7 +16,7 @@ export function hardenSession(ses: Session = session.defaultSession): void {
 /** Navigation, new windows, <webview> and redirects are refused; allow-listed https links open in the browser. */
 export function hardenWebContents(wc: WebContents, log: (line: string) => void = () => {}): void {
   wc.setWindowOpenHandler(({ url }) => {
-    if (isAllowedExternalUrl(url)) void shell.openExternal(url)
+    if (isAllowedExternalUrl(url)) shell.openExternal(url).catch((err: unknown) => log(`could not open ${url.slice(0, 200)}: ${String(err)}`))
     else log(`refused window.open(${JSON.stringify(url.slice(0, 200))})`)
     return { action: 'deny' }
   })
@@ -64,6 +64,7 @@ export function createMainWindow(options: MainWindowOptions): BrowserWindow {
     }
   })
   win.once('ready-to-show', () => win.show())
-  void win.loadURL(APP_START_URL)
+  // a load aborted by a close or reload rejects; the window reports its own load failures
+  win.loadURL(APP_START_URL).catch(() => undefined)
   return win
 }

@@ -56,7 +56,7 @@ export function registerBackupCommands(program: Command, ctx: CliContext): void 
         // a wait for another job's vault lock would otherwise look like a hang
         if (e.type === 'log' && e.line.startsWith(LOCK_WAIT_LOG_PREFIX)) ctx.warn(e.line)
       })
-      const onSigint = (): void => { void supervisor.cancel(jobId) }
+      const onSigint = (): void => void supervisor.cancel(jobId).catch(() => undefined)
       const jobId = supervisor.submit(spec, { machineId: machine.id })
       process.once('SIGINT', onSigint)
       let row

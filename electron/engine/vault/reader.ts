@@ -230,16 +230,16 @@ export class LocalChunkReader implements ChunkReader {
           zeroGranule,
           ...(usesCache ? { cache: this.partCache.memory() } : {}),
         })
-        runs.push(
-          result.then((r) => {
-            if (r.kind !== 'check') throw new EngineError('INTERNAL', 'unexpected worker reply')
-            part.forEach((b, j) => {
-              const error = r.errors[j]
-              if (error) throw corrupt(b.id, error)
-              onBlock(b.index, Buffer.from(r.checksums.subarray(j * 16, j * 16 + 16)), r.zeroMaps.slice(j * mapBytes, (j + 1) * mapBytes))
-            })
-          }),
-        )
+        const run = result.then((r) => {
+          if (r.kind !== 'check') throw new EngineError('INTERNAL', 'unexpected worker reply')
+          part.forEach((b, j) => {
+            const error = r.errors[j]
+            if (error) throw corrupt(b.id, error)
+            onBlock(b.index, Buffer.from(r.checksums.subarray(j * 16, j * 16 + 16)), r.zeroMaps.slice(j * mapBytes, (j + 1) * mapBytes))
+          })
+        })
+        run.catch(() => undefined) // settled below; a failure while the next task waits for room is not unhandled
+        runs.push(run)
       }
     } catch (err) {
       await Promise.allSettled(runs)
@@ -342,23 +342,31 @@ export class LocalChunkReader implements ChunkReader {
     })
     const groups = [...byPack.entries()]
     let next = 0
+    // the first failure stops every run from taking another pack, and is thrown once all have
+    // stopped: no read is left writing into the caller's memory or using the reader's open packs
+    let failure: { error: unknown } | undefined
     const run = async (): Promise<void> => {
-      while (next < groups.length) {
+      while (!failure && next < groups.length) {
         const [packNo, g] = groups[next++]!
         const pack = table.packs[packNo]!
         const { into, packsInFlight: _, ...rest } = options
-        await openPackRecords(this.ctx.pool(), this.ctx.fs, packPath(this.ctx.layout, pack.hex), pack.id, g.items, { ...rest, handles: this.handles, ...(into ? { into: into(g) } : {}) }, (k, plain, error, opened) => {
-          if (error || !(plain || opened)) {
-            throw new EngineError(
-              'CHUNK_CORRUPT',
-              `Chunk ${g.items[k]!.chunkId.toString('hex')} in pack ${pack.hex} ${error ?? 'could not be read'}. Run "tresor verify --read-data" to see which recovery points are affected.`,
-            )
-          }
-          onChunk(g, k, plain, opened)
-        })
+        try {
+          await openPackRecords(this.ctx.pool(), this.ctx.fs, packPath(this.ctx.layout, pack.hex), pack.id, g.items, { ...rest, handles: this.handles, ...(into ? { into: into(g) } : {}) }, (k, plain, error, opened) => {
+            if (error || !(plain || opened)) {
+              throw new EngineError(
+                'CHUNK_CORRUPT',
+                `Chunk ${g.items[k]!.chunkId.toString('hex')} in pack ${pack.hex} ${error ?? 'could not be read'}. Run "tresor verify --read-data" to see which recovery points are affected.`,
+              )
+            }
+            onChunk(g, k, plain, opened)
+          })
+        } catch (error) {
+          failure ??= { error }
+        }
       }
     }
     await Promise.all(Array.from({ length: Math.min(options.packsInFlight ?? PACKS_IN_FLIGHT, groups.length) }, run))
+    if (failure) throw failure.error
   }
 
   async close(): Promise<void> {

@@ -178,10 +178,10 @@ export function createJobHandler(port: JobPort, pipelines: Pipelines = DEFAULT_P
       },
     }
     const warm = options.prewarmWorkers === true && needsChunkWorkers(kind, input)
-    if (warm) prewarmChunkWorkers()
     // spares no vault took end before the last message: the process exits right after it
     const settle = (): Promise<void> => (warm ? releaseSpareWorkers() : Promise.resolve())
     try {
+      if (warm) prewarmChunkWorkers() // in the try: a worker that cannot start fails the job with a message
       const result = await pipeline(input as never, env)
       if (controller.signal.aborted) {
         // Finished anyway: the work is done, report it as such (nothing half-done is left).
