@@ -60,6 +60,14 @@ export default tseslint.config(
     },
   },
   {
+    // A promise nobody observes turns its failure into an unhandled rejection: a crash in the CLI
+    // and job processes, a warning and a half-done state in Electron. Type-aware, so only for the
+    // processes' code (the renderer's calls go through its store, which catches).
+    files: ['electron/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: { '@typescript-eslint/no-floating-promises': ['error', { ignoreVoid: false }] },
+  },
+  {
     files: ['renderer/**/*.{ts,vue}'],
     languageOptions: { globals: { ...globals.browser } },
     rules: {

@@ -158,7 +158,7 @@ async function start(): Promise<void> {
     event.preventDefault()
     const db = catalog
     catalog = undefined
-    void (async () => {
+    ;(async () => {
       try {
         api.dispose()
         await disposeWiring().catch(() => {})
@@ -170,6 +170,6 @@ async function start(): Promise<void> {
       } finally {
         app.exit(0) // the quit was held back above: it must go on whatever failed
       }
-    })()
+    })().catch(() => undefined) // everything above is caught
   })
 }

@@ -1,9 +1,11 @@
 /**
  * Proves each import-boundary rule of eslint.config.js fires (and does not fire where the import is
- * allowed), by linting small snippets under the file paths they would have in the repository.
+ * allowed), by linting small snippets under the file paths they would have in the repository; and
+ * that the type-aware rule against unobserved promises fires on a real file of the project.
  */
 import { beforeAll, describe, expect, it } from 'vitest'
 import { ESLint } from 'eslint'
+import { rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -11,7 +13,15 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 let eslint: ESLint
 
 beforeAll(() => {
-  eslint = new ESLint({ cwd: ROOT })
+  // the snippets' paths are not files of the TypeScript project: lint them without type information
+  eslint = new ESLint({
+    cwd: ROOT,
+    overrideConfig: {
+      files: ['electron/**/*.ts'],
+      languageOptions: { parserOptions: { projectService: false } },
+      rules: { '@typescript-eslint/no-floating-promises': 'off' },
+    },
+  })
 })
 
 async function restricted(file: string, code: string): Promise<string[]> {
@@ -78,4 +88,32 @@ describe('import boundaries (eslint.config.js)', () => {
     const [message] = await restricted('electron/engine/x.ts', "import { app } from 'electron'\nvoid app\n")
     expect(message).toContain('never import Electron')
   })
+})
+
+describe('unobserved promises (eslint.config.js, type-aware)', () => {
+  it('refuses a promise dropped, or only voided, in the processes\' code; accepts one that is caught', async () => {
+    const file = join(ROOT, 'electron', 'engine', `lint-probe-${process.pid}.ts`)
+    const code = [
+      'async function work(): Promise<number> {',
+      '  return 1',
+      '}',
+      'const results: Array<Promise<number>> = []',
+      'work()',
+      'void work()',
+      'results.push(work())',
+      'work().catch(() => undefined)',
+      'export { results }',
+      '',
+    ].join('\n')
+    await writeFile(file, code)
+    try {
+      const [result] = await new ESLint({ cwd: ROOT }).lintFiles([file])
+      const lines = result!.messages.filter((m) => m.ruleId === '@typescript-eslint/no-floating-promises').map((m) => m.line)
+      expect(result!.messages.filter((m) => m.fatal)).toEqual([])
+      // the dropped call and the voided one; pushing into an array is observing it later (see recordReader.ts for that case)
+      expect(lines).toEqual([5, 6])
+    } finally {
+      await rm(file, { force: true })
+    }
+  }, 60_000)
 })

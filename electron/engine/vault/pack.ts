@@ -185,7 +185,7 @@ function giveStage(buf: Buffer): void {
  * finished pack's last buffers were still being written, the next pack queued its own, and a full
  * backup held six 4 MiB buffers at once (twelfth round).
  */
-const queuedStages: Array<Promise<void>> = []
+const queuedStages = new Set<Promise<void>>() // in insertion order: the oldest first
 /**
  * An append stages its records only while at most this many full buffers are queued (across packs),
  * so at most two more wait behind the one being written. With one, a full backup on the AMD host of
@@ -298,10 +298,10 @@ export class PackWriter {
       this.stageFill += n
       if (this.stageFill < stage.length) continue
       const written = this.enqueueWrite(stage, this.stageBase, true).finally(() => {
-        queuedStages.splice(queuedStages.indexOf(written), 1)
+        queuedStages.delete(written)
         giveStage(stage)
       })
-      queuedStages.push(written)
+      queuedStages.add(written)
       written.catch(() => undefined) // recorded in `failure`
       this.stage = takeStage()
       this.stageBase += stage.length
@@ -352,7 +352,7 @@ export class PackWriter {
     if (this.failure) throw this.failure
     // Memory stays bounded (MAX_QUEUED_STAGES). The wait comes before the offset is given out:
     // each concurrent append would otherwise queue one more buffer before waiting.
-    if (this.stage) while (queuedStages.length > MAX_QUEUED_STAGES) await queuedStages[0]!.catch(() => undefined)
+    if (this.stage) while (queuedStages.size > MAX_QUEUED_STAGES) await queuedStages.values().next().value!.catch(() => undefined)
     if (this.failure) throw this.failure
     let offset = this.writeOffset
     const total = entries.reduce((sum, e) => sum + e.length, 0)

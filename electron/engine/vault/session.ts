@@ -686,7 +686,7 @@ export class LocalBackupSession implements BackupSession {
     if (!b) return
     const p = this.submitBatch(b).catch((err: unknown) => this.fail(err))
     this.sending.add(p)
-    void p.finally(() => this.sending.delete(p))
+    p.finally(() => this.sending.delete(p)).catch(() => undefined) // p has its catch: never rejects
   }
 
   /**
@@ -811,7 +811,7 @@ export class LocalBackupSession implements BackupSession {
           },
         )
         this.inFlight.add(tracked)
-        void tracked.finally(() => this.inFlight.delete(tracked))
+        tracked.finally(() => this.inFlight.delete(tracked)).catch(() => undefined) // tracked never rejects
       })
     try {
       await accepted
@@ -827,7 +827,7 @@ export class LocalBackupSession implements BackupSession {
       await pack.discard().catch(() => undefined)
     })
     this.finalizing.add(p)
-    void p.finally(() => this.finalizing.delete(p))
+    p.finally(() => this.finalizing.delete(p)).catch(() => undefined) // p never rejects
   }
 
   /** Finish (index, trailer, one fsync) → publish → visible to dedup. Records were verified when sealed (I9). */

@@ -226,7 +226,11 @@ export function createJobHandler(port: JobPort, pipelines: Pipelines = DEFAULT_P
       }
       started = true
       jobId = message.jobId
-      void start(message.jobId, message.home, message.spec.kind, message.spec.input)
+      start(message.jobId, message.home, message.spec.kind, message.spec.input).catch((err: unknown) => {
+        // start reports every failure of the job itself; this is a failure to report one
+        process.stderr.write(`tresor job: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+        process.exitCode = 1
+      })
     },
   }
 }
@@ -254,16 +258,17 @@ export function runJobProcess(pipelines: Pipelines = DEFAULT_PIPELINES): JobHand
   if (parentPort) {
     handler = createJobHandler({ send: (m) => parentPort.postMessage(m) }, pipelines, { prewarmWorkers: true })
     parentPort.on('message', (e) => handler.receive(e.data))
-    void handler.done.then(() => setTimeout(() => process.exit(0), 50))
+    handler.done.then(() => setTimeout(() => process.exit(0), 50)).catch(() => undefined) // done never rejects
   } else if (typeof process.send === 'function') {
     let lastSend: Promise<void> = Promise.resolve()
     handler = createJobHandler(
       {
         send: (m) => {
-          lastSend = new Promise<void>((resolve) => {
-            if (!process.connected) return resolve()
-            process.send!(m, undefined, {}, () => resolve())
-          })
+          if (!process.connected) return
+          let resolve = (): void => {}
+          const sent = new Promise<void>((r) => (resolve = r))
+          process.send!(m, undefined, {}, () => resolve()) // a throw goes to the handler's send, which reports it
+          lastSend = sent
         },
       },
       pipelines,
@@ -275,10 +280,10 @@ export function runJobProcess(pipelines: Pipelines = DEFAULT_PIPELINES): JobHand
       // Give the pipeline a moment to clean up its .partial / temp files, then go.
       setTimeout(() => process.exit(1), 5000).unref()
     })
-    void handler.done.then(async () => {
+    handler.done.then(async () => {
       await lastSend
       process.exit(0)
-    })
+    }).catch(() => undefined) // neither done nor a send's promise rejects
   } else {
     throw new Error('runJobProcess: this process has no parent to talk to (start it with a JobLauncher).')
   }

@@ -494,7 +494,7 @@ export class InProcessLauncher implements JobLauncher {
       } },
       this.pipelines,
     )
-    void handler.done.then(() => exit({ code: 0, signal: null }))
+    handler.done.then(() => exit({ code: 0, signal: null })).catch(() => undefined) // done never rejects
     return {
       pid: undefined,
       send: (m) => {
