@@ -166,6 +166,8 @@ export async function copyGuestData(
         done.catch(() => undefined) // awaited below, in order
         reading.push({ offset: next.value.offset, buf, data, done })
       }
+      // before the next read leaves `reading`: the finally below waits only for the reads still in it
+      checkCancel()
       const first = reading.shift()
       if (!first) {
         if (exhausted) break
@@ -174,7 +176,6 @@ export async function copyGuestData(
         await Promise.race(writing)
         continue
       }
-      checkCancel()
       await first.done
       while (writing.size >= maxWrites) await Promise.race(writing)
       if (writeError) throw writeError.error

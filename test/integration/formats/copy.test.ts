@@ -133,6 +133,31 @@ describe('copyGuestData', () => {
     expect(state.calls).toBeLessThanOrEqual(3 + 4)
   })
 
+  it('a cancellation returns only once every read it started has settled', async () => {
+    const content = randomBytes(32, 64 * MiB)
+    const image = memoryImage(content)
+    const inner = image.read.bind(image)
+    let reading = 0
+    let started = 0
+    const controller = new AbortController()
+    image.read = async (buffer, offset) => {
+      reading++
+      // the second read cancels the copy while the first, the slowest, is still running
+      const n = ++started
+      if (n === 2) controller.abort()
+      try {
+        await sleep(n === 1 ? 150 : 10)
+        return await inner(buffer, offset)
+      } finally {
+        reading--
+      }
+    }
+    const { writer } = recordingWriter(content.length, 4)
+    await expect(copyGuestData(image, writer, { signal: controller.signal })).rejects.toMatchObject({ code: 'CANCELLED' })
+    expect(started).toBeGreaterThanOrEqual(2)
+    expect(reading).toBe(0)
+  })
+
   it('keeps copying while every buffer is out with the writer (a writer taking more calls than there are buffers)', async () => {
     const content = randomBytes(31, 64 * MiB + 12345)
     const { writer, out, state } = recordingWriter(content.length, 1000)
