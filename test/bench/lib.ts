@@ -146,8 +146,14 @@ export interface Measure {
   stdout: string
 }
 
-/** Runs a command under GNU time; throws with its stderr when it fails. */
+/**
+ * Runs a command under GNU time; throws with its stderr when it fails. Dirty pages are written out
+ * first (`sync`, not timed): a command that syncs must not wait for what an earlier one left
+ * unflushed (a catalog rebuild took 1.0–1.6 s instead of 0.17 s right after qemu-img's 4 GiB
+ * convert, twentieth round of PERFORMANCE.md).
+ */
 export function measure(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {}): Measure {
+  spawnSync('sync')
   const r = spawnSync('/usr/bin/time', ['-f', '@@TIME %e %U %S %M', cmd, ...args], {
     encoding: 'utf8',
     env: { ...process.env, ...options.env },

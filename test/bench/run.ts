@@ -398,7 +398,7 @@ function main(): void {
   const report: string[] = []
   const cpuModel = cpus()[0]?.model ?? 'unknown CPU'
   const versionsLine = [sh('restic', ['version']).trim(), sh('borg', ['--version']).trim(), sh('qemu-img', ['--version']).split('\n')[0]!.trim(), `node ${process.version}`].join('; ')
-  report.push(`# Benchmarks`, '', `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpuModel}, ${fmt(totalmem() / GiB)} GiB RAM, warm page cache.`,
+  report.push(`# Benchmarks`, '', `Measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} × ${cpuModel}, ${fmt(totalmem() / GiB)} GiB RAM, warm page cache; every measured command starts after a \`sync\` (not timed).`,
     `Peers: ${versionsLine}.`, `Disk: ${fmt(sizeBytes / MiB)} MiB mixed image (35 % incompressible, 25 % compressible, 20 % zeros, 20 % holes); ` +
     `scattered change ${fmt(scatteredBytes / MiB, 1)} MiB in 4 KiB writes; contiguous change ${fmt(contiguousBytes / MiB, 1)} MiB. ` +
     `Median of ${runs} run(s), min–max in brackets. Command: \`${smoke ? 'BENCH_SMOKE=1 ' : ''}npm run bench\`.`,
