@@ -227,9 +227,9 @@ export function createJobHandler(port: JobPort, pipelines: Pipelines = DEFAULT_P
       started = true
       jobId = message.jobId
       start(message.jobId, message.home, message.spec.kind, message.spec.input).catch((err: unknown) => {
-        // start reports every failure of the job itself; this is a failure to report one
-        process.stderr.write(`tresor job: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-        process.exitCode = 1
+        // start reports the job's own failures; should reporting one fail, the job still ends (a
+        // host waiting for `done` must not wait forever)
+        end({ kind: 'failed', jobId: message.jobId, error: toWireError(err) })
       })
     },
   }
@@ -267,7 +267,7 @@ export function runJobProcess(pipelines: Pipelines = DEFAULT_PIPELINES): JobHand
           if (!process.connected) return
           let resolve = (): void => {}
           const sent = new Promise<void>((r) => (resolve = r))
-          process.send!(m, undefined, {}, () => resolve()) // a throw goes to the handler's send, which reports it
+          process.send!(m, undefined, {}, () => resolve()) // a throw goes to the handler's send (the host is gone)
           lastSend = sent
         },
       },
