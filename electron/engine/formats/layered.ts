@@ -14,6 +14,7 @@
 import { EngineError } from '../errors.js'
 import type { DiskImage, Extent, ImageFormat, ImageInfo } from './types.js'
 import { zeroFill } from './io.js'
+import { Started } from '../io/started.js'
 
 export type SegmentKind = 'data' | 'zero' | 'unallocated'
 
@@ -52,25 +53,20 @@ export abstract class LayeredImage<S extends Segment = Segment> implements DiskI
       )
     }
     if (buffer.length === 0) return buffer
-    // Reads run while the map is walked (which may itself read tables): each is observed as soon as
-    // it starts, so a failed one is not an unhandled rejection meanwhile, and none outlives the call.
-    const pending: Promise<unknown>[] = []
-    const start = (read: Promise<unknown>): void => {
-      read.catch(() => undefined)
-      pending.push(read)
-    }
+    // reads run while the map is walked (which may itself read tables); none outlives the call
+    const reads = new Started()
     try {
       for await (const seg of this.mapRange(offset, end)) {
         const target = buffer.subarray(seg.offset - offset, seg.offset - offset + seg.length)
-        if (seg.kind === 'data') start(this.readData(target, seg))
+        if (seg.kind === 'data') reads.add(this.readData(target, seg))
         else if (seg.kind === 'zero' || !this.backing) zeroFill(target)
-        else start(readFromBacking(this.backing, target, seg.offset))
+        else reads.add(readFromBacking(this.backing, target, seg.offset))
       }
     } catch (err) {
-      await Promise.allSettled(pending)
+      await reads.settle().catch(() => undefined)
       throw err
     }
-    await Promise.all(pending)
+    await reads.settle()
     return buffer
   }
 

@@ -11,6 +11,7 @@
  * is refused.
  */
 import { EngineError } from '../errors.js'
+import { Started } from '../io/started.js'
 import type { ChunkReader, ChunksInPlace } from './api.js'
 import type { ChunkTable } from './chunkTable.js'
 import { zeroMapBytes, type InPlace } from './chunkTasks.js'
@@ -212,9 +213,9 @@ export class LocalChunkReader implements ChunkReader {
     const per = Math.max(1, Math.ceil(blocks.length / this.ctx.workerCount))
     const mapBytes = zeroMapBytes(blockSize, zeroGranule)
     const usesCache = blocks.some((b) => b.copyIn.length > 0 || b.fill.length > 0)
-    const runs: Promise<void>[] = []
+    const runs = new Started()
     try {
-      for (let from = 0; from < blocks.length; from += per) {
+      for (let from = 0; from < blocks.length && !runs.failed; from += per) {
         const part = blocks.slice(from, from + per)
         const { result } = await this.ctx.pool().submit({
           kind: 'check',
@@ -230,24 +231,23 @@ export class LocalChunkReader implements ChunkReader {
           zeroGranule,
           ...(usesCache ? { cache: this.partCache.memory() } : {}),
         })
-        const run = result.then((r) => {
-          if (r.kind !== 'check') throw new EngineError('INTERNAL', 'unexpected worker reply')
-          part.forEach((b, j) => {
-            const error = r.errors[j]
-            if (error) throw corrupt(b.id, error)
-            onBlock(b.index, Buffer.from(r.checksums.subarray(j * 16, j * 16 + 16)), r.zeroMaps.slice(j * mapBytes, (j + 1) * mapBytes))
-          })
-        })
-        run.catch(() => undefined) // settled below; a failure while the next task waits for room is not unhandled
-        runs.push(run)
+        // a check may fail while the next task waits for room in the pool's queue
+        runs.add(
+          result.then((r) => {
+            if (r.kind !== 'check') throw new EngineError('INTERNAL', 'unexpected worker reply')
+            part.forEach((b, j) => {
+              const error = r.errors[j]
+              if (error) throw corrupt(b.id, error)
+              onBlock(b.index, Buffer.from(r.checksums.subarray(j * 16, j * 16 + 16)), r.zeroMaps.slice(j * mapBytes, (j + 1) * mapBytes))
+            })
+          }),
+        )
       }
     } catch (err) {
-      await Promise.allSettled(runs)
+      await runs.settle().catch(() => undefined)
       throw err
     }
-    const outcomes = await Promise.allSettled(runs)
-    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected')
-    if (failed) throw failed.reason
+    await runs.settle()
   }
 
   /**

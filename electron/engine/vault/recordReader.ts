@@ -3,6 +3,7 @@
  * (decrypt, decompress, re-hash). Shared by restore reads, verify --read-data and repack.
  * Memory: at most the pool's queue of range buffers.
  */
+import { Started } from '../io/started.js'
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
 import { packOpenEntries, zeroMapBytes, type ChunkTask, type ChunkTaskResult, type InPlace } from './chunkTasks.js'
@@ -281,13 +282,12 @@ export async function openPackRecords(
 ): Promise<void> {
   if (items.length === 0) return
   const { fh, direct } = options.handles ? await options.handles.acquire(path) : await openPackBoth(fs, path)
-  const results: Promise<void>[] = []
-  // A range's result may fail (a corrupt record, `onResult` throwing) while a later range is being
-  // read: it is observed at once, so it is never an unhandled rejection, and no further range is read.
-  let failed = false
+  // a range's result may fail (a corrupt record, `onResult` throwing) while a later range is read:
+  // no further range is read then
+  const results = new Started()
   try {
     for (const { start, end, group } of coalesce(items)) {
-      if (failed) break
+      if (results.failed) break
       if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Cancelled.')
       const ab = await takeRangeBuffer(end - start, pool)
       let handedOver = false
@@ -320,7 +320,7 @@ export async function openPackRecords(
         }
         const result = options.here ? pool.runHere(task) : (await pool.submit(task)).result // shared memory: nothing to transfer
         handedOver = true
-        const settled = result.finally(() => giveRangeBuffer(ab, pool)).then((r) => {
+        results.add(result.finally(() => giveRangeBuffer(ab, pool)).then((r) => {
           if (r.kind !== 'open') throw new EngineError('INTERNAL', 'unexpected worker reply')
           let p = 0
           const plain = r.plain ? Buffer.from(r.plain) : undefined
@@ -335,18 +335,14 @@ export async function openPackRecords(
             onResult(k, plain && ok ? plain.subarray(p, p + len) : undefined, r.errors[j] ?? null, opened)
             p += len
           })
-        })
-        settled.catch(() => {
-          failed = true
-        })
-        results.push(settled)
+        }))
       } finally {
         if (!handedOver) giveRangeBuffer(ab, pool)
       }
     }
-    await Promise.all(results)
+    await results.settle()
   } catch (err) {
-    await Promise.allSettled(results)
+    await results.settle().catch(() => undefined)
     throw vaultIoError(err, path, 'reading pack')
   } finally {
     if (options.handles) options.handles.release(path)
