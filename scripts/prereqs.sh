@@ -6,7 +6,7 @@ set -euo pipefail
 # command → Debian package
 declare -A NEED=(
   [qemu-img]=qemu-utils [qemu-io]=qemu-utils [chromium]=chromium [xvfb-run]=xvfb
-  [dbus-run-session]=dbus-x11 [gnome-keyring-daemon]=gnome-keyring [mkfs.xfs]=xfsprogs
+  [dbus-run-session]=dbus-x11 [gnome-keyring-daemon]=gnome-keyring [mkfs.xfs]=xfsprogs [mkfs.ext4]=e2fsprogs
   [restic]=restic [/usr/bin/time]=time [borg]=borgbackup [vhdiinfo]=libvhdi-utils [secret-tool]=libsecret-tools
   [script]=bsdutils [fusermount]=fuse
 )

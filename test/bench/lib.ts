@@ -5,7 +5,8 @@
 import { createCipheriv, createHash } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import { prng as uint32Prng } from '../helpers/qemu.js'
-import { closeSync, ftruncateSync, openSync, writeSync, fsyncSync, statSync } from 'node:fs'
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, rmSync, truncateSync, writeSync, fsyncSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 
 export const MiB = 1024 * 1024
 export const GiB = 1024 * MiB
@@ -167,6 +168,41 @@ export function measure(cmd: string, args: string[], options: { env?: NodeJS.Pro
   }
   const [, e, u, s, m] = line.split(' ')
   return { seconds: Number(e), cpuSeconds: Number(u) + Number(s), peakRssMiB: Number(m) / 1024, stdout: r.stdout }
+}
+
+/**
+ * A disk image holding a real ext4 file system, `sizeBytes` large, made by `mkfs.ext4 -d` from real
+ * files: `sources` taken whole and in order while their bytes stay within `budgetBytes` (folders
+ * that do not exist or would overflow it are passed over). The files are hard-linked into a staging
+ * folder beside `path` (copied where that fails). Returns the folders taken and their bytes.
+ */
+export function writeRealImage(path: string, sizeBytes: number, sources: string[], budgetBytes: number): { sources: string[]; bytes: number } {
+  const stage = `${path}.stage`
+  rmSync(stage, { recursive: true, force: true })
+  mkdirSync(stage)
+  const taken: string[] = []
+  let bytes = 0
+  try {
+    for (const dir of sources) {
+      if (!existsSync(dir)) continue
+      const size = Number(sh('du', ['-sb', dir]).split(/\s+/)[0])
+      if (bytes + size > budgetBytes) continue
+      const into = join(stage, dir.replace(/^\/+/, '').replace(/\//g, '_'))
+      if (spawnSync('cp', ['-al', dir, into]).status !== 0) {
+        rmSync(into, { recursive: true, force: true })
+        sh('cp', ['-a', dir, into])
+      }
+      taken.push(dir)
+      bytes += size
+    }
+    rmSync(path, { force: true })
+    closeSync(openSync(path, 'w'))
+    truncateSync(path, sizeBytes)
+    sh('mkfs.ext4', ['-q', '-F', '-d', stage, path])
+  } finally {
+    rmSync(stage, { recursive: true, force: true })
+  }
+  return { sources: taken, bytes }
 }
 
 export function sh(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
