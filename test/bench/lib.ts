@@ -5,7 +5,7 @@
 import { createCipheriv, createHash } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import { prng as uint32Prng } from '../helpers/qemu.js'
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, rmSync, truncateSync, writeSync, fsyncSync, statSync } from 'node:fs'
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, realpathSync, rmSync, truncateSync, writeSync, fsyncSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 
 export const MiB = 1024 * 1024
@@ -183,8 +183,9 @@ export function writeRealImage(path: string, sizeBytes: number, sources: string[
   const taken: string[] = []
   let bytes = 0
   try {
-    for (const dir of sources) {
-      if (!existsSync(dir)) continue
+    for (const source of sources) {
+      if (!existsSync(source)) continue
+      const dir = realpathSync(source) // a linked folder (node_modules in a worktree) is taken as its target
       const size = Number(sh('du', ['-sb', dir]).split(/\s+/)[0])
       if (bytes + size > budgetBytes) continue
       const into = join(stage, dir.replace(/^\/+/, '').replace(/\//g, '_'))
@@ -192,7 +193,7 @@ export function writeRealImage(path: string, sizeBytes: number, sources: string[
         rmSync(into, { recursive: true, force: true })
         sh('cp', ['-a', dir, into])
       }
-      taken.push(dir)
+      taken.push(source)
       bytes += size
     }
     rmSync(path, { force: true })
