@@ -48,16 +48,19 @@ export function encodeIndex(entries: PackIndexEntry[]): Buffer {
   const buf = Buffer.allocUnsafe(4 + entries.length * INDEX_ENTRY_BYTES)
   buf.writeUInt32LE(entries.length, 0)
   let p = 4
-  for (const e of entries) {
-    e.chunkId.copy(buf, p)
-    buf.writeUInt32LE(e.offset, p + INDEX_FIELD.offset)
-    buf.writeUInt32LE(e.length, p + INDEX_FIELD.length)
-    buf.writeUInt32LE(e.ordinal, p + INDEX_FIELD.ordinal)
-    buf[p + INDEX_FIELD.flags] = e.flags
-    buf.writeUInt32LE(e.plainLength, p + INDEX_FIELD.plainLength)
-    p += INDEX_ENTRY_BYTES
-  }
+  for (const e of entries) p = encodeEntry(buf, p, e, e.offset)
   return buf
+}
+
+/** Writes one index entry (at `offset` in its pack) at `p` of `buf`; returns the position after it. */
+function encodeEntry(buf: Buffer, p: number, e: Omit<PackIndexEntry, 'offset'>, offset: number): number {
+  e.chunkId.copy(buf, p)
+  buf.writeUInt32LE(offset, p + INDEX_FIELD.offset)
+  buf.writeUInt32LE(e.length, p + INDEX_FIELD.length)
+  buf.writeUInt32LE(e.ordinal, p + INDEX_FIELD.ordinal)
+  buf[p + INDEX_FIELD.flags] = e.flags
+  buf.writeUInt32LE(e.plainLength, p + INDEX_FIELD.plainLength)
+  return p + INDEX_ENTRY_BYTES
 }
 
 /**
@@ -219,7 +222,15 @@ export class PackWriter {
   readonly hex: string
   readonly tmpPath: string
   readonly finalPath: string
-  readonly entries: PackIndexEntry[] = []
+  /**
+   * The entries appended so far, already in the index's layout (a 4-byte count, set at `finish`,
+   * then INDEX_ENTRY_BYTES each): 49 bytes a record instead of an object and an id buffer (~250
+   * bytes of heap). A recipe pack stays open for a whole backup and takes a record per stored
+   * block: a backup of 5.7 GB of real files kept ~90,000 such objects alive until its end.
+   */
+  private index = Buffer.allocUnsafe(4 + 64 * INDEX_ENTRY_BYTES)
+  private entryCount = 0
+  private entryBytes = 0
   private nextOrdinal = 0
   private writeOffset = PACK_HEADER_BYTES
   private reservedBytes = 0
@@ -327,6 +338,22 @@ export class PackWriter {
     return this.nextOrdinal
   }
 
+  /** Records appended so far (`chunkCount` counts those reserved). */
+  get entriesAppended(): number {
+    return this.entryCount
+  }
+
+  /** Bytes of the records appended so far. */
+  get recordBytes(): number {
+    return this.entryBytes
+  }
+
+  /** The appended entries in the index's layout (`encodeIndex`, `ChunkTable.insertIndex`); a view, valid until the next append. */
+  get indexBytes(): Buffer {
+    this.index.writeUInt32LE(this.entryCount, 0)
+    return this.index.subarray(0, 4 + this.entryCount * INDEX_ENTRY_BYTES)
+  }
+
   /**
    * Reserves `count` consecutive ordinals for chunks of at most `maxStoredBytes` in all; returns the
    * first. A batch may take the pack past its target by less than one batch.
@@ -360,11 +387,19 @@ export class PackWriter {
     if (check && (check.ends.at(-1) ?? 0) !== records.length) throw new EngineError('INTERNAL', `pack ${this.hex}: check spans do not cover the ${records.length} bytes of records`)
     this.writeOffset += records.length
     this.reservedBytes -= reservedBytes
+    const need = 4 + (this.entryCount + entries.length) * INDEX_ENTRY_BYTES
+    if (need > this.index.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.index.length * 2))
+      this.index.copy(grown, 0, 0, 4 + this.entryCount * INDEX_ENTRY_BYTES)
+      this.index = grown
+    }
+    let p = 4 + this.entryCount * INDEX_ENTRY_BYTES
     for (const e of entries) {
-      e.offset = offset // taken as they are: one object per record fewer
-      this.entries.push(e)
+      p = encodeEntry(this.index, p, e, offset)
       offset += e.length
     }
+    this.entryCount += entries.length
+    this.entryBytes += total
     if (check) {
       try {
         // span by span: each is verified, then (staging) copied while it is still in cache; all
@@ -407,9 +442,9 @@ export class PackWriter {
     try {
       await this.writesSettled()
       if (this.failure) throw this.failure
-      if (this.entries.length !== this.nextOrdinal) throw new EngineError('INTERNAL', `pack ${this.hex}: ${this.nextOrdinal - this.entries.length} chunks never arrived`)
+      if (this.entryCount !== this.nextOrdinal) throw new EngineError('INTERNAL', `pack ${this.hex}: ${this.nextOrdinal - this.entryCount} chunks never arrived`)
       const indexOffset = this.writeOffset
-      const index = sealObject(keys.meta, indexAad(this.hex, indexOffset), encodeIndex(this.entries), false)
+      const index = sealObject(keys.meta, indexAad(this.hex, indexOffset), this.indexBytes, false)
       const trailer = Buffer.alloc(TRAILER_BYTES)
       trailer.writeBigUInt64LE(BigInt(indexOffset), 0)
       trailer.writeUInt32LE(index.length, 8)

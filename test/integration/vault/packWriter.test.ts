@@ -5,7 +5,7 @@
 import { mkdir, readFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { PackWriter, readPackIndex, type PackIndexEntry } from '../../../electron/engine/vault/pack.js'
+import { encodeIndex, PackWriter, PACK_HEADER_BYTES, readPackIndex, type PackIndexEntry } from '../../../electron/engine/vault/pack.js'
 import { layoutOf } from '../../../electron/engine/vault/layout.js'
 import { deriveKeys } from '../../../electron/engine/vault/crypto.js'
 import { nodeVaultFs, type VaultFileHandle, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
@@ -98,4 +98,38 @@ describe('pack writer staging', () => {
       expect(entries.map((e) => file.subarray(e.offset, e.offset + e.length).equals(mine[e.ordinal]!))).toEqual(mine.map(() => true))
     }
   })
+
+  for (const buffered of [true, false]) {
+    it(`a pack of many small records (${buffered ? 'buffered, as recipe packs are' : 'direct'}) keeps its index in one buffer and writes it whole`, async () => {
+      const layout = layoutOf(dir)
+      const keys = deriveKeys(randomBytes(32), 'test-vault')
+      const w = await PackWriter.create(nodeVaultFs, layout, 64 * MiB, { buffered })
+      const expected: PackIndexEntry[] = []
+      const bodies: Buffer[] = []
+      let offset = PACK_HEADER_BYTES
+      // 1,000 records of 200–400 bytes in appends of 1 to 37: the index grows past its first buffer several times
+      for (let sent = 0, k = 0; sent < 1000; k++) {
+        const n = Math.min(1000 - sent, 1 + ((k * 7) % 37))
+        const records = Array.from({ length: n }, (_, i) => randomBytes(200 + ((sent + i) * 13) % 201))
+        const first = w.reserve(records.reduce((a, r) => a + r.length, 0), n)
+        const entries = records.map((r, i): PackIndexEntry => ({ chunkId: randomBytes(32), offset: 0, length: r.length, ordinal: first + i, flags: (sent + i) % 4, plainLength: r.length + i }))
+        await w.append(Buffer.concat(records), entries, records.reduce((a, r) => a + r.length, 0))
+        for (const [i, e] of entries.entries()) {
+          expected.push({ ...e, offset })
+          offset += records[i]!.length
+        }
+        bodies.push(...records)
+        sent += n
+      }
+      expect(w.entriesAppended).toBe(1000)
+      expect(w.recordBytes).toBe(bodies.reduce((a, b) => a + b.length, 0))
+      expect(w.indexBytes.equals(encodeIndex(expected))).toBe(true)
+      const size = await w.finish(keys)
+      const read = await readPackIndex(nodeVaultFs, w.tmpPath, w.hex, keys, 8 * MiB)
+      expect(read.sizeBytes).toBe(size)
+      expect(read.entries).toEqual(expected)
+      const file = await readFile(w.tmpPath)
+      expect(read.entries.every((e, i) => file.subarray(e.offset, e.offset + e.length).equals(bodies[i]!))).toBe(true)
+    })
+  }
 })

@@ -7,7 +7,7 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { backUp, BLOCK, expectedChunks, makeBlock, newVault, packFiles, restoreDisk, tempDir } from './helpers.js'
+import { backUp, BLOCK, checksumOf, expectedChunks, makeBlock, newVault, packFiles, restoreDisk, tempDir } from './helpers.js'
 import { prng } from '../../helpers/qemu.js'
 import { createVault, openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
@@ -363,6 +363,61 @@ describe('blocks stored as content-defined parts (format 2)', () => {
       await t4.cleanup()
     }
   })
+
+  it('a block put again after its recipe went into the (unpublished) recipe pack is a duplicate: the recipe is stored once', async () => {
+    const t5 = await tempDir()
+    const { vault: v, dir: d } = await newVault(t5.dir, { workers: 2 }, { packTargetBytes: 4 << 20, formatVersion: 2 })
+    try {
+      // enough distinct text blocks for more than a recipe batch (RECIPE_BATCH_BYTES: ~3,200 recipes)
+      const count = 3600
+      const blockAt = (i: number): Buffer => Buffer.from(pool.subarray((i * 113) % (pool.length - BLOCK), ((i * 113) % (pool.length - BLOCK)) + BLOCK))
+      const session = await v.beginBackup()
+      const held = (session as unknown as { heldRecipes: { has(id: Uint8Array): boolean; size: number } }).heldRecipes
+      const writer = session.blockMapWriter({ index: 0, blockCount: count + 1 })
+      const ids: Buffer[] = []
+      for (let i = 0; i < count; i++) {
+        const b = blockAt(i)
+        const r = await session.putBlock(b, checksumOf(b))
+        expect(r.isNew).toBe(true)
+        ids.push(r.chunkId)
+        writer.append({ kind: 'data', chunkId: r.chunkId, checksum: checksumOf(b) })
+      }
+      // the first batch of recipes is sealed and written into the recipe pack, which stays unpublished
+      for (let wait = 0; !held.has(ids[0]!) && wait < 400; wait++) await new Promise((r) => setTimeout(r, 25))
+      expect(held.has(ids[0]!)).toBe(true)
+      expect(held.size).toBeLessThan(count)
+      const again = await session.putBlock(blockAt(0), checksumOf(blockAt(0)))
+      expect(again.isNew).toBe(false)
+      expect(again.chunkId.equals(ids[0]!)).toBe(true)
+      writer.append({ kind: 'data', chunkId: again.chunkId, checksum: checksumOf(blockAt(0)) })
+      await writer.finish()
+      const p = await session.commit({
+        machineId: 'h', machineName: 'h', createdAt: new Date().toISOString(), consistency: 'crash',
+        disks: [{ index: 0, name: 'h.raw', virtualSize: (count + 1) * BLOCK, sourceFormat: 'raw', sourcePath: '/src/h.raw', allocatedBytes: (count + 1) * BLOCK, blockCount: count + 1 }],
+        stats: { bytesRead: 0, bytesNew: 0, bytesStored: 0, seconds: 0 },
+        labels: {},
+      })
+      // one recipe record per distinct block, the repeated one included
+      const ctx = (v as unknown as { ctx: VaultContext }).ctx
+      let recipes = 0
+      let firstRecipes = 0
+      for (const file of await packFiles(d)) {
+        for (const e of await ctx.packEntries(basename(file))) {
+          if (!isRecipeEntry(e)) continue
+          recipes++
+          if (e.chunkId.equals(ids[0]!)) firstRecipes++
+        }
+      }
+      expect(firstRecipes).toBe(1)
+      expect(recipes).toBe(new Set(ids.map((id) => id.toString('hex'))).size)
+      const back = await restoreDisk(v, p.id, 0)
+      expect((back[count] as Buffer).equals(blockAt(0))).toBe(true)
+      expect((back[1] as Buffer).equals(blockAt(1))).toBe(true)
+    } finally {
+      await v.close()
+      await t5.cleanup()
+    }
+  }, 60_000)
 
   it('a format-1 vault keeps storing whole blocks, and reads them back', async () => {
     const t1 = await tempDir()
