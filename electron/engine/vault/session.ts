@@ -103,9 +103,9 @@ function duplicateOf(chunkId: Buffer): SessionPutResult {
 }
 
 /** Data packs take blocks and parts; recipe packs take recipes and are published last (see the header). */
+type Lane = 'data' | 'recipe'
 /** What `heldRecipes` stores per recipe: nothing but the id's presence is read. */
 const HELD_RECIPE = { pack: 0, offset: 0, length: 0, ordinal: 0, flags: 0 }
-type Lane = 'data' | 'recipe'
 
 /**
  * One seal message in the making: chunks copied into a slot's input, their ids claimed in
