@@ -186,7 +186,7 @@ export function writeRealImage(path: string, sizeBytes: number, sources: string[
     for (const source of sources) {
       if (!existsSync(source)) continue
       const dir = realpathSync(source) // a linked folder (node_modules in a worktree) is taken as its target
-      const size = Number(sh('du', ['-sb', dir]).split(/\s+/)[0])
+      const size = duBytes(dir)
       if (bytes + size > budgetBytes) continue
       const into = join(stage, dir.replace(/^\/+/, '').replace(/\//g, '_'))
       if (spawnSync('cp', ['-al', dir, into]).status !== 0) {

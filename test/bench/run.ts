@@ -108,6 +108,7 @@ function makeTresor(blockSizeKiB?: number, workers?: number): Tool {
 }
 
 const resticEnv = { RESTIC_PASSWORD: passphrase, RESTIC_CACHE_DIR: join(work, 'restic-cache') }
+const resticRestore = (repo: string, target: string): string[] => ['restore', 'latest', '--repo', repo, '--target', target, '--quiet']
 const restic: Tool = {
   name: 'restic',
   init(repo) {
@@ -118,11 +119,11 @@ const restic: Tool = {
   },
   restore(repo, target) {
     mkdirSync(target, { recursive: true })
-    return measure('restic', ['restore', 'latest', '--repo', repo, '--target', target, '--quiet'], { env: resticEnv })
+    return measure('restic', resticRestore(repo, target), { env: resticEnv })
   },
   restoreThenSync(repo, target) {
     mkdirSync(target, { recursive: true })
-    return measure('sh', ['-c', 'restic "$@" && sync', 'sh', 'restore', 'latest', '--repo', repo, '--target', target, '--quiet'], { env: resticEnv })
+    return measure('sh', ['-c', 'restic "$@" && sync', 'sh', ...resticRestore(repo, target)], { env: resticEnv })
   },
   verify(repo) {
     return measure('restic', ['check', '--read-data', '--repo', repo, '--quiet'], { env: resticEnv })
@@ -173,7 +174,7 @@ function record(tool: string, c: CaseName, m: Measure): void {
   t.get(c)!.push(m)
 }
 
-function pushTo<K>(map: Map<K, number[]>, key: K, value: number): void {
+function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
   if (!map.has(key)) map.set(key, [])
   map.get(key)!.push(value)
 }
@@ -259,24 +260,19 @@ function realImageCase(tools: Tool[]): string[] {
       rmSync(repo, { recursive: true, force: true })
       place(image)
       tool.init(repo)
-      const m = tool.backup(repo, 'real')
-      if (!times.has(tool.name)) times.set(tool.name, [])
-      times.get(tool.name)!.push(m)
+      pushTo(times, tool.name, tool.backup(repo, 'real'))
       pushTo(repoSizes, tool.name, tool.size(repo))
       rmSync(repo, { recursive: true, force: true })
     }
   }
   const allocated = allocatedBytes(image)
   rmSync(image, { force: true })
-  const median = (tool: string): number => stat(times.get(tool)!.map((m) => m.seconds)).median
   const resticSize = repoSizes.has('restic') ? stat(repoSizes.get('restic')!).median : undefined
   const rows = tools.filter((t) => times.has(t.name)).map((t) => {
     const ms = times.get(t.name)!
     const s = stat(ms.map((m) => m.seconds))
     const size = stat(repoSizes.get(t.name)!).median
-    const ratios = t.name === 'tresor'
-      ? tools.filter((o) => o !== t && times.has(o.name)).map((o) => `${fmt(median(o.name) / Math.max(s.median, 1e-3), 2)}× ${o.name}`).join(', ')
-      : ''
+    const ratios = t.name === 'tresor' ? ratiosText(tools, t, s.median, (o) => times.has(o.name) ? stat(times.get(o.name)!.map((m) => m.seconds)).median : undefined) : ''
     return [t.name, `${fmt(s.median, 2)} [${fmt(s.min, 2)}–${fmt(s.max, 2)}]`, fmt(mbps(made.bytes, s.median)), ratios, fmt(stat(ms.map((m) => m.peakRssMiB)).max),
       fmt((stat(ms.map((m) => m.cpuSeconds)).median / made.bytes) * GiB, 2), fmt(size / MiB, 1), resticSize ? `${fmt(size / resticSize, 2)}×` : '']
   })
@@ -420,6 +416,14 @@ function blockSizeTable(scatteredBytes: number): string[] {
     table(['workers', 'full MB/s', 'CPU s/GiB', 'peak RSS MiB'], workerRows), '']
 }
 
+/** "how many times faster Tresor is" against each peer with a median (`peerMedian` undefined: left out). */
+function ratiosText(tools: Tool[], ours: Tool, oursMedian: number, peerMedian: (peer: Tool) => number | undefined): string {
+  return tools.filter((t) => t !== ours).flatMap((t) => {
+    const p = peerMedian(t)
+    return p === undefined ? [] : [`${fmt(p / Math.max(oursMedian, 1e-3), 2)}× ${t.name}`]
+  }).join(', ')
+}
+
 function mbps(bytes: number, seconds: number): number {
   return bytes / 1e6 / Math.max(seconds, 1e-3)
 }
@@ -489,12 +493,7 @@ function main(): void {
       const s = stat(ms.map((m) => m.seconds))
       const rss = stat(ms.map((m) => m.peakRssMiB))
       const cpu = stat(ms.map((m) => m.cpuSeconds))
-      const ratios = tool.name === 'tresor'
-        ? tools.filter((t) => t !== tool).map((t) => {
-          const p = med(t.name, c === 'unchanged-nokeychain' ? 'unchanged' : c)
-          return p ? `${fmt(p.median / Math.max(s.median, 1e-3), 2)}× ${t.name}` : ''
-        }).filter((r) => r !== '').join(', ')
-        : ''
+      const ratios = tool.name === 'tresor' ? ratiosText(tools, tool, s.median, (t) => med(t.name, c === 'unchanged-nokeychain' ? 'unchanged' : c)?.median) : ''
       rows.push([label, tool.name, `${fmt(s.median, 2)} [${fmt(s.min, 2)}–${fmt(s.max, 2)}]`, fmt(mbps(sizeBytes, s.median)), ratios,
         fmt(rss.max), fmt((cpu.median / sizeBytes) * GiB, 2)])
     }
