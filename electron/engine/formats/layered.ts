@@ -63,7 +63,7 @@ export abstract class LayeredImage<S extends Segment = Segment> implements DiskI
         else reads.add(readFromBacking(this.backing, target, seg.offset))
       }
     } catch (err) {
-      await reads.settle().catch(() => undefined)
+      await reads.drain()
       throw err
     }
     await reads.settle()

@@ -20,9 +20,14 @@ export class Started {
     return this.first !== undefined
   }
 
+  /** Waits for all the work added; never throws (a caller already failing for its own reason). */
+  async drain(): Promise<void> {
+    await Promise.allSettled(this.pending)
+  }
+
   /** Waits for all the work added; then throws the first failure, if any. */
   async settle(): Promise<void> {
-    await Promise.allSettled(this.pending)
+    await this.drain()
     if (this.first) throw this.first.error
   }
 }

@@ -244,7 +244,7 @@ export class LocalChunkReader implements ChunkReader {
         )
       }
     } catch (err) {
-      await runs.settle().catch(() => undefined)
+      await runs.drain()
       throw err
     }
     await runs.settle()

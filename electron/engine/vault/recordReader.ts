@@ -342,7 +342,7 @@ export async function openPackRecords(
     }
     await results.settle()
   } catch (err) {
-    await results.settle().catch(() => undefined)
+    await results.drain()
     throw vaultIoError(err, path, 'reading pack')
   } finally {
     if (options.handles) options.handles.release(path)
