@@ -5,7 +5,7 @@
 import { createCipheriv, createHash } from 'node:crypto'
 import { spawnSync } from 'node:child_process'
 import { prng as uint32Prng } from '../helpers/qemu.js'
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, realpathSync, rmSync, truncateSync, writeSync, fsyncSync, statSync } from 'node:fs'
+import { closeSync, existsSync, writeFileSync, ftruncateSync, mkdirSync, openSync, realpathSync, rmSync, truncateSync, writeSync, fsyncSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 
 export const MiB = 1024 * 1024
@@ -147,14 +147,26 @@ export interface Measure {
   stdout: string
 }
 
+/** Whether this process may empty the kernel's page cache (root: /proc/sys/vm/drop_caches). */
+export const canDropPageCache = process.getuid?.() === 0
+
+/**
+ * Empties the kernel's page cache (clean pages, dentries, inodes), so the next command reads
+ * everything from the disk, as a restore days after its backup does. Root only (`canDropPageCache`).
+ */
+export function dropPageCache(): void {
+  writeFileSync('/proc/sys/vm/drop_caches', '3')
+}
+
 /**
  * Runs a command under GNU time; throws with its stderr when it fails. Dirty pages are written out
  * first (`sync`, not timed): a command that syncs must not wait for what an earlier one left
  * unflushed (a catalog rebuild took 1.0–1.6 s instead of 0.17 s right after qemu-img's 4 GiB
  * convert, twentieth round of PERFORMANCE.md).
  */
-export function measure(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {}): Measure {
+export function measure(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; cold?: boolean } = {}): Measure {
   spawnSync('sync')
+  if (options.cold) dropPageCache()
   const r = spawnSync('/usr/bin/time', ['-f', '@@TIME %e %U %S %M', cmd, ...args], {
     encoding: 'utf8',
     env: { ...process.env, ...options.env },

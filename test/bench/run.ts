@@ -20,7 +20,7 @@ import { spawnSync } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
-  MiB, GiB, writeMixedDisk, writeRealImage, mutateScattered, mutateContiguous, measure, sh, duBytes, allocatedBytes, stat, fmt, table,
+  MiB, GiB, writeMixedDisk, writeRealImage, mutateScattered, mutateContiguous, measure, canDropPageCache, sh, duBytes, allocatedBytes, stat, fmt, table,
   type Measure, type Stat,
 } from './lib.js'
 
@@ -54,6 +54,11 @@ interface Tool {
   restore(repo: string, target: string): Measure
   /** The restore, then `sync` in the same timed command: the restored image on disk, as Tresor leaves it (only tools that do not sync). */
   restoreThenSync?(repo: string, target: string): Measure
+  /**
+   * The restore after the page cache was emptied (`dropPageCache`), ending with the image on disk:
+   * a restore from a vault that is no longer in memory, as one days after its backup is.
+   */
+  restoreCold(repo: string, target: string): Measure
   verify(repo: string): Measure
   /** Deletes the two oldest of its four points and frees what only they used (one Measure: all commands). */
   pruneOldest(repo: string): Measure
@@ -70,8 +75,20 @@ function sequence(ms: Measure[]): Measure {
   }
 }
 
-function tresor(home: string, args: string[], env: NodeJS.ProcessEnv = {}): Measure {
-  return measure(process.execPath, [tresorBin, '--home', home, '--json', ...args], { env: { TRESOR_PASSPHRASE: passphrase, ...env } })
+function tresor(home: string, args: string[], env: NodeJS.ProcessEnv = {}, cold = false): Measure {
+  return measure(process.execPath, [tresorBin, '--home', home, '--json', ...args], { env: { TRESOR_PASSPHRASE: passphrase, ...env }, cold })
+}
+
+/** `sh -c '<tool> "$@" && sync'`: a peer's restore and then `sync`, timed as one command (a peer that does not sync leaves the image in memory). */
+function thenSync(tool: string, args: string[], options: { env: NodeJS.ProcessEnv; cwd?: string; cold?: boolean }): Measure {
+  return measure('sh', ['-c', `${tool} "$@" && sync`, 'sh', ...args], options)
+}
+
+/** Tresor's restore of the bench VM's newest point to a raw file (the point is looked up first, untimed). */
+function restoreNewest(repo: string, target: string, cold: boolean): Measure {
+  const points = JSON.parse(tresor(join(repo, 'home'), ['points', 'bench-vm']).stdout) as Array<{ id: string; createdAt: string }>
+  const newest = points.sort((x, y) => x.createdAt.localeCompare(y.createdAt)).at(-1)!
+  return tresor(join(repo, 'home'), ['restore', newest.id, '--to', target, '--format', 'raw'], {}, cold)
 }
 
 function makeTresor(blockSizeKiB?: number, workers?: number): Tool {
@@ -88,9 +105,11 @@ function makeTresor(blockSizeKiB?: number, workers?: number): Tool {
       return tresor(join(repo, 'home'), ['backup', 'bench-vm'], env)
     },
     restore(repo, target) {
-      const points = JSON.parse(tresor(join(repo, 'home'), ['points', 'bench-vm']).stdout) as Array<{ id: string; createdAt: string }>
-      const newest = points.sort((x, y) => x.createdAt.localeCompare(y.createdAt)).at(-1)!
-      return tresor(join(repo, 'home'), ['restore', newest.id, '--to', target, '--format', 'raw'])
+      return restoreNewest(repo, target, false)
+    },
+    // Tresor's restore ends with the image synced (I12): no sync to add
+    restoreCold(repo, target) {
+      return restoreNewest(repo, target, true)
     },
     verify(repo) {
       return tresor(join(repo, 'home'), ['verify', '--read-data'])
@@ -123,7 +142,11 @@ const restic: Tool = {
   },
   restoreThenSync(repo, target) {
     mkdirSync(target, { recursive: true })
-    return measure('sh', ['-c', 'restic "$@" && sync', 'sh', ...resticRestore(repo, target)], { env: resticEnv })
+    return thenSync('restic', resticRestore(repo, target), { env: resticEnv })
+  },
+  restoreCold(repo, target) {
+    mkdirSync(target, { recursive: true })
+    return thenSync('restic', resticRestore(repo, target), { env: resticEnv, cold: true })
   },
   verify(repo) {
     return measure('restic', ['check', '--read-data', '--repo', repo, '--quiet'], { env: resticEnv })
@@ -135,6 +158,8 @@ const restic: Tool = {
 }
 
 const borgEnv = { BORG_PASSPHRASE: passphrase, BORG_BASE_DIR: join(work, 'borg-base'), BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' }
+/** `extract` of the newest archive, holes kept (the archive is looked up first, untimed). */
+const borgExtract = (repo: string): string[] => ['extract', '--sparse', `${repo}::${sh('borg', ['list', '--short', '--last', '1', repo], borgEnv).trim()}`]
 const borg: Tool = {
   name: 'borg (lz4)',
   init(repo) {
@@ -145,8 +170,11 @@ const borg: Tool = {
   },
   restore(repo, target) {
     mkdirSync(target, { recursive: true })
-    const last = sh('borg', ['list', '--short', '--last', '1', repo], borgEnv).trim()
-    return measure('borg', ['extract', '--sparse', `${repo}::${last}`], { env: borgEnv, cwd: target })
+    return measure('borg', borgExtract(repo), { env: borgEnv, cwd: target })
+  },
+  restoreCold(repo, target) {
+    mkdirSync(target, { recursive: true })
+    return thenSync('borg', borgExtract(repo), { env: borgEnv, cwd: target, cold: true })
   },
   verify(repo) {
     return measure('borg', ['check', '--verify-data', repo], { env: borgEnv })
@@ -160,7 +188,7 @@ const borg: Tool = {
 
 // ---------------------------------------------------------------------------------------------
 // Results
-type CaseName = 'full' | 'incr-scattered' | 'incr-contiguous' | 'unchanged' | 'unchanged-nokeychain' | 'restore-raw' | 'restore-durable' | 'verify' | 'prune'
+type CaseName = 'full' | 'incr-scattered' | 'incr-contiguous' | 'unchanged' | 'unchanged-nokeychain' | 'restore-raw' | 'restore-durable' | 'restore-cold' | 'verify' | 'prune'
 const results = new Map<string, Map<CaseName, Measure[]>>()
 const extra: Record<string, Measure[]> = {}
 const sizes = new Map<string, number[]>()
@@ -216,6 +244,10 @@ function runTool(tool: Tool, run: number): void {
     record(tool.name, 'restore-durable', tool.restoreThenSync(repo, target))
   } else if (tool.name === 'tresor') {
     record(tool.name, 'restore-durable', restored) // Tresor's restore ends with the image synced (I12)
+  }
+  if (canDropPageCache) {
+    rmSync(target, { recursive: true, force: true })
+    record(tool.name, 'restore-cold', tool.restoreCold(repo, tool === restic || tool === borg ? target : join(target, 'disk.raw')))
   }
   record(tool.name, 'verify', tool.verify(repo))
   // prune after deleting half the points (the full and the scattered one of four)
@@ -478,7 +510,8 @@ function main(): void {
   const cases: Array<[CaseName, string]> = [
     ['full', 'full backup'], ['incr-scattered', 'incremental, 1 % scattered'], ['incr-contiguous', 'incremental, 1 % contiguous'],
     ['unchanged', 'unchanged disk'], ['unchanged-nokeychain', 'unchanged disk, no keychain (key from passphrase)'], ['restore-raw', 'restore to raw'],
-    ['restore-durable', 'restore to raw, on disk at the end (restic: restore, then sync)'], ['verify', 'verify --read-data'],
+    ['restore-durable', 'restore to raw, on disk at the end (restic: restore, then sync)'],
+    ['restore-cold', 'restore to raw from a cold page cache, on disk at the end (peers: restore, then sync)'], ['verify', 'verify --read-data'],
     ['prune', 'prune after deleting the 2 oldest of 4 points'],
   ]
   const rows: string[][] = []
@@ -500,6 +533,9 @@ function main(): void {
   }
   report.push('## Backup, restore, verify', '', 'MB/s is the disk\'s apparent size divided by the time. "vs peers" is how many times faster Tresor is. Peak RSS is the highest of the runs\' peaks (the target is a bound on every run), the other figures medians.', '',
     table(['case', 'tool', 'seconds', 'MB/s', 'vs peers', 'peak RSS MiB', 'CPU s/GiB'], rows), '')
+  report.push(canDropPageCache
+    ? 'The cold-cache restore empties the page cache first (`/proc/sys/vm/drop_caches`, untimed): the vault, the tool\'s own files and the target folder are read from the disk, as in a restore days after its backup. The other rows run with whatever the earlier commands left cached; Tresor writes its data packs and reads packs past the page cache (O_DIRECT), the peers use it.'
+    : 'Restore from a cold page cache: not measured (emptying the page cache needs root).', '')
 
   const readLimit = stat(extra['cat']!.map((m) => m.seconds)).median
   report.push('## Limits measured in the same run', '', table(['command', 'seconds', 'MB/s'], Object.entries(extra).map(([name, ms]) => {
