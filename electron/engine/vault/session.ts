@@ -347,7 +347,7 @@ export class LocalBackupSession implements BackupSession {
       if (cur) {
         l.current = undefined
         if (lane === 'recipe') l.held.push(cur)
-        else this.startFinalize(cur)
+        else this.startFinalize(cur, lane)
       }
       if (!l.creating) {
         l.creating = PackWriter.create(this.ctx.fs, this.ctx.layout, this.ctx.packTargetBytes, { buffered: lane === 'recipe' })
@@ -840,8 +840,8 @@ export class LocalBackupSession implements BackupSession {
     }
   }
 
-  private startFinalize(pack: PackWriter): void {
-    const p = this.finalize(pack).catch(async (err: unknown) => {
+  private startFinalize(pack: PackWriter, lane: Lane): void {
+    const p = this.finalize(pack, lane).catch(async (err: unknown) => {
       this.fail(err)
       await pack.discard().catch(() => undefined)
     })
@@ -850,7 +850,7 @@ export class LocalBackupSession implements BackupSession {
   }
 
   /** Finish (index, trailer, one fsync) → publish → visible to dedup. Records were verified when sealed (I9). */
-  private async finalize(pack: PackWriter): Promise<void> {
+  private async finalize(pack: PackWriter, lane: Lane): Promise<void> {
     // wait for this pack's outstanding seals
     while (pack.entriesAppended < pack.chunkCount) {
       if (this.failure) throw this.failure
@@ -864,8 +864,8 @@ export class LocalBackupSession implements BackupSession {
     const index = pack.indexBytes
     const n = table.addPack({ id: pack.id, hex: pack.hex, sizeBytes: size, chunkCount: pack.entriesAppended })
     table.insertIndex(index, n)
-    // (a recipe pack's ids already left `pending` when they were written: see heldRecipes)
-    for (let i = 0, p = 4; i < pack.entriesAppended; i++, p += INDEX_ENTRY_BYTES) this.pending.delete(index.toString('latin1', p, p + 32))
+    // a recipe pack's ids left `pending` when they were written (heldRecipes claims them): no key to make
+    if (lane === 'data') for (let i = 0, p = 4; i < pack.entriesAppended; i++, p += INDEX_ENTRY_BYTES) this.pending.delete(index.toString('latin1', p, p + 32))
     // only a repack reads them back (flushPacks); a backup kept an object per chunk until its end
     if (this.repack) this.published.push(pack)
   }
@@ -920,7 +920,7 @@ export class LocalBackupSession implements BackupSession {
       const last = l.current
       l.current = undefined
       for (const pack of [...l.held.splice(0), ...(last ? [last] : [])]) {
-        if (pack.chunkCount > 0) this.startFinalize(pack)
+        if (pack.chunkCount > 0) this.startFinalize(pack, lane)
         else await pack.discard()
       }
       while (this.finalizing.size > 0) await Promise.all([...this.finalizing])
