@@ -154,7 +154,7 @@ export const canDropPageCache = process.getuid?.() === 0
  * Empties the kernel's page cache (clean pages, dentries, inodes), so the next command reads
  * everything from the disk, as a restore days after its backup does. Root only (`canDropPageCache`).
  */
-export function dropPageCache(): void {
+function dropPageCache(): void {
   writeFileSync('/proc/sys/vm/drop_caches', '3')
 }
 

@@ -51,14 +51,14 @@ interface Tool {
   name: string
   init(repo: string): void
   backup(repo: string, label: string): Measure
-  restore(repo: string, target: string): Measure
-  /** The restore, then `sync` in the same timed command: the restored image on disk, as Tresor leaves it (only tools that do not sync). */
-  restoreThenSync?(repo: string, target: string): Measure
   /**
-   * The restore after the page cache was emptied (`dropPageCache`), ending with the image on disk:
-   * a restore from a vault that is no longer in memory, as one days after its backup is.
+   * Restores the newest point into the empty folder `folder`. `durable`: the image is on disk when
+   * the timed command ends (a tool that does not sync its restore runs `sync` in the same command).
+   * `cold`: the page cache is emptied first (`measure`), as for a restore days after its backup.
    */
-  restoreCold(repo: string, target: string): Measure
+  restore(repo: string, folder: string, how: { durable: boolean; cold: boolean }): Measure
+  /** Its plain restore already ends with the image on disk (Tresor: I12), so its durable row reuses it. */
+  syncsRestore?: boolean
   verify(repo: string): Measure
   /** Deletes the two oldest of its four points and frees what only they used (one Measure: all commands). */
   pruneOldest(repo: string): Measure
@@ -79,16 +79,12 @@ function tresor(home: string, args: string[], env: NodeJS.ProcessEnv = {}, cold 
   return measure(process.execPath, [tresorBin, '--home', home, '--json', ...args], { env: { TRESOR_PASSPHRASE: passphrase, ...env }, cold })
 }
 
-/** `sh -c '<tool> "$@" && sync'`: a peer's restore and then `sync`, timed as one command (a peer that does not sync leaves the image in memory). */
-function thenSync(tool: string, args: string[], options: { env: NodeJS.ProcessEnv; cwd?: string; cold?: boolean }): Measure {
-  return measure('sh', ['-c', `${tool} "$@" && sync`, 'sh', ...args], options)
-}
-
-/** Tresor's restore of the bench VM's newest point to a raw file (the point is looked up first, untimed). */
-function restoreNewest(repo: string, target: string, cold: boolean): Measure {
-  const points = JSON.parse(tresor(join(repo, 'home'), ['points', 'bench-vm']).stdout) as Array<{ id: string; createdAt: string }>
-  const newest = points.sort((x, y) => x.createdAt.localeCompare(y.createdAt)).at(-1)!
-  return tresor(join(repo, 'home'), ['restore', newest.id, '--to', target, '--format', 'raw'], {}, cold)
+/**
+ * A peer's restore command, timed: as it is, or (`durable`) followed by `sync` in the same command,
+ * since a peer that does not sync leaves the image in memory.
+ */
+function peerRestore(tool: string, args: string[], options: { env: NodeJS.ProcessEnv; cwd?: string }, how: { durable: boolean; cold: boolean }): Measure {
+  return how.durable ? measure('sh', ['-c', `${tool} "$@" && sync`, 'sh', ...args], { ...options, cold: how.cold }) : measure(tool, args, { ...options, cold: how.cold })
 }
 
 function makeTresor(blockSizeKiB?: number, workers?: number): Tool {
@@ -104,13 +100,13 @@ function makeTresor(blockSizeKiB?: number, workers?: number): Tool {
     backup(repo) {
       return tresor(join(repo, 'home'), ['backup', 'bench-vm'], env)
     },
-    restore(repo, target) {
-      return restoreNewest(repo, target, false)
+    // the point is looked up first, untimed; the image is synced before the command ends (I12)
+    restore(repo, folder, how) {
+      const points = JSON.parse(tresor(join(repo, 'home'), ['points', 'bench-vm']).stdout) as Array<{ id: string; createdAt: string }>
+      const newest = points.sort((x, y) => x.createdAt.localeCompare(y.createdAt)).at(-1)!
+      return tresor(join(repo, 'home'), ['restore', newest.id, '--to', join(folder, 'disk.raw'), '--format', 'raw'], {}, how.cold)
     },
-    // Tresor's restore ends with the image synced (I12): no sync to add
-    restoreCold(repo, target) {
-      return restoreNewest(repo, target, true)
-    },
+    syncsRestore: true,
     verify(repo) {
       return tresor(join(repo, 'home'), ['verify', '--read-data'])
     },
@@ -127,7 +123,6 @@ function makeTresor(blockSizeKiB?: number, workers?: number): Tool {
 }
 
 const resticEnv = { RESTIC_PASSWORD: passphrase, RESTIC_CACHE_DIR: join(work, 'restic-cache') }
-const resticRestore = (repo: string, target: string): string[] => ['restore', 'latest', '--repo', repo, '--target', target, '--quiet']
 const restic: Tool = {
   name: 'restic',
   init(repo) {
@@ -136,17 +131,8 @@ const restic: Tool = {
   backup(repo, label) {
     return measure('restic', ['backup', '--repo', repo, '--tag', label, '--quiet', disk], { env: resticEnv })
   },
-  restore(repo, target) {
-    mkdirSync(target, { recursive: true })
-    return measure('restic', resticRestore(repo, target), { env: resticEnv })
-  },
-  restoreThenSync(repo, target) {
-    mkdirSync(target, { recursive: true })
-    return thenSync('restic', resticRestore(repo, target), { env: resticEnv })
-  },
-  restoreCold(repo, target) {
-    mkdirSync(target, { recursive: true })
-    return thenSync('restic', resticRestore(repo, target), { env: resticEnv, cold: true })
+  restore(repo, folder, how) {
+    return peerRestore('restic', ['restore', 'latest', '--repo', repo, '--target', folder, '--quiet'], { env: resticEnv }, how)
   },
   verify(repo) {
     return measure('restic', ['check', '--read-data', '--repo', repo, '--quiet'], { env: resticEnv })
@@ -158,8 +144,6 @@ const restic: Tool = {
 }
 
 const borgEnv = { BORG_PASSPHRASE: passphrase, BORG_BASE_DIR: join(work, 'borg-base'), BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' }
-/** `extract` of the newest archive, holes kept (the archive is looked up first, untimed). */
-const borgExtract = (repo: string): string[] => ['extract', '--sparse', `${repo}::${sh('borg', ['list', '--short', '--last', '1', repo], borgEnv).trim()}`]
 const borg: Tool = {
   name: 'borg (lz4)',
   init(repo) {
@@ -168,13 +152,10 @@ const borg: Tool = {
   backup(repo, label) {
     return measure('borg', ['create', '--compression', 'lz4', `${repo}::${label}-${Date.now()}`, disk], { env: borgEnv })
   },
-  restore(repo, target) {
-    mkdirSync(target, { recursive: true })
-    return measure('borg', borgExtract(repo), { env: borgEnv, cwd: target })
-  },
-  restoreCold(repo, target) {
-    mkdirSync(target, { recursive: true })
-    return thenSync('borg', borgExtract(repo), { env: borgEnv, cwd: target, cold: true })
+  // the newest archive is looked up first, untimed; holes kept
+  restore(repo, folder, how) {
+    const last = sh('borg', ['list', '--short', '--last', '1', repo], borgEnv).trim()
+    return peerRestore('borg', ['extract', '--sparse', `${repo}::${last}`], { env: borgEnv, cwd: folder }, how)
   },
   verify(repo) {
     return measure('borg', ['check', '--verify-data', repo], { env: borgEnv })
@@ -235,20 +216,16 @@ function runTool(tool: Tool, run: number): void {
   record(tool.name, 'unchanged', tool.backup(repo, 'c2'))
   if (tool.name === 'tresor' && keychain) record(tool.name, 'unchanged-nokeychain', tresor(join(repo, 'home'), ['backup', 'bench-vm'], { DBUS_SESSION_BUS_ADDRESS: '' }))
   const target = join(work, `restore-${run}`)
-  rmSync(target, { recursive: true, force: true })
-  mkdirSync(target, { recursive: true })
-  const restored = tool.restore(repo, tool === restic || tool === borg ? target : join(target, 'disk.raw'))
+  /** One restore into an empty `target`. */
+  const restore = (how: { durable: boolean; cold: boolean }): Measure => {
+    rmSync(target, { recursive: true, force: true })
+    mkdirSync(target, { recursive: true })
+    return tool.restore(repo, target, how)
+  }
+  const restored = restore({ durable: false, cold: false })
   record(tool.name, 'restore-raw', restored)
-  if (tool.restoreThenSync) {
-    rmSync(target, { recursive: true, force: true })
-    record(tool.name, 'restore-durable', tool.restoreThenSync(repo, target))
-  } else if (tool.name === 'tresor') {
-    record(tool.name, 'restore-durable', restored) // Tresor's restore ends with the image synced (I12)
-  }
-  if (canDropPageCache) {
-    rmSync(target, { recursive: true, force: true })
-    record(tool.name, 'restore-cold', tool.restoreCold(repo, tool === restic || tool === borg ? target : join(target, 'disk.raw')))
-  }
+  record(tool.name, 'restore-durable', tool.syncsRestore ? restored : restore({ durable: true, cold: false }))
+  if (canDropPageCache) record(tool.name, 'restore-cold', restore({ durable: true, cold: true }))
   record(tool.name, 'verify', tool.verify(repo))
   // prune after deleting half the points (the full and the scattered one of four)
   const beforePrune = tool.size(repo)
@@ -510,7 +487,7 @@ function main(): void {
   const cases: Array<[CaseName, string]> = [
     ['full', 'full backup'], ['incr-scattered', 'incremental, 1 % scattered'], ['incr-contiguous', 'incremental, 1 % contiguous'],
     ['unchanged', 'unchanged disk'], ['unchanged-nokeychain', 'unchanged disk, no keychain (key from passphrase)'], ['restore-raw', 'restore to raw'],
-    ['restore-durable', 'restore to raw, on disk at the end (restic: restore, then sync)'],
+    ['restore-durable', 'restore to raw, on disk at the end (peers: restore, then sync)'],
     ['restore-cold', 'restore to raw from a cold page cache, on disk at the end (peers: restore, then sync)'], ['verify', 'verify --read-data'],
     ['prune', 'prune after deleting the 2 oldest of 4 points'],
   ]
