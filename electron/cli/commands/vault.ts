@@ -42,13 +42,13 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .option('--block-size <bytes>', 'vault block size (power of two, 64 KiB to 4 MiB)')
     .option(
       '--format <version>',
-      'vault format: 2 (the default) stores compressible blocks as content-defined parts, so text at shifted offsets deduplicates; 1 stores every block whole (a larger vault, faster restores)',
+      'vault format: 2 (the default) stores compressible blocks as content-defined parts, so text at shifted offsets deduplicates; 3 also does, but stores a block none of whose parts is stored yet as one record (faster on real files); 1 stores every block whole (a larger vault, faster restores)',
     )
     .action(async (dir: string, opts: { blockSize?: string; format?: string }) => {
       const path = resolve(dir)
       const blockSize = opts.blockSize === undefined ? undefined : parseSize(opts.blockSize)
-      if (opts.format !== undefined && opts.format !== '1' && opts.format !== '2') {
-        throw new EngineError('INVALID_INPUT', `--format takes 1 or 2 (got "${opts.format}").`)
+      if (opts.format !== undefined && !['1', '2', '3'].includes(opts.format)) {
+        throw new EngineError('INVALID_INPUT', `--format takes 1, 2 or 3 (got "${opts.format}").`)
       }
       const formatVersion = opts.format === undefined ? undefined : Number(opts.format)
       // Checked before asking for a passphrase (createVault checks again).

@@ -21,7 +21,7 @@
 import { createRequire } from 'node:module'
 import { randomFillSync } from 'node:crypto'
 import zstd from 'zstd-napi/binding.js'
-import { CHUNK_AAD_BYTES, ChunkIdHasher, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, chunkAad } from './crypto.js'
+import { CHUNK_AAD_BYTES, ChunkIdHasher, FLAG_CONTAINER, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, chunkAad } from './crypto.js'
 
 /** The zero-copy cipher call of @ronomon/crypto-async (synchronous form: 19 arguments). Throws on a failed tag. */
 export interface ZeroCopyCipher {
@@ -60,7 +60,7 @@ const INCOMPRESSIBLE_BITS = 7.75
 export function looksIncompressible(plain: Uint8Array): boolean {
   return plain.length >= SAMPLED_FROM_BYTES && sampledEntropy(plain) >= INCOMPRESSIBLE_BITS
 }
-export { FLAG_RECIPE, FLAG_ZSTD }
+export { FLAG_CONTAINER, FLAG_RECIPE, FLAG_ZSTD }
 
 export interface CodecConfig {
   dataKey: Uint8Array
@@ -88,6 +88,11 @@ export class ChunkCodec {
   private readonly noncePool = Buffer.alloc(NONCE_BYTES * 341)
   private noncePos = this.noncePool.length
   private readonly aad = Buffer.alloc(CHUNK_AAD_BYTES)
+  /**
+   * The container record (format 3) whose plaintext `plainScratch` holds, as where it was read:
+   * its parts, asked for one after the other, are sliced from it instead of decoding it again.
+   */
+  private decoded: { record: ArrayBufferLike; at: number; length: number; ordinal: number; flags: number; plain: Buffer } | undefined
   /** The body the last `reseal` encrypted again (a view of a scratch buffer), for `checkResealed`. */
   private resealedBody: Buffer | undefined
   /** Where `checkResealed` decrypts (made on the first reseal: only prune's repack moves records). */
@@ -101,16 +106,20 @@ export class ChunkCodec {
     this.bodyScratch = Buffer.allocUnsafe(zstd.compressBound(config.blockSize))
   }
 
-  /** Seals `plain` into `out` (capacity ≥ plain.length + 28); a recipe is stored as it is, flagged. */
-  seal(plain: Buffer, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, recipe = false): SealOutcome {
+  /**
+   * Seals `plain` into `out` (capacity ≥ plain.length + 28); a recipe is stored as it is, flagged.
+   * `container`: the block's parts are addressed inside the record (FLAG_CONTAINER, format 3).
+   */
+  seal(plain: Buffer, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, recipe = false, container = false): SealOutcome {
     if (recipe) return this.encrypt(plain, FLAG_RECIPE, out, chunkId, packId, ordinal)
-    if (looksIncompressible(plain)) return this.encrypt(plain, 0, out, chunkId, packId, ordinal)
+    const kind = container ? FLAG_CONTAINER : 0
+    if (looksIncompressible(plain)) return this.encrypt(plain, kind, out, chunkId, packId, ordinal)
     let body: Buffer = plain
-    let flags = 0
+    let flags = kind
     const n = this.cctx.compress(this.compressScratch, plain, this.config.compressionLevel)
     if (n > 0 && n <= plain.length * (1 - MIN_COMPRESSION_GAIN)) {
       body = this.compressScratch.subarray(0, n)
-      flags = FLAG_ZSTD
+      flags = kind | FLAG_ZSTD
       if (this.config.corruptCompressor) body[n >> 1]! ^= 0x10
     }
     return this.encrypt(body, flags, out, chunkId, packId, ordinal)
@@ -179,9 +188,53 @@ export class ChunkCodec {
     return typeof r === 'string' ? r : r.plain
   }
 
+  /**
+   * Opens the part at `partOffset`, `partLength` bytes, inside a container record (format 3): the
+   * record is decoded whole (its associated data names no id), and the part, checked against its
+   * own id unless `checkId` is false, is copied to the start of `into` when given. Returns the part
+   * (a view of `into`, or of a scratch buffer valid until the next call) or what failed.
+   */
+  openPart(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, partOffset: number, partLength: number, into?: Buffer, checkId = true): Buffer | string {
+    if (!(flags & FLAG_CONTAINER)) return 'is listed inside a record that holds no parts'
+    let plain: Buffer
+    const last = this.decoded
+    if (last && last.record === record.buffer && last.at === record.byteOffset && last.length === record.length && last.ordinal === ordinal && last.flags === flags) {
+      plain = last.plain // the record opened just before, for the block or another of its parts
+    } else {
+      const r = this.openBody(record, chunkId, packId, ordinal, flags, this.plainScratch, false)
+      if (typeof r === 'string') return r
+      plain = r.plain
+    }
+    if (partLength < 1 || partOffset + partLength > plain.length) return `lies outside its record (${partOffset}+${partLength} of ${plain.length} bytes)`
+    const part = plain.subarray(partOffset, partOffset + partLength)
+    if (checkId && !this.ids.of(part).equals(Buffer.from(chunkId.buffer, chunkId.byteOffset, chunkId.byteLength))) return 'content does not match its id'
+    if (!into) return part
+    if (into.length < partLength) return 'is larger than its place'
+    part.copy(into)
+    return into.subarray(0, partLength)
+  }
+
   /** `open`'s work; also returns the stored body (compressed or not) as decrypted. */
   /** `checkId` false: the caller compares the plaintext with what it knows instead (SealItems.sums). */
   private openBody(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, plainTarget: Buffer, checkId = true): { plain: Buffer; stored: Buffer } | string {
+    this.decoded = undefined
+    const r = this.openBodyNow(record, chunkId, packId, ordinal, flags, plainTarget, checkId)
+    // a container's plaintext in the scratch serves its parts asked for next (openPart)
+    if (typeof r !== 'string' && flags & FLAG_CONTAINER && r.plain.buffer === this.plainScratch.buffer) {
+      this.decoded = { record: record.buffer, at: record.byteOffset, length: record.length, ordinal, flags, plain: r.plain }
+    }
+    return r
+  }
+
+  /**
+   * Forgets the container record decoded last: the memory it was read from may hold other bytes
+   * from now on (a range buffer taken by the next task).
+   */
+  forgetDecoded(): void {
+    this.decoded = undefined
+  }
+
+  private openBodyNow(record: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, flags: number, plainTarget: Buffer, checkId: boolean): { plain: Buffer; stored: Buffer } | string {
     if (record.length < SEAL_OVERHEAD) return 'record too short'
     const ctLength = record.length - SEAL_OVERHEAD
     const compressed = (flags & FLAG_ZSTD) !== 0

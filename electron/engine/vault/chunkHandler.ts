@@ -5,7 +5,7 @@
  * circulates; open tasks read their records from shared memory (nothing to return).
  */
 import { CheckSpans, recordCheck } from './recordCheck.js'
-import { ChunkCodec, FLAG_ZSTD, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
+import { ChunkCodec, FLAG_CONTAINER, FLAG_ZSTD, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
 import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenTask, SealTask } from './chunkTasks.js'
 import { ChunkIdHasher } from './crypto.js'
 import { cutParts, gearTable, looksCompressible, PART_MIN_BYTES } from './parts.js'
@@ -67,7 +67,12 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       // assembled into is (CheckTask, I3), which no wrong part can pass, and only checked blocks'
       // parts enter the part cache. Its own keyed BLAKE3, over ~8 KiB at a time, was a fifth of a
       // format-2 restore's worker time.
-      let r = slot.length === room ? codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, slot, part === 0, part > 0) : 'has no room in the target buffer'
+      const record = buf.subarray(e.start, e.start + e.length)
+      let r: Buffer | string
+      if (slot.length !== room) r = 'has no room in the target buffer'
+      // a part inside a container record (format 3): checked against its own id only when it is read as a block
+      else if (e.partLength > 0) r = codec.openPart(record, e.chunkId, task.packId, e.ordinal, e.flags, e.partOffset, e.partLength, slot, part === 0)
+      else r = codec.open(record, e.chunkId, task.packId, e.ordinal, e.flags, slot, part === 0, part > 0)
       if (typeof r !== 'string' && part > 0 && r.length !== part) r = `holds ${r.length} bytes where its recipe says ${part}`
       if (typeof r === 'string') {
         errors.push(r)
@@ -219,7 +224,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
         }
         r = moved
       } else {
-        r = codec.seal(plain, target, chunkId, task.packId, ordinal, task.recipes === true)
+        r = codec.seal(plain, target, chunkId, task.packId, ordinal, task.recipes === true, (fields[k * SEAL_ITEM_WORDS + 3]! & FLAG_CONTAINER) !== 0)
       }
       // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
       // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.
@@ -245,6 +250,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
   }
 
   return async (task) => {
+    codec.forgetDecoded() // the records of an earlier task may have been read into the same memory
     if (task.kind === 'seal') return seal(task)
     if (task.kind === 'check') return checkAssembled(task)
     if (task.kind === 'cut') return cutBlocks(task)
@@ -261,7 +267,12 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     let p = 0
     for (const e of entries) {
       // plaintexts land directly in plainOut (no scratch copy); a failed entry leaves p where it was
-      const r = codec.open(buf.subarray(e.start, e.start + e.length), e.chunkId, task.packId, e.ordinal, e.flags, plainOut?.subarray(p, p + task.blockSize))
+      const record = buf.subarray(e.start, e.start + e.length)
+      const into = plainOut?.subarray(p, p + task.blockSize)
+      const r =
+        e.partLength > 0
+          ? codec.openPart(record, e.chunkId, task.packId, e.ordinal, e.flags, e.partOffset, e.partLength, into)
+          : codec.open(record, e.chunkId, task.packId, e.ordinal, e.flags, into)
       if (typeof r === 'string') {
         errors.push(r)
         lengths.push(0)

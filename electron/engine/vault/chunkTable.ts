@@ -1,10 +1,11 @@
 /**
- * The in-memory chunk index: chunk id → (pack, offset, stored length, ordinal, flags).
+ * The in-memory chunk index: chunk id → (pack, offset, stored length, ordinal, flags) of its
+ * record, and for a part inside a container record (format 3) its place in that record's plaintext.
  *
  * Why in memory, and why this shape: a backup must know which chunk ids exist (dedup) and a restore
  * where each lives. Loading every pack index at open is one small read per pack (32 MiB packs:
  * 32k packs for 1 TiB), and an open-addressing table in ONE Buffer costs 32 bytes per slot
- * (~40 bytes per chunk at the 0.8 load bound): 1 TiB of unique 64 KiB chunks ≈ 670 MB, of 1 MiB
+ * (40 bytes since format 3: ~50 bytes per chunk at the 0.8 load bound): 1 TiB of unique 64 KiB chunks ≈ 670 MB, of 1 MiB
  * chunks ≈ 42 MB, no per-entry JS objects for the garbage collector to walk. A local cache file can
  * come later if loading indexes from a slow drive proves too slow; the vault stays the only truth.
  *
@@ -13,8 +14,10 @@
  * 10^8 chunks). Even then nothing wrong is restored: every record is opened with the full id from
  * the block map as associated data and re-hashed (I3), so such a block fails as CHUNK_CORRUPT.
  *
- * Slot layout (32 bytes, eight 32-bit words): id prefix[16] | pack u32 | offset u32 | length u32 |
- * ordinal u30 + record flags (top two bits: zstd, recipe). Empty slot: pack = 0xFFFFFFFF.
+ * Slot layout (40 bytes, ten 32-bit words): id prefix[16] | pack u32 | offset u32 | length u32 |
+ * ordinal u32 | record flags u8 + part length << 8 | part offset u32. The last two words place a
+ * part inside its container record (format 3); a part length of 0 marks a record of its own.
+ * Empty slot: pack = 0xFFFFFFFF.
  *
  * Loading is paid by every backup that stores something, so it goes without an object per entry:
  * `insertIndex` takes a checked pack index as it was decrypted, and the table is probed and filled
@@ -22,22 +25,33 @@
  * made 1M chunks, a 64 GiB vault, cost 3 s before the first new block was stored).
  */
 import { EngineError } from '../errors.js'
-import { INDEX_ENTRY_BYTES, INDEX_FIELD, MAX_ORDINAL, MAX_RECORD_FLAGS } from './pack.js'
+import { FLAG_CONTAINER, FLAG_PART, INDEX_ENTRY_BYTES, INDEX_FIELD, MAX_ORDINAL, MAX_RECORD_FLAGS } from './pack.js'
 
 const KEY = 16
-const SLOT = 32
-/** A slot in 32-bit words: id prefix [0..3], pack [4], offset [5], length [6], ordinal + flags [7]. */
+const SLOT = 40
+/** A slot in 32-bit words: id prefix [0..3], pack [4], offset [5], length [6], ordinal [7], flags + part length [8], part offset [9]. */
 const WORDS = SLOT / 4
 const EMPTY = 0xffffffff
 const MAX_LOAD = 0.8
 
-export interface ChunkLocation {
+/** Where a chunk's record lies. */
+export interface RecordLocation {
   pack: number
   offset: number
   length: number
   ordinal: number
   flags: number
 }
+
+export interface ChunkLocation extends RecordLocation {
+  /** For a part inside a container record (format 3): its offset in the record's plaintext. */
+  partOffset: number
+  /** For a part inside a container record: its length; 0 for a chunk that is a record of its own. */
+  partLength: number
+}
+
+/** The largest part length a slot holds (24 bits; parts are at most 64 KiB). */
+const MAX_PART_LENGTH = 0xffffff
 
 export interface PackInfo {
   id: Buffer
@@ -122,8 +136,8 @@ export class ChunkTable {
   location(slot: number): ChunkLocation {
     const o = slot * WORDS
     const w = this.words
-    const of = w[o + 7]!
-    return { pack: w[o + 4]!, offset: w[o + 5]!, length: w[o + 6]!, ordinal: of & MAX_ORDINAL, flags: of >>> 30 }
+    const fl = w[o + 8]!
+    return { pack: w[o + 4]!, offset: w[o + 5]!, length: w[o + 6]!, ordinal: w[o + 7]!, flags: fl & 0xff, partOffset: w[o + 9]!, partLength: fl >>> 8 }
   }
 
   /** Slots in use, in table order. */
@@ -137,10 +151,13 @@ export class ChunkTable {
   }
 
   /** Inserts unless present (the first copy of a chunk wins); returns true when inserted. Ids are 32 bytes; the table keeps their first 16. */
-  insert(id: Uint8Array, loc: ChunkLocation): boolean {
+  insert(id: Uint8Array, loc: RecordLocation & Partial<Pick<ChunkLocation, 'partOffset' | 'partLength'>>): boolean {
     if (id.length !== 32) throw new EngineError('INTERNAL', 'chunk ids are 32 bytes')
     const v = new DataView(id.buffer, id.byteOffset, KEY)
-    return this.insertPrefix(v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true), v.getUint32(12, true), loc.pack, loc.offset, loc.length, loc.ordinal, loc.flags)
+    return this.insertPrefix(
+      v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true), v.getUint32(12, true),
+      loc.pack, loc.offset, loc.length, loc.ordinal, loc.flags, loc.partOffset ?? 0, loc.partLength ?? 0,
+    )
   }
 
   /**
@@ -151,11 +168,28 @@ export class ChunkTable {
     const n = index.readUInt32LE(0)
     this.reserve(n)
     let added = 0
+    // the container record a part entry lies in: the record entered last (checkIndex)
+    let offset = 0
+    let length = 0
+    let ordinal = 0
+    let flags = 0
     for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) {
-      const inserted = this.insertPrefix(
-        index.readUInt32LE(p), index.readUInt32LE(p + 4), index.readUInt32LE(p + 8), index.readUInt32LE(p + 12),
-        pack, index.readUInt32LE(p + INDEX_FIELD.offset), index.readUInt32LE(p + INDEX_FIELD.length), index.readUInt32LE(p + INDEX_FIELD.ordinal), index[p + INDEX_FIELD.flags]!,
-      )
+      const entryFlags = index[p + INDEX_FIELD.flags]!
+      const k0 = index.readUInt32LE(p)
+      const k1 = index.readUInt32LE(p + 4)
+      const k2 = index.readUInt32LE(p + 8)
+      const k3 = index.readUInt32LE(p + 12)
+      let inserted: boolean
+      if (entryFlags === FLAG_PART) {
+        if (!(flags & FLAG_CONTAINER)) throw new EngineError('INTERNAL', 'a part entry follows no container record')
+        inserted = this.insertPrefix(k0, k1, k2, k3, pack, offset, length, ordinal, flags, index.readUInt32LE(p + INDEX_FIELD.offset), index.readUInt32LE(p + INDEX_FIELD.length))
+      } else {
+        offset = index.readUInt32LE(p + INDEX_FIELD.offset)
+        length = index.readUInt32LE(p + INDEX_FIELD.length)
+        ordinal = index.readUInt32LE(p + INDEX_FIELD.ordinal)
+        flags = entryFlags
+        inserted = this.insertPrefix(k0, k1, k2, k3, pack, offset, length, ordinal, flags, 0, 0)
+      }
       if (inserted) added++
     }
     return added
@@ -174,8 +208,11 @@ export class ChunkTable {
     if (needed > this.capacity) this.resize(Math.max(needed, Math.ceil(this.capacity * 1.6)))
   }
 
-  private insertPrefix(k0: number, k1: number, k2: number, k3: number, pack: number, offset: number, length: number, ordinal: number, flags: number): boolean {
-    if (ordinal > MAX_ORDINAL || flags > MAX_RECORD_FLAGS) throw new EngineError('INTERNAL', 'chunk ordinal/flags out of range')
+  private insertPrefix(
+    k0: number, k1: number, k2: number, k3: number,
+    pack: number, offset: number, length: number, ordinal: number, flags: number, partOffset: number, partLength: number,
+  ): boolean {
+    if (ordinal > MAX_ORDINAL || flags > MAX_RECORD_FLAGS || partLength > MAX_PART_LENGTH) throw new EngineError('INTERNAL', 'chunk ordinal/flags out of range')
     if ((this.count + 1) / this.capacity > MAX_LOAD) this.resize(Math.ceil(this.capacity * 1.6))
     const i = this.probe(k0, k1, k2, k3)
     const o = i * WORDS
@@ -188,7 +225,9 @@ export class ChunkTable {
     w[o + 4] = pack
     w[o + 5] = offset
     w[o + 6] = length
-    w[o + 7] = (ordinal | (flags << 30)) >>> 0
+    w[o + 7] = ordinal
+    w[o + 8] = (flags | (partLength << 8)) >>> 0
+    w[o + 9] = partOffset
     this.count++
     return true
   }

@@ -12,7 +12,8 @@ export interface SealItems {
   /**
    * Per item, SEAL_ITEM_WORDS words: plaintext length (a record's length when moved; they lie back
    * to back in the batch's `input`), ordinal in the pack, and for a moved record (SealTask.fromPackId)
-   * its former ordinal and flags (else 0, 0).
+   * its former ordinal and flags; for a new one 0 and the record kind (FLAG_CONTAINER for a block
+   * whose parts are addressed inside it, format 3, else 0).
    */
   fields: Uint32Array
   /** 32 bytes per item. */
@@ -61,7 +62,13 @@ export interface OpenEntry {
   ordinal: number
   flags: number
   chunkId: Uint8Array
+  /** A part inside a container record (format 3): its place in the record's plaintext; length 0 for a record of its own. */
+  partOffset: number
+  partLength: number
 }
+
+/** Words per entry in `PackedOpenEntries.fields`. */
+const OPEN_ENTRY_WORDS = 6
 
 /**
  * Open entries as two typed arrays: a message's cost grew with its objects (structured clone walks
@@ -69,7 +76,7 @@ export interface OpenEntry {
  * thread), while typed arrays are copied whole.
  */
 export interface PackedOpenEntries {
-  /** (start, length, ordinal, flags) per entry. */
+  /** (start, length, ordinal, flags, part offset, part length) per entry. */
   fields: Uint32Array
   /** 32 bytes per entry. */
   chunkIds: Uint8Array
@@ -78,31 +85,37 @@ export interface PackedOpenEntries {
 /** Packs `count` entries, entry j given by `entryAt(j)` with its start `startAt(j)` (no object per entry). */
 export function packOpenEntries(
   count: number,
-  entryAt: (j: number) => Pick<OpenEntry, 'length' | 'ordinal' | 'flags' | 'chunkId'>,
+  entryAt: (j: number) => Pick<OpenEntry, 'length' | 'ordinal' | 'flags' | 'chunkId'> & Partial<Pick<OpenEntry, 'partOffset' | 'partLength'>>,
   startAt: (j: number) => number,
 ): PackedOpenEntries {
-  const fields = new Uint32Array(count * 4)
+  const fields = new Uint32Array(count * OPEN_ENTRY_WORDS)
   const chunkIds = new Uint8Array(count * 32)
   for (let j = 0; j < count; j++) {
     const e = entryAt(j)
-    fields[4 * j] = startAt(j)
-    fields[4 * j + 1] = e.length
-    fields[4 * j + 2] = e.ordinal
-    fields[4 * j + 3] = e.flags
+    const f = OPEN_ENTRY_WORDS * j
+    fields[f] = startAt(j)
+    fields[f + 1] = e.length
+    fields[f + 2] = e.ordinal
+    fields[f + 3] = e.flags
+    fields[f + 4] = e.partOffset ?? 0
+    fields[f + 5] = e.partLength ?? 0
     chunkIds.set(e.chunkId, 32 * j)
   }
   return { fields, chunkIds }
 }
 
 export function unpackOpenEntries(packed: PackedOpenEntries): OpenEntry[] {
-  const n = packed.fields.length / 4
+  const n = packed.fields.length / OPEN_ENTRY_WORDS
   const out: OpenEntry[] = new Array<OpenEntry>(n)
   for (let j = 0; j < n; j++) {
+    const f = OPEN_ENTRY_WORDS * j
     out[j] = {
-      start: packed.fields[4 * j]!,
-      length: packed.fields[4 * j + 1]!,
-      ordinal: packed.fields[4 * j + 2]!,
-      flags: packed.fields[4 * j + 3]!,
+      start: packed.fields[f]!,
+      length: packed.fields[f + 1]!,
+      ordinal: packed.fields[f + 2]!,
+      flags: packed.fields[f + 3]!,
+      partOffset: packed.fields[f + 4]!,
+      partLength: packed.fields[f + 5]!,
       chunkId: packed.chunkIds.subarray(32 * j, 32 * j + 32),
     }
   }

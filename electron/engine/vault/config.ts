@@ -104,7 +104,7 @@ async function parseConfigFile(fs: VaultFs, layout: VaultLayout): Promise<VaultC
   if (typeof c.formatVersion !== 'number' || !READABLE_FORMAT_VERSIONS.includes(c.formatVersion)) {
     throw new EngineError(
       'VAULT_VERSION_UNSUPPORTED',
-      `The vault at "${layout.root}" uses format version ${String(c.formatVersion)}; this Tresor reads versions ${READABLE_FORMAT_VERSIONS.join(' and ')}. Update Tresor to open it.`,
+      `The vault at "${layout.root}" uses format version ${String(c.formatVersion)}; this Tresor reads versions ${READABLE_FORMAT_VERSIONS.join(', ')}. Update Tresor to open it.`,
     )
   }
   if (typeof c.vaultId !== 'string' || !/^[0-9a-f]{32}$/.test(c.vaultId) || typeof c.mac !== 'string' || typeof c.keyCheck !== 'string') {
@@ -139,7 +139,7 @@ export async function createVault(
   const layout = layoutOf(dir)
   const formatVersion = init.formatVersion ?? DEFAULT_FORMAT_VERSION
   if (!READABLE_FORMAT_VERSIONS.includes(formatVersion)) {
-    throw new EngineError('INVALID_INPUT', `Vault format ${formatVersion} is not one this Tresor writes (${READABLE_FORMAT_VERSIONS.join(' or ')}).`)
+    throw new EngineError('INVALID_INPUT', `Vault format ${formatVersion} is not one this Tresor writes (${READABLE_FORMAT_VERSIONS.join(', ')}).`)
   }
   try {
     const st = await fs.stat(dir)

@@ -28,6 +28,8 @@ export class VaultContext {
   readonly hooks: VaultTestHooks
   /** Format 2: compressible blocks are stored as content-defined parts plus a recipe (parts.ts). */
   readonly usesParts: boolean
+  /** Format 3: a cut block none of whose parts is stored yet is stored whole, its parts addressed inside it (FORMAT.md "Container"). */
+  readonly usesContainers: boolean
   private poolInstance: WorkerPool<ChunkTask, ChunkTaskResult> | undefined
   private tableInstance: ChunkTable | undefined
   private tableLastPrune = -1
@@ -51,6 +53,7 @@ export class VaultContext {
     this.maxInFlight = Math.max(1, options.maxBlocksInFlight ?? 2 * this.workerCount)
     this.hooks = options.testHooks ?? {}
     this.usesParts = config.formatVersion >= 2
+    this.usesContainers = config.formatVersion >= 3
   }
 
   pool(): WorkerPool<ChunkTask, ChunkTaskResult> {

@@ -84,6 +84,14 @@ export function chunkIdOf(key: Buffer, data: Uint8Array): Buffer {
   return new ChunkIdHasher(key).of(data)
 }
 
+/**
+ * Record flag (FORMAT.md "Chunk record", format 3): the record is a whole block whose parts are
+ * addressed inside it by the sub-entries that follow its index entry (pack.ts FLAG_PART). Its
+ * associated data carries a zero id, since a reader reaching it from a part does not know the
+ * block's id; its content is still checked by keyed BLAKE3 (I3).
+ */
+export const FLAG_CONTAINER = 4
+
 const CHUNK_AAD_PREFIX = Buffer.from('tresor/v1/chunk', 'ascii')
 export const CHUNK_AAD_BYTES = CHUNK_AAD_PREFIX.length + 16 + 4 + 1 + CHUNK_ID_BYTES
 
@@ -95,7 +103,9 @@ export function chunkAad(packId: Uint8Array, ordinal: number, flags: number, chu
   aad.writeUInt32LE(ordinal >>> 0, p)
   p += 4
   aad[p++] = flags
-  Buffer.from(chunkId.buffer, chunkId.byteOffset, CHUNK_ID_BYTES).copy(aad, p)
+  // a container record (format 3) is bound to no id: a reader may reach it from any of its parts
+  if (flags & FLAG_CONTAINER) aad.fill(0, p, p + CHUNK_ID_BYTES)
+  else Buffer.from(chunkId.buffer, chunkId.byteOffset, CHUNK_ID_BYTES).copy(aad, p)
   return aad
 }
 

@@ -12,10 +12,10 @@ import { bumpGeneration, readGeneration, trimGenerations } from './generation.js
 import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
 import { VaultLock, withReadLock } from './locks.js'
 import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
-import { indexHasRecipe, recordBytesOf, type PackIndexEntry } from './pack.js'
+import { FLAG_CONTAINER, indexHasRecipe, isSubEntry, recordBytesOf, type PackIndexEntry, type SubEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
-import { openPackRecords, PackHandles, readRecordBytes } from './recordReader.js'
+import { openPackRecords, PackHandles, readRecordBytes, recordItemsOf, type RecordItem } from './recordReader.js'
 import { LocalBackupSession } from './session.js'
 import { isRecipeEntry, readPackRecipes } from './recipes.js'
 import type { AffectedPoint, LocalVault, PointScan, OpenVaultOptions, PruneOptions, PruneResult, VaultStats, VerifyOptions, VerifyProblem, VerifyReport } from './types.js'
@@ -24,6 +24,9 @@ import { nodeVaultFs, readdirIfExists, unlinkDurable, vaultIoError, writeFileAto
 import { randomBytes } from 'node:crypto'
 
 const MAX_PROBLEMS = 1000
+
+/** A record prune keeps, with the parts addressed inside it when it is a container (format 3). */
+type KeptRecord = PackIndexEntry & { subs?: SubEntry[] }
 /** Live records read and moved at once while repacking. */
 const REPACK_BATCH = 64
 /** Batches whose records are read while an earlier one is moved (memory: this many more batches). */
@@ -200,18 +203,19 @@ class LocalVaultImpl implements LocalVault {
         if (options.signal?.aborted) throw new EngineError('CANCELLED', 'Verify was cancelled.')
         options.onProgress?.({ phase: 'data', done: done++, total: readablePacks.length })
         const pack = table.packs[n]!
-        let entries: PackIndexEntry[] = []
+        let entries: RecordItem[] = []
         try {
-          // re-read the index per pack: memory stays one pack's index, not the whole vault's (I7)
-          entries = await this.ctx.packEntries(pack.hex)
+          // re-read the index per pack: memory stays one pack's index, not the whole vault's (I7);
+          // a part inside a container record (format 3) is opened from it and checked against its own id
+          entries = recordItemsOf(await this.ctx.packEntries(pack.hex))
           await openPackRecords(this.ctx.pool(), this.fs, packPath(this.layout, pack.hex), pack.id, entries, { returnPlain: false, blockSize: this.blockSize }, (k, _p, error) => {
-            checked.chunksRead++
-            checked.bytesRead += entries[k]!.length
             const e = entries[k]!
+            checked.chunksRead++
+            checked.bytesRead += e.partLength ? 0 : e.length
             if (!error) return
             // only the copy the table uses matters to points (a duplicate elsewhere may be fine)
             const loc = table.get(e.chunkId)
-            if (loc && loc.pack === n && loc.offset === e.offset) corrupt.set(e.chunkId.toString('hex'), { pack: pack.hex, error })
+            if (loc && loc.pack === n && loc.offset === e.offset && loc.partOffset === (e.partOffset ?? 0)) corrupt.set(e.chunkId.toString('hex'), { pack: pack.hex, error })
           })
         } catch (err) {
           damagedPacks.add(pack.hex)
@@ -426,12 +430,12 @@ class LocalVaultImpl implements LocalVault {
           }
         }
       }
-      /** Whether prune keeps record `e` of pack `n`: it is live and the copy the table uses (others are dead duplicates). */
-      const isKept = (e: PackIndexEntry, n: number): boolean => {
+      /** Whether record `e` of pack `n` is live under its own id and the copy the table uses (others are dead duplicates). */
+      const isLiveCopy = (e: PackIndexEntry, n: number): boolean => {
         const slot = table.find(e.chunkId)
         if (slot < 0 || !live[slot]) return false
         const loc = table.location(slot)
-        return loc.pack === n && loc.offset === e.offset
+        return loc.pack === n && loc.offset === e.offset && loc.partLength === 0
       }
       // 3b. a live block stored as parts keeps its parts: open the live recipes (format 2)
       if (this.ctx.usesParts) {
@@ -449,7 +453,7 @@ class LocalVaultImpl implements LocalVault {
         }
         for (const n of recipePacks) {
           const pack = table.packs[n]!
-          const mine = (await this.ctx.packEntries(pack.hex)).filter((e) => isRecipeEntry(e) && isKept(e, n))
+          const mine = (await this.ctx.packEntries(pack.hex)).filter((e) => isRecipeEntry(e) && isLiveCopy(e, n))
           await readPackRecipes(this.ctx, pack, mine, (e, parts) => {
             if (typeof parts === 'string') {
               throw new EngineError(
@@ -464,13 +468,20 @@ class LocalVaultImpl implements LocalVault {
           })
         }
       }
-      // 4. sweep: live bytes per pack, counted over the copies the table uses (others are dead duplicates)
+      // 4. sweep: the records live slots point at (a container record, format 3, is kept when its
+      // block or any of its parts is live), and their bytes per pack, each record counted once
       const liveBytes = new Array<number>(table.packs.length).fill(0)
+      const keptRecords = new Set<number>() // pack number × 2^32 + record offset
       for (const slot of table.usedSlots()) {
         if (!live[slot]) continue
         const loc = table.location(slot)
+        const at = loc.pack * 2 ** 32 + loc.offset
+        if (keptRecords.has(at)) continue
+        keptRecords.add(at)
         liveBytes[loc.pack]! += loc.length
       }
+      /** Whether prune keeps record `e` of pack `n`: a live slot points at it (the copy the table uses; others are dead duplicates). */
+      const isKept = (e: PackIndexEntry, n: number): boolean => !isSubEntry(e) && keptRecords.has(n * 2 ** 32 + e.offset)
       const { toRemove, toRepack } = choosePacks(
         table.packs.map((_, n) => n).filter((n) => recordBytes[n] !== undefined),
         (n) => ({ live: liveBytes[n]!, records: recordBytes[n]!, small: table.packs[n]!.sizeBytes < this.ctx.packTargetBytes / 8 }),
@@ -486,8 +497,20 @@ class LocalVaultImpl implements LocalVault {
         const entries = await this.ctx.packEntries(table.packs[n]!.hex)
         if (entries.some((e) => isRecipeEntry(e) && !isKept(e, n))) (liveBytes[n] === 0 ? toRemove : toRepack).push(n)
       }
-      const liveEntries = async (n: number): Promise<PackIndexEntry[]> => {
-        return (await this.ctx.packEntries(table.packs[n]!.hex)).filter((e) => isKept(e, n))
+      /** The records of pack `n` prune keeps, each container with the sub-entries of its parts (all of them: its bytes hold them). */
+      const liveEntries = async (n: number): Promise<KeptRecord[]> => {
+        const out: KeptRecord[] = []
+        let last: KeptRecord | undefined
+        for (const e of await this.ctx.packEntries(table.packs[n]!.hex)) {
+          if (isSubEntry(e)) {
+            if (last) (last.subs ??= []).push({ chunkId: e.chunkId, offset: e.offset, length: e.length })
+            continue
+          }
+          last = isKept(e, n) ? { ...e } : undefined
+          if (last) out.push(last)
+          if (last && !(e.flags & FLAG_CONTAINER)) last = undefined
+        }
+        return out
       }
       if (toRepack.length > 0) {
         const fresh = new ChunkTable()
@@ -500,7 +523,7 @@ class LocalVaultImpl implements LocalVault {
         // flight has its own scratch, free again once that batch has been moved.
         const scratches = Array.from({ length: REPACK_READS_AHEAD + 1 }, () => ({ buf: Buffer.alloc(0) }))
         let reads = 0
-        const inFlight: Array<{ pack: PackInfo; batch: PackIndexEntry[]; bytes: Promise<Buffer[]> }> = []
+        const inFlight: Array<{ pack: PackInfo; batch: KeptRecord[]; bytes: Promise<Buffer[]> }> = []
         const moveOldest = async (): Promise<void> => {
           const b = inFlight[0]!
           const bytes = await b.bytes
@@ -508,7 +531,7 @@ class LocalVaultImpl implements LocalVault {
           // for the new pack, with no recompression and no plaintext crossing threads;
           // resolves once every record was copied into the session's own buffers
           await session.moveRecords(
-            b.batch.map((e, k) => ({ record: bytes[k]!, chunkId: e.chunkId, ordinal: e.ordinal, flags: e.flags, plainLength: e.plainLength })),
+            b.batch.map((e, k) => ({ record: bytes[k]!, chunkId: e.chunkId, ordinal: e.ordinal, flags: e.flags, plainLength: e.plainLength, ...(e.subs ? { subs: e.subs } : {}) })),
             b.pack.id,
           )
           inFlight.shift()

@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path'
 import { EngineError } from '../errors.js'
-import { CHUNK_ID_BYTES, damaged, openObject, randomId, sealObject, type VaultKeys } from './crypto.js'
+import { CHUNK_ID_BYTES, FLAG_CONTAINER, damaged, openObject, randomId, sealObject, type VaultKeys } from './crypto.js'
 import { packPath, type VaultLayout } from './layout.js'
 import { readExactly, vaultIoError, writeAll, type VaultFileHandle, type VaultFs } from './vaultFs.js'
 import { DIRECT_ALIGN, DirectSide, allocAligned, isDirectAligned } from '../io/directIo.js'
@@ -21,9 +21,17 @@ export const PACK_HEADER_BYTES = 24
 export const FLAG_ZSTD = 1
 /** The record is a block's recipe (parts.ts), stored under the block's chunk id; never compressed. */
 export const FLAG_RECIPE = 2
+/** Format 3: a whole block whose parts are addressed inside it (crypto.ts, where its associated data is made). */
+export { FLAG_CONTAINER }
+/**
+ * Format 3: an index entry that is no record of its own but a part inside the container record
+ * entered just before it: `offset` and `length` are the part's place in that record's plaintext,
+ * `ordinal` the record's. Never in a record's associated data.
+ */
+export const FLAG_PART = 8
 
-/** Every flag set: an index entry with any other bit is refused as damage. */
-export const MAX_RECORD_FLAGS = FLAG_ZSTD | FLAG_RECIPE
+/** Every record flag set: an index entry with any other bit (but a lone FLAG_PART) is refused as damage. */
+export const MAX_RECORD_FLAGS = FLAG_ZSTD | FLAG_RECIPE | FLAG_CONTAINER
 /** Ordinals fit 30 bits: the chunk table keeps the two flag bits beside them in one word. */
 export const MAX_ORDINAL = 0x3fffffff
 export const TRAILER_BYTES = 16
@@ -40,6 +48,18 @@ export interface PackIndexEntry {
   plainLength: number
 }
 
+/** A part addressed inside a container record (FLAG_PART): its id, and its place in the record's plaintext. */
+export interface SubEntry {
+  chunkId: Uint8Array
+  offset: number
+  length: number
+}
+
+/** Whether an index entry is a part inside the record before it (FLAG_PART), not a record. */
+export function isSubEntry(e: { flags: number }): boolean {
+  return (e.flags & FLAG_PART) !== 0
+}
+
 export function indexAad(packHex: string, indexOffset: number): string {
   return `tresor/v1/pack-index/${packHex}/${indexOffset}`
 }
@@ -53,8 +73,8 @@ export function encodeIndex(entries: PackIndexEntry[]): Buffer {
 }
 
 /** Writes one index entry (at `offset` in its pack) at `p` of `buf`; returns the position after it. */
-function encodeEntry(buf: Buffer, p: number, e: Omit<PackIndexEntry, 'offset'>, offset: number): number {
-  e.chunkId.copy(buf, p)
+function encodeEntry(buf: Buffer, p: number, e: Omit<PackIndexEntry, 'offset' | 'chunkId'> & { chunkId: Uint8Array }, offset: number): number {
+  buf.set(e.chunkId, p)
   buf.writeUInt32LE(offset, p + INDEX_FIELD.offset)
   buf.writeUInt32LE(e.length, p + INDEX_FIELD.length)
   buf.writeUInt32LE(e.ordinal, p + INDEX_FIELD.ordinal)
@@ -63,29 +83,48 @@ function encodeEntry(buf: Buffer, p: number, e: Omit<PackIndexEntry, 'offset'>, 
   return p + INDEX_ENTRY_BYTES
 }
 
+/** Writes the sub-entry of part `s` inside the record of ordinal `ordinal` at `p`; returns the position after it. */
+function encodeSubEntry(buf: Buffer, p: number, s: SubEntry, ordinal: number): number {
+  return encodeEntry(buf, p, { chunkId: s.chunkId, length: s.length, ordinal, flags: FLAG_PART, plainLength: s.length }, s.offset)
+}
+
 /**
  * Checks a decrypted index (its length, and every entry inside the pack's records, with a possible
- * flag, plain length and ordinal); returns its entry count. Throws VAULT_DAMAGED.
+ * flag, plain length and ordinal; a sub-entry inside the container record entered before it, with
+ * its ordinal); returns its entry count. Throws VAULT_DAMAGED.
  */
 export function checkIndex(buf: Buffer, packHex: string, indexOffset: number, maxPlain: number): number {
   const what = `pack ${packHex} index`
   if (buf.length < 4) throw damaged(what, 'is truncated')
   const n = buf.readUInt32LE(0)
   if (buf.length !== 4 + n * INDEX_ENTRY_BYTES) throw damaged(what, 'has a wrong length')
+  // the record entered last, while it is a container: its ordinal and plain length
+  let container: { ordinal: number; plainLength: number } | undefined
   for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) {
     const offset = buf.readUInt32LE(p + INDEX_FIELD.offset)
-    const inPack = offset >= PACK_HEADER_BYTES && offset + buf.readUInt32LE(p + INDEX_FIELD.length) <= indexOffset
-    if (!inPack || buf[p + INDEX_FIELD.flags]! > MAX_RECORD_FLAGS || buf.readUInt32LE(p + INDEX_FIELD.plainLength) > maxPlain || buf.readUInt32LE(p + INDEX_FIELD.ordinal) > MAX_ORDINAL) {
+    const length = buf.readUInt32LE(p + INDEX_FIELD.length)
+    const flags = buf[p + INDEX_FIELD.flags]!
+    const ordinal = buf.readUInt32LE(p + INDEX_FIELD.ordinal)
+    const plainLength = buf.readUInt32LE(p + INDEX_FIELD.plainLength)
+    if (flags === FLAG_PART) {
+      const inRecord = container !== undefined && ordinal === container.ordinal && length >= 1 && plainLength === length && offset + length <= container.plainLength
+      if (!inRecord) throw damaged(what, `has an impossible part entry (#${i})`)
+      continue
+    }
+    const inPack = offset >= PACK_HEADER_BYTES && offset + length <= indexOffset
+    const knownFlags = flags <= MAX_RECORD_FLAGS && (flags & (FLAG_RECIPE | FLAG_CONTAINER)) !== (FLAG_RECIPE | FLAG_CONTAINER)
+    if (!inPack || !knownFlags || plainLength > maxPlain || ordinal > MAX_ORDINAL) {
       throw damaged(what, `has an impossible entry (#${i})`)
     }
+    container = flags & FLAG_CONTAINER ? { ordinal, plainLength } : undefined
   }
   return n
 }
 
-/** The bytes of the `n` records listed by a checked index. */
+/** The bytes of the records listed by a checked index of `n` entries (sub-entries have none of their own). */
 export function recordBytesOf(index: Buffer, n: number): number {
   let sum = 0
-  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) sum += index.readUInt32LE(p + INDEX_FIELD.length)
+  for (let i = 0, p = 4; i < n; i++, p += INDEX_ENTRY_BYTES) if (index[p + INDEX_FIELD.flags] !== FLAG_PART) sum += index.readUInt32LE(p + INDEX_FIELD.length)
   return sum
 }
 
@@ -229,7 +268,9 @@ export class PackWriter {
    * block: a backup of 5.7 GB of real files kept ~90,000 such objects alive until its end.
    */
   private index = Buffer.allocUnsafe(4 + 64 * INDEX_ENTRY_BYTES)
+  /** Index entries appended: records and the sub-entries of container records. */
   private entryCount = 0
+  private recordCount = 0
   private entryBytes = 0
   private nextOrdinal = 0
   private writeOffset = PACK_HEADER_BYTES
@@ -339,6 +380,11 @@ export class PackWriter {
   }
 
   /** Records appended so far (`chunkCount` counts those reserved). */
+  get recordsAppended(): number {
+    return this.recordCount
+  }
+
+  /** Index entries appended so far: records, and the sub-entries of container records (format 3). */
   get entriesAppended(): number {
     return this.entryCount
   }
@@ -375,7 +421,14 @@ export class PackWriter {
    * it, read it from memory twice); when it throws, the pack is failed (it can no longer be
    * finished) and the error is thrown.
    */
-  async append(records: Buffer, entries: PackIndexEntry[], reservedBytes: number, check?: { ends: ReadonlyArray<number>; verify: (span: Buffer, n: number) => void }): Promise<void> {
+  async append(
+    records: Buffer,
+    entries: PackIndexEntry[],
+    reservedBytes: number,
+    check?: { ends: ReadonlyArray<number>; verify: (span: Buffer, n: number) => void },
+    /** Per entry, the parts addressed inside it (a container record, format 3): written as sub-entries right after it. */
+    subs?: ReadonlyArray<ReadonlyArray<SubEntry> | undefined>,
+  ): Promise<void> {
     if (this.failure) throw this.failure
     // Memory stays bounded (MAX_QUEUED_STAGES). The wait comes before the offset is given out:
     // each concurrent append would otherwise queue one more buffer before waiting.
@@ -387,18 +440,21 @@ export class PackWriter {
     if (check && (check.ends.at(-1) ?? 0) !== records.length) throw new EngineError('INTERNAL', `pack ${this.hex}: check spans do not cover the ${records.length} bytes of records`)
     this.writeOffset += records.length
     this.reservedBytes -= reservedBytes
-    const need = 4 + (this.entryCount + entries.length) * INDEX_ENTRY_BYTES
+    const subCount = subs ? subs.reduce((sum, list) => sum + (list?.length ?? 0), 0) : 0
+    const need = 4 + (this.entryCount + entries.length + subCount) * INDEX_ENTRY_BYTES
     if (need > this.index.length) {
       const grown = Buffer.allocUnsafe(Math.max(need, this.index.length * 2))
       this.index.copy(grown, 0, 0, 4 + this.entryCount * INDEX_ENTRY_BYTES)
       this.index = grown
     }
     let p = 4 + this.entryCount * INDEX_ENTRY_BYTES
-    for (const e of entries) {
+    entries.forEach((e, k) => {
       p = encodeEntry(this.index, p, e, offset)
       offset += e.length
-    }
-    this.entryCount += entries.length
+      for (const s of subs?.[k] ?? []) p = encodeSubEntry(this.index, p, s, e.ordinal)
+    })
+    this.entryCount += entries.length + subCount
+    this.recordCount += entries.length
     this.entryBytes += total
     if (check) {
       try {
@@ -442,7 +498,7 @@ export class PackWriter {
     try {
       await this.writesSettled()
       if (this.failure) throw this.failure
-      if (this.entryCount !== this.nextOrdinal) throw new EngineError('INTERNAL', `pack ${this.hex}: ${this.nextOrdinal - this.entryCount} chunks never arrived`)
+      if (this.recordCount !== this.nextOrdinal) throw new EngineError('INTERNAL', `pack ${this.hex}: ${this.nextOrdinal - this.recordCount} chunks never arrived`)
       const indexOffset = this.writeOffset
       const index = sealObject(keys.meta, indexAad(this.hex, indexOffset), this.indexBytes, false)
       const trailer = Buffer.alloc(TRAILER_BYTES)

@@ -8,7 +8,8 @@
  * part cache (partCache.ts); the assembled block is then checked against the block's id, and its
  * checksum and zero map computed, in a worker (CheckTask), which also copies the cached parts in
  * before hashing and the parts just read into the cache after. A part that names another recipe
- * is refused.
+ * is refused. A part inside a container record (format 3) is read as that record's item with the
+ * part's place, decoded once per task for all its parts and sliced (ChunkCodec.openPart).
  */
 import { EngineError } from '../errors.js'
 import { Started } from '../io/started.js'
@@ -337,7 +338,7 @@ export class LocalChunkReader implements ChunkReader {
       let g = byPack.get(loc.pack)
       if (!g) byPack.set(loc.pack, (g = { items: [], targets: [] }))
       seen.set(key, [loc.pack, g.items.length])
-      g.items.push({ offset: loc.offset, length: loc.length, ordinal: loc.ordinal, flags: loc.flags, chunkId: id })
+      g.items.push({ offset: loc.offset, length: loc.length, ordinal: loc.ordinal, flags: loc.flags, chunkId: id, partOffset: loc.partOffset, partLength: loc.partLength })
       g.targets.push([i])
     })
     const groups = [...byPack.entries()]

@@ -4,6 +4,7 @@
  * Memory: at most the pool's queue of range buffers.
  */
 import { Started } from '../io/started.js'
+import { isSubEntry, type PackIndexEntry } from './pack.js'
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
 import { packOpenEntries, zeroMapBytes, type ChunkTask, type ChunkTaskResult, type InPlace } from './chunkTasks.js'
@@ -23,6 +24,26 @@ export interface RecordItem {
   ordinal: number
   flags: number
   chunkId: Buffer
+  /** A part inside a container record (format 3): its place in the record's plaintext (length 0 or absent: the record is the chunk). */
+  partOffset?: number
+  partLength?: number
+}
+
+/**
+ * The entries of a pack index as items to open: a record as it is listed, a sub-entry (format 3)
+ * as the container record listed before it with the part's place in that record's plaintext.
+ */
+export function recordItemsOf(entries: ReadonlyArray<PackIndexEntry>): RecordItem[] {
+  let container: PackIndexEntry | undefined
+  return entries.map((e) => {
+    if (!isSubEntry(e)) {
+      container = e
+      return e
+    }
+    if (!container) throw new EngineError('INTERNAL', 'a part entry follows no container record')
+    const { offset, length, ordinal, flags } = container
+    return { offset, length, ordinal, flags, chunkId: e.chunkId, partOffset: e.offset, partLength: e.length }
+  })
 }
 
 export const MAX_RANGE_BYTES = 4 * 1024 * 1024
@@ -63,7 +84,9 @@ function coalesce(items: ReadonlyArray<Pick<RecordItem, 'offset' | 'length'>>): 
     const group = [order[i++]!]
     while (i < order.length) {
       const it = items[order[i]!]!
-      if (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end) break
+      // several parts inside one container record (format 3) are several items of one record
+      const sameRecord = it.offset === items[group.at(-1)!]!.offset && it.length === items[group.at(-1)!]!.length
+      if (!sameRecord && (it.offset - end > MAX_GAP_BYTES || it.offset + it.length - start > MAX_RANGE_BYTES || it.offset < end)) break
       end = it.offset + it.length
       group.push(order[i++]!)
     }

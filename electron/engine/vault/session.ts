@@ -7,7 +7,9 @@
  * here, and stored as its parts plus a recipe under the block's own id. Recipes go to packs of
  * their own (written through the page cache: they stay open until the end) that are published
  * after every data pack of the session, so a crash can leave parts without a recipe but never a
- * recipe without its parts.
+ * recipe without its parts. In a format-3 vault a cut block none of whose parts is stored yet is
+ * stored whole instead (one record, one zstd frame), its parts listed as sub-entries after its
+ * index entry, claimed in `pending` with it (FORMAT.md "Container").
  * Memory is bounded by `maxInFlight` circulating buffer pairs (I7). Every record is opened again
  * in the worker right after sealing, on the exact bytes that will be written, and its check value
  * is recomputed here just before the write (I9, recordCheck.ts); each full pack is then finished
@@ -22,7 +24,7 @@ import { manifestPath, mapDir } from './layout.js'
 import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
 import { copySegmentedMap, readManifest, readSegmentedMap, SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
-import { INDEX_ENTRY_BYTES, PackWriter, type PackIndexEntry } from './pack.js'
+import { FLAG_CONTAINER, INDEX_ENTRY_BYTES, PackWriter, type PackIndexEntry, type SubEntry } from './pack.js'
 import { SEAL_ITEM_WORDS, type ChunkTaskResult } from './chunkTasks.js'
 import { CheckSpans, recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
@@ -63,6 +65,8 @@ export interface MovedRecord {
   ordinal: number
   flags: number
   plainLength: number
+  /** A container record's parts (format 3): written again as sub-entries after it. */
+  subs?: SubEntry[]
 }
 
 interface Slot {
@@ -124,6 +128,10 @@ interface Batch {
   readonly lengths: number[]
   /** Per item, the XXH3-128 of its plaintext from where its id was made (SealItems.sums), if known. */
   readonly sums: Array<Uint8Array | undefined>
+  /** Per item, the parts addressed inside it (a container record, format 3), else undefined. */
+  readonly subs: Array<SubEntry[] | undefined>
+  /** `pending` keys of those parts, claimed with their record. */
+  readonly partKeys: string[]
   /** Moved records (repack): the pack they come from, and per item its former ordinal, flags and plaintext length. */
   readonly moved?: { fromPackId: Buffer; from: Array<{ ordinal: number; flags: number; plainLength: number }> }
   /** Items left where they lie in shared memory (SealTask.shared), not copied into `input`: per item, its position. */
@@ -150,6 +158,8 @@ function newBatch(slot: Slot, lane: Lane, moved?: { fromPackId: Buffer }, sab?: 
     keys: [],
     lengths: [],
     sums: [],
+    subs: [],
+    partKeys: [],
     // every field present from the start, in one order: batches of all kinds share one hidden
     // class, so the optimized code that handles them is not thrown away for each new kind
     moved: moved ? { fromPackId: moved.fromPackId, from: [] } : undefined,
@@ -167,10 +177,14 @@ interface Cut {
   sums: Uint8Array
 }
 
-/** A chunk to seal: its plaintext, and the XXH3-128 taken where its id was made (SealItems.sums). */
+/**
+ * A chunk to seal: its plaintext, the XXH3-128 taken where its id was made (SealItems.sums), and
+ * for a block stored whole with its parts addressed inside it (format 3) those parts.
+ */
 interface Unit {
   data: Buffer
   sum?: Uint8Array
+  subs?: SubEntry[]
 }
 
 /** Units in one shared buffer, sealed where they lie: their batches' `sealed`, for the caller to wait on. */
@@ -421,6 +435,20 @@ export class LocalBackupSession implements BackupSession {
         unitBlock.push(i)
         continue
       }
+      if (this.ctx.usesContainers && this.allPartsNew(table, cut, seen)) {
+        // Format 3: no part is stored yet (92 % of the cut blocks of real files): the block is one
+        // record, one zstd frame, and its parts are addressed inside it for later blocks to share
+        const subs: SubEntry[] = []
+        for (let k = 0, at = 0; k < cut.ends.length; at = cut.ends[k++]!) {
+          const partId = cut.ids.subarray(k * 32, k * 32 + 32)
+          seen.add(partId.toString('latin1'))
+          subs.push({ chunkId: partId, offset: at, length: cut.ends[k]! - at })
+        }
+        units.push({ data, sum: sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES), subs })
+        unitIds.push(id)
+        unitBlock.push(i)
+        continue
+      }
       const parts: RecipePart[] = []
       for (let k = 0, at = 0; k < cut.ends.length; at = cut.ends[k++]!) {
         const part = data.subarray(at, cut.ends[k]!)
@@ -461,6 +489,16 @@ export class LocalBackupSession implements BackupSession {
     if (this.recipeQueueBytes >= RECIPE_BATCH_BYTES) await this.flushRecipes()
     results.forEach((r, i) => (r.checksum = sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES)))
     return results
+  }
+
+  /** Whether no part of `cut` is stored, claimed by this session, or met earlier in this call (`seen`). */
+  private allPartsNew(table: ChunkTable, cut: Cut, seen: Set<string>): boolean {
+    for (let k = 0; k < cut.ends.length; k++) {
+      const partId = cut.ids.subarray(k * 32, k * 32 + 32)
+      const key = partId.toString('latin1')
+      if (seen.has(key) || this.isStored(table, partId, key)) return false
+    }
+    return true
   }
 
   /** Seals the queued recipes (into recipe packs, published last: see the header). */
@@ -556,7 +594,7 @@ export class LocalBackupSession implements BackupSession {
         throw new EngineError('INVALID_INPUT', `A moved record must hold ${SEAL_OVERHEAD}..${this.blockSize + SEAL_OVERHEAD} bytes and a 32-byte chunk id.`)
       }
     }
-    const blocks = records.map((r) => ({ data: r.record }))
+    const blocks = records.map((r) => ({ data: r.record, subs: r.subs }))
     const ids = records.map((r) => r.chunkId)
     const results: SessionPutResult[] = new Array<SessionPutResult>(records.length)
     const table = await this.tableFor()
@@ -609,6 +647,15 @@ export class LocalBackupSession implements BackupSession {
       b.keys.push(key)
       b.lengths.push(data.length)
       b.sums.push(blocks[i]!.sum)
+      const subs = blocks[i]!.subs
+      b.subs.push(subs)
+      if (subs) {
+        for (const sub of subs) {
+          const partKey = Buffer.from(sub.chunkId.buffer, sub.chunkId.byteOffset, 32).toString('latin1')
+          this.pending.set(partKey, null)
+          b.partKeys.push(partKey)
+        }
+      }
       if (moved) {
         const r = moved.records[i]!
         b.moved!.from.push({ ordinal: r.ordinal, flags: r.flags, plainLength: r.plainLength })
@@ -715,6 +762,7 @@ export class LocalBackupSession implements BackupSession {
       ;({ pack, ordinal: first } = await this.reserve(b.reserved, count, b.lane))
     } catch (err) {
       for (const key of b.keys) this.pending.delete(key)
+      for (const key of b.partKeys) this.pending.delete(key)
       this.giveSlot(b.slot)
       b.settle(undefined, err)
       this.fail(err) // other calls may hold results in this batch: the session cannot commit
@@ -732,6 +780,8 @@ export class LocalBackupSession implements BackupSession {
       if (from) {
         fields[n * SEAL_ITEM_WORDS + 2] = from.ordinal
         fields[n * SEAL_ITEM_WORDS + 3] = from.flags
+      } else if (b.subs[n]) {
+        fields[n * SEAL_ITEM_WORDS + 3] = FLAG_CONTAINER
       }
       chunkIds.set(b.ids[n]!, n * 32)
     }
@@ -807,7 +857,7 @@ export class LocalBackupSession implements BackupSession {
                   `A new chunk did not check out before it was written: chunk ${b.ids[first]!.toString('hex')}${others > 0 ? ` or one of the ${others} written after it` : ''} (changed in memory after it was verified). Nothing was committed; this points to faulty memory or a software defect. Run the backup again.`,
                 )
               },
-            })
+            }, b.partKeys.length > 0 ? b.subs : undefined)
             if (b.lane === 'recipe') {
               // written into a held recipe pack: claimed from now on by the compact set (same tick)
               for (let n = 0; n < count; n++) {
@@ -852,7 +902,7 @@ export class LocalBackupSession implements BackupSession {
   /** Finish (index, trailer, one fsync) → publish → visible to dedup. Records were verified when sealed (I9). */
   private async finalize(pack: PackWriter, lane: Lane): Promise<void> {
     // wait for this pack's outstanding seals
-    while (pack.entriesAppended < pack.chunkCount) {
+    while (pack.recordsAppended < pack.chunkCount) {
       if (this.failure) throw this.failure
       await Promise.race([...this.inFlight, new Promise((r) => setTimeout(r, 50))])
     }

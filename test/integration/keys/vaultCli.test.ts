@@ -73,17 +73,17 @@ describe('vault open, catalog rebuild, info', () => {
 describe('catalog behind the vault (RELIABILITY #3)', () => {
   it('vault init makes format 2 unless --format 1 is asked for, and refuses any other format before asking for a passphrase', async () => {
     const made: Record<string, number> = {}
-    for (const format of [undefined, '1', '2']) {
+    for (const format of [undefined, '1', '2', '3']) {
       const home = join(base, `init-home-${format ?? 'default'}`)
       const env = cliEnv({ TRESOR_PASSPHRASE: PASSPHRASE, TRESOR_HOME: home })
       const created = await tresor(['--json', 'vault', 'init', join(base, `init-${format ?? 'default'}`), ...(format ? ['--format', format] : [])], env)
       expect(created.code, created.stderr).toBe(0)
       made[format ?? 'default'] = (await tresorJson<{ formatVersion: number }>(['--json', 'vault', 'info'], env)).formatVersion
     }
-    expect(made).toEqual({ default: 2, '1': 1, '2': 2 })
-    const bad = await tresor(['vault', 'init', join(base, 'init-bad'), '--format', '3'], cliEnv({ TRESOR_HOME: join(base, 'init-home-bad') }))
+    expect(made).toEqual({ default: 2, '1': 1, '2': 2, '3': 3 })
+    const bad = await tresor(['vault', 'init', join(base, 'init-bad'), '--format', '4'], cliEnv({ TRESOR_HOME: join(base, 'init-home-bad') }))
     expect(bad.code).not.toBe(0)
-    expect(bad.stderr).toMatch(/--format takes 1 or 2/)
+    expect(bad.stderr).toMatch(/--format takes 1, 2 or 3/)
     expect(existsSync(join(base, 'init-bad'))).toBe(false)
   })
 

@@ -5,6 +5,7 @@ import { randomBytes, createHash } from 'node:crypto'
 import { createVault, openVault, type LocalVault, type OpenVaultOptions, type BlockEntry, type NewPoint } from '../../../electron/engine/vault/index.js'
 import { ChunkIdHasher, deriveKeys } from '../../../electron/engine/vault/crypto.js'
 import { cutParts, gearTable, looksCompressible } from '../../../electron/engine/vault/parts.js'
+import { prng } from '../../helpers/qemu.js'
 
 export const BLOCK = 64 * 1024
 
@@ -137,4 +138,40 @@ export async function packFiles(dir: string): Promise<string[]> {
   const out: string[] = []
   for (const sub of await readdir(join(dir, 'packs'))) for (const f of await readdir(join(dir, 'packs', sub))) out.push(join(dir, 'packs', sub, f))
   return out
+}
+
+/** Log-like text from a seeded generator: compressible, and unlike itself at every offset. */
+export function textPool(seed: number, bytes: number): Buffer {
+  const next = prng(seed)
+  const words = ['disk', 'error', 'backup', 'vault', 'restore', 'guest', 'kernel', 'block', 'sector', 'write', 'read', 'cache', 'flush', 'job']
+  let s = ''
+  while (s.length < bytes) {
+    s += `2026-11-${10 + (next() % 18)} ${next() % 24}:${next() % 60} host${next() % 9} `
+    for (let w = 3 + (next() % 8); w > 0; w--) s += `${words[next() % words.length]} `
+    s += `${next() % 100000}\n`
+  }
+  return Buffer.from(s.slice(0, bytes), 'latin1')
+}
+
+/** Full blocks cut from `pool` at the given offsets (shifted copies of the same text). */
+export function shifted(pool: Buffer, offsets: number[]): Buffer[] {
+  return offsets.map((o) => Buffer.from(pool.subarray(o, o + BLOCK)))
+}
+
+/** Bit g set when granule g of a block is all zeros or past its end (ChunksInPlace.zeroMaps). */
+export function zeroMapOf(block: Buffer, granule: number): Buffer {
+  const map = Buffer.alloc(Math.ceil(BLOCK / granule / 8), 0xff)
+  for (let g = 0; g * granule < block.length; g++) {
+    if (block.subarray(g * granule, (g + 1) * granule).some((x) => x !== 0)) map[g >> 3]! &= ~(1 << (g & 7))
+  }
+  return map
+}
+
+
+/** The parts format 2 and 3 cut a full compressible block into, under the vault's key (none when it is stored whole). */
+export function partsOf(block: Buffer, masterKey: Buffer, vaultId: string): Buffer[] {
+  const keys = deriveKeys(masterKey, vaultId)
+  const ends: number[] = []
+  if (block.length !== BLOCK || !looksCompressible(block) || cutParts(block, gearTable(keys.chunkId), ends) < 2) return []
+  return ends.map((end, k) => block.subarray(k ? ends[k - 1]! : 0, end))
 }

@@ -7,7 +7,7 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { backUp, BLOCK, checksumOf, expectedChunks, makeBlock, newVault, packFiles, restoreDisk, tempDir } from './helpers.js'
+import { backUp, BLOCK, checksumOf, expectedChunks, makeBlock, newVault, packFiles, restoreDisk, shifted, tempDir, textPool, zeroMapOf } from './helpers.js'
 import { prng } from '../../helpers/qemu.js'
 import { createVault, openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
@@ -17,33 +17,6 @@ import type { VaultContext } from '../../../electron/engine/vault/context.js'
 import { isRecipeEntry } from '../../../electron/engine/vault/recipes.js'
 import { nodeVaultFs, type VaultFs } from '../../../electron/engine/vault/vaultFs.js'
 import { randomBytes } from 'node:crypto'
-
-/** Log-like text from a seeded generator: compressible, and unlike itself at every offset. */
-function textPool(seed: number, bytes: number): Buffer {
-  const next = prng(seed)
-  const words = ['disk', 'error', 'backup', 'vault', 'restore', 'guest', 'kernel', 'block', 'sector', 'write', 'read', 'cache', 'flush', 'job']
-  let s = ''
-  while (s.length < bytes) {
-    s += `2026-11-${10 + (next() % 18)} ${next() % 24}:${next() % 60} host${next() % 9} `
-    for (let w = 3 + (next() % 8); w > 0; w--) s += `${words[next() % words.length]} `
-    s += `${next() % 100000}\n`
-  }
-  return Buffer.from(s.slice(0, bytes), 'latin1')
-}
-
-/** Full blocks cut from `pool` at the given offsets (shifted copies of the same text). */
-function shifted(pool: Buffer, offsets: number[]): Buffer[] {
-  return offsets.map((o) => Buffer.from(pool.subarray(o, o + BLOCK)))
-}
-
-/** Bit g set when granule g of a block is all zeros or past its end (ChunksInPlace.zeroMaps). */
-function zeroMapOf(block: Buffer, granule: number): Buffer {
-  const map = Buffer.alloc(Math.ceil(BLOCK / granule / 8), 0xff)
-  for (let g = 0; g * granule < block.length; g++) {
-    if (block.subarray(g * granule, (g + 1) * granule).some((x) => x !== 0)) map[g >> 3]! &= ~(1 << (g & 7))
-  }
-  return map
-}
 
 describe('blocks stored as content-defined parts (format 2)', () => {
   let t: Awaited<ReturnType<typeof tempDir>>

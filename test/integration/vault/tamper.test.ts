@@ -127,7 +127,7 @@ describe('tampering is detected and named', () => {
     expect(await edit((c) => (c.params.blockSize = 131072))).toBe('VAULT_DAMAGED')
     expect(await edit((c) => (c.params.compressionLevel += 1))).toBe('VAULT_DAMAGED')
     expect(await edit((c) => (c.keySlots = { passphrase: { swapped: true } }))).toBe('VAULT_DAMAGED')
-    expect(await edit((c) => (c.formatVersion = 3))).toBe('VAULT_VERSION_UNSUPPORTED')
+    expect(await edit((c) => (c.formatVersion = 4))).toBe('VAULT_VERSION_UNSUPPORTED')
     expect(await edit((c) => (c.mac = c.mac.replace(/^./, (x: string) => (x === '0' ? '1' : '0'))))).toBe('VAULT_DAMAGED')
     expect(await codeOf(openVault(dir, randomBytes(32), { workers: 1 }))).toBe('WRONG_PASSPHRASE')
     expect(await codeOf(openVault(join(dir, 'nope'), key))).toBe('VAULT_NOT_FOUND')

@@ -10,9 +10,9 @@ describe('ChunkTable', () => {
     const ids = Array.from({ length: 5000 }, () => randomBytes(32))
     ids.forEach((id, i) => expect(t.insert(id, { pack: i % 7, offset: i * 3, length: i + 1, ordinal: i, flags: i & 1 })).toBe(true))
     expect(t.size).toBe(5000)
-    ids.forEach((id, i) => expect(t.get(id)).toEqual({ pack: i % 7, offset: i * 3, length: i + 1, ordinal: i, flags: i & 1 }))
+    ids.forEach((id, i) => expect(t.get(id)).toEqual({ pack: i % 7, offset: i * 3, length: i + 1, ordinal: i, flags: i & 1, partOffset: 0, partLength: 0 }))
     for (let i = 0; i < 1000; i++) expect(t.has(randomBytes(32))).toBe(false)
-    expect(t.memoryBytes / t.size).toBeLessThan(32 / 0.45) // 32-byte slots; load stays above ~0.45 after growth
+    expect(t.memoryBytes / t.size).toBeLessThan(40 / 0.45) // 40-byte slots; load stays above ~0.45 after growth
   })
 
   it('keeps the first copy of a chunk', () => {
@@ -33,7 +33,7 @@ describe('ChunkTable', () => {
     expect(t.insert(sameHead, { pack: 2, offset: 20, length: 5, ordinal: 1, flags: 0 })).toBe(false)
     expect(t.insert(otherHead, { pack: 3, offset: 30, length: 5, ordinal: 2, flags: 1 })).toBe(true)
     expect(t.get(sameHead)?.pack).toBe(1)
-    expect(t.get(otherHead)).toEqual({ pack: 3, offset: 30, length: 5, ordinal: 2, flags: 1 })
+    expect(t.get(otherHead)).toEqual({ pack: 3, offset: 30, length: 5, ordinal: 2, flags: 1, partOffset: 0, partLength: 0 })
     expect(() => t.insert(a.subarray(0, 16), { pack: 1, offset: 0, length: 1, ordinal: 0, flags: 0 })).toThrow(/32 bytes/)
   })
 
@@ -92,19 +92,52 @@ describe('ChunkTable', () => {
     const flagged = Buffer.from(index)
     flagged[4 + 44] = 2 // the recipe flag (format 2)
     expect(checkIndex(flagged, 'ab', 124, 65536)).toBe(1)
-    flagged[4 + 44] = 4
+    flagged[4 + 44] = 4 | 1 // a compressed container (format 3)
+    expect(checkIndex(flagged, 'ab', 124, 65536)).toBe(1)
+    flagged[4 + 44] = 2 | 4 // a recipe is never a container
     expect(() => checkIndex(flagged, 'ab', 124, 65536)).toThrow(/impossible entry/)
+    flagged[4 + 44] = 16
+    expect(() => checkIndex(flagged, 'ab', 124, 65536)).toThrow(/impossible entry/)
+    flagged[4 + 44] = 8 // a part entry with no container before it
+    expect(() => checkIndex(flagged, 'ab', 124, 65536)).toThrow(/impossible part entry/)
     const bigOrdinal = Buffer.from(index)
     bigOrdinal.writeUInt32LE(0x40000000, 4 + 40) // past the 30 bits the table keeps
     expect(() => checkIndex(bigOrdinal, 'ab', 124, 65536)).toThrow(/impossible entry/)
   })
 
-  it('keeps both record flags beside the largest ordinal', () => {
+  it('keeps the record flags, the largest ordinal and where a part lies in its record', () => {
     const table = new ChunkTable()
     const id = randomBytes(32)
     table.insert(id, { pack: 3, offset: 24, length: 100, ordinal: 0x3fffffff, flags: 3 })
-    expect(table.get(id)).toEqual({ pack: 3, offset: 24, length: 100, ordinal: 0x3fffffff, flags: 3 })
+    expect(table.get(id)).toEqual({ pack: 3, offset: 24, length: 100, ordinal: 0x3fffffff, flags: 3, partOffset: 0, partLength: 0 })
+    const part = randomBytes(32)
+    table.insert(part, { pack: 3, offset: 24, length: 100, ordinal: 7, flags: 5, partOffset: 4_190_000, partLength: 65536 })
+    expect(table.get(part)).toEqual({ pack: 3, offset: 24, length: 100, ordinal: 7, flags: 5, partOffset: 4_190_000, partLength: 65536 })
     expect(() => table.insert(randomBytes(32), { pack: 3, offset: 24, length: 100, ordinal: 0x40000000, flags: 0 })).toThrow(/out of range/)
-    expect(() => table.insert(randomBytes(32), { pack: 3, offset: 24, length: 100, ordinal: 0, flags: 4 })).toThrow(/out of range/)
+    expect(() => table.insert(randomBytes(32), { pack: 3, offset: 24, length: 100, ordinal: 0, flags: 8 })).toThrow(/out of range/)
+  })
+
+  it('places the parts a container record lists (format 3 sub-entries) at their record, with their place in it', () => {
+    const container = { chunkId: randomBytes(32), offset: 24, length: 30_000, ordinal: 0, flags: 4 | 1, plainLength: 65536 }
+    const parts = [0, 9000, 40_000].map((at, k, all) => ({ chunkId: randomBytes(32), offset: at, length: (all[k + 1] ?? 65536) - at, ordinal: 0, flags: 8, plainLength: (all[k + 1] ?? 65536) - at }))
+    const plain = { chunkId: randomBytes(32), offset: 30_024, length: 500, ordinal: 1, flags: 0, plainLength: 472 }
+    const index = encodeIndex([container, ...parts, plain])
+    expect(checkIndex(index, 'ab', 40_000, 65536)).toBe(5)
+    const t = new ChunkTable()
+    expect(t.insertIndex(index, 2)).toBe(5)
+    expect(t.get(container.chunkId)).toEqual({ pack: 2, offset: 24, length: 30_000, ordinal: 0, flags: 5, partOffset: 0, partLength: 0 })
+    parts.forEach((p) => expect(t.get(p.chunkId)).toEqual({ pack: 2, offset: 24, length: 30_000, ordinal: 0, flags: 5, partOffset: p.offset, partLength: p.length }))
+    expect(t.get(plain.chunkId)).toEqual({ pack: 2, offset: 30_024, length: 500, ordinal: 1, flags: 0, partOffset: 0, partLength: 0 })
+    // sub-entries that do not fit their record, name another ordinal, or follow a record that is no container
+    const bad = (edit: (entries: PackIndexEntry[]) => void): Buffer => {
+      const entries = [container, ...parts, plain].map((e) => ({ ...e }))
+      edit(entries)
+      return encodeIndex(entries)
+    }
+    expect(() => checkIndex(bad((e) => (e[3]!.length = e[3]!.plainLength = 25_537)), 'ab', 40_000, 65536)).toThrow(/impossible part entry \(#3\)/)
+    expect(() => checkIndex(bad((e) => (e[2]!.ordinal = 1)), 'ab', 40_000, 65536)).toThrow(/impossible part entry \(#2\)/)
+    expect(() => checkIndex(bad((e) => (e[0]!.flags = 1)), 'ab', 40_000, 65536)).toThrow(/impossible part entry \(#1\)/)
+    expect(() => checkIndex(bad((e) => (e[1]!.plainLength = 1)), 'ab', 40_000, 65536)).toThrow(/impossible part entry \(#1\)/)
+    expect(() => checkIndex(encodeIndex([plain, ...parts]), 'ab', 40_000, 65536)).toThrow(/impossible part entry \(#1\)/)
   })
 })

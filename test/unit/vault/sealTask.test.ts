@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { chunkTaskHandler } from '../../../electron/engine/vault/chunkHandler.js'
 import { ChunkCodec } from '../../../electron/engine/vault/chunkCodec.js'
 import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
-import { SEAL_ITEM_WORDS, type ChunkTaskResult } from '../../../electron/engine/vault/chunkTasks.js'
+import { packOpenEntries, SEAL_ITEM_WORDS, type ChunkTaskResult } from '../../../electron/engine/vault/chunkTasks.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { CHECK_SPAN_BYTES, CheckSpans, recordCheck } from '../../../electron/engine/vault/recordCheck.js'
 
@@ -171,10 +171,11 @@ describe('restore of a block stored as parts (I3 on the assembled block)', () =>
     const buf = new SharedArrayBuffer(records[0]!.bytes.length + records[1]!.bytes.length)
     Buffer.from(buf).set(records[0]!.bytes, 0)
     Buffer.from(buf).set(records[1]!.bytes, records[0]!.bytes.length)
-    const fields = new Uint32Array([0, records[0]!.bytes.length, 0, records[0]!.flags, records[0]!.bytes.length, records[1]!.bytes.length, 1, records[1]!.flags])
-    const chunkIds = new Uint8Array(64)
-    chunkIds.set(chunkIdOf(keys.chunkId, parts[0]!), 0)
-    chunkIds.set(chunkIdOf(keys.chunkId, parts[1]!), 32)
+    const { fields, chunkIds } = packOpenEntries(
+      2,
+      (k) => ({ length: records[k]!.bytes.length, ordinal: k, flags: records[k]!.flags, chunkId: chunkIdOf(keys.chunkId, parts[k]!) }),
+      (k) => (k === 0 ? 0 : records[0]!.bytes.length),
+    )
     const sab = new SharedArrayBuffer(BS)
     const opened = (
       await handler({ kind: 'open', buf, entries: { fields, chunkIds }, packId: new Uint8Array(packId), blockSize: BS, returnPlain: false, into: { sab, positions: [0, cut], zeroGranule: 4096, parts: [cut, BS - cut] } })
