@@ -346,7 +346,7 @@ function tresorExtras(): string[][] {
   const pr = tresor(home, ['prune'])
   const pruned = JSON.parse(pr.stdout) as { pointsRemoved: number; bytesFreed: number }
   rows.push([`prune (${pruned.pointsRemoved} of ${all.length} points expire)`, fmt(pr.seconds, 2), '', `freed ${fmt(pruned.bytesFreed / MiB, 1)} MiB`, fmt(pr.peakRssMiB)])
-  // vault format 1 (vault init --format 1): every block stored whole, as before format 2 became the default
+  // vault format 1 (vault init --format 1): every block stored whole, as before formats 2 and 3
   const prepo = join(work, 'repo-format1')
   rmSync(prepo, { recursive: true, force: true })
   mkdirSync(prepo, { recursive: true })
@@ -361,7 +361,7 @@ function tresorExtras(): string[][] {
     'full backup, vault made with --format 1',
     fmt(pf.seconds, 2),
     fmt(mbps(sizeBytes, pf.seconds)),
-    `vault ${fmt(pSize / MiB, 1)} MiB${resticSize ? ` = ${fmt(pSize / resticSize, 2)}× restic's` : ''}${tresorFull ? `; format 2 full: ${fmt(stat(tresorFull.map((m) => m.seconds)).median, 2)} s` : ''}`,
+    `vault ${fmt(pSize / MiB, 1)} MiB${resticSize ? ` = ${fmt(pSize / resticSize, 2)}× restic's` : ''}${tresorFull ? `; default format full: ${fmt(stat(tresorFull.map((m) => m.seconds)).median, 2)} s` : ''}`,
     fmt(pf.peakRssMiB),
   ])
   const pPoint = (JSON.parse(tresor(ph, ['points', 'f1-vm']).stdout) as Array<{ id: string }>)[0]!.id

@@ -42,7 +42,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .option('--block-size <bytes>', 'vault block size (power of two, 64 KiB to 4 MiB)')
     .option(
       '--format <version>',
-      'vault format: 2 (the default) stores compressible blocks as content-defined parts, so text at shifted offsets deduplicates; 3 also does, but stores a block none of whose parts is stored yet as one record (faster on real files); 1 stores every block whole (a larger vault, faster restores)',
+      'vault format: 3 (the default) stores compressible blocks as content-defined parts, so text at shifted offsets deduplicates, and a block none of whose parts is stored yet as one record; 2 stores every such block as parts (slower on real files); 1 stores every block whole (a larger vault)',
     )
     .action(async (dir: string, opts: { blockSize?: string; format?: string }) => {
       const path = resolve(dir)

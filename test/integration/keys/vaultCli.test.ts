@@ -42,7 +42,7 @@ describe('vault open, catalog rebuild, info', () => {
     expect(pointRows(v.home)).toEqual([...v.ids].sort())
 
     const info = await tresorJson(['--json', 'vault', 'info'], v.env)
-    expect(info).toMatchObject({ vaultId: v.vaultId, path: v.dir, formatVersion: 2, isCurrent: true, keySlots: { passphrase: true, recovery: false } })
+    expect(info).toMatchObject({ vaultId: v.vaultId, path: v.dir, formatVersion: 3, isCurrent: true, keySlots: { passphrase: true, recovery: false } })
     expect(info.stats.points).toBe(3)
     expect(info.generation).toBeGreaterThanOrEqual(4)
     // Without the key (no keychain, no passphrase): what the header tells, marked locked.
@@ -80,7 +80,7 @@ describe('catalog behind the vault (RELIABILITY #3)', () => {
       expect(created.code, created.stderr).toBe(0)
       made[format ?? 'default'] = (await tresorJson<{ formatVersion: number }>(['--json', 'vault', 'info'], env)).formatVersion
     }
-    expect(made).toEqual({ default: 2, '1': 1, '2': 2, '3': 3 })
+    expect(made).toEqual({ default: 3, '1': 1, '2': 2, '3': 3 })
     const bad = await tresor(['vault', 'init', join(base, 'init-bad'), '--format', '4'], cliEnv({ TRESOR_HOME: join(base, 'init-home-bad') }))
     expect(bad.code).not.toBe(0)
     expect(bad.stderr).toMatch(/--format takes 1, 2 or 3/)

@@ -24,11 +24,13 @@ afterAll(() => {
 })
 
 describe('crash: SIGKILL during backup', () => {
-  // Format 2 (the default) with fewer kills: its recipe packs are published after the data
-  // packs, so a kill must never leave a recipe whose parts are missing.
+  // Formats 3 (the default) and 2 with fewer kills: their recipe packs are published after the
+  // data packs, so a kill must never leave a recipe whose parts are missing; format 3's container
+  // records carry their parts' sub-entries in the same pack index.
   it.each([
     { formatVersion: 1, trials: TRIALS },
-    { formatVersion: 2, trials: Math.ceil(TRIALS / 2) },
+    { formatVersion: 3, trials: Math.ceil(TRIALS / 2) },
+    { formatVersion: 2, trials: Math.ceil(TRIALS / 4) },
   ])(`survives random kills (vault format $formatVersion, $trials kills)`, { timeout: 1_800_000 }, async ({ formatVersion, trials }) => {
     const seed = Number(process.env.TRESOR_CRASH_SEED ?? Date.now() % 1_000_000)
     const random = prng(seed)

@@ -132,7 +132,7 @@ describe('restore through the real vault', () => {
     const oracle = join(w.dir, 'oracle.raw')
     await qemuToRaw(src, 'qcow2', oracle)
     expect(tresor('vault', 'init', join(w.dir, 'cli-vault'), '--json').status).toBe(0)
-    expect((JSON.parse(tresor('vault', 'info', '--json').stdout) as { formatVersion: number }).formatVersion).toBe(2)
+    expect((JSON.parse(tresor('vault', 'info', '--json').stdout) as { formatVersion: number }).formatVersion).toBe(3)
     expect(tresor('machine', 'add', 'box', src, '--json').status).toBe(0)
     const backup = tresor('backup', 'box', '--json')
     expect(backup.status, backup.stderr).toBe(0)
