@@ -4,15 +4,19 @@
  *
  * Why in memory, and why this shape: a backup must know which chunk ids exist (dedup) and a restore
  * where each lives. Loading every pack index at open is one small read per pack (32 MiB packs:
- * 32k packs for 1 TiB), and an open-addressing table in ONE Buffer costs 32 bytes per slot
- * (40 bytes since format 3: ~50 bytes per chunk at the 0.8 load bound): 1 TiB of unique 64 KiB chunks ≈ 670 MB, of 1 MiB
- * chunks ≈ 42 MB, no per-entry JS objects for the garbage collector to walk. A local cache file can
+ * 32k packs for 1 TiB), and open-addressing tables in typed arrays cost 40 bytes per slot (32
+ * before format 3), ~50 bytes per chunk at the 0.8 load bound: 1 TiB of unique 64 KiB chunks
+ * ≈ 840 MB, of 1 MiB chunks ≈ 52 MB, no per-entry JS objects for the garbage collector to walk. A local cache file can
  * come later if loading indexes from a slow drive proves too slow; the vault stays the only truth.
  *
  * Slots keep the first 16 bytes of each 32-byte id (48-byte slots before). Ids are keyed BLAKE3
  * outputs, so two different chunks share a 128-bit prefix with probability ~n²/2^129 (~10^-23 for
  * 10^8 chunks). Even then nothing wrong is restored: every record is opened with the full id from
  * the block map as associated data and re-hashed (I3), so such a block fails as CHUNK_CORRUPT.
+ *
+ * The table is 64 segments by the top six bits of an id's first word, each an open-addressing table
+ * that grows (by 1.6×) on its own: a growth copies 1/64 of the slots, so the old and new slots held
+ * side by side for a moment are a small part of the table instead of 2.6 times all of it.
  *
  * Slot layout (40 bytes, ten 32-bit words): id prefix[16] | pack u32 | offset u32 | length u32 |
  * ordinal u32 | record flags u8 + part length << 8 | part offset u32. The last two words place a
@@ -61,30 +65,62 @@ export interface PackInfo {
   chunkCount: number
 }
 
-export class ChunkTable {
+/** One part of the table: the ids whose first word's top bits name it, in an open-addressing table of their own. */
+interface Segment {
   /** The slots as 32-bit words (host byte order: the table is never stored). */
-  private words: Uint32Array
-  private capacity: number
+  words: Uint32Array
+  capacity: number
+  count: number
+}
+
+/**
+ * The table is split by the top SEGMENT_BITS of an id's first word into segments that grow one at a
+ * time: a growth holds a segment's old slots beside its new ones, 1/64 of the table rather than all
+ * of it (a single table's last growth during a 6.2 GB backup of real files held ~75 MB of slots
+ * beside ~47 MB for a moment).
+ */
+const SEGMENT_BITS = 6
+const SEGMENTS = 1 << SEGMENT_BITS
+const SEGMENT_SHIFT = 32 - SEGMENT_BITS
+const WITHIN = 2 ** SEGMENT_SHIFT
+
+export class ChunkTable {
+  private readonly segments: Segment[]
+  /** Slot numbers of each segment's first slot (a slot number is stable until a segment grows). */
+  private bases: number[] = []
+  private total = 0
   private count = 0
   readonly packs: PackInfo[] = []
   private readonly packByHex = new Map<string, number>()
 
   constructor(initialCapacity = 1024) {
-    this.capacity = Math.max(16, initialCapacity)
-    this.words = new Uint32Array(this.capacity * WORDS).fill(EMPTY)
+    const each = Math.max(16, Math.ceil(initialCapacity / SEGMENTS))
+    this.segments = Array.from({ length: SEGMENTS }, () => ({ words: new Uint32Array(each * WORDS).fill(EMPTY), capacity: each, count: 0 }))
+    this.renumber()
+  }
+
+  private renumber(): void {
+    let at = 0
+    this.bases = this.segments.map((g) => {
+      const base = at
+      at += g.capacity
+      return base
+    })
+    this.total = at
   }
 
   get size(): number {
     return this.count
   }
 
+  /** Slots of all segments: slot numbers run from 0 to this, and stay valid until the table grows. */
   get slotCount(): number {
-    return this.capacity
+    return this.total
   }
 
   /** Bytes held by the table (for the memory bound). */
   get memoryBytes(): number {
-    return this.words.byteLength
+    return this.segments.reduce((sum, g) => sum + g.words.byteLength, 0)
   }
 
   addPack(info: Omit<PackInfo, 'id'> & { id: Buffer }): number {
@@ -101,48 +137,58 @@ export class ChunkTable {
   }
 
   /**
-   * The slot holding the id prefix k0..k3 (its first KEY bytes as four little-endian words), else the
-   * empty slot where it would go (linear probing from a home given by the first word).
+   * The slot of segment `g` holding the id prefix k0..k3 (its first KEY bytes as four little-endian
+   * words), else the empty slot where it would go (linear probing from a home given by the first word).
    */
-  private probe(k0: number, k1: number, k2: number, k3: number): number {
-    const w = this.words
-    let i = Math.floor((k0 / 4294967296) * this.capacity)
+  private probe(g: Segment, k0: number, k1: number, k2: number, k3: number): number {
+    const w = g.words
+    let i = Math.floor(((k0 % WITHIN) / WITHIN) * g.capacity)
     for (;;) {
       const o = i * WORDS
       if (w[o + 4] === EMPTY || (w[o] === k0 && w[o + 1] === k1 && w[o + 2] === k2 && w[o + 3] === k3)) return i
-      if (++i === this.capacity) i = 0
+      if (++i === g.capacity) i = 0
     }
   }
 
-  private probeId(id: Uint8Array): number {
-    const v = new DataView(id.buffer, id.byteOffset, KEY)
-    return this.probe(v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true), v.getUint32(12, true))
-  }
-
-  private isEmpty(slot: number): boolean {
-    return this.words[slot * WORDS + 4] === EMPTY
-  }
-
-  /** Slot index of `id`, or -1. */
+  /** Slot number of `id`, or -1. */
   find(id: Uint8Array): number {
-    const i = this.probeId(id)
-    return this.isEmpty(i) ? -1 : i
+    const v = new DataView(id.buffer, id.byteOffset, KEY)
+    const k0 = v.getUint32(0, true)
+    const s = k0 >>> SEGMENT_SHIFT
+    const g = this.segments[s]!
+    const i = this.probe(g, k0, v.getUint32(4, true), v.getUint32(8, true), v.getUint32(12, true))
+    return g.words[i * WORDS + 4] === EMPTY ? -1 : this.bases[s]! + i
   }
 
   has(id: Uint8Array): boolean {
     return this.find(id) >= 0
   }
 
+  /** The segment and its slot of slot number `slot`. */
+  private place(slot: number): { g: Segment; i: number } {
+    let lo = 0
+    let hi = SEGMENTS - 1
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1
+      if (this.bases[mid]! <= slot) lo = mid
+      else hi = mid - 1
+    }
+    return { g: this.segments[lo]!, i: slot - this.bases[lo]! }
+  }
+
   location(slot: number): ChunkLocation {
-    const o = slot * WORDS
-    const w = this.words
+    const { g, i } = this.place(slot)
+    const o = i * WORDS
+    const w = g.words
     const fl = w[o + 8]!
     return { pack: w[o + 4]!, offset: w[o + 5]!, length: w[o + 6]!, ordinal: w[o + 7]!, flags: fl & 0xff, partOffset: w[o + 9]!, partLength: fl >>> 8 }
   }
 
   /** Slots in use, in table order. */
   *usedSlots(): Generator<number> {
-    for (let i = 0; i < this.capacity; i++) if (!this.isEmpty(i)) yield i
+    for (const [s, g] of this.segments.entries()) {
+      for (let i = 0; i < g.capacity; i++) if (g.words[i * WORDS + 4] !== EMPTY) yield this.bases[s]! + i
+    }
   }
 
   get(id: Uint8Array): ChunkLocation | undefined {
@@ -202,10 +248,20 @@ export class ChunkTable {
     return n
   }
 
-  /** Makes room for `more` entries at once (one growth instead of several). */
+  /** Makes room for `more` entries spread over the segments at once (one growth instead of several). */
   private reserve(more: number): void {
-    const needed = Math.ceil((this.count + more) / MAX_LOAD) + 1
-    if (needed > this.capacity) this.resize(Math.max(needed, Math.ceil(this.capacity * 1.6)))
+    // each segment's share, with room for the spread of a uniform split
+    const share = more / SEGMENTS
+    const each = Math.ceil(share + 3 * Math.sqrt(share))
+    let grew = false
+    for (const g of this.segments) {
+      const needed = Math.ceil((g.count + each) / MAX_LOAD) + 1
+      if (needed > g.capacity) {
+        this.resize(g, Math.max(needed, Math.ceil(g.capacity * 1.6)), false)
+        grew = true
+      }
+    }
+    if (grew) this.renumber()
   }
 
   private insertPrefix(
@@ -213,10 +269,11 @@ export class ChunkTable {
     pack: number, offset: number, length: number, ordinal: number, flags: number, partOffset: number, partLength: number,
   ): boolean {
     if (ordinal > MAX_ORDINAL || flags > MAX_RECORD_FLAGS || partLength > MAX_PART_LENGTH) throw new EngineError('INTERNAL', 'chunk ordinal/flags out of range')
-    if ((this.count + 1) / this.capacity > MAX_LOAD) this.resize(Math.ceil(this.capacity * 1.6))
-    const i = this.probe(k0, k1, k2, k3)
+    const g = this.segments[k0 >>> SEGMENT_SHIFT]!
+    if ((g.count + 1) / g.capacity > MAX_LOAD) this.resize(g, Math.ceil(g.capacity * 1.6))
+    const i = this.probe(g, k0, k1, k2, k3)
     const o = i * WORDS
-    const w = this.words
+    const w = g.words
     if (w[o + 4] !== EMPTY) return false
     w[o] = k0
     w[o + 1] = k1
@@ -228,20 +285,22 @@ export class ChunkTable {
     w[o + 7] = ordinal
     w[o + 8] = (flags | (partLength << 8)) >>> 0
     w[o + 9] = partOffset
+    g.count++
     this.count++
     return true
   }
 
-  /** Moves every slot into a table of `capacity` slots (whole slots are copied: the ids are only prefixes). */
-  private resize(capacity: number): void {
-    const old = this.words
-    this.capacity = capacity
-    this.words = new Uint32Array(capacity * WORDS).fill(EMPTY)
-    const w = this.words
+  /** Moves every slot of segment `g` into `capacity` slots (whole slots are copied: the ids are only prefixes). */
+  private resize(g: Segment, capacity: number, renumber = true): void {
+    const old = g.words
+    g.capacity = capacity
+    g.words = new Uint32Array(capacity * WORDS).fill(EMPTY)
+    const w = g.words
     for (let from = 0; from < old.length; from += WORDS) {
       if (old[from + 4] === EMPTY) continue
-      // the new table holds no copy of this prefix yet: probe ends on an empty slot
-      w.set(old.subarray(from, from + WORDS), this.probe(old[from]!, old[from + 1]!, old[from + 2]!, old[from + 3]!) * WORDS)
+      // the new slots hold no copy of this prefix yet: probe ends on an empty slot
+      w.set(old.subarray(from, from + WORDS), this.probe(g, old[from]!, old[from + 1]!, old[from + 2]!, old[from + 3]!) * WORDS)
     }
+    if (renumber) this.renumber()
   }
 }
