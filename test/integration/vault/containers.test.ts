@@ -9,9 +9,8 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { backUp, BLOCK, expectedChunks, makeBlock, newVault, packFiles, partsOf, restoreDisk, shifted, tempDir, textPool, zeroMapOf } from './helpers.js'
+import { backUp, BLOCK, expectedChunks, makeBlock, newVault, packFiles, partsOf, restoreDisk, shiftedText, tempDir, expectReadInto } from './helpers.js'
 import type { LocalVault, PointManifest } from '../../../electron/engine/vault/index.js'
-import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 import type { VaultContext } from '../../../electron/engine/vault/context.js'
 import { FLAG_CONTAINER, isSubEntry, type PackIndexEntry } from '../../../electron/engine/vault/pack.js'
@@ -37,11 +36,8 @@ describe('blocks stored whole with their parts addressed inside them (format 3)'
   let vault: LocalVault
   let dir: string
   let key: Buffer
-  const pool = textPool(11, 512 * 1024)
-  // text blocks that share no bytes, a random block, a short text tail
-  const first = [...shifted(pool, [0, 70_001, 140_003, 210_007]), makeBlock(5, 'random'), Buffer.from(pool.subarray(300_000, 305_000))]
-  // the same text shifted: most of each block's parts lie inside the first point's blocks
-  const second = shifted(pool, [1_000, 71_500, 142_111, 213_000])
+  // text blocks that share no bytes, a random block, a short text tail; the same text shifted
+  const { first, second } = shiftedText()
   let pa: PointManifest
   let pb: PointManifest
   let pc: PointManifest
@@ -97,19 +93,7 @@ describe('blocks stored whole with their parts addressed inside them (format 3)'
     const want = [...first, ...second, makeBlock(6, 'random'), shortPart]
     ids.push(ids[1]!, ids.at(-1)!) // the same block twice in one call, and the short one again
     want.push(want[1]!, want.at(-1)!)
-    const target = Buffer.from(new SharedArrayBuffer(ids.length * BLOCK))
-    target.fill(0xee)
-    const positions = ids.map((_, k) => k * BLOCK)
-    const reader = vault.chunkReader()
-    const got = await reader.readChunksInto(ids, target, positions, { zeroGranule: 4096 })
-    await reader.close()
-    const hasher = createBlockHasher()
-    want.forEach((w, k) => {
-      expect(got.lengths[k]).toBe(w.length)
-      expect(target.subarray(positions[k]!, positions[k]! + w.length).equals(w)).toBe(true)
-      expect(got.checksums[k]!.equals(hasher.checksum(w))).toBe(true)
-      expect(Buffer.from(got.zeroMaps[k]!).equals(zeroMapOf(w, 4096))).toBe(true)
-    })
+    await expectReadInto(vault, ids, want, Buffer.from(new SharedArrayBuffer(ids.length * BLOCK)))
   })
 
   it('verify --read-data checks every part inside its record; a damaged container names every point that needs its block or one of its parts', async () => {

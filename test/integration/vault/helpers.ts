@@ -6,6 +6,8 @@ import { createVault, openVault, type LocalVault, type OpenVaultOptions, type Bl
 import { ChunkIdHasher, deriveKeys } from '../../../electron/engine/vault/crypto.js'
 import { cutParts, gearTable, looksCompressible } from '../../../electron/engine/vault/parts.js'
 import { prng } from '../../helpers/qemu.js'
+import { expect } from 'vitest'
+import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 
 export const BLOCK = 64 * 1024
 
@@ -174,4 +176,37 @@ export function partsOf(block: Buffer, masterKey: Buffer, vaultId: string): Buff
   const ends: number[] = []
   if (block.length !== BLOCK || !looksCompressible(block) || cutParts(block, gearTable(keys.chunkId), ends) < 2) return []
   return ends.map((end, k) => block.subarray(k ? ends[k - 1]! : 0, end))
+}
+
+/**
+ * Reads `ids` through `readChunksInto` (the restore path) into `target` (shared memory), one block
+ * apart, and checks each against `want`: length, bytes, XXH3-128 checksum and zero map.
+ */
+export async function expectReadInto(vault: LocalVault, ids: Buffer[], want: Buffer[], target: Buffer): Promise<void> {
+  target.fill(0xee)
+  const positions = ids.map((_, k) => k * BLOCK)
+  const reader = vault.chunkReader()
+  const got = await reader.readChunksInto(ids, target, positions, { zeroGranule: 4096 })
+  await reader.close()
+  const hasher = createBlockHasher()
+  want.forEach((w, k) => {
+    expect(got.lengths[k]).toBe(w.length)
+    expect(target.subarray(positions[k]!, positions[k]! + w.length).equals(w)).toBe(true)
+    expect(got.checksums[k]!.equals(hasher.checksum(w))).toBe(true)
+    expect(Buffer.from(got.zeroMaps[k]!).equals(zeroMapOf(w, 4096))).toBe(true)
+  })
+}
+
+/**
+ * The text the format-2 and format-3 tests back up: four text blocks that share no bytes, a random
+ * block and a short text tail (`first`), and the same text shifted (`second`), whose parts mostly
+ * lie in the first's blocks.
+ */
+export function shiftedText(): { pool: Buffer; first: Buffer[]; second: Buffer[] } {
+  const pool = textPool(11, 512 * 1024)
+  return {
+    pool,
+    first: [...shifted(pool, [0, 70_001, 140_003, 210_007]), makeBlock(5, 'random'), Buffer.from(pool.subarray(300_000, 305_000))],
+    second: shifted(pool, [1_000, 71_500, 142_111, 213_000]),
+  }
 }

@@ -7,7 +7,7 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { backUp, BLOCK, checksumOf, expectedChunks, makeBlock, newVault, packFiles, restoreDisk, shifted, tempDir, textPool, zeroMapOf } from './helpers.js'
+import { backUp, BLOCK, checksumOf, expectedChunks, makeBlock, newVault, packFiles, restoreDisk, shifted, shiftedText, tempDir, textPool, zeroMapOf, expectReadInto } from './helpers.js'
 import { prng } from '../../helpers/qemu.js'
 import { createVault, openVault, type LocalVault, type PointManifest } from '../../../electron/engine/vault/index.js'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
@@ -22,10 +22,8 @@ describe('blocks stored as content-defined parts (format 2)', () => {
   let t: Awaited<ReturnType<typeof tempDir>>
   let vault: LocalVault
   let key: Buffer
-  const pool = textPool(11, 512 * 1024)
   // 8 blocks of the same text at offsets that share no 64 KiB alignment, a random block, a short text tail
-  const first = [...shifted(pool, [0, 70_001, 140_003, 210_007]), makeBlock(5, 'random'), Buffer.from(pool.subarray(300_000, 305_000))]
-  const second = shifted(pool, [1_000, 71_500, 142_111, 213_000])
+  const { pool, first, second } = shiftedText()
   let pa: PointManifest
   let pb: PointManifest
 
@@ -71,19 +69,7 @@ describe('blocks stored as content-defined parts (format 2)', () => {
     // the same block twice in one call, at two places
     ids.push(ids[1]!)
     want.push(want[1]!)
-    const target = Buffer.from(new SharedArrayBuffer(ids.length * BLOCK + 4096)).subarray(4096)
-    target.fill(0xee)
-    const positions = ids.map((_, k) => k * BLOCK)
-    const reader = vault.chunkReader()
-    const got = await reader.readChunksInto(ids, target, positions, { zeroGranule: 4096 })
-    await reader.close()
-    const hasher = createBlockHasher()
-    want.forEach((w, k) => {
-      expect(got.lengths[k]).toBe(w.length)
-      expect(target.subarray(positions[k]!, positions[k]! + w.length).equals(w)).toBe(true)
-      expect(got.checksums[k]!.equals(hasher.checksum(w))).toBe(true)
-      expect(Buffer.from(got.zeroMaps[k]!).equals(zeroMapOf(w, 4096))).toBe(true)
-    })
+    await expectReadInto(vault, ids, want, Buffer.from(new SharedArrayBuffer(ids.length * BLOCK + 4096)).subarray(4096))
   })
 
   it('a reader keeps the parts it decoded for its later calls; a cached byte gone bad fails the read (CHUNK_CORRUPT), not the bytes', async () => {
