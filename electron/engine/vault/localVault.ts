@@ -12,7 +12,7 @@ import { bumpGeneration, readGeneration, trimGenerations } from './generation.js
 import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
 import { VaultLock, withReadLock } from './locks.js'
 import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
-import { FLAG_CONTAINER, indexHasRecipe, isSubEntry, recordBytesOf, type PackIndexEntry, type SubEntry } from './pack.js'
+import { indexHasRecipe, isSubEntry, recordBytesOf, recordsOf, type PackIndexEntry, type RecordEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
 import { openPackRecords, PackHandles, readRecordBytes, recordItemsOf, type RecordItem } from './recordReader.js'
@@ -25,8 +25,6 @@ import { randomBytes } from 'node:crypto'
 
 const MAX_PROBLEMS = 1000
 
-/** A record prune keeps, with the parts addressed inside it when it is a container (format 3). */
-type KeptRecord = PackIndexEntry & { subs?: SubEntry[] }
 /** Live records read and moved at once while repacking. */
 const REPACK_BATCH = 64
 /** Batches whose records are read while an earlier one is moved (memory: this many more batches). */
@@ -498,20 +496,7 @@ class LocalVaultImpl implements LocalVault {
         if (entries.some((e) => isRecipeEntry(e) && !isKept(e, n))) (liveBytes[n] === 0 ? toRemove : toRepack).push(n)
       }
       /** The records of pack `n` prune keeps, each container with the sub-entries of its parts (all of them: its bytes hold them). */
-      const liveEntries = async (n: number): Promise<KeptRecord[]> => {
-        const out: KeptRecord[] = []
-        let last: KeptRecord | undefined
-        for (const e of await this.ctx.packEntries(table.packs[n]!.hex)) {
-          if (isSubEntry(e)) {
-            if (last) (last.subs ??= []).push({ chunkId: e.chunkId, offset: e.offset, length: e.length })
-            continue
-          }
-          last = isKept(e, n) ? { ...e } : undefined
-          if (last) out.push(last)
-          if (last && !(e.flags & FLAG_CONTAINER)) last = undefined
-        }
-        return out
-      }
+      const liveEntries = async (n: number): Promise<RecordEntry[]> => recordsOf(await this.ctx.packEntries(table.packs[n]!.hex)).filter((e) => isKept(e, n))
       if (toRepack.length > 0) {
         const fresh = new ChunkTable()
         const session = new LocalBackupSession(this.ctx, lock, startGen, undefined, { table: fresh })
@@ -523,7 +508,7 @@ class LocalVaultImpl implements LocalVault {
         // flight has its own scratch, free again once that batch has been moved.
         const scratches = Array.from({ length: REPACK_READS_AHEAD + 1 }, () => ({ buf: Buffer.alloc(0) }))
         let reads = 0
-        const inFlight: Array<{ pack: PackInfo; batch: KeptRecord[]; bytes: Promise<Buffer[]> }> = []
+        const inFlight: Array<{ pack: PackInfo; batch: RecordEntry[]; bytes: Promise<Buffer[]> }> = []
         const moveOldest = async (): Promise<void> => {
           const b = inFlight[0]!
           const bytes = await b.bytes

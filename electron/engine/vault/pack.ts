@@ -60,6 +60,20 @@ export function isSubEntry(e: { flags: number }): boolean {
   return (e.flags & FLAG_PART) !== 0
 }
 
+/** A record of a pack index, with the parts its sub-entries address inside it (a container, format 3). */
+export type RecordEntry = PackIndexEntry & { subs?: SubEntry[] }
+
+/** The records of a checked index's entries (`readPackIndex`), each container with its sub-entries. */
+export function recordsOf(entries: ReadonlyArray<PackIndexEntry>): RecordEntry[] {
+  const out: RecordEntry[] = []
+  for (const e of entries) {
+    if (!isSubEntry(e)) out.push({ ...e })
+    else if (out.length > 0) (out[out.length - 1]!.subs ??= []).push({ chunkId: e.chunkId, offset: e.offset, length: e.length })
+    else throw new EngineError('INTERNAL', 'a part entry follows no container record')
+  }
+  return out
+}
+
 export function indexAad(packHex: string, indexOffset: number): string {
   return `tresor/v1/pack-index/${packHex}/${indexOffset}`
 }

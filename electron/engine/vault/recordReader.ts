@@ -4,7 +4,7 @@
  * Memory: at most the pool's queue of range buffers.
  */
 import { Started } from '../io/started.js'
-import { isSubEntry, type PackIndexEntry } from './pack.js'
+import { recordsOf, type PackIndexEntry } from './pack.js'
 import { EngineError } from '../errors.js'
 import type { WorkerPool } from '../workers/pool.js'
 import { packOpenEntries, zeroMapBytes, type ChunkTask, type ChunkTaskResult, type InPlace } from './chunkTasks.js'
@@ -34,16 +34,10 @@ export interface RecordItem {
  * as the container record listed before it with the part's place in that record's plaintext.
  */
 export function recordItemsOf(entries: ReadonlyArray<PackIndexEntry>): RecordItem[] {
-  let container: PackIndexEntry | undefined
-  return entries.map((e) => {
-    if (!isSubEntry(e)) {
-      container = e
-      return e
-    }
-    if (!container) throw new EngineError('INTERNAL', 'a part entry follows no container record')
-    const { offset, length, ordinal, flags } = container
-    return { offset, length, ordinal, flags, chunkId: e.chunkId, partOffset: e.offset, partLength: e.length }
-  })
+  return recordsOf(entries).flatMap(({ subs, ...record }) => [
+    record,
+    ...(subs ?? []).map((s) => ({ ...record, chunkId: Buffer.from(s.chunkId), partOffset: s.offset, partLength: s.length })),
+  ])
 }
 
 export const MAX_RANGE_BYTES = 4 * 1024 * 1024
