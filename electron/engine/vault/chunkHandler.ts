@@ -6,7 +6,7 @@
  */
 import { CheckSpans, recordCheck } from './recordCheck.js'
 import { ChunkCodec, FLAG_CONTAINER, FLAG_ZSTD, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
-import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenTask, SealTask } from './chunkTasks.js'
+import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenEntry, OpenTask, SealTask } from './chunkTasks.js'
 import { ChunkIdHasher } from './crypto.js'
 import { cutParts, gearTable, looksCompressible, PART_MIN_BYTES } from './parts.js'
 import { PartCutter } from './partCutter.js'
@@ -46,6 +46,17 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     }
   }
 
+  /**
+   * Opens entry `e` of `buf` (ChunkCodec.open), or the part it names inside a container record
+   * (format 3, ChunkCodec.openPart: a part is checked against its own id only when `checkId`, as a
+   * block; `intoExact` does not apply, the part is copied to its place).
+   */
+  function openEntry(buf: Buffer, e: OpenEntry, packId: Uint8Array, into?: Buffer, checkId = true, intoExact = false): Buffer | string {
+    const record = buf.subarray(e.start, e.start + e.length)
+    if (e.partLength > 0) return codec.openPart(record, e.chunkId, packId, e.ordinal, e.flags, e.partOffset, e.partLength, into, checkId)
+    return codec.open(record, e.chunkId, packId, e.ordinal, e.flags, into, checkId, intoExact)
+  }
+
   /** Opens the records of `task` straight into the caller's shared memory and checksums them there. */
   async function openInto(task: OpenTask, into: InPlace): Promise<TaskReply<ChunkTaskResult>> {
     hasher ??= createBlockHasher()
@@ -67,12 +78,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       // assembled into is (CheckTask, I3), which no wrong part can pass, and only checked blocks'
       // parts enter the part cache. Its own keyed BLAKE3, over ~8 KiB at a time, was a fifth of a
       // format-2 restore's worker time.
-      const record = buf.subarray(e.start, e.start + e.length)
-      let r: Buffer | string
-      if (slot.length !== room) r = 'has no room in the target buffer'
-      // a part inside a container record (format 3): checked against its own id only when it is read as a block
-      else if (e.partLength > 0) r = codec.openPart(record, e.chunkId, task.packId, e.ordinal, e.flags, e.partOffset, e.partLength, slot, part === 0)
-      else r = codec.open(record, e.chunkId, task.packId, e.ordinal, e.flags, slot, part === 0, part > 0)
+      let r = slot.length === room ? openEntry(buf, e, task.packId, slot, part === 0, part > 0) : 'has no room in the target buffer'
       if (typeof r !== 'string' && part > 0 && r.length !== part) r = `holds ${r.length} bytes where its recipe says ${part}`
       if (typeof r === 'string') {
         errors.push(r)
@@ -267,12 +273,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     let p = 0
     for (const e of entries) {
       // plaintexts land directly in plainOut (no scratch copy); a failed entry leaves p where it was
-      const record = buf.subarray(e.start, e.start + e.length)
-      const into = plainOut?.subarray(p, p + task.blockSize)
-      const r =
-        e.partLength > 0
-          ? codec.openPart(record, e.chunkId, task.packId, e.ordinal, e.flags, e.partOffset, e.partLength, into)
-          : codec.open(record, e.chunkId, task.packId, e.ordinal, e.flags, into)
+      const r = openEntry(buf, e, task.packId, plainOut?.subarray(p, p + task.blockSize))
       if (typeof r === 'string') {
         errors.push(r)
         lengths.push(0)
