@@ -185,6 +185,8 @@ interface Unit {
   data: Buffer
   sum?: Uint8Array
   subs?: SubEntry[]
+  /** The `pending` keys of `subs`, made when they were checked (or made on their claim). */
+  subKeys?: string[]
 }
 
 /** Units in one shared buffer, sealed where they lie: their batches' `sealed`, for the caller to wait on. */
@@ -435,16 +437,16 @@ export class LocalBackupSession implements BackupSession {
         unitBlock.push(i)
         continue
       }
-      if (this.ctx.usesContainers && this.allPartsNew(table, cut, seen)) {
+      const subKeys = this.ctx.usesContainers ? this.keysIfAllPartsNew(table, cut, seen) : undefined
+      if (subKeys) {
         // Format 3: no part is stored yet (92 % of the cut blocks of real files): the block is one
         // record, one zstd frame, and its parts are addressed inside it for later blocks to share
         const subs: SubEntry[] = []
         for (let k = 0, at = 0; k < cut.ends.length; at = cut.ends[k++]!) {
-          const partId = cut.ids.subarray(k * 32, k * 32 + 32)
-          seen.add(partId.toString('latin1'))
-          subs.push({ chunkId: partId, offset: at, length: cut.ends[k]! - at })
+          seen.add(subKeys[k]!)
+          subs.push({ chunkId: cut.ids.subarray(k * 32, k * 32 + 32), offset: at, length: cut.ends[k]! - at })
         }
-        units.push({ data, sum: sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES), subs })
+        units.push({ data, sum: sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES), subs, subKeys })
         unitIds.push(id)
         unitBlock.push(i)
         continue
@@ -491,14 +493,16 @@ export class LocalBackupSession implements BackupSession {
     return results
   }
 
-  /** Whether no part of `cut` is stored, claimed by this session, or met earlier in this call (`seen`). */
-  private allPartsNew(table: ChunkTable, cut: Cut, seen: Set<string>): boolean {
+  /** The `pending` keys of `cut`'s parts when none is stored, claimed by this session, or met earlier in this call (`seen`). */
+  private keysIfAllPartsNew(table: ChunkTable, cut: Cut, seen: Set<string>): string[] | undefined {
+    const keys: string[] = []
     for (let k = 0; k < cut.ends.length; k++) {
       const partId = cut.ids.subarray(k * 32, k * 32 + 32)
       const key = partId.toString('latin1')
-      if (seen.has(key) || this.isStored(table, partId, key)) return false
+      if (seen.has(key) || this.isStored(table, partId, key)) return undefined
+      keys.push(key)
     }
-    return true
+    return keys
   }
 
   /** Seals the queued recipes (into recipe packs, published last: see the header). */
@@ -647,15 +651,13 @@ export class LocalBackupSession implements BackupSession {
       b.keys.push(key)
       b.lengths.push(data.length)
       b.sums.push(blocks[i]!.sum)
-      const subs = blocks[i]!.subs
+      const { subs, subKeys } = blocks[i]!
       b.subs.push(subs)
-      if (subs) {
-        for (const sub of subs) {
-          const partKey = Buffer.from(sub.chunkId.buffer, sub.chunkId.byteOffset, 32).toString('latin1')
-          this.pending.set(partKey, null)
-          b.partKeys.push(partKey)
-        }
-      }
+      subs?.forEach((sub, k) => {
+        const partKey = subKeys?.[k] ?? Buffer.from(sub.chunkId.buffer, sub.chunkId.byteOffset, 32).toString('latin1')
+        this.pending.set(partKey, null)
+        b.partKeys.push(partKey)
+      })
       if (moved) {
         const r = moved.records[i]!
         b.moved!.from.push({ ordinal: r.ordinal, flags: r.flags, plainLength: r.plainLength })
