@@ -135,6 +135,29 @@ export function expectedChunks(blocks: Buffer[], masterKey: Buffer, vaultId: str
   return seen.size
 }
 
+/**
+ * How a format-3 vault stores each of these blocks, backed up in this order, worked out
+ * independently of the session: a block already stored is deduplicated; a full compressible block
+ * that cuts into 2 or more parts is a container when none of its parts is stored yet, else a recipe;
+ * any other block is one plain record. The vault's key decides where blocks are cut, so a shifted
+ * copy of earlier text is a container now and then (all its parts cut afresh): tests ask this model
+ * rather than assume.
+ */
+export function storedKinds(blocks: Buffer[], masterKey: Buffer, vaultId: string): Array<'dedup' | 'container' | 'recipe' | 'record'> {
+  const ids = new ChunkIdHasher(deriveKeys(masterKey, vaultId).chunkId)
+  const seen = new Set<string>()
+  return blocks.map((b) => {
+    const id = ids.of(b).toString('hex')
+    if (seen.has(id)) return 'dedup'
+    seen.add(id)
+    const parts = partsOf(b, masterKey, vaultId).map((p) => ids.of(p).toString('hex'))
+    if (parts.length === 0) return 'record'
+    const kind = parts.some((p) => seen.has(p)) ? 'recipe' : 'container'
+    for (const p of parts) seen.add(p)
+    return kind
+  })
+}
+
 /** Every pack file of the vault in `dir`. */
 export async function packFiles(dir: string): Promise<string[]> {
   const out: string[] = []
