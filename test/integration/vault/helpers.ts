@@ -117,45 +117,38 @@ export async function restoreDisk(vault: LocalVault, pointId: string, diskIndex:
 }
 
 /**
- * The chunks a format-2 vault stores for these distinct blocks, worked out independently of the
- * session: a full compressible block that cuts into 2 or more parts is a recipe plus its parts
- * (each part once across all blocks), any other block one chunk.
+ * How a vault with parts (format 2 or 3) stores these blocks, backed up in this order, worked out
+ * independently of the session. A block already stored is deduplicated. A full compressible block
+ * that cuts into 2 or more parts is, in format 3, a container when none of its parts is stored
+ * yet, else (and always in format 2) a recipe of its parts. Any other block is one plain record.
+ * `chunks` holds every distinct block and part id. The vault's key decides where blocks are cut,
+ * so a shifted copy of earlier text is a container now and then (all its parts cut afresh): tests
+ * ask this model rather than assume.
  */
-export function expectedChunks(blocks: Buffer[], masterKey: Buffer, vaultId: string): number {
-  const keys = deriveKeys(masterKey, vaultId)
-  const ids = new ChunkIdHasher(keys.chunkId)
-  const gear = gearTable(keys.chunkId)
-  const seen = new Set<string>()
-  const ends: number[] = []
-  for (const b of blocks) {
-    seen.add(ids.of(b).toString('hex'))
-    if (b.length !== BLOCK || !looksCompressible(b) || cutParts(b, gear, ends) < 2) continue
-    ends.forEach((end, k) => seen.add(ids.of(b.subarray(k ? ends[k - 1]! : 0, end)).toString('hex')))
-  }
-  return seen.size
-}
-
-/**
- * How a format-3 vault stores each of these blocks, backed up in this order, worked out
- * independently of the session: a block already stored is deduplicated; a full compressible block
- * that cuts into 2 or more parts is a container when none of its parts is stored yet, else a recipe;
- * any other block is one plain record. The vault's key decides where blocks are cut, so a shifted
- * copy of earlier text is a container now and then (all its parts cut afresh): tests ask this model
- * rather than assume.
- */
-export function storedKinds(blocks: Buffer[], masterKey: Buffer, vaultId: string): Array<'dedup' | 'container' | 'recipe' | 'record'> {
+function storedModel(blocks: Buffer[], masterKey: Buffer, vaultId: string): { kinds: Array<'dedup' | 'container' | 'recipe' | 'record'>; chunks: Set<string> } {
   const ids = new ChunkIdHasher(deriveKeys(masterKey, vaultId).chunkId)
-  const seen = new Set<string>()
-  return blocks.map((b) => {
+  const chunks = new Set<string>()
+  const kinds = blocks.map((b) => {
     const id = ids.of(b).toString('hex')
-    if (seen.has(id)) return 'dedup'
-    seen.add(id)
+    if (chunks.has(id)) return 'dedup'
+    chunks.add(id)
     const parts = partsOf(b, masterKey, vaultId).map((p) => ids.of(p).toString('hex'))
     if (parts.length === 0) return 'record'
-    const kind = parts.some((p) => seen.has(p)) ? 'recipe' : 'container'
-    for (const p of parts) seen.add(p)
+    const kind = parts.some((p) => chunks.has(p)) ? 'recipe' : 'container'
+    for (const p of parts) chunks.add(p)
     return kind
   })
+  return { kinds, chunks }
+}
+
+/** The chunks a vault with parts stores for these blocks: each distinct block and part once (storedModel). */
+export function expectedChunks(blocks: Buffer[], masterKey: Buffer, vaultId: string): number {
+  return storedModel(blocks, masterKey, vaultId).chunks.size
+}
+
+/** How a format-3 vault stores each of these blocks, backed up in this order (storedModel). */
+export function storedKinds(blocks: Buffer[], masterKey: Buffer, vaultId: string): Array<'dedup' | 'container' | 'recipe' | 'record'> {
+  return storedModel(blocks, masterKey, vaultId).kinds
 }
 
 /** Every pack file of the vault in `dir`. */
