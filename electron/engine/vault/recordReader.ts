@@ -36,7 +36,7 @@ export interface RecordItem {
 export function recordItemsOf(entries: ReadonlyArray<PackIndexEntry>): RecordItem[] {
   return recordsOf(entries).flatMap(({ subs, ...record }) => [
     record,
-    ...(subs ?? []).map((s) => ({ ...record, chunkId: Buffer.from(s.chunkId), partOffset: s.offset, partLength: s.length })),
+    ...(subs ?? []).map((s) => ({ ...record, chunkId: Buffer.from(s.chunkId.buffer, s.chunkId.byteOffset, s.chunkId.byteLength), partOffset: s.offset, partLength: s.length })),
   ])
 }
 
