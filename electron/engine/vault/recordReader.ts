@@ -34,10 +34,18 @@ export interface RecordItem {
  * as the container record listed before it with the part's place in that record's plaintext.
  */
 export function recordItemsOf(entries: ReadonlyArray<PackIndexEntry>): RecordItem[] {
-  return recordsOf(entries).flatMap(({ subs, ...record }) => [
-    record,
-    ...(subs ?? []).map((s) => ({ ...record, chunkId: Buffer.from(s.chunkId.buffer, s.chunkId.byteOffset, s.chunkId.byteLength), partOffset: s.offset, partLength: s.length })),
-  ])
+  // one object shape for every item, built field by field: items made by spreading and by rest
+  // destructuring slowed verify --read-data of 6.2 GB of real files from ~10.7 to ~13.2 s (+35 MiB)
+  const out: RecordItem[] = []
+  for (const r of recordsOf(entries)) {
+    const { offset, length, ordinal, flags } = r
+    out.push({ offset, length, ordinal, flags, chunkId: r.chunkId, partOffset: 0, partLength: 0 })
+    for (const s of r.subs ?? []) {
+      const chunkId = Buffer.from(s.chunkId.buffer, s.chunkId.byteOffset, s.chunkId.byteLength)
+      out.push({ offset, length, ordinal, flags, chunkId, partOffset: s.offset, partLength: s.length })
+    }
+  }
+  return out
 }
 
 export const MAX_RANGE_BYTES = 4 * 1024 * 1024
