@@ -9,7 +9,7 @@ import type { VaultConfig } from './config.js'
 import type { VaultKeys } from './crypto.js'
 import { readGeneration } from './generation.js'
 import { PACK_ID_RE, packPath, type VaultLayout } from './layout.js'
-import { readPackIndex, readPackIndexBytes, type PackIndexEntry } from './pack.js'
+import { readPackIndex, readPackIndexBytes, readPackTrailer, type PackIndexEntry } from './pack.js'
 import type { Clock, OpenVaultOptions, VaultTestHooks } from './types.js'
 import { readdirIfExists, type VaultFs } from './vaultFs.js'
 
@@ -95,6 +95,24 @@ export class VaultContext {
     this.tableLastPrune = -1
   }
 
+  /**
+   * Room in `table` for the index entries of packs `hexes`, counted from their trailers (two small
+   * reads a pack, nothing decrypted), so that adding them grows no segment. A pack whose trailer
+   * cannot be read counts for nothing here; reading its index reports it.
+   */
+  async reserveFor(table: ChunkTable, hexes: string[]): Promise<void> {
+    let entries = 0
+    await eachOf(hexes, async (hex) => {
+      // read first, then add: `entries += await …` would add to the value read before the wait
+      const counted = await readPackTrailer(this.fs, packPath(this.layout, hex), hex).then(
+        (t) => t.entries,
+        () => 0,
+      )
+      entries += counted
+    })
+    table.reserve(entries)
+  }
+
   /** The checked index of pack `hex` as decrypted (for `ChunkTable.addPackIndex`). */
   packIndexBytes(hex: string): Promise<{ index: Buffer; count: number; sizeBytes: number; indexOffset: number }> {
     return readPackIndexBytes(this.fs, packPath(this.layout, hex), hex, this.keys, this.blockSize)
@@ -138,20 +156,16 @@ export class VaultContext {
     this.tableLastPrune = gen.lastPrune
     const table = this.tableInstance
     const missing = (await this.listPacks()).filter((hex) => table.packNumber(hex) === undefined)
+    await this.reserveFor(table, missing)
     const damaged: DamagedPack[] = []
-    let next = 0
-    const worker = async (): Promise<void> => {
-      while (next < missing.length) {
-        const hex = missing[next++]!
-        try {
-          table.addPackIndex(hex, await this.packIndexBytes(hex))
-        } catch (error) {
-          // A damaged pack's chunks are simply unknown: a backup stores them again, verify reports it.
-          damaged.push({ hex, error })
-        }
+    await eachOf(missing, async (hex) => {
+      try {
+        table.addPackIndex(hex, await this.packIndexBytes(hex))
+      } catch (error) {
+        // A damaged pack's chunks are simply unknown: a backup stores them again, verify reports it.
+        damaged.push({ hex, error })
       }
-    }
-    await Promise.all(Array.from({ length: 8 }, worker))
+    })
     this.damagedPacks = [...this.damagedPacks.filter((d) => !damaged.some((x) => x.hex === d.hex)), ...damaged]
     return table
   }
@@ -160,4 +174,16 @@ export class VaultContext {
     await this.poolInstance?.dispose()
     this.poolInstance = undefined
   }
+}
+
+/** Pack files read at a time: their reads wait on the drive, not on this thread. */
+const PACKS_AT_ONCE = 8
+
+/** Runs `each` over `items`, PACKS_AT_ONCE at a time. */
+async function eachOf(items: string[], each: (item: string) => Promise<void>): Promise<void> {
+  let next = 0
+  const run = async (): Promise<void> => {
+    while (next < items.length) await each(items[next++]!)
+  }
+  await Promise.all(Array.from({ length: Math.min(PACKS_AT_ONCE, items.length) }, run))
 }

@@ -181,6 +181,7 @@ class LocalVaultImpl implements LocalVault {
     const table = new ChunkTable()
     const readablePacks: number[] = []
     const packs = await this.ctx.listPacks()
+    await this.ctx.reserveFor(table, packs)
     const damagedPacks = new Set<string>()
     for (const [i, hex] of packs.entries()) {
       options.onProgress?.({ phase: 'indexes', done: i, total: packs.length })
@@ -396,6 +397,7 @@ class LocalVaultImpl implements LocalVault {
       // 2. fresh table from every readable pack
       const table = new ChunkTable()
       const packs = await this.ctx.listPacks()
+      await this.ctx.reserveFor(table, packs)
       const unreadable = new Set<string>()
       const recordBytes: number[] = []
       const recipeBearing: number[] = [] // packs whose index lists a recipe (format 2)

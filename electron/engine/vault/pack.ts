@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path'
 import { EngineError } from '../errors.js'
-import { CHUNK_ID_BYTES, FLAG_CONTAINER, damaged, openObject, randomId, sealObject, type VaultKeys } from './crypto.js'
+import { CHUNK_ID_BYTES, FLAG_CONTAINER, SEAL_OVERHEAD, damaged, openObject, randomId, sealObject, type VaultKeys } from './crypto.js'
 import { packPath, type VaultLayout } from './layout.js'
 import { readExactly, vaultIoError, writeAll, type VaultFileHandle, type VaultFs } from './vaultFs.js'
 import { DIRECT_ALIGN, DirectSide, allocAligned, isDirectAligned } from '../io/directIo.js'
@@ -177,16 +177,45 @@ export async function readPackIndex(
 }
 
 /**
- * `readPackIndex` without an object per entry: the decrypted, checked index (`encodeIndex` layout)
- * and its entry count, for `ChunkTable.insertIndex`.
+ * Where a pack's index lies, from its checked header and trailer, and how many entries the index's
+ * length implies (it is sealed uncompressed: `SEAL_OVERHEAD + 1 + 4 + entries × INDEX_ENTRY_BYTES`
+ * bytes). `entries` is a size hint for the chunk table, read without decrypting anything; the index
+ * itself is checked when it is read (`readPackIndexBytes`).
  */
-export async function readPackIndexBytes(
-  fs: VaultFs,
-  path: string,
-  packHex: string,
-  keys: VaultKeys,
-  maxPlain: number,
-): Promise<{ index: Buffer; count: number; sizeBytes: number; indexOffset: number }> {
+export interface PackTrailer {
+  sizeBytes: number
+  indexOffset: number
+  indexLength: number
+  entries: number
+}
+
+/** The entry count an index of `indexLength` sealed bytes holds, if it is well formed (else 0: only a hint). */
+function entriesOfIndexLength(indexLength: number): number {
+  const n = (indexLength - SEAL_OVERHEAD - 1 - 4) / INDEX_ENTRY_BYTES
+  return Number.isSafeInteger(n) && n > 0 ? n : 0
+}
+
+async function readTrailerOf(fh: VaultFileHandle, path: string, packHex: string): Promise<PackTrailer> {
+  const size = await fh.size()
+  if (size < PACK_HEADER_BYTES + TRAILER_BYTES) throw damaged(`pack ${packHex}`, 'is truncated')
+  const head = Buffer.alloc(PACK_HEADER_BYTES)
+  await readExactly(fh, head, 0, PACK_HEADER_BYTES, 0, path)
+  if (!head.subarray(0, 8).equals(PACK_MAGIC) || head.subarray(8, 24).toString('hex') !== packHex) {
+    throw damaged(`pack ${packHex}`, 'has a wrong header (not this pack)')
+  }
+  const trailer = Buffer.alloc(TRAILER_BYTES)
+  await readExactly(fh, trailer, 0, TRAILER_BYTES, size - TRAILER_BYTES, path)
+  if (!trailer.subarray(12, 16).equals(TRAILER_MAGIC)) throw damaged(`pack ${packHex}`, 'has a damaged trailer (truncated?)')
+  const indexOffset = Number(trailer.readBigUInt64LE(0))
+  const indexLength = trailer.readUInt32LE(8)
+  if (indexOffset < PACK_HEADER_BYTES || indexOffset + indexLength !== size - TRAILER_BYTES) {
+    throw damaged(`pack ${packHex}`, 'has a damaged trailer (index position)')
+  }
+  return { sizeBytes: size, indexOffset, indexLength, entries: entriesOfIndexLength(indexLength) }
+}
+
+/** Opens pack `path` and runs `read` on it, closing it after; I/O errors name the pack. */
+async function withPack<T>(fs: VaultFs, path: string, read: (fh: VaultFileHandle) => Promise<T>): Promise<T> {
   let fh: VaultFileHandle
   try {
     fh = await fs.open(path, 'r')
@@ -194,30 +223,37 @@ export async function readPackIndexBytes(
     throw vaultIoError(err, path, 'opening pack')
   }
   try {
-    const size = await fh.size()
-    if (size < PACK_HEADER_BYTES + TRAILER_BYTES) throw damaged(`pack ${packHex}`, 'is truncated')
-    const head = Buffer.alloc(PACK_HEADER_BYTES)
-    await readExactly(fh, head, 0, PACK_HEADER_BYTES, 0, path)
-    if (!head.subarray(0, 8).equals(PACK_MAGIC) || head.subarray(8, 24).toString('hex') !== packHex) {
-      throw damaged(`pack ${packHex}`, 'has a wrong header (not this pack)')
-    }
-    const trailer = Buffer.alloc(TRAILER_BYTES)
-    await readExactly(fh, trailer, 0, TRAILER_BYTES, size - TRAILER_BYTES, path)
-    if (!trailer.subarray(12, 16).equals(TRAILER_MAGIC)) throw damaged(`pack ${packHex}`, 'has a damaged trailer (truncated?)')
-    const indexOffset = Number(trailer.readBigUInt64LE(0))
-    const indexLength = trailer.readUInt32LE(8)
-    if (indexOffset < PACK_HEADER_BYTES || indexOffset + indexLength !== size - TRAILER_BYTES) {
-      throw damaged(`pack ${packHex}`, 'has a damaged trailer (index position)')
-    }
-    const sealed = Buffer.allocUnsafe(indexLength)
-    await readExactly(fh, sealed, 0, indexLength, indexOffset, path)
-    const plain = openObject(keys.meta, indexAad(packHex, indexOffset), sealed, `pack ${packHex} index`)
-    return { index: plain, count: checkIndex(plain, packHex, indexOffset, maxPlain), sizeBytes: size, indexOffset }
+    return await read(fh)
   } catch (err) {
     throw vaultIoError(err, path, 'reading pack')
   } finally {
     await fh.close().catch(() => undefined)
   }
+}
+
+/** A pack's header and trailer, checked (two small reads): where its index lies and how many entries it holds. */
+export function readPackTrailer(fs: VaultFs, path: string, packHex: string): Promise<PackTrailer> {
+  return withPack(fs, path, (fh) => readTrailerOf(fh, path, packHex))
+}
+
+/**
+ * `readPackIndex` without an object per entry: the decrypted, checked index (`encodeIndex` layout)
+ * and its entry count, for `ChunkTable.insertIndex`.
+ */
+export function readPackIndexBytes(
+  fs: VaultFs,
+  path: string,
+  packHex: string,
+  keys: VaultKeys,
+  maxPlain: number,
+): Promise<{ index: Buffer; count: number; sizeBytes: number; indexOffset: number }> {
+  return withPack(fs, path, async (fh) => {
+    const { sizeBytes, indexOffset, indexLength } = await readTrailerOf(fh, path, packHex)
+    const sealed = Buffer.allocUnsafe(indexLength)
+    await readExactly(fh, sealed, 0, indexLength, indexOffset, path)
+    const plain = openObject(keys.meta, indexAad(packHex, indexOffset), sealed, `pack ${packHex} index`)
+    return { index: plain, count: checkIndex(plain, packHex, indexOffset, maxPlain), sizeBytes, indexOffset }
+  })
 }
 
 /** Bytes of a staging buffer for direct writes: each full one is one write to the pack. */

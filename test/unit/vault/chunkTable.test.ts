@@ -15,6 +15,32 @@ describe('ChunkTable', () => {
     expect(t.memoryBytes / t.size).toBeLessThan(40 / 0.45) // 40-byte slots; load stays above ~0.45 after growth
   })
 
+  it('grows no segment for entries it has reserved room for, and keeps them at most 0.8 full', () => {
+    const t = new ChunkTable()
+    t.insert(randomBytes(32), { pack: 0, offset: 0, length: 1, ordinal: 0, flags: 0 })
+    t.reserve(20000)
+    const slots = t.slotCount
+    const made = t.resizes
+    expect(made).toBe(64) // every segment made once at its size
+    // ids spread evenly over the 64 segments (their first word's top six bits), as keyed BLAKE3 ids are on average
+    const ids = Array.from({ length: 20000 }, (_, i) => {
+      const id = randomBytes(32)
+      id.writeUInt32LE(((i % 64) * 2 ** 26 + (id.readUInt32LE(0) % 2 ** 26)) >>> 0, 0)
+      return id
+    })
+    ids.forEach((id, i) => t.insert(id, { pack: 1, offset: i, length: 1, ordinal: i, flags: 0 }))
+    expect(t.slotCount).toBe(slots)
+    expect(t.resizes).toBe(made)
+    expect(t.size).toBe(20001)
+    expect(t.size / t.slotCount).toBeGreaterThan(0.6)
+    expect(t.size / t.slotCount).toBeLessThanOrEqual(0.8)
+    ids.forEach((id, i) => expect(t.get(id)?.offset).toBe(i))
+    // more than was reserved: the table grows as before
+    for (let i = 0; i < 5000; i++) t.insert(randomBytes(32), { pack: 2, offset: i, length: 1, ordinal: i, flags: 0 })
+    expect(t.slotCount).toBeGreaterThan(slots)
+    expect(t.size).toBe(25001)
+  })
+
   it('keeps the first copy of a chunk', () => {
     const t = new ChunkTable()
     const id = randomBytes(32)
