@@ -229,6 +229,9 @@ async function takeRangeBuffer(size: number, pool: WorkerPool<ChunkTask, ChunkTa
   return freeRangeBuffers.pop() ?? (allocAlignedShared(RANGE_BUFFER_BYTES).buffer as SharedArrayBuffer)
 }
 
+/** A record scratch's first size: a repack batch of 64 records takes up to ~5.5 MiB with its page padding. */
+const SCRATCH_START_BYTES = 8 * 1024 * 1024
+
 /** Reads whole pages into `buf` from `from` (page aligned) until `end` is covered. */
 async function readPages(handle: VaultFileHandle, buf: Buffer, from: number, end: number, path: string): Promise<void> {
   // a read stops short only at the end of the file, which lies past `end` in a sound pack
@@ -397,7 +400,10 @@ export async function readRecordBytes(
   const ranges = coalesce(items) // planned first, so the scratch is sized once
   // each range at a page boundary of the scratch, with room for whole pages (direct reads)
   const total = ranges.reduce((sum, r) => sum + pagesOf(r.start, r.end), 0)
-  if (scratch.buf.length < total) scratch.buf = allocAligned(total)
+  // grown at once well past what a batch needs: WebAssembly memory costs nothing until its pages are
+  // touched, and a scratch grown to each batch's size left every smaller one behind as garbage that
+  // the collector let pile up (prune's repack: 12 scratches, ~51 MiB, for 3 in use)
+  if (scratch.buf.length < total) scratch.buf = allocAligned(Math.max(total, 2 * scratch.buf.length, SCRATCH_START_BYTES))
   const { fh, direct } = handles ? await handles.acquire(path) : await openPackBoth(fs, path)
   try {
     let at = 0
