@@ -10,7 +10,7 @@
  * Runs alternate ours / qemu, the median of BENCH_RUNS is reported. Ours runs in a child process
  * so its peak RSS (process.resourceUsage().maxRSS) is its own; its time is that of `convertImage`
  * alone (open to fsync), while qemu-img is timed as a whole process. So a further line times the
- * whole CLI process, `node bin/tresor.js image convert` (startup included: the dist/ build when it is
+ * whole CLI process, `bin/tresor.js image convert` run as a program (startup included: the dist/ build when it is
  * newer than the format sources, else the sources through tsx, which is slower to start). Also reported: the raw reader's
  * two ways to find holes (FIEMAP through `filefrag`, zero-granule scan) on the sparse raw file.
  */
@@ -174,7 +174,7 @@ async function main(): Promise<void> {
       flushed.push(w.seconds)
       // The whole CLI process, timed like qemu-img (startup, module loading, conversion, fsync).
       await rm(outCli, { force: true })
-      const c = await run(process.execPath, [join(root, 'bin', 'tresor.js'), 'image', 'convert', '--to', 'raw', qcow2, outCli], fromDist ? {} : { TRESOR_FROM_SOURCE: '1' })
+      const c = await run(join(root, 'bin', 'tresor.js'), ['image', 'convert', '--to', 'raw', qcow2, outCli], fromDist ? {} : { TRESOR_FROM_SOURCE: '1' })
       if (c.code !== 0) throw new Error(`tresor image convert failed: ${c.stderr}`)
       cli.push(c.seconds)
       console.log(

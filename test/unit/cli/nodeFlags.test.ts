@@ -1,0 +1,48 @@
+// The V8 options a Tresor process starts with (JOB_NODE_FLAGS): the `tresor` command gets them
+// from bin/tresor.js's first line (`env -S`), forked job processes from their launcher. Both must
+// say the same, and the command must really start node with them when it is run as a program.
+import { describe, expect, it } from 'vitest'
+import { spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ChildProcessLauncher, JOB_NODE_FLAGS } from '../../../electron/engine/workers/supervisor.js'
+
+const bin = join(import.meta.dirname, '..', '..', '..', 'bin', 'tresor.js')
+
+describe('the V8 options Tresor processes start with', () => {
+  it('are the same in bin/tresor.js’s first line and for forked jobs', () => {
+    const first = readFileSync(bin, 'utf8').split('\n')[0]!
+    expect(first).toBe(`#!/usr/bin/env -S node ${JOB_NODE_FLAGS.join(' ')}`)
+    expect(JOB_NODE_FLAGS).toContain('--max-semi-space-size=4')
+  })
+
+  it('reach node when the command is run as a program', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tresor-flags-'))
+    try {
+      const out = join(dir, 'argv.json')
+      const probe = join(dir, 'probe.cjs')
+      writeFileSync(probe, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(process.execArgv)))\n`)
+      const r = spawnSync(bin, ['--help'], { encoding: 'utf8', env: { ...process.env, TRESOR_FROM_SOURCE: '1', NODE_OPTIONS: `--require ${probe}` } })
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.stdout).toContain('Usage: tresor')
+      expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual(expect.arrayContaining([...JOB_NODE_FLAGS]))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('reach a forked job process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tresor-flags-'))
+    try {
+      const entry = join(dir, 'entry.mjs')
+      writeFileSync(entry, 'process.exit(0)\n')
+      let spawned: ChildProcess | undefined
+      const job = new ChildProcessLauncher({ entryPath: entry, onSpawn: (child) => (spawned = child) }).launch('flags')
+      await new Promise<void>((done) => job.onExit(() => done()))
+      expect(spawned?.spawnargs.slice(1, 1 + JOB_NODE_FLAGS.length)).toEqual([...JOB_NODE_FLAGS])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
