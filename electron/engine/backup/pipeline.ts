@@ -14,6 +14,7 @@
  * A disk whose file (and backing files) have the identity recorded by the previous point is not
  * opened at all: its previous block map is copied. Memory is bounded by the blocks in flight.
  */
+import { boundedAll } from '../io/bounded.js'
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
@@ -299,22 +300,6 @@ function parseChainLabel(value: string | undefined): ChainEntry[] | undefined {
   } catch {
     return undefined
   }
-}
-
-/** Runs `fn` over `items` with at most `limit` at once; rejects with the first error after all settle. */
-async function boundedAll<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length)
-  let next = 0
-  let failure: { err: unknown } | undefined
-  const worker = async (): Promise<void> => {
-    while (next < items.length && !failure) {
-      const i = next++
-      try { results[i] = await fn(items[i]!) } catch (err) { failure ??= { err } }
-    }
-  }
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker))
-  if (failure) throw failure.err
-  return results
 }
 
 /**

@@ -12,6 +12,7 @@ import { PACK_ID_RE, packPath, type VaultLayout } from './layout.js'
 import { readPackIndex, readPackIndexBytes, readPackTrailer, type PackIndexEntry } from './pack.js'
 import type { Clock, OpenVaultOptions, VaultTestHooks } from './types.js'
 import { readdirIfExists, type VaultFs } from './vaultFs.js'
+import { boundedAll } from '../io/bounded.js'
 
 export interface DamagedPack {
   hex: string
@@ -101,16 +102,13 @@ export class VaultContext {
    * cannot be read counts for nothing here; reading its index reports it.
    */
   async reserveFor(table: ChunkTable, hexes: string[]): Promise<void> {
-    let entries = 0
-    await eachOf(hexes, async (hex) => {
-      // read first, then add: `entries += await …` would add to the value read before the wait
-      const counted = await readPackTrailer(this.fs, packPath(this.layout, hex), hex).then(
+    const counts = await boundedAll(hexes, PACKS_AT_ONCE, (hex) =>
+      readPackTrailer(this.fs, packPath(this.layout, hex), hex).then(
         (t) => t.entries,
         () => 0,
-      )
-      entries += counted
-    })
-    table.reserve(entries)
+      ),
+    )
+    table.reserve(counts.reduce((sum, n) => sum + n, 0))
   }
 
   /** The checked index of pack `hex` as decrypted (for `ChunkTable.addPackIndex`). */
@@ -158,7 +156,7 @@ export class VaultContext {
     const missing = (await this.listPacks()).filter((hex) => table.packNumber(hex) === undefined)
     await this.reserveFor(table, missing)
     const damaged: DamagedPack[] = []
-    await eachOf(missing, async (hex) => {
+    await boundedAll(missing, PACKS_AT_ONCE, async (hex) => {
       try {
         table.addPackIndex(hex, await this.packIndexBytes(hex))
       } catch (error) {
@@ -178,12 +176,3 @@ export class VaultContext {
 
 /** Pack files read at a time: their reads wait on the drive, not on this thread. */
 const PACKS_AT_ONCE = 8
-
-/** Runs `each` over `items`, PACKS_AT_ONCE at a time. */
-async function eachOf(items: string[], each: (item: string) => Promise<void>): Promise<void> {
-  let next = 0
-  const run = async (): Promise<void> => {
-    while (next < items.length) await each(items[next++]!)
-  }
-  await Promise.all(Array.from({ length: Math.min(PACKS_AT_ONCE, items.length) }, run))
-}
