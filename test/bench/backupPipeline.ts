@@ -22,8 +22,9 @@ import { openCatalog } from '../../electron/engine/catalog/index.js'
 import { openImage } from '../../electron/engine/formats/index.js'
 import { createVault, openVault } from '../../electron/engine/vault/index.js'
 import { addMachine, runBackup } from '../../electron/engine/backup/index.js'
-import type { BackupSession, PointManifest, Vault } from '../../electron/engine/vault/api.js'
+import type { BackupSession, BlockEntry, PointManifest, Vault } from '../../electron/engine/vault/api.js'
 import { MiB, writeMixedDisk, mutateScattered } from './lib.js'
+import { segmentsOf } from '../helpers/mapSegments.js'
 
 const sizeBytes = (Number(process.env.BENCH_PIPE_MIB) || 512) * MiB
 const work = mkdtempSync(join(tmpdir(), 'tresor-bench-pipe-'))
@@ -60,6 +61,7 @@ function nullVault(blockSize: number): Vault {
     listPoints: async () => points,
     getPoint: async (id) => points.find((p) => p.id === id)!,
     readBlockMap: async function* (id, i) { yield* (maps.get(`${id}/${i}`) ?? []) as never[] },
+    readBlockMapSegments: (id, i) => segmentsOf((maps.get(`${id}/${i}`) ?? []) as BlockEntry[], 65536),
     chunkReader: () => { throw new Error('no') },
     close: async () => {},
   }

@@ -38,19 +38,5 @@ export function createBlockHasher(): BlockHasher {
   }
 }
 
-let zeros: Buffer = Buffer.alloc(0)
-
-/**
- * True when every byte of `data` is zero. Compares 64 KiB slices against a shared zero buffer with
- * `Buffer.equals` (memcmp), which stops at the first non-zero byte.
- */
-export function isAllZero(data: Uint8Array): boolean {
-  const step = 64 * 1024
-  if (zeros.length < step) zeros = Buffer.alloc(step)
-  const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  for (let off = 0; off < view.length; off += step) {
-    const end = Math.min(view.length, off + step)
-    if (!view.subarray(off, end).equals(zeros.subarray(0, end - off))) return false
-  }
-  return true
-}
+/** True when every byte of `data` is zero (formats/io.ts, one implementation for images and the backup). */
+export { isAllZero } from '../formats/io.js'

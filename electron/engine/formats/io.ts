@@ -137,6 +137,7 @@ export function putU64le(buf: Uint8Array, offset: number, value: number | bigint
 }
 
 const ZERO_PAGE = new Uint8Array(1024 * 1024)
+const ZERO_PAGE_BUFFER = Buffer.from(ZERO_PAGE.buffer, 0, ZERO_PAGE.byteLength)
 
 /** A shared, never-written buffer of zeros (1 MiB); callers must not modify it. */
 export function zeroPage(): Uint8Array {
@@ -145,15 +146,15 @@ export function zeroPage(): Uint8Array {
 
 /**
  * True when every byte of `buf` is zero. Compares against a zero page with the native memcmp of
- * `Buffer.compare`, which is several times faster than a JavaScript loop (hot path of sparse detection).
+ * `Buffer.compare`, which is several times faster than a JavaScript loop (hot path of sparse
+ * detection), through its range arguments: no view is made per call (an incremental backup calls
+ * this for every block it reads, ~50,000 times for the bench's 4 GiB disk).
  */
 export function isAllZero(buf: Uint8Array): boolean {
-  let i = 0
   const len = buf.length
-  while (i < len) {
-    const n = Math.min(ZERO_PAGE.length, len - i)
-    if (Buffer.compare(buf.subarray(i, i + n), ZERO_PAGE.subarray(0, n)) !== 0) return false
-    i += n
+  for (let i = 0; i < len; i += ZERO_PAGE_BUFFER.length) {
+    const n = Math.min(ZERO_PAGE_BUFFER.length, len - i)
+    if (ZERO_PAGE_BUFFER.compare(buf, i, i + n, 0, n) !== 0) return false
   }
   return true
 }

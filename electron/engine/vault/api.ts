@@ -25,6 +25,18 @@ export type BlockEntry =
       checksum: Buffer
     }
 
+/**
+ * One segment of a disk's block map, opened and checked, its entries decoded on demand: blocks
+ * [first, first + count). A data entry's `chunkId` and `checksum` are views of the segment's
+ * plaintext (valid for as long as they are held; nothing writes to it).
+ */
+export interface BlockMapSegment {
+  readonly first: number
+  readonly count: number
+  /** The entry of block `first + k`, for 0 ≤ k < count. */
+  entry(k: number): BlockEntry
+}
+
 /** Identity of the source file at backup time: an unchanged file (same values) need not be read. */
 export interface FileIdentity {
   sizeBytes: number
@@ -167,6 +179,11 @@ export interface Vault {
   getPoint(pointId: string): Promise<PointManifest>
   /** Streams a disk's block map in block order (bounded memory for any disk size). */
   readBlockMap(pointId: string, diskIndex: number): AsyncIterable<BlockEntry>
+  /**
+   * The same block map a segment at a time, in block order (one segment in memory at a time): an
+   * incremental backup looks up each block's earlier entry without an await per block.
+   */
+  readBlockMapSegments(pointId: string, diskIndex: number): AsyncIterable<BlockMapSegment>
   chunkReader(): ChunkReader
   /**
    * Holds a shared lock while points are read (a restore): a prune, which may delete packs, cannot

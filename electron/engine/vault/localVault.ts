@@ -4,14 +4,14 @@
  */
 import { join } from 'node:path'
 import { EngineError, isEngineError } from '../errors.js'
-import type { BackupSession, BlockEntry, ChunkReader, LockWait, PointManifest } from './api.js'
+import type { BackupSession, BlockEntry, BlockMapSegment, ChunkReader, LockWait, PointManifest } from './api.js'
 import { ChunkTable, type PackInfo } from './chunkTable.js'
 import { loadConfig } from './config.js'
 import { VaultContext } from './context.js'
 import { bumpGeneration, readGeneration, trimGenerations } from './generation.js'
 import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
 import { VaultLock, withReadLock } from './locks.js'
-import { readManifest, readSegmentedMap, type StoredManifest } from './manifest.js'
+import { readManifest, readMapSegments, readSegmentedMap, type DiskMapInfo, type StoredManifest } from './manifest.js'
 import { indexHasRecipe, isSubEntry, recordBytesOf, recordsOf, type PackIndexEntry, type RecordEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
@@ -130,10 +130,18 @@ class LocalVaultImpl implements LocalVault {
   }
 
   async *readBlockMap(pointId: string, diskIndex: number): AsyncIterable<BlockEntry> {
+    yield* readSegmentedMap(this.fs, this.layout, this.ctx.keys, pointId, await this.mapInfo(pointId, diskIndex))
+  }
+
+  async *readBlockMapSegments(pointId: string, diskIndex: number): AsyncIterable<BlockMapSegment> {
+    yield* readMapSegments(this.fs, this.layout, this.ctx.keys, pointId, await this.mapInfo(pointId, diskIndex))
+  }
+
+  private async mapInfo(pointId: string, diskIndex: number): Promise<DiskMapInfo> {
     const m = await this.manifest(pointId)
     const info = m.maps.find((d) => d.diskIndex === diskIndex)
     if (!info) throw new EngineError('NOT_FOUND', `Recovery point ${pointId} has no disk ${diskIndex}.`)
-    yield* readSegmentedMap(this.fs, this.layout, this.ctx.keys, pointId, info)
+    return info
   }
 
   chunkReader(): ChunkReader {

@@ -4,7 +4,7 @@
  * neither writing nor reading a map ever holds more than one segment (I7).
  */
 import { EngineError } from '../errors.js'
-import type { BlockEntry, BlockMapWriter, PointManifest } from './api.js'
+import type { BlockEntry, BlockMapSegment, BlockMapWriter, PointManifest } from './api.js'
 import { damaged, openObject, sealObject, type VaultKeys } from './crypto.js'
 import { manifestPath, mapDir, mapSegmentPath, type VaultLayout } from './layout.js'
 import { readFileIfExists, vaultIoError, writeFileAtomic, type VaultFs } from './vaultFs.js'
@@ -187,18 +187,70 @@ async function openSegment(fs: VaultFs, layout: VaultLayout, keys: VaultKeys, po
   return { plain, expected, what }
 }
 
-/** Checks an opened segment's structure without decoding it: a known kind per entry, data entries complete, nothing after the last. */
-function checkSegment(plain: Buffer, expected: number, what: string): void {
+/**
+ * Checks an opened segment's structure (a known kind per entry, data entries complete, nothing after
+ * the last) and returns where each entry starts.
+ */
+function entryStarts(plain: Buffer, count: number, what: string): Int32Array {
+  const starts = new Int32Array(count)
   let p = 4
-  for (let i = 0; i < expected; i++) {
+  for (let i = 0; i < count; i++) {
+    starts[i] = p
     const kind = plain[p++]
     if (kind === KIND_DATA && p + 48 <= plain.length) p += 48
     else if (kind !== KIND_UNALLOCATED && kind !== KIND_ZERO) throw damaged(what, `has a malformed entry #${i}`)
   }
   if (p !== plain.length) throw damaged(what, 'has trailing bytes')
+  return starts
 }
 
-/** Streams a disk's block map, one segment in memory at a time. */
+const UNALLOCATED_ENTRY: BlockEntry = Object.freeze({ kind: 'unallocated' })
+const ZERO_ENTRY: BlockEntry = Object.freeze({ kind: 'zero' })
+
+/**
+ * An opened segment: its structure is checked once (entryStarts), and an entry is decoded when
+ * asked for (no object per block until then).
+ */
+class OpenedSegment implements BlockMapSegment {
+  private readonly starts: Int32Array
+
+  constructor(
+    readonly first: number,
+    readonly count: number,
+    private readonly plain: Buffer,
+    what: string,
+  ) {
+    this.starts = entryStarts(plain, count, what)
+  }
+
+  entry(k: number): BlockEntry {
+    if (!(k >= 0 && k < this.count)) throw new EngineError('INTERNAL', `Block map segment of ${this.count} entries has no entry #${k}.`)
+    const p = this.starts[k]!
+    const kind = this.plain[p]
+    if (kind === KIND_UNALLOCATED) return UNALLOCATED_ENTRY
+    if (kind === KIND_ZERO) return ZERO_ENTRY
+    return { kind: 'data', chunkId: this.plain.subarray(p + 1, p + 33), checksum: this.plain.subarray(p + 33, p + 49) }
+  }
+}
+
+/** Streams a disk's block map a segment at a time (one in memory at a time), each opened and checked. */
+export async function* readMapSegments(
+  fs: VaultFs,
+  layout: VaultLayout,
+  keys: VaultKeys,
+  pointId: string,
+  info: DiskMapInfo,
+): AsyncGenerator<BlockMapSegment> {
+  let seen = 0
+  for (let seg = 0; seg < info.segments; seg++) {
+    const { plain, expected, what } = await openSegment(fs, layout, keys, pointId, info, seg)
+    yield new OpenedSegment(seen, expected, plain, what)
+    seen += expected
+  }
+  if (seen !== info.blockCount) throw damaged(`block map of recovery point ${pointId} disk ${info.diskIndex}`, 'is incomplete')
+}
+
+/** Streams a disk's block map entry by entry; data entries own their bytes (copies, not views of a segment). */
 export async function* readSegmentedMap(
   fs: VaultFs,
   layout: VaultLayout,
@@ -206,26 +258,12 @@ export async function* readSegmentedMap(
   pointId: string,
   info: DiskMapInfo,
 ): AsyncGenerator<BlockEntry> {
-  let seen = 0
-  for (let seg = 0; seg < info.segments; seg++) {
-    const { plain, expected, what } = await openSegment(fs, layout, keys, pointId, info, seg)
-    // Parsed and checked in one pass while yielding (a segment holds up to 65 536 entries).
-    let p = 4
-    for (let i = 0; i < expected; i++) {
-      const kind = plain[p++]
-      if (kind === KIND_UNALLOCATED) yield { kind: 'unallocated' }
-      else if (kind === KIND_ZERO) yield { kind: 'zero' }
-      else if (kind === KIND_DATA && p + 48 <= plain.length) {
-        const chunkId = Buffer.from(plain.subarray(p, p + 32))
-        const checksum = Buffer.from(plain.subarray(p + 32, p + 48))
-        p += 48
-        yield { kind: 'data', chunkId, checksum }
-      } else throw damaged(what, `has a malformed entry #${i}`)
+  for await (const segment of readMapSegments(fs, layout, keys, pointId, info)) {
+    for (let k = 0; k < segment.count; k++) {
+      const e = segment.entry(k)
+      yield e.kind === 'data' ? { kind: 'data', chunkId: Buffer.from(e.chunkId), checksum: Buffer.from(e.checksum) } : e
     }
-    if (p !== plain.length) throw damaged(what, 'has trailing bytes')
-    seen += expected
   }
-  if (seen !== info.blockCount) throw damaged(`block map of recovery point ${pointId} disk ${info.diskIndex}`, 'is incomplete')
 }
 
 /**
@@ -240,7 +278,7 @@ export async function copySegmentedMap(fs: VaultFs, layout: VaultLayout, keys: V
   let seen = 0
   for (let seg = 0; seg < info.segments; seg++) {
     const { plain, expected, what } = await openSegment(fs, layout, keys, pointId, info, seg)
-    checkSegment(plain, expected, what)
+    entryStarts(plain, expected, what)
     writer.appendSegment(plain, expected)
     seen += expected
   }

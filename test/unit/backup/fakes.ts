@@ -1,8 +1,9 @@
 /** In-memory stand-ins for the vault and a disk image, for pipeline unit tests. */
 import { createHash } from 'node:crypto'
 import type { DiskImage, Extent } from '../../../electron/engine/formats/types.js'
-import type { BackupSession, BlockEntry, ChunkReader, NewPoint, PointManifest, PutResult, Vault } from '../../../electron/engine/vault/api.js'
+import type { BackupSession, BlockEntry, BlockMapSegment, ChunkReader, NewPoint, PointManifest, PutResult, Vault } from '../../../electron/engine/vault/api.js'
 import { readChunksIntoVia } from '../../helpers/chunksInPlace.js'
+import { segmentsOf } from '../../helpers/mapSegments.js'
 
 export class MemoryVault implements Vault {
   readonly id = 'memvault'
@@ -72,6 +73,9 @@ export class MemoryVault implements Vault {
   }
   async *readBlockMap(pointId: string, diskIndex: number): AsyncIterable<BlockEntry> {
     yield* this.maps.get(`${pointId}/${diskIndex}`) ?? []
+  }
+  async *readBlockMapSegments(pointId: string, diskIndex: number): AsyncIterable<BlockMapSegment> {
+    yield* segmentsOf(this.maps.get(`${pointId}/${diskIndex}`) ?? [])
   }
   chunkReader(): ChunkReader {
     const readChunks = async (ids: Buffer[]): Promise<Buffer[]> => ids.map((id) => this.chunks.get(id.toString('hex'))!)

@@ -9,10 +9,12 @@ import { createHash, randomUUID } from 'node:crypto'
 import { createBlockHasher, isAllZero } from '../../../electron/engine/backup/checksum.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 import { readChunksIntoVia } from '../../helpers/chunksInPlace.js'
+import { segmentsOf } from '../../helpers/mapSegments.js'
 import { openImage } from '../../../electron/engine/formats/index.js'
 import type {
   BackupSession,
   BlockEntry,
+  BlockMapSegment,
   ChunkReader,
   PointDisk,
   PointManifest,
@@ -122,6 +124,11 @@ export class MemoryVault implements Vault {
     const p = this.points.get(pointId)
     if (!p) throw new EngineError('POINT_NOT_FOUND', `No recovery point ${pointId}.`)
     for (const e of p.maps[diskIndex] ?? []) yield e
+  }
+  async *readBlockMapSegments(pointId: string, diskIndex: number): AsyncIterable<BlockMapSegment> {
+    const p = this.points.get(pointId)
+    if (!p) throw new EngineError('POINT_NOT_FOUND', `No recovery point ${pointId}.`)
+    yield* segmentsOf(p.maps[diskIndex] ?? [])
   }
   chunkReader(): ChunkReader {
     const readChunks = async (ids: Buffer[]): Promise<Buffer[]> => {
