@@ -726,7 +726,8 @@ async function blockLoop(a: LoopArgs): Promise<number> {
           continue
         }
         const checksum = hasher.checksum(view)
-        if (prevEntry.checksum.equals(checksum)) entries[j] = { kind: 'data', chunkId: prevEntry.chunkId, checksum }
+        // unchanged: the earlier entry is this block's entry (same id, same checksum)
+        if (prevEntry.checksum.equals(checksum)) entries[j] = prevEntry
         else puts.push({ data: view, checksum, at: j })
       }
       if (puts.length > 0) {
