@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=4
 // The `tresor` command. Runs the CLI's bundle from dist/cli (built by `npm ci` via the prepare
 // script, scripts/build.mjs); in a source checkout without a build it falls back to the TypeScript
 // sources through tsx (also with TRESOR_FROM_SOURCE set).
@@ -9,9 +9,10 @@
 // electron/engine/workers/supervisor.ts says why.
 //
 // The first line gives node the V8 options every job process gets (JOB_NODE_FLAGS in
-// electron/engine/workers/supervisor.ts): a heap is sized when its process starts, so only the
-// command line can. `node bin/tresor.js` runs without them; the installed `tresor` command, and
-// the benchmarks, run this file itself.
+// electron/engine/workers/supervisor.ts), and glibc the malloc arenas a job gets (MALLOC_ARENAS
+// there): a heap is sized and malloc set up when the process starts, so only the command line can.
+// `node bin/tresor.js` runs without them; the installed `tresor` command, and the benchmarks, run
+// this file itself.
 'use strict'
 process.env.UV_THREADPOOL_SIZE ??= '8'
 

@@ -1,6 +1,6 @@
 import { utilityProcess, type UtilityProcess } from 'electron'
 import type { JobExit, JobLauncher, JobProcess } from '../engine/workers/supervisor.js'
-import { jobEntryPath } from '../engine/workers/supervisor.js'
+import { jobEntryPath, jobEnv } from '../engine/workers/supervisor.js'
 
 /**
  * The Electron job launcher: each job runs in its own utility process (`utilityProcess.fork` of the
@@ -12,9 +12,8 @@ export class UtilityProcessLauncher implements JobLauncher {
 
   launch(jobId: string): JobProcess {
     const entry = this.options.entryPath ?? jobEntryPath().path
-    const env: NodeJS.ProcessEnv = { ...(this.options.env ?? process.env), TRESOR_JOB_PROCESS: '1' }
-    // Secrets never travel in a job's environment.
-    for (const name of ['TRESOR_PASSPHRASE', 'TRESOR_NEW_PASSPHRASE', 'TRESOR_RECOVERY_KEY']) delete env[name]
+    // the same environment as a forked job's: thread pool, malloc arenas, no secrets
+    const env = jobEnv(this.options.env ?? process.env)
     const child: UtilityProcess = utilityProcess.fork(entry, [], {
       serviceName: `Tresor job ${jobId}`,
       env,

@@ -556,6 +556,34 @@ export const IO_THREADS = 8
  */
 export const JOB_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4']
 
+/**
+ * glibc's malloc arenas a Tresor process may use (MALLOC_ARENA_MAX), unless its environment says
+ * otherwise. By default glibc gives busy threads arenas of their own, up to eight per core, and a
+ * job has a dozen threads that allocate (its own, the chunk workers, libuv's pool, V8's); each
+ * arena keeps memory it freed. A full backup of 6.2 GB of real files peaked at 293 MiB on average
+ * with 2 arenas (285–298, five runs) against 306 MiB (295–312, seven runs), in the same time
+ * (twenty-sixth round, docs/PERFORMANCE.md). glibc reads it when a process starts: forked jobs and
+ * Electron's utility processes get it from `jobEnv`, the `tresor` command from bin/tresor.js's
+ * first line.
+ */
+export const MALLOC_ARENAS = '2'
+
+/**
+ * The environment a job process starts with: `base` with the thread pool's size (IO_THREADS) and
+ * the malloc arenas (MALLOC_ARENAS) where it does not set them, marked as a job process, and
+ * without secrets (a job gets its key over the protocol, never from its environment).
+ */
+export function jobEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...base,
+    UV_THREADPOOL_SIZE: base.UV_THREADPOOL_SIZE ?? String(IO_THREADS),
+    MALLOC_ARENA_MAX: base.MALLOC_ARENA_MAX ?? MALLOC_ARENAS,
+    TRESOR_JOB_PROCESS: '1',
+  }
+  for (const name of SECRET_ENV) delete env[name]
+  return env
+}
+
 /** Runs each job in a child process (`child_process.fork`), as the web host does. */
 export class ChildProcessLauncher implements JobLauncher {
   readonly name = 'child-process'
@@ -565,10 +593,7 @@ export class ChildProcessLauncher implements JobLauncher {
     const entry = this.options.entryPath ?? jobEntryPath().path
     if (!existsSync(entry)) throw new Error(`job entry ${entry} is missing`)
     const execArgv = this.options.execArgv ?? [...JOB_NODE_FLAGS, ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : [])]
-    // a job reads and writes packs and images through libuv's thread pool: see IO_THREADS
-    const base = this.options.env ?? process.env
-    const env: NodeJS.ProcessEnv = { ...base, UV_THREADPOOL_SIZE: base.UV_THREADPOOL_SIZE ?? String(IO_THREADS), TRESOR_JOB_PROCESS: '1' }
-    for (const name of SECRET_ENV) delete env[name]
+    const env = jobEnv(this.options.env ?? process.env)
     const child = fork(entry, [], { execArgv, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' })
     this.options.onSpawn?.(child, jobId)
     const exitListeners: ((e: JobExit) => void)[] = []
