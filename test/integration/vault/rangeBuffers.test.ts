@@ -15,13 +15,19 @@ afterAll(async () => {
   for (const c of cleanups.reverse()) await c()
 })
 
+/** A format-1 vault with one chunk worker and packs of `packTargetBytes`, closed and removed after the file's tests. */
+async function vaultWithPacksOf(packTargetBytes: number): Promise<Awaited<ReturnType<typeof newVault>>['vault']> {
+  const t = await tempDir()
+  cleanups.push(t.cleanup)
+  const { vault } = await newVault(t.dir, { workers: 1 }, { formatVersion: 1, packTargetBytes })
+  cleanups.push(() => vault.close())
+  return vault
+}
+
 describe('large range buffers', () => {
   it('keeps at most two per worker plus one out while a restore reads many packs, and restores every block', async () => {
-    const t = await tempDir()
-    cleanups.push(t.cleanup)
     // incompressible blocks in 12 MiB packs: each pack is read as three ranges of up to 4 MiB (large buffers)
-    const { vault } = await newVault(t.dir, { workers: 1 }, { formatVersion: 1, packTargetBytes: 12 * 1024 * 1024 })
-    cleanups.push(() => vault.close())
+    const vault = await vaultWithPacksOf(12 * 1024 * 1024)
     const blocks = Array.from({ length: 640 }, (_, i) => makeBlock(7000 + i, 'random'))
     const point = await backUp(vault, [{ name: 'd', blocks }])
     const pool = (vault as unknown as { ctx: { pool(): Parameters<typeof largeRangeBuffers>[0] } }).ctx.pool()
@@ -37,10 +43,7 @@ describe('large range buffers', () => {
 
 describe('the scratch a repack reads records into', () => {
   it('is made once, with room past a batch, and returns every record exactly as stored', async () => {
-    const t = await tempDir()
-    cleanups.push(t.cleanup)
-    const { vault } = await newVault(t.dir, { workers: 1 }, { formatVersion: 1, packTargetBytes: 4 * 1024 * 1024 })
-    cleanups.push(() => vault.close())
+    const vault = await vaultWithPacksOf(4 * 1024 * 1024)
     await backUp(vault, [{ name: 'd', blocks: Array.from({ length: 40 }, (_, i) => makeBlock(8000 + i, i % 2 ? 'random' : 'text')) }])
     const ctx = (vault as unknown as { ctx: VaultContext }).ctx
     const [hex] = await ctx.listPacks()
