@@ -3,7 +3,8 @@
  * workers do, on the calling thread (plaintext at each position, its XXH3-128, its map of all-zero
  * granules).
  */
-import { createBlockHasher, isAllZero } from '../../electron/engine/backup/checksum.js'
+import { createBlockHasher } from '../../electron/engine/backup/checksum.js'
+import { isAllZero } from '../../electron/engine/formats/io.js'
 import type { ChunksInPlace } from '../../electron/engine/vault/api.js'
 
 export function readChunksIntoVia(

@@ -37,6 +37,3 @@ export function createBlockHasher(): BlockHasher {
     },
   }
 }
-
-/** True when every byte of `data` is zero (formats/io.ts, one implementation for images and the backup). */
-export { isAllZero } from '../formats/io.js'

@@ -34,7 +34,7 @@ export * from './machines.js'
 export { importLibvirt, importVbox, type ImportedMachine } from './importers.js'
 export { runScript, scriptEnvironment, type ScriptSpec, type ScriptOutcome } from './scripts.js'
 export { findWriters, reflinkClone, fileState, sameIdentity, type WriterScan, type FileState } from './snapshot.js'
-export { createBlockHasher, isAllZero, CHECKSUM_BYTES, type BlockHasher } from './checksum.js'
+export { createBlockHasher, CHECKSUM_BYTES, type BlockHasher } from './checksum.js'
 
 /**
  * Runs one backup of `input.machineId` inside a job process: opens the catalog and the current vault

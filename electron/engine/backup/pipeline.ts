@@ -21,10 +21,10 @@ import { unlink } from 'node:fs/promises'
 import type { Db } from '../catalog/types.js'
 import { EngineError, fromFsError } from '../errors.js'
 import type { DiskImage, Extent, OpenOptions } from '../formats/types.js'
-import { zeroFill } from '../formats/io.js'
+import { isAllZero, zeroFill } from '../formats/io.js'
 import { DEFAULT_POLICY, type PolicyScript, type PolicySpec } from '../policy/spec.js'
 import type { BackupSession, BlockEntry, BlockMapWriter, Consistency, FileIdentity, PointDisk, PointManifest, PutResult, Vault } from '../vault/api.js'
-import { createBlockHasher, isAllZero, type BlockHasher } from './checksum.js'
+import { createBlockHasher, type BlockHasher } from './checksum.js'
 import { ExtentCursor, PreviousMap } from './cursors.js'
 import {
   latestPointRow,
@@ -544,13 +544,12 @@ async function backupDisk(plan: DiskPlan, ctx: DiskContext): Promise<DiskOutcome
     progress.startDisk(plan.index, 'reading', workBytes)
     // Block i covers the same guest range in every point (same block size), so a resized disk still compares index by index.
     const prevDisk = plan.prevDisk
-    const prevMap = new PreviousMap(prevDisk && ctx.prev ? ctx.world.vault.readBlockMapSegments(ctx.prev.id, prevDisk.index) : undefined)
-    const prevBlocks = prevDisk?.blockCount ?? 0
+    const prevMap = prevDisk && ctx.prev ? new PreviousMap(ctx.world.vault.readBlockMapSegments(ctx.prev.id, prevDisk.index), prevDisk.blockCount) : new PreviousMap(undefined, 0)
     if (!prevDisk) ctx.log(`disk "${plan.disk.name}": no earlier backup of this disk: full backup`)
     const writer = session.blockMapWriter({ index: plan.index, blockCount })
     const cursor = new ExtentCursor(extents ?? image.extents())
     try {
-      stored = await blockLoop({ image, blockSize, blockCount, virtualSize, cursor, prevMap, prevBlocks, writer, ctx, dp })
+      stored = await blockLoop({ image, blockSize, blockCount, virtualSize, cursor, prevMap, writer, ctx, dp })
     } catch (err) {
       // A read that fails because the file was truncated or replaced under us is a changed source.
       if (plan.mode === 'read' && !(err instanceof EngineError && err.code === 'CANCELLED')) {
@@ -613,7 +612,6 @@ interface LoopArgs {
   virtualSize: number
   cursor: ExtentCursor
   prevMap: PreviousMap
-  prevBlocks: number
   writer: BlockMapWriter
   ctx: DiskContext
   dp: DiskProgress
@@ -799,8 +797,8 @@ async function blockLoop(a: LoopArgs): Promise<number> {
           run.partial = true
         } else emit(entry)
       } else {
-        if (i < a.prevBlocks && !prevMap.holds(i)) await prevMap.load(i)
-        const prevEntry = i < a.prevBlocks ? prevMap.get(i) : undefined
+        if (!prevMap.holds(i)) await prevMap.load(i)
+        const prevEntry = prevMap.get(i)
         if (run) {
           run.prevs.push(prevEntry)
           run.fixed.push(undefined)

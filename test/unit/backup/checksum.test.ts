@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { xxh3 } from '@node-rs/xxhash'
 import { randomBytes } from 'node:crypto'
-import { CHECKSUM_BYTES, createBlockHasher, isAllZero } from '../../../electron/engine/backup/checksum.js'
+import { CHECKSUM_BYTES, createBlockHasher } from '../../../electron/engine/backup/checksum.js'
+import { isAllZero } from '../../../electron/engine/formats/io.js'
 
 describe('block checksum', () => {
   it('is XXH3-128 in canonical byte order (same digest as @node-rs/xxhash xxh128)', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import { ExtentCursor, EXTENTS_PER_FILL, PreviousMap } from '../../../electron/engine/backup/cursors.js'
 import type { Extent } from '../../../electron/engine/formats/types.js'
-import type { BlockEntry } from '../../../electron/engine/vault/api.js'
+import type { BlockEntry, BlockMapSegment } from '../../../electron/engine/vault/api.js'
 import { segmentsOf } from '../../helpers/mapSegments.js'
 
 const BLOCK = 64 * 1024
@@ -97,7 +97,7 @@ describe('PreviousMap', () => {
   )
 
   it('gives every block its entry across segment boundaries, skipping blocks as the loop does, and nothing past the end', async () => {
-    const map = new PreviousMap(segmentsOf(entries, 5))
+    const map = new PreviousMap(segmentsOf(entries, 5), entries.length)
     const asked = [0, 1, 4, 5, 9, 10, 11, 17, 22, 23, 30]
     for (const i of asked) {
       if (!map.holds(i)) await map.load(i)
@@ -107,8 +107,25 @@ describe('PreviousMap', () => {
     await map.close()
   })
 
+  it('reads no segment for blocks past the earlier map (a disk grown since)', async () => {
+    let pulled = 0
+    async function* counted(): AsyncIterable<BlockMapSegment> {
+      for await (const s of segmentsOf(entries, 5)) {
+        pulled++
+        yield s
+      }
+    }
+    const map = new PreviousMap(counted(), entries.length)
+    if (!map.holds(3)) await map.load(3)
+    expect(map.get(3)).toEqual(entries[3])
+    expect(map.holds(entries.length)).toBe(true)
+    expect(map.get(entries.length + 7)).toBeUndefined()
+    expect(pulled).toBe(1)
+    await map.close()
+  })
+
   it('holds nothing to wait for without an earlier map', async () => {
-    const map = new PreviousMap(undefined)
+    const map = new PreviousMap(undefined, 0)
     expect(map.holds(0)).toBe(true)
     expect(map.get(0)).toBeUndefined()
     await map.close()

@@ -6,7 +6,8 @@
  * Hooks let tests corrupt a chunk or slow/fail reads.
  */
 import { createHash, randomUUID } from 'node:crypto'
-import { createBlockHasher, isAllZero } from '../../../electron/engine/backup/checksum.js'
+import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
+import { isAllZero } from '../../../electron/engine/formats/io.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 import { readChunksIntoVia } from '../../helpers/chunksInPlace.js'
 import { segmentsOf } from '../../helpers/mapSegments.js'
