@@ -41,7 +41,7 @@ function restrict(paths, patterns = []) {
 
 export default tseslint.config(
   {
-    ignores: ['dist/**', 'out/**', 'release/**', 'node_modules/**', 'test-results/**', 'coverage/**', '**/*.d.ts', 'test/fixtures/**'],
+    ignores: ['dist/**', 'out/**', 'release/**', 'node_modules/**', 'test-results/**', 'coverage/**', '**/*.d.ts', 'test/fixtures/**', 'native/*/build/**'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,
@@ -58,6 +58,12 @@ export default tseslint.config(
       'no-empty': ['error', { allowEmptyCatch: true }],
       ...restrict(KEYTAR),
     },
+  },
+  {
+    // CommonJS entry points of native addons (native/*/index.cjs): `require` is how they load their binary
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs' },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
   {
     // A promise nobody observes turns its failure into an unhandled rejection: a crash in the CLI

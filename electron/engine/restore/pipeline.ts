@@ -339,7 +339,7 @@ async function writeDisk(
   const slotBytes = blocksPerBatch * blockSize
   const fetchSlots = Math.max(1, Math.floor((options.maxBytesInFlight ?? DEFAULT_IN_FLIGHT) / slotBytes))
   const slotCount = fetchSlots + 2
-  const arena = allocAlignedShared(slotCount * slotBytes)
+  const arena = allocAlignedShared(slotCount * slotBytes, { hugePages: true }) // written out whole: huge pages, fewer write requests (directIo.ts)
   const free: number[] = Array.from({ length: slotCount }, (_, i) => slotCount - 1 - i)
   const writesFrom = new Array<number>(slotCount).fill(0)
   const drained = new Array<boolean>(slotCount).fill(false)

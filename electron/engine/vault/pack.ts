@@ -264,7 +264,7 @@ const stagePool: Buffer[] = []
 const STAGE_POOL_MAX = 4
 
 function takeStage(): Buffer {
-  return stagePool.pop() ?? allocAligned(STAGE_BYTES)
+  return stagePool.pop() ?? allocAligned(STAGE_BYTES, { hugePages: true })
 }
 
 function giveStage(buf: Buffer): void {

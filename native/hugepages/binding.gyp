@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "hugepages",
+      "sources": ["src/hugepages.c"],
+      "cflags": ["-Wall", "-Wextra", "-Werror"]
+    }
+  ]
+}
