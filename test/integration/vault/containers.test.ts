@@ -13,6 +13,7 @@ import { backUp, BLOCK, expectedChunks, makeBlock, newVault, packFiles, partsOf,
 import type { LocalVault, PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 import type { VaultContext } from '../../../electron/engine/vault/context.js'
+import type { VaultFileHandle } from '../../../electron/engine/vault/vaultFs.js'
 import { FLAG_CONTAINER, isSubEntry, type PackIndexEntry } from '../../../electron/engine/vault/pack.js'
 import { isRecipeEntry } from '../../../electron/engine/vault/recipes.js'
 import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
@@ -100,6 +101,50 @@ describe('blocks stored whole with their parts addressed inside them (format 3)'
     ids.push(ids[1]!, ids.at(-1)!) // the same block twice in one call, and the short one again
     want.push(want[1]!, want.at(-1)!)
     await expectReadInto(vault, ids, want, Buffer.from(new SharedArrayBuffer(ids.length * BLOCK)))
+  })
+
+  it('reads a part once when the same call reads its container whole: no pack byte read twice', async () => {
+    const ids = [...(await idsOf(vault, pa)).slice(0, 4), ...(await idsOf(vault, pb))]
+    const want = [...first.slice(0, 4), ...second]
+    const kinds = storedKinds([...first, ...second], key, vault.id)
+    expect(kinds.slice(first.length).filter((k) => k === 'recipe').length).toBeGreaterThan(0) // the call has parts to read
+    // every pack read of the call, through the vault's file system (ordinary and direct handles)
+    const ctx = (vault as unknown as { ctx: VaultContext }).ctx
+    const reads: Array<{ path: string; from: number; to: number }> = []
+    const logged = (path: string, fh: VaultFileHandle): VaultFileHandle => ({
+      ...fh,
+      read: async (b, o, l, at) => {
+        const n = await fh.read(b, o, l, at)
+        if (path.includes('packs')) reads.push({ path, from: at, to: at + n })
+        return n
+      },
+      write: (...a) => fh.write(...a),
+      sync: () => fh.sync(),
+      size: () => fh.size(),
+      close: () => fh.close(),
+    })
+    const fs = ctx.fs
+    const { open, openDirect } = fs
+    fs.open = async (path, flags) => logged(path, await open.call(fs, path, flags))
+    fs.openDirect = async (path, mode) => {
+      const fh = await openDirect!.call(fs, path, mode)
+      return fh && logged(path, fh)
+    }
+    try {
+      await expectReadInto(vault, ids, want, Buffer.from(new SharedArrayBuffer(ids.length * BLOCK)))
+    } finally {
+      fs.open = open
+      fs.openDirect = openDirect
+    }
+    expect(reads.length).toBeGreaterThan(0)
+    // the parts of B's recipes lie inside A's records, which this call reads whole: read apart, they
+    // read those records' bytes a second time
+    const byPath = new Map<string, Array<{ from: number; to: number }>>()
+    for (const r of reads) (byPath.get(r.path) ?? byPath.set(r.path, []).get(r.path)!).push(r)
+    for (const [path, list] of byPath) {
+      list.sort((x, y) => x.from - y.from)
+      for (let k = 1; k < list.length; k++) expect(list[k]!.from, `${basename(path)} read twice at ${list[k]!.from}`).toBeGreaterThanOrEqual(list[k - 1]!.to)
+    }
   })
 
   it('verify --read-data checks every part inside its record; a damaged container names every point that needs its block or one of its parts', async () => {
