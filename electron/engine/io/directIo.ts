@@ -22,8 +22,9 @@
  * Buffers that are written out whole (a restore's slots, a pack's stage, an image writer's buffers)
  * ask for huge pages (`hugePages`, hugePages.ts): a direct write from 2 MiB pages leaves as one
  * device request instead of one per ~1 MiB of 4 KiB pages. Read buffers do not: a range read often
- * fills a fraction of its buffer, and a touched huge page commits 2 MiB (a restore of real files
- * peaked ~15 MiB higher with its range buffers advised, for no fewer read requests).
+ * fills a fraction of its buffer and a touched huge page commits 2 MiB, and advised range buffers
+ * did not make a restore faster (the bench's: a quarter fewer read requests in the same time; real
+ * files: no fewer, their ranges are small).
  */
 import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
