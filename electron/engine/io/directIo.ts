@@ -20,7 +20,7 @@
  * which fault injection reaches pack I/O).
  *
  * Buffers that are written out whole (a restore's slots, a pack's stage, an image writer's buffers)
- * ask for huge pages (`hugePages`, hugePages.ts): a direct write from 2 MiB pages leaves as one
+ * ask for huge pages (`hugePages`, nativeMemory.ts): a direct write from 2 MiB pages leaves as one
  * device request instead of one per ~1 MiB of 4 KiB pages. Read buffers do not: a range read often
  * fills a fraction of its buffer and a touched huge page commits 2 MiB, and advised range buffers
  * did not make a restore faster (the bench's: a quarter fewer read requests in the same time; real
@@ -30,7 +30,7 @@ import { constants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
 import { EngineError, fromFsError } from '../errors.js'
 import { wasm, WASM_PAGE } from './wasm.js'
-import { adviseHugePages } from './hugePages.js'
+import { adviseHugePages } from './nativeMemory.js'
 
 /** Alignment of direct writes: 4 KiB covers devices with 512 B and 4 KiB logical sectors. */
 export const DIRECT_ALIGN = 4096

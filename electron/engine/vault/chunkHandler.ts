@@ -14,19 +14,13 @@ import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/c
 import type { TaskReply } from '../workers/pool.js'
 import { EngineError } from '../errors.js'
 import { SEAL_ITEM_WORDS, unpackOpenEntries, zeroMapBytes } from './chunkTasks.js'
+import { copyTriples } from '../io/nativeMemory.js'
 
-/** Copies (from, to, length) triples from `source` to `target`; what was wrong, or null. */
-function copyTriples(triples: number[] | undefined, source: Buffer | undefined, target: Buffer | undefined): string | null {
+/** Copies (from, to, length) triples from `source` to `target` (natively: both are shared memory); what was wrong, or null. */
+function copyParts(triples: number[] | undefined, source: Buffer | undefined, target: Buffer | undefined): string | null {
   if (!triples || triples.length === 0) return null
-  if (!source || !target || triples.length % 3 !== 0) return 'names parts of a cache it was not given'
-  for (let k = 0; k < triples.length; k += 3) {
-    const from = triples[k]!
-    const to = triples[k + 1]!
-    const length = triples[k + 2]!
-    if (!(from >= 0 && to >= 0 && length > 0 && from + length <= source.length && to + length <= target.length)) return 'names a part outside its buffers'
-    source.copy(target, to, from, from + length)
-  }
-  return null
+  if (!source || !target) return 'names parts of a cache it was not given'
+  return copyTriples(source, target, triples)
 }
 
 export type ChunkTaskHandler = (task: ChunkTask) => Promise<TaskReply<ChunkTaskResult>>
@@ -167,7 +161,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const zeroMaps = new Uint8Array(task.blocks.length * mapBytes).fill(0xff)
     task.blocks.forEach((b, j) => {
       const plain = shared.subarray(b.position, b.position + b.length)
-      const copied = copyTriples(b.copyIn, cache, shared)
+      const copied = copyParts(b.copyIn, cache, shared)
       if (copied !== null) {
         errors.push(copied)
         return
@@ -176,7 +170,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
         errors.push('assembled from its parts does not match its id')
         return
       }
-      const filled = copyTriples(b.fill, shared, cache)
+      const filled = copyParts(b.fill, shared, cache)
       if (filled !== null) {
         errors.push(filled)
         return

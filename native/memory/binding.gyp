@@ -1,8 +1,8 @@
 {
   "targets": [
     {
-      "target_name": "hugepages",
-      "sources": ["src/hugepages.c"],
+      "target_name": "memory",
+      "sources": ["src/memory.c"],
       "cflags": ["-Wall", "-Wextra", "-Werror"]
     }
   ]

@@ -1,8 +1,8 @@
 /**
- * Huge pages for direct-I/O buffers (io/hugePages.ts, native/hugepages): the addon is built and
- * loads, the memory that direct writes go out from (allocAligned and allocAlignedShared with
- * `hugePages`) is advised and then really backed by 2 MiB pages, read buffers are not, and the
- * opt-out and bad input behave.
+ * Tresor's native memory calls (io/nativeMemory.ts, native/memory): the addon is built and loads;
+ * the memory that direct writes go out from (allocAligned and allocAlignedShared with `hugePages`)
+ * is advised and then really backed by 2 MiB pages, read buffers are not, and the opt-out and bad
+ * input behave; copies between shared buffers land exactly, and bad triples copy nothing.
  *
  * The kernel's answer is read back from /proc/self/smaps: madvise splits the advised range into a
  * mapping of its own, flagged `hg`, whose AnonHugePages counts the huge pages behind it. vitest runs
@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { afterEach, describe, expect, it } from 'vitest'
 import { allocAligned, allocAlignedShared } from '../../../electron/engine/io/directIo.js'
-import { adviseHugePages, hugePagesAddonLoaded } from '../../../electron/engine/io/hugePages.js'
+import { adviseHugePages, copyTriples, nativeMemoryLoaded } from '../../../electron/engine/io/nativeMemory.js'
 
 const MiB = 1024 * 1024
 
@@ -56,7 +56,7 @@ describe('huge pages for direct-I/O buffers (Linux, like the rest of the suite)'
   })
 
   it('the addon is built and loads', () => {
-    expect(hugePagesAddonLoaded()).toBe(true)
+    expect(nativeMemoryLoaded()).toBe(true)
   })
 
   it('the kernel offers transparent huge pages where a program asks (a prerequisite of the tests below)', () => {
@@ -103,11 +103,63 @@ describe('huge pages for direct-I/O buffers (Linux, like the rest of the suite)'
   })
 
   it('the addon refuses anything but a Uint8Array with a TypeError', () => {
-    const addon = createRequire(import.meta.url)('tresor-hugepages') as { adviseHugePages: (v: unknown) => boolean }
+    const addon = createRequire(import.meta.url)('tresor-memory') as { adviseHugePages: (v: unknown) => boolean }
     expect(() => addon.adviseHugePages({ length: 4096 })).toThrow(TypeError)
     expect(() => addon.adviseHugePages(new Uint16Array(4096))).toThrow(TypeError)
     expect(() => addon.adviseHugePages(undefined)).toThrow(TypeError)
     // less than a whole page: nothing to advise, and nothing breaks
     expect(addon.adviseHugePages(new Uint8Array(100))).toBe(false)
+  })
+})
+
+describe('copies between views of shared memory', () => {
+  const shared = (bytes: number): Buffer => Buffer.from(new SharedArrayBuffer(bytes))
+
+  it('copies every (from, to, length) triple exactly, overlapping ones included, and leaves the rest alone', () => {
+    const source = shared(64 * 1024)
+    for (let i = 0; i < source.length; i++) source[i] = (i * 31 + 7) & 0xff
+    const target = shared(96 * 1024).fill(0xee)
+    const triples = [0, 5000, 8192, 40_000, 70_000, 12_345, 65_536 - 3, 96 * 1024 - 3, 3]
+    expect(copyTriples(source, target, triples)).toBeNull()
+    const want = Buffer.alloc(96 * 1024, 0xee)
+    for (let k = 0; k < triples.length; k += 3) source.copy(want, triples[k + 1]!, triples[k]!, triples[k]! + triples[k + 2]!)
+    expect(target.equals(want)).toBe(true)
+    // within one buffer, overlapping (memmove)
+    const one = shared(1024)
+    for (let i = 0; i < one.length; i++) one[i] = i & 0xff
+    const expected = Buffer.from(one)
+    expected.copy(expected, 10, 0, 500)
+    expect(copyTriples(one, one, [0, 10, 500])).toBeNull()
+    expect(one.equals(expected)).toBe(true)
+  })
+
+  it('copies nothing when any triple is outside its buffers, negative, fractional or incomplete', () => {
+    const source = shared(4096).fill(1)
+    const target = shared(4096).fill(0)
+    for (const bad of [
+      [0, 0, 100, 4000, 0, 200], // the second leaves the source
+      [0, 4000, 200],
+      [-1, 0, 10],
+      [0, 0, 1.5],
+      [0, 0],
+      [0, 0, 0], // a part has bytes
+    ]) {
+      expect(copyTriples(source, target, bad), JSON.stringify(bad)).toMatch(/outside its buffers|not given/)
+      expect(target.every((b) => b === 0), JSON.stringify(bad)).toBe(true)
+    }
+  })
+
+  it('the addon itself refuses bad triples with a RangeError and copies nothing', () => {
+    const addon = createRequire(import.meta.url)('tresor-memory') as { copyTriples: (s: unknown, t: unknown, x: unknown) => number }
+    const source = shared(4096).fill(9)
+    const target = shared(4096).fill(0)
+    expect(addon.copyTriples(source, target, [0, 0, 16, 100, 200, 8])).toBe(24)
+    expect(target.subarray(0, 16).every((b) => b === 9) && target.subarray(200, 208).every((b) => b === 9) && target[16] === 0).toBe(true)
+    target.fill(0)
+    expect(() => addon.copyTriples(source, target, [0, 0, 16, 4090, 0, 16])).toThrow(RangeError)
+    expect(() => addon.copyTriples(source, target, [0, 0, -4])).toThrow(RangeError)
+    expect(() => addon.copyTriples(source, target, [0, 0])).toThrow(TypeError)
+    expect(() => addon.copyTriples(source, 'target', [0, 0, 1])).toThrow(TypeError)
+    expect(target.every((b) => b === 0)).toBe(true)
   })
 })

@@ -1,0 +1,68 @@
+/**
+ * Tresor's native memory calls (native/memory, the `tresor-memory` addon), each with its fallback.
+ *
+ * Huge pages for direct-I/O buffers. A direct read or write leaves the block layer as requests of
+ * at most `max_segments` physically contiguous pieces: 254 on a virtio disk, so a 4 MiB transfer
+ * out of 4 KiB pages becomes four or more requests, while one out of 2 MiB pages goes as one. Where
+ * a device pays per request (virtual disks), that weighs on a restore's time: the bench's restore
+ * took 5.95–6.17 s instead of 6.81–7.48 s, and 6.2 GB of real files wrote in ~2,800 requests
+ * instead of 6,200–9,600 (PERFORMANCE.md, twenty-seventh round). Linux backs memory with
+ * transparent huge pages only where a program asks (the usual `madvise` setting), and Node cannot
+ * ask; the addon does. It is a hint: without the addon (another platform, a failed build), with THP
+ * off, or with `TRESOR_NO_HUGE_PAGES=1`, nothing changes but the number of requests.
+ *
+ * Copies between views of shared memory. V8 copies into or out of a SharedArrayBuffer (or shared
+ * WebAssembly memory) with relaxed atomic stores: scattered 8 KiB pieces move at ~2.2 GB/s here
+ * against ~5.9 GB/s between ordinary buffers. `copyTriples` does them with memmove, and falls back
+ * to Buffer.copy without the addon.
+ */
+import { createRequire } from 'node:module'
+
+interface Addon {
+  adviseHugePages(view: Uint8Array): boolean
+  copyTriples(source: Uint8Array, target: Uint8Array, triples: readonly number[]): number
+}
+
+let addon: Addon | null | undefined
+
+function load(): Addon | null {
+  try {
+    return createRequire(import.meta.url)('tresor-memory') as Addon
+  } catch {
+    return null
+  }
+}
+
+/** Whether the addon is here (built by `npm ci` from native/memory). */
+export function nativeMemoryLoaded(): boolean {
+  addon ??= load()
+  return addon !== null
+}
+
+/**
+ * Asks for huge pages over the whole pages of `memory`, before anything touches it (pages already
+ * in place stay small until the kernel collapses them). Returns whether the kernel took the advice.
+ */
+export function adviseHugePages(memory: ArrayBufferLike): boolean {
+  if (process.platform !== 'linux' || process.env.TRESOR_NO_HUGE_PAGES === '1' || !nativeMemoryLoaded()) return false
+  return addon!.adviseHugePages(new Uint8Array(memory))
+}
+
+/**
+ * Copies source[from, from + length) to target[to, to + length) for each (from, to, length) in
+ * `triples`. Returns null, or what was wrong (nothing is copied then): a triple outside its buffers,
+ * not whole or negative, or not a multiple of three numbers.
+ */
+export function copyTriples(source: Buffer, target: Buffer, triples: readonly number[]): string | null {
+  if (triples.length % 3 !== 0) return 'names parts of a cache it was not given'
+  for (let k = 0; k < triples.length; k += 3) {
+    const from = triples[k]!
+    const to = triples[k + 1]!
+    const length = triples[k + 2]!
+    const whole = Number.isSafeInteger(from) && Number.isSafeInteger(to) && Number.isSafeInteger(length)
+    if (!(whole && from >= 0 && to >= 0 && length > 0 && from + length <= source.length && to + length <= target.length)) return 'names a part outside its buffers'
+  }
+  if (nativeMemoryLoaded()) addon!.copyTriples(source, target, triples)
+  else for (let k = 0; k < triples.length; k += 3) source.copy(target, triples[k + 1]!, triples[k]!, triples[k]! + triples[k + 2]!)
+  return null
+}
