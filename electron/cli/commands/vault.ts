@@ -9,18 +9,20 @@ import { EngineError } from '../../engine/errors.js'
 import { withChunkWorkers } from '../workers.js'
 import type { LockInfo } from '../../engine/vault/index.js'
 import type { KeychainState, openCurrentVault } from '../../engine/keys/index.js'
+import type { NativeMemoryState } from '../../engine/io/nativeMemory.js'
 
 let loading: ReturnType<typeof load> | undefined
 
 async function load() {
-  const [catalog, vaults, vault, locks, keys] = await Promise.all([
+  const [catalog, vaults, vault, locks, keys, memory] = await Promise.all([
     import('../../engine/catalog/index.js'),
     import('../../engine/catalog/vaults.js'),
     import('../../engine/vault/index.js'),
     import('../../engine/vault/locks.js'),
     import('../../engine/keys/index.js'),
+    import('../../engine/io/nativeMemory.js'),
   ])
-  return { ...catalog, ...vaults, ...vault, ...locks, ...keys }
+  return { ...catalog, ...vaults, ...vault, ...locks, ...keys, nativeMemoryState: memory.nativeMemoryState }
 }
 
 /** The catalog, vault and key modules, loaded once when a vault command runs (not for --help). */
@@ -99,7 +101,8 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('info')
     .description('describe the current vault')
     .action(async () => {
-      const { openCurrentVault, readVaultHeader, defaultKeyStore, getVaultByPath } = await engine()
+      const { openCurrentVault, readVaultHeader, defaultKeyStore, getVaultByPath, nativeMemoryState } = await engine()
+      const memory = nativeMemoryState()
       let session: Session
       try {
         session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
@@ -117,6 +120,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
           locked: true,
           keySlots: { passphrase: header.keySlots.passphrase !== undefined, recovery: header.keySlots.recovery != null },
           keychain: { ...keychain, hasKey: false },
+          memory,
         }
         ctx.print(info, () =>
           [
@@ -124,6 +128,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
             `Path       ${info.path}`,
             `Format     version ${info.formatVersion}, block size ${info.blockSize} bytes`,
             `Keychain   ${keychainText(info.keychain)}`,
+            `Memory     ${memoryText(info.memory)}`,
           ].join('\n'),
         )
         return
@@ -145,6 +150,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
           keySlots: { passphrase: header.keySlots.passphrase !== undefined, recovery: header.keySlots.recovery != null },
           keychain: { ...session.keychain, hasKey: session.keyInKeychain },
           keySource: session.keySource,
+          memory,
         }
         ctx.print(info, () =>
           [
@@ -155,6 +161,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
             `Contents   ${JSON.stringify(stats)}`,
             `Key slots  passphrase${info.keySlots.recovery ? ', recovery key' : ' (no recovery key: make one with "tresor vault export-recovery-key")'}`,
             `Keychain   ${keychainText(info.keychain)}`,
+            `Memory     ${memoryText(info.memory)}`,
           ].join('\n'),
         )
       } finally {
@@ -361,6 +368,11 @@ async function cacheKey(vaultId: string, masterKey: Buffer, generation?: number)
 function keychainText(k: KeychainState & { hasKey: boolean }): string {
   if (!k.available) return `not available (${k.reason ?? 'unknown'})`
   return `${k.backend}, ${k.hasKey ? 'holds the vault key' : 'does not hold the vault key'}`
+}
+
+function memoryText(m: NativeMemoryState): string {
+  if (!m.addon) return `native addon tresor-memory missing (rebuild it with "npm rebuild tresor-memory"); huge pages ${m.hugePages}`
+  return `native addon loaded; huge pages for direct I/O ${m.hugePages}`
 }
 
 function parseSize(text: string): number {

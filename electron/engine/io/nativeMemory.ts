@@ -16,6 +16,7 @@
  * against ~5.9 GB/s between ordinary buffers. `copyTriples` does them with memmove, and falls back
  * to Buffer.copy without the addon.
  */
+import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 
 interface Addon {
@@ -39,6 +40,30 @@ export function nativeMemoryLoaded(): boolean {
   return addon !== null
 }
 
+/** What `tresor vault info` tells about the addon, so that its absence is not silent. */
+export interface NativeMemoryState {
+  /** The addon loaded (without it: no huge pages, copies between shared views at V8's speed). */
+  addon: boolean
+  /** Whether direct-I/O buffers ask for huge pages, or why not. */
+  hugePages: 'on' | 'off: TRESOR_NO_HUGE_PAGES=1' | 'off: transparent huge pages are disabled in the kernel' | 'off: not Linux' | 'off: no native addon'
+}
+
+export function nativeMemoryState(): NativeMemoryState {
+  const addonHere = nativeMemoryLoaded()
+  const hugePages = ((): NativeMemoryState['hugePages'] => {
+    if (process.platform !== 'linux') return 'off: not Linux'
+    if (process.env.TRESOR_NO_HUGE_PAGES === '1') return 'off: TRESOR_NO_HUGE_PAGES=1'
+    if (!addonHere) return 'off: no native addon'
+    try {
+      if (readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8').includes('[never]')) return 'off: transparent huge pages are disabled in the kernel'
+    } catch {
+      return 'off: transparent huge pages are disabled in the kernel'
+    }
+    return 'on'
+  })()
+  return { addon: addonHere, hugePages }
+}
+
 /**
  * Asks for huge pages over the whole pages of `memory`, before anything touches it (pages already
  * in place stay small until the kernel collapses them). Returns whether the kernel took the advice.
@@ -51,10 +76,26 @@ export function adviseHugePages(memory: ArrayBufferLike): boolean {
 /**
  * Copies source[from, from + length) to target[to, to + length) for each (from, to, length) in
  * `triples`. Returns null, or what was wrong (nothing is copied then): a triple outside its buffers,
- * not whole or negative, or not a multiple of three numbers.
+ * not whole or negative, or an incomplete triple. The addon checks every triple before it copies;
+ * the fallback checks them here.
  */
 export function copyTriples(source: Buffer, target: Buffer, triples: readonly number[]): string | null {
-  if (triples.length % 3 !== 0) return 'names parts of a cache it was not given'
+  if (triples.length % 3 !== 0) return 'holds an incomplete triple'
+  if (nativeMemoryLoaded()) {
+    try {
+      addon!.copyTriples(source, target, triples)
+      return null
+    } catch (error) {
+      if (error instanceof RangeError || error instanceof TypeError) return 'names a part outside its buffers'
+      throw error
+    }
+  }
+  return copyTriplesInJs(source, target, triples)
+}
+
+/** copyTriples without the addon: every triple checked, then Buffer.copy. Exported for its tests. */
+export function copyTriplesInJs(source: Buffer, target: Buffer, triples: readonly number[]): string | null {
+  if (triples.length % 3 !== 0) return 'holds an incomplete triple'
   for (let k = 0; k < triples.length; k += 3) {
     const from = triples[k]!
     const to = triples[k + 1]!
@@ -62,7 +103,6 @@ export function copyTriples(source: Buffer, target: Buffer, triples: readonly nu
     const whole = Number.isSafeInteger(from) && Number.isSafeInteger(to) && Number.isSafeInteger(length)
     if (!(whole && from >= 0 && to >= 0 && length > 0 && from + length <= source.length && to + length <= target.length)) return 'names a part outside its buffers'
   }
-  if (nativeMemoryLoaded()) addon!.copyTriples(source, target, triples)
-  else for (let k = 0; k < triples.length; k += 3) source.copy(target, triples[k + 1]!, triples[k]!, triples[k]! + triples[k + 2]!)
+  for (let k = 0; k < triples.length; k += 3) source.copy(target, triples[k + 1]!, triples[k]!, triples[k]! + triples[k + 2]!)
   return null
 }

@@ -108,9 +108,9 @@ static napi_value copy_triples(napi_env env, napi_callback_info info) {
     }
   }
   for (uint32_t k = 0; k < count; k += 3) {
-    if (v[k] + v[k + 2] > (double)source_length || v[k + 1] + v[k + 2] > (double)target_length) {
+    if (v[k + 2] == 0 || v[k] + v[k + 2] > (double)source_length || v[k + 1] + v[k + 2] > (double)target_length) {
       free(v);
-      napi_throw_range_error(env, NULL, "copyTriples: a triple lies outside its buffers");
+      napi_throw_range_error(env, NULL, "copyTriples: a triple is empty or lies outside its buffers");
       return NULL;
     }
   }

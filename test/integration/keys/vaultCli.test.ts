@@ -48,6 +48,13 @@ describe('vault open, catalog rebuild, info', () => {
     // Without the key (no keychain, no passphrase): what the header tells, marked locked.
     const locked = await tresorJson(['--json', 'vault', 'info'], cliEnv({ TRESOR_HOME: v.home }))
     expect(locked).toMatchObject({ vaultId: v.vaultId, locked: true, keychain: { available: false, hasKey: false } })
+    // The native addon is part of the install (npm ci builds it); huge pages follow the host and the switch.
+    expect(info.memory.addon).toBe(true)
+    expect(info.memory.hugePages).toMatch(/^(on|off: transparent huge pages are disabled in the kernel)$/)
+    const switchedOff = await tresorJson(['--json', 'vault', 'info'], { ...v.env, TRESOR_NO_HUGE_PAGES: '1' })
+    expect(switchedOff.memory).toEqual({ addon: true, hugePages: 'off: TRESOR_NO_HUGE_PAGES=1' })
+    const text = await tresor(['vault', 'info'], v.env)
+    expect(text.stdout).toMatch(/^Memory {5}native addon loaded; huge pages for direct I\/O (on|off)/m)
 
     // Lost catalog: rebuilt from the vault alone.
     for (const f of readdirSync(v.home)) rmSync(join(v.home, f))

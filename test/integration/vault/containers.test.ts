@@ -13,7 +13,7 @@ import { backUp, BLOCK, expectedChunks, makeBlock, newVault, packFiles, partsOf,
 import type { LocalVault, PointManifest } from '../../../electron/engine/vault/index.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 import type { VaultContext } from '../../../electron/engine/vault/context.js'
-import type { VaultFileHandle } from '../../../electron/engine/vault/vaultFs.js'
+import { FaultFs } from './faultFs.js'
 import { FLAG_CONTAINER, isSubEntry, type PackIndexEntry } from '../../../electron/engine/vault/pack.js'
 import { isRecipeEntry } from '../../../electron/engine/vault/recipes.js'
 import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
@@ -36,6 +36,7 @@ describe('blocks stored whole with their parts addressed inside them (format 3)'
   let t: Awaited<ReturnType<typeof tempDir>>
   let vault: LocalVault
   let dir: string
+  const fs = new FaultFs() // its read log: which pack bytes a call read
   let key: Buffer
   // text blocks that share no bytes, a random block, a short text tail; the same text shifted
   const { first, second } = shiftedText()
@@ -46,7 +47,7 @@ describe('blocks stored whole with their parts addressed inside them (format 3)'
 
   beforeAll(async () => {
     t = await tempDir()
-    ;({ vault, key, dir } = await newVault(t.dir, { workers: 2 }, { packTargetBytes: 1 << 20, formatVersion: 3 }))
+    ;({ vault, key, dir } = await newVault(t.dir, { workers: 2, fs }, { packTargetBytes: 1 << 20, formatVersion: 3 }))
     pa = await backUp(vault, [{ name: 'a.raw', blocks: first }], 'A')
     pb = await backUp(vault, [{ name: 'b.raw', blocks: second }], 'B')
     // a disk whose short last block holds exactly one part of the first point's third block: it is read whole from inside that block's record
@@ -109,33 +110,9 @@ describe('blocks stored whole with their parts addressed inside them (format 3)'
     const kinds = storedKinds([...first, ...second], key, vault.id)
     expect(kinds.slice(first.length).filter((k) => k === 'recipe').length).toBeGreaterThan(0) // the call has parts to read
     // every pack read of the call, through the vault's file system (ordinary and direct handles)
-    const ctx = (vault as unknown as { ctx: VaultContext }).ctx
-    const reads: Array<{ path: string; from: number; to: number }> = []
-    const logged = (path: string, fh: VaultFileHandle): VaultFileHandle => ({
-      ...fh,
-      read: async (b, o, l, at) => {
-        const n = await fh.read(b, o, l, at)
-        if (path.includes('packs')) reads.push({ path, from: at, to: at + n })
-        return n
-      },
-      write: (...a) => fh.write(...a),
-      sync: () => fh.sync(),
-      size: () => fh.size(),
-      close: () => fh.close(),
-    })
-    const fs = ctx.fs
-    const { open, openDirect } = fs
-    fs.open = async (path, flags) => logged(path, await open.call(fs, path, flags))
-    fs.openDirect = async (path, mode) => {
-      const fh = await openDirect!.call(fs, path, mode)
-      return fh && logged(path, fh)
-    }
-    try {
-      await expectReadInto(vault, ids, want, Buffer.from(new SharedArrayBuffer(ids.length * BLOCK)))
-    } finally {
-      fs.open = open
-      fs.openDirect = openDirect
-    }
+    fs.reads = []
+    await expectReadInto(vault, ids, want, Buffer.from(new SharedArrayBuffer(ids.length * BLOCK)))
+    const reads = fs.reads.filter((r) => r.path.includes('packs')).map((r) => ({ path: r.path, from: r.position, to: r.position + r.bytes }))
     expect(reads.length).toBeGreaterThan(0)
     // the parts of B's recipes lie inside A's records, which this call reads whole: read apart, they
     // read those records' bytes a second time

@@ -23,6 +23,8 @@ export interface FaultRule {
 
 export class FaultFs implements VaultFs {
   log: Array<{ op: FsOp; path: string; from?: string }> = []
+  /** Every read that returned, with where it read and how many bytes came back (ordinary and direct handles). */
+  reads: Array<{ path: string; position: number; bytes: number }> = []
   private counts = 0
   private tripped = false
   rule: FaultRule | undefined
@@ -56,6 +58,7 @@ export class FaultFs implements VaultFs {
     this.tripped = false
     this.shortWrites = false
     this.beforeRead = undefined
+    this.reads = []
   }
 
   async open(path: string, flags: 'r' | 'wx'): Promise<VaultFileHandle> {
@@ -77,7 +80,9 @@ export class FaultFs implements VaultFs {
       async read(b, o, l, p) {
         self.gate('read', path) // counted only by a rule that names 'read'
         await self.beforeRead?.(path, p)
-        return fh.read(b, o, l, p)
+        const bytes = await fh.read(b, o, l, p)
+        self.reads.push({ path, position: p, bytes })
+        return bytes
       },
       async write(b, o, l, p) {
         self.gate('write', path)

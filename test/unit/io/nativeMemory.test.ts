@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { afterEach, describe, expect, it } from 'vitest'
 import { allocAligned, allocAlignedShared } from '../../../electron/engine/io/directIo.js'
-import { adviseHugePages, copyTriples, nativeMemoryLoaded } from '../../../electron/engine/io/nativeMemory.js'
+import { adviseHugePages, copyTriples, copyTriplesInJs, nativeMemoryLoaded } from '../../../electron/engine/io/nativeMemory.js'
 
 const MiB = 1024 * 1024
 
@@ -115,12 +115,15 @@ describe('huge pages for direct-I/O buffers (Linux, like the rest of the suite)'
 describe('copies between views of shared memory', () => {
   const shared = (bytes: number): Buffer => Buffer.from(new SharedArrayBuffer(bytes))
 
-  it('copies every (from, to, length) triple exactly, overlapping ones included, and leaves the rest alone', () => {
+  it.each([
+    ['with the addon', copyTriples],
+    ['without it', copyTriplesInJs],
+  ])('copies every (from, to, length) triple exactly, overlapping ones included, and leaves the rest alone (%s)', (_how, copy) => {
     const source = shared(64 * 1024)
     for (let i = 0; i < source.length; i++) source[i] = (i * 31 + 7) & 0xff
     const target = shared(96 * 1024).fill(0xee)
     const triples = [0, 5000, 8192, 40_000, 70_000, 12_345, 65_536 - 3, 96 * 1024 - 3, 3]
-    expect(copyTriples(source, target, triples)).toBeNull()
+    expect(copy(source, target, triples)).toBeNull()
     const want = Buffer.alloc(96 * 1024, 0xee)
     for (let k = 0; k < triples.length; k += 3) source.copy(want, triples[k + 1]!, triples[k]!, triples[k]! + triples[k + 2]!)
     expect(target.equals(want)).toBe(true)
@@ -129,22 +132,25 @@ describe('copies between views of shared memory', () => {
     for (let i = 0; i < one.length; i++) one[i] = i & 0xff
     const expected = Buffer.from(one)
     expected.copy(expected, 10, 0, 500)
-    expect(copyTriples(one, one, [0, 10, 500])).toBeNull()
+    expect(copy(one, one, [0, 10, 500])).toBeNull()
     expect(one.equals(expected)).toBe(true)
   })
 
-  it('copies nothing when any triple is outside its buffers, negative, fractional or incomplete', () => {
+  it.each([
+    ['with the addon', copyTriples],
+    ['without it', copyTriplesInJs],
+  ])('copies nothing when any triple is outside its buffers, negative, fractional, empty or incomplete (%s)', (_how, copy) => {
     const source = shared(4096).fill(1)
     const target = shared(4096).fill(0)
-    for (const bad of [
-      [0, 0, 100, 4000, 0, 200], // the second leaves the source
-      [0, 4000, 200],
-      [-1, 0, 10],
-      [0, 0, 1.5],
-      [0, 0],
-      [0, 0, 0], // a part has bytes
-    ]) {
-      expect(copyTriples(source, target, bad), JSON.stringify(bad)).toMatch(/outside its buffers|not given/)
+    for (const [bad, why] of [
+      [[0, 0, 100, 4000, 0, 200], /outside its buffers/], // the second leaves the source
+      [[0, 4000, 200], /outside its buffers/],
+      [[-1, 0, 10], /outside its buffers/],
+      [[0, 0, 1.5], /outside its buffers/],
+      [[0, 0], /incomplete triple/],
+      [[0, 0, 0], /outside its buffers/], // a part has bytes
+    ] as const) {
+      expect(copy(source, target, bad), JSON.stringify(bad)).toMatch(why)
       expect(target.every((b) => b === 0), JSON.stringify(bad)).toBe(true)
     }
   })
@@ -158,6 +164,7 @@ describe('copies between views of shared memory', () => {
     target.fill(0)
     expect(() => addon.copyTriples(source, target, [0, 0, 16, 4090, 0, 16])).toThrow(RangeError)
     expect(() => addon.copyTriples(source, target, [0, 0, -4])).toThrow(RangeError)
+    expect(() => addon.copyTriples(source, target, [0, 0, 0])).toThrow(RangeError)
     expect(() => addon.copyTriples(source, target, [0, 0])).toThrow(TypeError)
     expect(() => addon.copyTriples(source, 'target', [0, 0, 1])).toThrow(TypeError)
     expect(target.every((b) => b === 0)).toBe(true)
