@@ -35,4 +35,16 @@ if ((${#still[@]})); then
   echo "Test prerequisites still missing: ${still[*]}" >&2
   exit 1
 fi
+# Transparent huge pages must honour a program's advice (nativeMemory.test, direct-I/O buffers):
+# "always" or "madvise". Where they are off and we may change it (root), ask for "madvise".
+thp=/sys/kernel/mm/transparent_hugepage/enabled
+if [ -r "$thp" ] && grep -q '\[never\]' "$thp"; then
+  if [ -w "$thp" ]; then
+    echo madvise > "$thp"
+    echo "transparent huge pages: set to madvise (they were off)"
+  else
+    echo "transparent huge pages are off on this host (${thp}: never); as root: echo madvise > ${thp}" >&2
+    exit 1
+  fi
+fi
 echo "prerequisites: ok ($(qemu-img --version | head -1); $(chromium --version 2>/dev/null | head -1))"
