@@ -58,7 +58,12 @@ const INCOMPRESSIBLE_BITS = 7.75
 
 /** Whether `plain` is large enough to be sampled and samples as random data (zstd is not tried). */
 export function looksIncompressible(plain: Uint8Array): boolean {
-  return plain.length >= SAMPLED_FROM_BYTES && sampledEntropy(plain) >= INCOMPRESSIBLE_BITS
+  return plain.length >= SAMPLED_FROM_BYTES && incompressibleByEntropy(plain.length, sampledEntropy(plain))
+}
+
+/** `looksIncompressible` for a plaintext of `length` bytes whose sampled entropy is already known. */
+export function incompressibleByEntropy(length: number, bits: number): boolean {
+  return length >= SAMPLED_FROM_BYTES && bits >= INCOMPRESSIBLE_BITS
 }
 export { FLAG_CONTAINER, FLAG_RECIPE, FLAG_ZSTD }
 
@@ -109,11 +114,13 @@ export class ChunkCodec {
   /**
    * Seals `plain` into `out` (capacity ≥ plain.length + 28); a recipe is stored as it is, flagged.
    * `container`: the block's parts are addressed inside the record (FLAG_CONTAINER, format 3).
+   * `incompressible`: `looksIncompressible(plain)` when the caller has sampled the same bytes
+   * already (the cut task), so they are not sampled twice; undefined to sample here.
    */
-  seal(plain: Buffer, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, recipe = false, container = false): SealOutcome {
+  seal(plain: Buffer, out: Buffer, chunkId: Uint8Array, packId: Uint8Array, ordinal: number, recipe = false, container = false, incompressible?: boolean): SealOutcome {
     if (recipe) return this.encrypt(plain, FLAG_RECIPE, out, chunkId, packId, ordinal)
     const kind = container ? FLAG_CONTAINER : 0
-    if (looksIncompressible(plain)) return this.encrypt(plain, kind, out, chunkId, packId, ordinal)
+    if (incompressible ?? looksIncompressible(plain)) return this.encrypt(plain, kind, out, chunkId, packId, ordinal)
     let body: Buffer = plain
     let flags = kind
     const n = this.cctx.compress(this.compressScratch, plain, this.config.compressionLevel)

@@ -5,15 +5,15 @@
  * circulates; open tasks read their records from shared memory (nothing to return).
  */
 import { CheckSpans, recordCheck } from './recordCheck.js'
-import { ChunkCodec, FLAG_CONTAINER, FLAG_ZSTD, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
+import { ChunkCodec, FLAG_CONTAINER, FLAG_ZSTD, incompressibleByEntropy, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
 import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenEntry, OpenTask, SealTask } from './chunkTasks.js'
 import { ChunkIdHasher } from './crypto.js'
-import { cutParts, gearTable, looksCompressible, PART_MIN_BYTES } from './parts.js'
+import { compressibleByEntropy, cutParts, gearTable, PART_MIN_BYTES, sampledEntropy } from './parts.js'
 import { PartCutter } from './partCutter.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
 import { EngineError } from '../errors.js'
-import { SEAL_ITEM_WORDS, unpackOpenEntries, zeroMapBytes } from './chunkTasks.js'
+import { SEAL_INCOMPRESSIBLE, SEAL_ITEM_WORDS, SEAL_SAMPLED, unpackOpenEntries, zeroMapBytes } from './chunkTasks.js'
 import { copyTriples } from '../io/nativeMemory.js'
 
 /** Copies (from, to, length) triples from `source` to `target` (natively: both are shared memory); what was wrong, or null. */
@@ -114,6 +114,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     hasher ??= createBlockHasher()
     const sums = new Uint8Array(task.lengths.length * CHECKSUM_BYTES)
     const partSums = new Uint8Array(most * CHECKSUM_BYTES)
+    const sampled = new Uint8Array(task.lengths.length)
     let parts = 0
     let at = 0
     task.lengths.forEach((length, i) => {
@@ -125,7 +126,13 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       blockIds.set(ids!.of(block), i * 32)
       // every block's: the I9 sum of one stored whole, and the block map's checksum (PutResult)
       sums.set(hasher!.checksum(block), i * CHECKSUM_BYTES)
-      const n = length === task.blockSize && looksCompressible(block) ? cut!(block) : 0
+      // a full block is sampled once: to cut it, and for its seal's choice to try zstd
+      let n = 0
+      if (length === task.blockSize) {
+        const bits = sampledEntropy(block)
+        sampled[i] = incompressibleByEntropy(length, bits) ? 2 : 1
+        if (compressibleByEntropy(bits)) n = cut!(block)
+      }
       if (n < 2) return
       partCounts[i] = n
       for (let k = 0, from = 0; k < n; from = ends[k++]!) {
@@ -145,6 +152,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       partIds: partIds.slice(0, parts * 32),
       sums,
       partSums: partSums.slice(0, parts * CHECKSUM_BYTES),
+      sampled,
     }
     return { value, transfer: task.input ? [task.input] : [] }
   }
@@ -224,7 +232,9 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
         }
         r = moved
       } else {
-        r = codec.seal(plain, target, chunkId, task.packId, ordinal, task.recipes === true, (fields[k * SEAL_ITEM_WORDS + 3]! & FLAG_CONTAINER) !== 0)
+        const kind = fields[k * SEAL_ITEM_WORDS + 3]!
+        const incompressible = kind & SEAL_SAMPLED ? (kind & SEAL_INCOMPRESSIBLE) !== 0 : undefined
+        r = codec.seal(plain, target, chunkId, task.packId, ordinal, task.recipes === true, (kind & FLAG_CONTAINER) !== 0, incompressible)
       }
       // I9 verify-before-commit: open the very bytes that will be written, here in memory. Re-reading
       // the pack from disk (page cache) cost ~40 % of the write path's CPU and checked nothing more.

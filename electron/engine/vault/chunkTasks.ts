@@ -4,6 +4,14 @@
 export const SEAL_ITEM_WORDS = 4
 
 /**
+ * Bits beside the record kind in a new item's fourth word (SealItems.fields): the cut task sampled
+ * the item's bytes (SEAL_SAMPLED), and they sampled as random data (SEAL_INCOMPRESSIBLE, zstd is not
+ * tried). The seal then does not sample them again. Never stored: the record's flags come from the seal.
+ */
+export const SEAL_SAMPLED = 1 << 8
+export const SEAL_INCOMPRESSIBLE = 1 << 9
+
+/**
  * The chunks of a seal batch as two typed arrays: one object per item cost a structured-clone walk
  * per chunk and a 32-byte ArrayBuffer per id, and format 2 seals ~8 KiB parts, up to ~500 of them
  * per message.
@@ -13,7 +21,7 @@ export interface SealItems {
    * Per item, SEAL_ITEM_WORDS words: plaintext length (a record's length when moved; they lie back
    * to back in the batch's `input`), ordinal in the pack, and for a moved record (SealTask.fromPackId)
    * its former ordinal and flags; for a new one 0 and the record kind (FLAG_CONTAINER for a block
-   * whose parts are addressed inside it, format 3, else 0).
+   * whose parts are addressed inside it, format 3, else 0) with SEAL_SAMPLED and SEAL_INCOMPRESSIBLE.
    */
   fields: Uint32Array
   /** 32 bytes per item. */
@@ -251,6 +259,11 @@ export type ChunkTaskResult =
       sums: Uint8Array
       /** XXH3-128 of every part, 16 bytes each, in the order of `ends`. */
       partSums: Uint8Array
+      /**
+       * Per block: 0 when it was not sampled (shorter than a full block), else 1 plus whether it
+       * samples as random data (chunkCodec.ts looksIncompressible): 1 no, 2 yes.
+       */
+      sampled: Uint8Array
     }
   | {
       kind: 'check'

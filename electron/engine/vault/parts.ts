@@ -117,7 +117,12 @@ export function sampledEntropy(block: Uint8Array): number {
  * costs time and adds records for nothing that fixed blocks would not also deduplicate).
  */
 export function looksCompressible(block: Uint8Array): boolean {
-  return block.length > 0 && sampledEntropy(block) < MAX_ENTROPY_BITS
+  return block.length > 0 && compressibleByEntropy(sampledEntropy(block))
+}
+
+/** `looksCompressible` for a block whose sampled entropy is already known. */
+export function compressibleByEntropy(bits: number): boolean {
+  return bits < MAX_ENTROPY_BITS
 }
 
 /** A block's recipe: the parts it is made of, in order. */

@@ -25,7 +25,7 @@ import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
 import { copySegmentedMap, readManifest, readSegmentedMap, SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { FLAG_CONTAINER, INDEX_ENTRY_BYTES, PackWriter, type PackIndexEntry, type SubEntry } from './pack.js'
-import { SEAL_ITEM_WORDS, type ChunkTaskResult } from './chunkTasks.js'
+import { SEAL_INCOMPRESSIBLE, SEAL_ITEM_WORDS, SEAL_SAMPLED, type ChunkTaskResult } from './chunkTasks.js'
 import { CheckSpans, recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
 import { ChunkTable } from './chunkTable.js'
@@ -130,6 +130,8 @@ interface Batch {
   readonly sums: Array<Uint8Array | undefined>
   /** Per item, the parts addressed inside it (a container record, format 3), else undefined. */
   readonly subs: Array<SubEntry[] | undefined>
+  /** Per item, its Unit.sampled bits (0 when not sampled). */
+  readonly sampled: number[]
   /** `pending` keys of those parts, claimed with their record. */
   readonly partKeys: string[]
   /** Moved records (repack): the pack they come from, and per item its former ordinal, flags and plaintext length. */
@@ -159,6 +161,7 @@ function newBatch(slot: Slot, lane: Lane, moved?: { fromPackId: Buffer }, sab?: 
     lengths: [],
     sums: [],
     subs: [],
+    sampled: [],
     partKeys: [],
     // every field present from the start, in one order: batches of all kinds share one hidden
     // class, so the optimized code that handles them is not thrown away for each new kind
@@ -184,6 +187,8 @@ interface Cut {
 interface Unit {
   data: Buffer
   sum?: Uint8Array
+  /** SEAL_SAMPLED, with SEAL_INCOMPRESSIBLE when it sampled as random data: the cut task sampled its bytes (0: not sampled). */
+  sampled?: number
   subs?: SubEntry[]
   /** The `pending` keys of `subs`, made when they were checked (or made on their claim). */
   subKeys?: string[]
@@ -412,7 +417,7 @@ export class LocalBackupSession implements BackupSession {
     }
     // Format 2: new compressible full blocks become parts (deduplicated one by one) and a recipe.
     // The workers hash and cut (CutTask): done here, it made this thread the backup's bottleneck.
-    const { ids, cuts, sums } = await this.cutBlocks(blocks)
+    const { ids, cuts, sums, sampled } = await this.cutBlocks(blocks)
     const table = await this.tableFor()
     const results: SessionPutResult[] = new Array<SessionPutResult>(blocks.length)
     const units: Unit[] = []
@@ -432,7 +437,7 @@ export class LocalBackupSession implements BackupSession {
       // Only full blocks are cut: a part is then always shorter than any recipe's block, so a part's id can never name a recipe.
       const cut = cuts[i]
       if (!cut) {
-        units.push({ data, sum: sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES) })
+        units.push({ data, sum: sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES), sampled: sampled[i] })
         unitIds.push(id)
         unitBlock.push(i)
         continue
@@ -446,7 +451,7 @@ export class LocalBackupSession implements BackupSession {
           seen.add(subKeys[k]!)
           subs.push({ chunkId: cut.ids.subarray(k * 32, k * 32 + 32), offset: at, length: cut.ends[k]! - at })
         }
-        units.push({ data, sum: sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES), subs, subKeys })
+        units.push({ data, sum: sums.subarray(i * CHECKSUM_BYTES, (i + 1) * CHECKSUM_BYTES), subs, subKeys, sampled: sampled[i] })
         unitIds.push(id)
         unitBlock.push(i)
         continue
@@ -522,11 +527,12 @@ export class LocalBackupSession implements BackupSession {
    * Chunk ids of `blocks`, and the parts of those a worker cut (CutTask), a slot's bytes per message.
    * Only full blocks that look compressible are cut (parts.ts).
    */
-  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<Cut | undefined>; sums: Buffer }> {
+  private async cutBlocks(blocks: ReadonlyArray<{ data: Buffer }>): Promise<{ ids: Buffer[]; cuts: Array<Cut | undefined>; sums: Buffer; sampled: number[] }> {
     const capacity = this.sealBatch * (this.blockSize + SEAL_OVERHEAD)
     const ids = new Array<Buffer>(blocks.length)
     const cuts = new Array<Cut | undefined>(blocks.length)
     const sums = Buffer.alloc(blocks.length * CHECKSUM_BYTES)
+    const sampled = new Array<number>(blocks.length).fill(0)
     for (let from = 0; from < blocks.length; ) {
       let to = from
       let bytes = 0
@@ -555,8 +561,12 @@ export class LocalBackupSession implements BackupSession {
         if (r.kind !== 'cut' || !r.input) throw new EngineError('INTERNAL', 'unexpected worker reply')
         this.giveSlot({ input: r.input, output: slot.output })
       }
-      if (r.kind !== 'cut' || r.partCounts.length !== to - from || r.sums.length !== (to - from) * CHECKSUM_BYTES) throw new EngineError('INTERNAL', 'unexpected worker reply')
+      if (r.kind !== 'cut' || r.partCounts.length !== to - from || r.sums.length !== (to - from) * CHECKSUM_BYTES || r.sampled.length !== to - from) throw new EngineError('INTERNAL', 'unexpected worker reply')
       sums.set(r.sums, from * CHECKSUM_BYTES)
+      for (let i = from; i < to; i++) {
+        const verdict = r.sampled[i - from]!
+        sampled[i] = verdict === 0 ? 0 : SEAL_SAMPLED | (verdict === 2 ? SEAL_INCOMPRESSIBLE : 0)
+      }
       const idBytes = Buffer.from(r.ids.buffer, r.ids.byteOffset, r.ids.byteLength)
       const partIdBytes = Buffer.from(r.partIds.buffer, r.partIds.byteOffset, r.partIds.byteLength)
       for (let i = from, e = 0; i < to; i++) {
@@ -569,7 +579,7 @@ export class LocalBackupSession implements BackupSession {
       }
       from = to
     }
-    return { ids, cuts, sums }
+    return { ids, cuts, sums, sampled }
   }
 
   /** Puts chunks (blocks, parts or recipes) in batches of at most a slot's bytes. */
@@ -651,6 +661,7 @@ export class LocalBackupSession implements BackupSession {
       b.keys.push(key)
       b.lengths.push(data.length)
       b.sums.push(blocks[i]!.sum)
+      b.sampled.push(blocks[i]!.sampled ?? 0)
       const { subs, subKeys } = blocks[i]!
       b.subs.push(subs)
       subs?.forEach((sub, k) => {
@@ -782,8 +793,8 @@ export class LocalBackupSession implements BackupSession {
       if (from) {
         fields[n * SEAL_ITEM_WORDS + 2] = from.ordinal
         fields[n * SEAL_ITEM_WORDS + 3] = from.flags
-      } else if (b.subs[n]) {
-        fields[n * SEAL_ITEM_WORDS + 3] = FLAG_CONTAINER
+      } else {
+        fields[n * SEAL_ITEM_WORDS + 3] = (b.subs[n] ? FLAG_CONTAINER : 0) | b.sampled[n]!
       }
       chunkIds.set(b.ids[n]!, n * 32)
     }

@@ -8,6 +8,7 @@ import { openVault, type NewPoint } from '../../../electron/engine/vault/index.j
 import { WorkerPool } from '../../../electron/engine/workers/pool.js'
 import { chunkTaskHandler } from '../../../electron/engine/vault/chunkHandler.js'
 import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
+import { looksIncompressible } from '../../../electron/engine/vault/chunkCodec.js'
 import type { LocalVault } from '../../../electron/engine/vault/index.js'
 
 const cleanups: Array<() => Promise<void>> = []
@@ -63,6 +64,18 @@ describe('cut tasks over shared memory', () => {
     expect(ok.kind === 'cut' && Buffer.from(ok.ids).equals(chunkIdOf(keys.chunkId, block))).toBe(true)
     await expect(Promise.resolve().then(() => handler({ kind: 'cut', shared: { sab, positions: [BLOCK + 1] }, lengths: [BLOCK], blockSize: BLOCK }))).rejects.toMatchObject({ code: 'INTERNAL' })
     await expect(Promise.resolve().then(() => handler({ kind: 'cut', lengths: [BLOCK], blockSize: BLOCK }))).rejects.toMatchObject({ code: 'INTERNAL' })
+  })
+
+  it("reports each full block's sampling verdict, the one the seal would reach itself", async () => {
+    const keys = deriveKeys(randomBytes(32), 'ab'.repeat(16))
+    const handler = chunkTaskHandler({ dataKey: keys.data, chunkIdKey: keys.chunkId, blockSize: BLOCK, compressionLevel: 1 })
+    const blocks = [makeBlock(5, 'random'), makeBlock(6, 'text'), Buffer.concat([Buffer.alloc(BLOCK / 8), randomBytes(BLOCK - BLOCK / 8)]), makeBlock(7, 'random').subarray(0, BLOCK / 2)]
+    const input = Buffer.concat(blocks)
+    const r = (await handler({ kind: 'cut', input: input.buffer.slice(input.byteOffset, input.byteOffset + input.length), lengths: blocks.map((b) => b.length), blockSize: BLOCK })).value
+    if (r.kind !== 'cut') throw new Error('not a cut reply')
+    // full blocks: 2 when they sample as random, 1 when not; the short last block is left to the seal
+    expect([...r.sampled]).toEqual([...blocks.slice(0, 3).map((b) => (looksIncompressible(b) ? 2 : 1)), 0])
+    expect([...r.sampled]).toEqual([2, 1, 1, 0])
   })
 
   /** Blocks copied into one shared buffer, and their views there (a backup's read buffer). */

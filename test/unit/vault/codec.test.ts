@@ -56,6 +56,28 @@ describe('chunk codec', () => {
     }
   })
 
+  it("takes the caller's sampling verdict when it has one, and samples only without it", () => {
+    const compress = vi.spyOn(zstd.CCtx.prototype, 'compress')
+    try {
+      const text = Buffer.from('sampled once '.repeat(BS / 13 + 1)).subarray(0, BS)
+      const out = Buffer.alloc(BS + 28)
+      const id = chunkIdOf(keys.chunkId, text)
+      // told it samples as random: stored as it is, zstd not tried
+      const told = codec.seal(text, out, id, pack, 1, false, false, true)
+      expect(told.flags).toBe(0)
+      expect(compress).not.toHaveBeenCalled()
+      expect(Buffer.from(codec.open(Buffer.from(out.subarray(0, told.storedLength)), id, pack, 1, told.flags) as Buffer)).toEqual(text)
+      // told it does not, and not told: compressed alike
+      const no = codec.seal(text, out, id, pack, 2, false, false, false)
+      const asked = codec.seal(text, out, id, pack, 3, false, false, undefined)
+      expect([no.flags, asked.flags]).toEqual([FLAG_ZSTD, FLAG_ZSTD])
+      expect(no.storedLength).toBe(asked.storedLength)
+      expect(compress).toHaveBeenCalledTimes(2)
+    } finally {
+      compress.mockRestore()
+    }
+  })
+
   it('reseal moves a record to a new pack and ordinal without recompressing: same length and flags, new nonce, opens only there', () => {
     const text = Buffer.from('moved chunk '.repeat(BS / 12 + 1)).subarray(0, BS - 100)
     const rnd = randomBytes(BS)
