@@ -15,6 +15,7 @@
  * opened at all: its previous block map is copied. Memory is bounded by the blocks in flight.
  */
 import { boundedAll } from '../io/bounded.js'
+import { allocAlignedShared } from '../io/directIo.js'
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { unlink } from 'node:fs/promises'
@@ -656,8 +657,12 @@ async function blockLoop(a: LoopArgs): Promise<number> {
   const { image, blockSize, blockCount, virtualSize, cursor, prevMap, writer, ctx, dp } = a
   const runBlocks = Math.max(1, Math.floor(RUN_BYTES / blockSize))
   const window = Math.max(ctx.runWindow, Math.ceil(Math.max(1, ctx.blocksInFlight) / runBlocks))
-  // shared memory: a format-2 vault's cut workers read the blocks where they were read (session.ts cutBlocks)
-  const free: Buffer[] = Array.from({ length: window }, () => Buffer.from(new SharedArrayBuffer(runBlocks * blockSize)))
+  // Shared memory: a format-2 vault's cut workers read the blocks where they were read (session.ts
+  // cutBlocks). Page-aligned (directIo.ts): the kernel copies the image's cached pages into an
+  // aligned buffer faster; a contiguous incremental of the bench disk took 1.64–1.80 s against
+  // 1.80–1.94 s in a SharedArrayBuffer (system time 0.41–0.55 against 0.52–0.65 s, seven
+  // alternating pairs). Huge pages added nothing here.
+  const free: Buffer[] = Array.from({ length: window }, () => allocAlignedShared(runBlocks * blockSize))
   const pending: Promise<BlockEntry[]>[] = []
   let stored = 0
   const hasher = ctx.hasher()
