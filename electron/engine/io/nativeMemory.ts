@@ -48,20 +48,24 @@ export interface NativeMemoryState {
   hugePages: 'on' | 'off: TRESOR_NO_HUGE_PAGES=1' | 'off: transparent huge pages are disabled in the kernel' | 'off: not Linux' | 'off: no native addon'
 }
 
+/** Why direct-I/O buffers do not ask for huge pages, or null when they do (the kernel's setting aside). */
+function hugePagesOff(): Exclude<NativeMemoryState['hugePages'], 'on' | 'off: transparent huge pages are disabled in the kernel'> | null {
+  if (process.platform !== 'linux') return 'off: not Linux'
+  if (process.env.TRESOR_NO_HUGE_PAGES === '1') return 'off: TRESOR_NO_HUGE_PAGES=1'
+  if (!nativeMemoryLoaded()) return 'off: no native addon'
+  return null
+}
+
 export function nativeMemoryState(): NativeMemoryState {
-  const addonHere = nativeMemoryLoaded()
-  const hugePages = ((): NativeMemoryState['hugePages'] => {
-    if (process.platform !== 'linux') return 'off: not Linux'
-    if (process.env.TRESOR_NO_HUGE_PAGES === '1') return 'off: TRESOR_NO_HUGE_PAGES=1'
-    if (!addonHere) return 'off: no native addon'
-    try {
-      if (readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8').includes('[never]')) return 'off: transparent huge pages are disabled in the kernel'
-    } catch {
-      return 'off: transparent huge pages are disabled in the kernel'
-    }
-    return 'on'
-  })()
-  return { addon: addonHere, hugePages }
+  const off = hugePagesOff()
+  if (off) return { addon: nativeMemoryLoaded(), hugePages: off }
+  let kernelOn = false
+  try {
+    kernelOn = !readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8').includes('[never]')
+  } catch {
+    // no such file: a kernel built without transparent huge pages
+  }
+  return { addon: true, hugePages: kernelOn ? 'on' : 'off: transparent huge pages are disabled in the kernel' }
 }
 
 /**
@@ -69,7 +73,7 @@ export function nativeMemoryState(): NativeMemoryState {
  * in place stay small until the kernel collapses them). Returns whether the kernel took the advice.
  */
 export function adviseHugePages(memory: ArrayBufferLike): boolean {
-  if (process.platform !== 'linux' || process.env.TRESOR_NO_HUGE_PAGES === '1' || !nativeMemoryLoaded()) return false
+  if (hugePagesOff()) return false
   return addon!.adviseHugePages(new Uint8Array(memory))
 }
 

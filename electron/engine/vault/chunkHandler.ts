@@ -114,7 +114,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     hasher ??= createBlockHasher()
     const sums = new Uint8Array(task.lengths.length * CHECKSUM_BYTES)
     const partSums = new Uint8Array(most * CHECKSUM_BYTES)
-    const sampled = new Uint8Array(task.lengths.length)
+    const sampled = new Uint16Array(task.lengths.length)
     let parts = 0
     let at = 0
     task.lengths.forEach((length, i) => {
@@ -130,7 +130,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       let n = 0
       if (length === task.blockSize) {
         const bits = sampledEntropy(block)
-        sampled[i] = incompressibleByEntropy(length, bits) ? 2 : 1
+        sampled[i] = SEAL_SAMPLED | (incompressibleByEntropy(length, bits) ? SEAL_INCOMPRESSIBLE : 0)
         if (compressibleByEntropy(bits)) n = cut!(block)
       }
       if (n < 2) return

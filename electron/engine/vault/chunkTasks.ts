@@ -260,10 +260,11 @@ export type ChunkTaskResult =
       /** XXH3-128 of every part, 16 bytes each, in the order of `ends`. */
       partSums: Uint8Array
       /**
-       * Per block: 0 when it was not sampled (shorter than a full block), else 1 plus whether it
-       * samples as random data (chunkCodec.ts looksIncompressible): 1 no, 2 yes.
+       * Per block, the bits its seal item carries: SEAL_SAMPLED for a full block (sampled here),
+       * with SEAL_INCOMPRESSIBLE when it samples as random data (chunkCodec.ts looksIncompressible);
+       * 0 for a shorter block.
        */
-      sampled: Uint8Array
+      sampled: Uint16Array
     }
   | {
       kind: 'check'

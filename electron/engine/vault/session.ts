@@ -25,7 +25,7 @@ import { unlinkDurable } from './vaultFs.js'
 import type { VaultLock } from './locks.js'
 import { copySegmentedMap, readManifest, readSegmentedMap, SegmentedMapWriter, writeManifest, type StoredManifest } from './manifest.js'
 import { FLAG_CONTAINER, INDEX_ENTRY_BYTES, PackWriter, type PackIndexEntry, type SubEntry } from './pack.js'
-import { SEAL_INCOMPRESSIBLE, SEAL_ITEM_WORDS, SEAL_SAMPLED, type ChunkTaskResult } from './chunkTasks.js'
+import { SEAL_ITEM_WORDS, type ChunkTaskResult } from './chunkTasks.js'
 import { CheckSpans, recordCheck } from './recordCheck.js'
 import type { VaultContext } from './context.js'
 import { ChunkTable } from './chunkTable.js'
@@ -563,10 +563,7 @@ export class LocalBackupSession implements BackupSession {
       }
       if (r.kind !== 'cut' || r.partCounts.length !== to - from || r.sums.length !== (to - from) * CHECKSUM_BYTES || r.sampled.length !== to - from) throw new EngineError('INTERNAL', 'unexpected worker reply')
       sums.set(r.sums, from * CHECKSUM_BYTES)
-      for (let i = from; i < to; i++) {
-        const verdict = r.sampled[i - from]!
-        sampled[i] = verdict === 0 ? 0 : SEAL_SAMPLED | (verdict === 2 ? SEAL_INCOMPRESSIBLE : 0)
-      }
+      for (let i = from; i < to; i++) sampled[i] = r.sampled[i - from]!
       const idBytes = Buffer.from(r.ids.buffer, r.ids.byteOffset, r.ids.byteLength)
       const partIdBytes = Buffer.from(r.partIds.buffer, r.partIds.byteOffset, r.partIds.byteLength)
       for (let i = from, e = 0; i < to; i++) {

@@ -9,6 +9,7 @@ import { WorkerPool } from '../../../electron/engine/workers/pool.js'
 import { chunkTaskHandler } from '../../../electron/engine/vault/chunkHandler.js'
 import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
 import { looksIncompressible } from '../../../electron/engine/vault/chunkCodec.js'
+import { SEAL_INCOMPRESSIBLE, SEAL_SAMPLED } from '../../../electron/engine/vault/chunkTasks.js'
 import type { LocalVault } from '../../../electron/engine/vault/index.js'
 
 const cleanups: Array<() => Promise<void>> = []
@@ -73,9 +74,10 @@ describe('cut tasks over shared memory', () => {
     const input = Buffer.concat(blocks)
     const r = (await handler({ kind: 'cut', input: input.buffer.slice(input.byteOffset, input.byteOffset + input.length), lengths: blocks.map((b) => b.length), blockSize: BLOCK })).value
     if (r.kind !== 'cut') throw new Error('not a cut reply')
-    // full blocks: 2 when they sample as random, 1 when not; the short last block is left to the seal
-    expect([...r.sampled]).toEqual([...blocks.slice(0, 3).map((b) => (looksIncompressible(b) ? 2 : 1)), 0])
-    expect([...r.sampled]).toEqual([2, 1, 1, 0])
+    // full blocks: sampled, and incompressible when they sample as random; the short last block is left to the seal
+    const [sampledBit, randomBit] = [SEAL_SAMPLED, SEAL_SAMPLED | SEAL_INCOMPRESSIBLE]
+    expect([...r.sampled]).toEqual([...blocks.slice(0, 3).map((b) => (looksIncompressible(b) ? randomBit : sampledBit)), 0])
+    expect([...r.sampled]).toEqual([randomBit, sampledBit, sampledBit, 0])
   })
 
   /** Blocks copied into one shared buffer, and their views there (a backup's read buffer). */
