@@ -168,13 +168,23 @@ export interface LockWait {
   onWait?: (message: string) => void
 }
 
+export interface BeginBackupOptions {
+  signal?: AbortSignal
+  incremental?: boolean
+}
+
 export interface Vault {
   readonly id: string
   readonly path: string
   readonly blockSize: number
   /** Vault generation (I11), increases with every commit/prune. */
   generation(): Promise<number>
-  beginBackup(options?: { signal?: AbortSignal }): Promise<BackupSession>
+  /**
+   * `incremental`: the machine has an earlier point, so most blocks will match it and little is
+   * sealed: the session seals on one chunk worker and adds the others once work keeps waiting
+   * (context.ts GROW_AFTER_MS). A full backup leaves it unset and gets every worker from the start.
+   */
+  beginBackup(options?: BeginBackupOptions): Promise<BackupSession>
   listPoints(): Promise<PointManifest[]>
   getPoint(pointId: string): Promise<PointManifest>
   /** Streams a disk's block map in block order (bounded memory for any disk size). */

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path'
 import { EngineError, isEngineError } from '../errors.js'
-import type { BackupSession, BlockEntry, BlockMapSegment, ChunkReader, LockWait, PointManifest } from './api.js'
+import type { BackupSession, BeginBackupOptions, BlockEntry, BlockMapSegment, ChunkReader, LockWait, PointManifest } from './api.js'
 import { ChunkTable, type PackInfo } from './chunkTable.js'
 import { loadConfig } from './config.js'
 import { VaultContext } from './context.js'
@@ -77,13 +77,13 @@ class LocalVaultImpl implements LocalVault {
     return (await readGeneration(this.fs, this.layout, this.ctx.keys, this.id)).generation
   }
 
-  async beginBackup(options: { signal?: AbortSignal } = {}): Promise<BackupSession> {
+  async beginBackup(options: BeginBackupOptions = {}): Promise<BackupSession> {
     this.assertOpen()
     const lock = await VaultLock.acquire(this.fs, this.layout, 'shared', this.lockOptions('backup'))
     try {
       const start = await readGeneration(this.fs, this.layout, this.ctx.keys, this.id)
       // the session loads the chunk table on its first put (an unchanged disk never needs it)
-      return new LocalBackupSession(this.ctx, lock, start, options.signal)
+      return new LocalBackupSession(this.ctx, lock, start, options.signal, undefined, options.incremental === true)
     } catch (err) {
       await lock.release()
       throw err

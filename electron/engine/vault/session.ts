@@ -265,6 +265,8 @@ export class LocalBackupSession implements BackupSession {
   private bytesStored = 0
   private bytesNew = 0
   private tableLoad: Promise<ChunkTable> | undefined
+  /** Releases the narrowing of an incremental session (constructor). */
+  private readonly widen: (() => void) | undefined
 
   constructor(
     private readonly ctx: VaultContext,
@@ -273,8 +275,11 @@ export class LocalBackupSession implements BackupSession {
     private readonly signal?: AbortSignal,
     /** Repack mode: deduplicate only against this table (fresh packs), and never release the lock. */
     private readonly repack?: { table: ChunkTable },
+    /** Vault.beginBackup's `incremental`: the chunk workers narrowed (context.ts narrowPool) until the session ends. */
+    incremental = false,
   ) {
     this.blockSize = ctx.blockSize
+    if (incremental) this.widen = ctx.narrowPool()
     this.sealBatch = Math.max(1, Math.floor(Math.min(SEAL_BATCH_BYTES, SEAL_BUDGET_BYTES / ctx.maxInFlight) / ctx.blockSize))
   }
 
@@ -1053,6 +1058,7 @@ export class LocalBackupSession implements BackupSession {
       this.state = 'aborted'
       throw this.failure
     } finally {
+      this.widen?.()
       if (!this.repack) await this.lock.release()
     }
   }
@@ -1099,6 +1105,7 @@ export class LocalBackupSession implements BackupSession {
     try {
       await this.cleanup()
     } finally {
+      this.widen?.()
       if (!this.repack) await this.lock.release()
     }
   }

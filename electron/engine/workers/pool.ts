@@ -29,6 +29,11 @@
  *   their task module on another core meanwhile; the first pool of that module adopts them and
  *   sends the configuration as their first message. Task modules served with
  *   `serveConfiguredTasks` can be spares; `releaseSpareWorkers` ends those no pool took.
+ * - Narrowed (`narrow`): tasks go to the first worker only, and one more worker takes tasks each
+ *   time tasks have kept waiting for `growAfterMs`. For work that is mostly not the workers': an
+ *   incremental backup of a 1 % change sealed faster on one chunk worker than on two (the second
+ *   competed for the cores with the thread reading the disk; docs/PERFORMANCE.md, twenty-ninth
+ *   round), while a large change still gets them all. The other workers are started all the same.
  */
 import { Worker, parentPort, workerData as thisWorkerData, type Transferable } from 'node:worker_threads'
 import { availableParallelism } from 'node:os'
@@ -165,6 +170,13 @@ export class WorkerPool<T, R> {
   private inlineHandler: Promise<TaskHandler<T, R>> | undefined
   private inlineBusy = false
   private inlineUnavailable = false
+  /** Workers that take tasks now: all, or fewer while narrowed (`narrow`). */
+  private active: number
+  /** Narrowing holds not yet released, and how long tasks wait before one more worker takes them. */
+  private narrowHolds = 0
+  private growAfterMs = 0
+  /** When tasks began to wait for the active workers (performance.now()), or -1. */
+  private waitingSince = -1
 
   constructor(
     private readonly moduleUrl: URL | string,
@@ -173,7 +185,35 @@ export class WorkerPool<T, R> {
     this.size = Math.max(1, options.size ?? availableParallelism())
     this.maxQueue = Math.max(0, options.maxQueue ?? 2 * this.size)
     this.ahead = Math.max(1, Math.floor(options.ahead ?? 2))
+    this.active = this.size
     for (let i = 0; i < this.size; i++) this.slots.push(this.spawn())
+  }
+
+  /**
+   * Sends tasks to the first worker only until tasks have waited `growAfterMs` for it, then to one
+   * more, and so on (each grown worker stays). Returns the release: once every hold is released the
+   * pool uses all its workers again.
+   */
+  narrow(growAfterMs: number): () => void {
+    if (this.narrowHolds++ === 0) {
+      this.active = 1
+      this.waitingSince = -1
+    }
+    this.growAfterMs = Math.max(0, growAfterMs)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      if (--this.narrowHolds === 0) {
+        this.active = this.size
+        if (!this.disposed) this.pump()
+      }
+    }
+  }
+
+  /** Workers that take tasks now (`narrow`). */
+  get activeWorkers(): number {
+    return this.active
   }
 
   private spawn(): Slot<T, R> {
@@ -231,24 +271,47 @@ export class WorkerPool<T, R> {
     if (this.options.inline && !this.inlineUnavailable && !this.slots.some((s) => s.started)) {
       this.runInline()
     } else {
-      // fill every worker to one outstanding task, then to two, …: a task waits behind another
-      // only when every worker is busy
-      for (let depth = 1; depth <= this.ahead && this.queue.length > 0; depth++) {
-        for (const slot of this.slots) {
-          if (slot.running.length >= depth || this.queue.length === 0) continue
-          const job = this.queue.shift()!
-          const sent = { ...job, id: this.nextId++ }
-          slot.running.push(sent)
-          try {
-            slot.worker.postMessage({ id: sent.id, task: job.task }, job.transfer)
-          } catch (err) {
-            slot.running.pop()
-            job.reject(err)
-          }
+      this.dispatch()
+      if (this.active < this.size) this.growIfWaiting()
+    }
+    while (this.spaceWaiters.length > 0 && this.hasSpace()) this.spaceWaiters.shift()!()
+  }
+
+  /** Narrowed: one more worker takes tasks once tasks have kept waiting for `growAfterMs`. */
+  private growIfWaiting(): void {
+    if (this.queue.length === 0) {
+      this.waitingSince = -1
+      return
+    }
+    const now = performance.now()
+    if (this.waitingSince < 0) this.waitingSince = now
+    else if (now - this.waitingSince >= this.growAfterMs) {
+      this.active++
+      this.waitingSince = -1
+      this.dispatch()
+    }
+  }
+
+  /**
+   * Fills every active worker to one outstanding task, then to two, …: a task waits behind another
+   * only when every active worker is busy.
+   */
+  private dispatch(): void {
+    for (let depth = 1; depth <= this.ahead && this.queue.length > 0; depth++) {
+      for (let i = 0; i < this.active; i++) {
+        const slot = this.slots[i]!
+        if (slot.running.length >= depth || this.queue.length === 0) continue
+        const job = this.queue.shift()!
+        const sent = { ...job, id: this.nextId++ }
+        slot.running.push(sent)
+        try {
+          slot.worker.postMessage({ id: sent.id, task: job.task }, job.transfer)
+        } catch (err) {
+          slot.running.pop()
+          job.reject(err)
         }
       }
     }
-    while (this.spaceWaiters.length > 0 && this.hasSpace()) this.spaceWaiters.shift()!()
   }
 
   /** Runs the oldest queued task on this thread (no worker has started yet). */

@@ -1,4 +1,5 @@
 // Task module for the pool tests: echoes, sums bytes, fails or crashes on request.
+import { threadId } from 'node:worker_threads'
 import { serveTasks } from '../../../electron/engine/workers/pool.js'
 import { EngineError } from '../../../electron/engine/errors.js'
 
@@ -9,6 +10,8 @@ type Task =
   | { op: 'sleep'; ms: number }
   // sleeps `ms`, counting tasks running at once in i32[0] (most seen in i32[1]) and writing its start time (ms) to f64[1 + slot]
   | { op: 'stamp'; sab: SharedArrayBuffer; slot: number; ms: number }
+  // sleeps `ms`, then answers with the thread that ran it
+  | { op: 'who'; ms: number }
 
 serveTasks<Task, unknown>(async (task) => {
   if (task.op === 'sum') {
@@ -30,5 +33,6 @@ serveTasks<Task, unknown>(async (task) => {
     return { value: 'stamped' }
   }
   await new Promise((r) => setTimeout(r, task.ms))
+  if (task.op === 'who') return { value: threadId }
   return { value: 'slept' }
 })

@@ -61,6 +61,33 @@ describe('WorkerPool', () => {
     expect(starts[3]!).toBeGreaterThanOrEqual(busyUntil) // c was not (two ahead at most): it waited for a reply
   })
 
+  it('narrowed, sends tasks that do not wait long to one worker; released, to all', async () => {
+    pool = new WorkerPool(url, { size: 2, maxQueue: 4 })
+    await Promise.all([pool.run({ op: 'sleep', ms: 1 }), pool.run({ op: 'sleep', ms: 1 })])
+    const release = pool.narrow(10_000)
+    expect(pool.activeWorkers).toBe(1)
+    // four at once: they queue behind the one worker, but not for 10 s
+    const narrowed = await Promise.all([0, 1, 2, 3].map(() => pool!.run({ op: 'who', ms: 20 })))
+    expect(new Set(narrowed).size).toBe(1)
+    release()
+    release() // idempotent
+    expect(pool.activeWorkers).toBe(2)
+    const wide = await Promise.all([0, 1, 2, 3].map(() => pool!.run({ op: 'who', ms: 50 })))
+    expect(new Set(wide).size).toBe(2)
+  })
+
+  it('narrowed, lets one more worker take tasks once tasks have kept waiting', async () => {
+    pool = new WorkerPool(url, { size: 2, maxQueue: 8 })
+    await Promise.all([pool.run({ op: 'sleep', ms: 1 }), pool.run({ op: 'sleep', ms: 1 })])
+    pool.narrow(60)
+    const tasks = await Promise.all(Array.from({ length: 8 }, () => pool!.submit({ op: 'who', ms: 40 })))
+    const threads = await Promise.all(tasks.map((t) => t.result))
+    expect(pool.activeWorkers).toBe(2)
+    expect(new Set(threads).size).toBe(2)
+    // the first two went to the first worker before anything had waited (one running, one sent ahead)
+    expect(threads[1]).toBe(threads[0])
+  })
+
   it('keeps EngineError codes, replaces a crashed worker, rejects queued work on dispose', async () => {
     pool = new WorkerPool(url, { size: 1, maxQueue: 4 })
     const err = await pool.run({ op: 'fail' }).catch((e: unknown) => e)
