@@ -30,10 +30,11 @@
  *   sends the configuration as their first message. Task modules served with
  *   `serveConfiguredTasks` can be spares; `releaseSpareWorkers` ends those no pool took.
  * - Narrowed (`narrow`): tasks go to the first worker only, and one more worker takes tasks each
- *   time tasks have kept waiting for `growAfterMs`. For work that is mostly not the workers': an
- *   incremental backup of a 1 % change sealed faster on one chunk worker than on two (the second
- *   competed for the cores with the thread reading the disk; docs/PERFORMANCE.md, twenty-ninth
- *   round), while a large change still gets them all. The other workers are started all the same.
+ *   time tasks have kept waiting for `growAfterMs` (looked at whenever a task is submitted or
+ *   answered, which a busy pool does every few milliseconds). For work that is mostly not the
+ *   workers': an incremental backup of a 1 % change sealed faster on one chunk worker than on two
+ *   (the second competed for the cores with the thread reading the disk; docs/PERFORMANCE.md,
+ *   twenty-ninth round), while a large change still gets them all. Every worker is started.
  */
 import { Worker, parentPort, workerData as thisWorkerData, type Transferable } from 'node:worker_threads'
 import { availableParallelism } from 'node:os'
