@@ -10,19 +10,21 @@ import { withChunkWorkers } from '../workers.js'
 import type { LockInfo } from '../../engine/vault/index.js'
 import type { KeychainState, openCurrentVault } from '../../engine/keys/index.js'
 import type { NativeMemoryState } from '../../engine/io/nativeMemory.js'
+import type { NativeDigestState } from '../../engine/vault/pieceDigests.js'
 
 let loading: ReturnType<typeof load> | undefined
 
 async function load() {
-  const [catalog, vaults, vault, locks, keys, memory] = await Promise.all([
+  const [catalog, vaults, vault, locks, keys, memory, digest] = await Promise.all([
     import('../../engine/catalog/index.js'),
     import('../../engine/catalog/vaults.js'),
     import('../../engine/vault/index.js'),
     import('../../engine/vault/locks.js'),
     import('../../engine/keys/index.js'),
     import('../../engine/io/nativeMemory.js'),
+    import('../../engine/vault/pieceDigests.js'),
   ])
-  return { ...catalog, ...vaults, ...vault, ...locks, ...keys, nativeMemoryState: memory.nativeMemoryState }
+  return { ...catalog, ...vaults, ...vault, ...locks, ...keys, nativeMemoryState: memory.nativeMemoryState, nativeDigestState: digest.nativeDigestState }
 }
 
 /** The catalog, vault and key modules, loaded once when a vault command runs (not for --help). */
@@ -101,8 +103,9 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
     .command('info')
     .description('describe the current vault')
     .action(async () => {
-      const { openCurrentVault, readVaultHeader, defaultKeyStore, getVaultByPath, nativeMemoryState } = await engine()
+      const { openCurrentVault, readVaultHeader, defaultKeyStore, getVaultByPath, nativeMemoryState, nativeDigestState } = await engine()
       const memory = nativeMemoryState()
+      const digest = nativeDigestState()
       let session: Session
       try {
         session = await openCurrentVault(ctx.home(), vaultTarget(ctx))
@@ -121,6 +124,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
           keySlots: { passphrase: header.keySlots.passphrase !== undefined, recovery: header.keySlots.recovery != null },
           keychain: { ...keychain, hasKey: false },
           memory,
+          digest,
         }
         ctx.print(info, () =>
           [
@@ -129,6 +133,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
             `Format     version ${info.formatVersion}, block size ${info.blockSize} bytes`,
             `Keychain   ${keychainText(info.keychain)}`,
             `Memory     ${memoryText(info.memory)}`,
+            `Hashing    ${digestText(info.digest)}`,
           ].join('\n'),
         )
         return
@@ -151,6 +156,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
           keychain: { ...session.keychain, hasKey: session.keyInKeychain },
           keySource: session.keySource,
           memory,
+          digest,
         }
         ctx.print(info, () =>
           [
@@ -162,6 +168,7 @@ export function registerVaultCommands(program: Command, ctx: CliContext): void {
             `Key slots  passphrase${info.keySlots.recovery ? ', recovery key' : ' (no recovery key: make one with "tresor vault export-recovery-key")'}`,
             `Keychain   ${keychainText(info.keychain)}`,
             `Memory     ${memoryText(info.memory)}`,
+            `Hashing    ${digestText(info.digest)}`,
           ].join('\n'),
         )
       } finally {
@@ -373,6 +380,11 @@ function keychainText(k: KeychainState & { hasKey: boolean }): string {
 function memoryText(m: NativeMemoryState): string {
   if (!m.addon) return `native addon tresor-memory missing (rebuild it with "npm rebuild tresor-memory"); huge pages ${m.hugePages}`
   return `native addon loaded; huge pages for direct I/O ${m.hugePages}`
+}
+
+function digestText(d: NativeDigestState): string {
+  if (!d.addon) return `native addon tresor-digest missing (rebuild it with "npm rebuild tresor-digest"); chunk ids one per call, slower`
+  return `native addon loaded; chunk ids and checksums ${d.pieces}`
 }
 
 function parseSize(text: string): number {

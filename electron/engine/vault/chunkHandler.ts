@@ -7,9 +7,9 @@
 import { CheckSpans, recordCheck } from './recordCheck.js'
 import { ChunkCodec, FLAG_CONTAINER, FLAG_ZSTD, incompressibleByEntropy, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
 import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenEntry, OpenTask, SealTask } from './chunkTasks.js'
-import { ChunkIdHasher } from './crypto.js'
 import { compressibleByEntropy, cutParts, gearTable, PART_MIN_BYTES, sampledEntropy } from './parts.js'
 import { PartCutter } from './partCutter.js'
+import { createPieceDigester, type PieceDigester } from './pieceDigests.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
 import { EngineError } from '../errors.js'
@@ -29,7 +29,8 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
   const codec = new ChunkCodec(config)
   let hasher: BlockHasher | undefined
   let zeroPage = Buffer.alloc(0)
-  let ids: ChunkIdHasher | undefined
+  let digester: PieceDigester | undefined
+  const wholeEnd = new Uint32Array(1)
 
   /** Clears bit g of `zeroMaps` at `mapAt` for every granule g of `plain` that holds a non-zero byte. */
   function markNonZero(plain: Buffer, granule: number, zeroMaps: Uint8Array, mapAt: number): void {
@@ -96,7 +97,7 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
 
   /** CutTask: chunk ids, and parts of the full blocks that look compressible. */
   function cutBlocks(task: CutTask): TaskReply<ChunkTaskResult> {
-    ids ??= new ChunkIdHasher(config.chunkIdKey)
+    digester ??= createPieceDigester(config.chunkIdKey)
     if (!cut) {
       const gear = gearTable(config.chunkIdKey)
       const cutter = PartCutter.available ? new PartCutter(gear) : undefined
@@ -111,7 +112,6 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const most = task.lengths.reduce((sum, length) => sum + Math.ceil(length / PART_MIN_BYTES), 0)
     const allEnds = new Uint32Array(most)
     const partIds = new Uint8Array(most * 32)
-    hasher ??= createBlockHasher()
     const sums = new Uint8Array(task.lengths.length * CHECKSUM_BYTES)
     const partSums = new Uint8Array(most * CHECKSUM_BYTES)
     const sampled = new Uint16Array(task.lengths.length)
@@ -123,9 +123,9 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       if (!(from >= 0 && length > 0 && from + length <= source.length)) throw new EngineError('INTERNAL', 'A cut task names a block outside its buffer.')
       const block = source.subarray(from, from + length)
       at += length
-      blockIds.set(ids!.of(block), i * 32)
-      // every block's: the I9 sum of one stored whole, and the block map's checksum (PutResult)
-      sums.set(hasher!.checksum(block), i * CHECKSUM_BYTES)
+      // every block's id, and its checksum: the I9 sum of one stored whole and the block map's (PutResult)
+      wholeEnd[0] = length
+      digester!.digest(block, wholeEnd, 0, 1, blockIds, i * 32, sums, i * CHECKSUM_BYTES)
       // a full block is sampled once: to cut it, and for its seal's choice to try zstd
       let n = 0
       if (length === task.blockSize) {
@@ -135,13 +135,9 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       }
       if (n < 2) return
       partCounts[i] = n
-      for (let k = 0, from = 0; k < n; from = ends[k++]!) {
-        allEnds[parts] = ends[k]!
-        const part = block.subarray(from, ends[k]!)
-        partIds.set(ids!.of(part), parts * 32)
-        partSums.set(hasher!.checksum(part), parts * CHECKSUM_BYTES)
-        parts++
-      }
+      for (let k = 0; k < n; k++) allEnds[parts + k] = ends[k]!
+      digester!.digest(block, allEnds, parts, n, partIds, parts * 32, partSums, parts * CHECKSUM_BYTES)
+      parts += n
     })
     const value: ChunkTaskResult = {
       kind: 'cut',
@@ -159,8 +155,8 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
 
   /** CheckTask: keyed BLAKE3, checksum and zero map of blocks assembled from their parts. */
   function checkAssembled(task: CheckTask): TaskReply<ChunkTaskResult> {
-    hasher ??= createBlockHasher()
-    ids ??= new ChunkIdHasher(config.chunkIdKey)
+    digester ??= createPieceDigester(config.chunkIdKey)
+    const id = new Uint8Array(32)
     const shared = Buffer.from(task.sab)
     const cache = task.cache ? Buffer.from(task.cache) : undefined
     const mapBytes = zeroMapBytes(task.blockSize, task.zeroGranule)
@@ -174,17 +170,21 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
         errors.push(copied)
         return
       }
-      if (plain.length !== b.length || !ids!.of(plain).equals(Buffer.from(b.chunkId.buffer, b.chunkId.byteOffset, b.chunkId.byteLength))) {
+      // its id, and its checksum in the same pass (kept only if the block passes)
+      wholeEnd[0] = plain.length
+      if (plain.length === b.length) digester!.digest(plain, wholeEnd, 0, 1, id, 0, checksums, j * CHECKSUM_BYTES)
+      if (plain.length !== b.length || !Buffer.from(id.buffer).equals(Buffer.from(b.chunkId.buffer, b.chunkId.byteOffset, b.chunkId.byteLength))) {
+        checksums.fill(0, j * CHECKSUM_BYTES, (j + 1) * CHECKSUM_BYTES)
         errors.push('assembled from its parts does not match its id')
         return
       }
       const filled = copyParts(b.fill, shared, cache)
       if (filled !== null) {
+        checksums.fill(0, j * CHECKSUM_BYTES, (j + 1) * CHECKSUM_BYTES)
         errors.push(filled)
         return
       }
       errors.push(null)
-      checksums.set(hasher!.checksum(plain), j * CHECKSUM_BYTES)
       markNonZero(plain, task.zeroGranule, zeroMaps, j * mapBytes)
     })
     return { value: { kind: 'check', errors, checksums, zeroMaps } }

@@ -1,6 +1,6 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
-import { open, readFile } from 'node:fs/promises'
+import { open, readFile, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { addMachine, runBackup, type BackupWorld } from '../../../electron/engine/backup/index.js'
@@ -8,6 +8,7 @@ import { openImage } from '../../../electron/engine/formats/index.js'
 import { parsePolicySpec } from '../../../electron/engine/policy/index.js'
 import { applyOps, createImage, qemuGuestSha256, randomBytes, requireQemu } from '../../helpers/qemu.js'
 import { makeWorld, MiB, pointDiskSha256, TEST_BLOCK_SIZE, type TestWorld } from './helpers.js'
+import { openVault } from '../../../electron/engine/vault/index.js'
 
 let w: TestWorld | undefined
 beforeAll(() => requireQemu())
@@ -95,6 +96,52 @@ describe('deduplication and skipping', () => {
     const r2 = await runBackup(m, w.world, { policy, snapshot: 'read' })
     expect(r2.result.bytesNew).toBe(BS)
     expect(await pointDiskSha256(w.vault, r2.result.pointId, 0)).toBe(createHash('sha256').update(await readFile(disk)).digest('hex'))
+  })
+
+  it('chunk ids and checksums are the same with and without the native digest addon (format 3, blocks cut into parts)', async () => {
+    w = await makeWorld()
+    const disk = join(w.dir, 'd.raw')
+    const fh = await open(disk, 'w')
+    // text blocks (compressible: cut into parts, each part hashed), random blocks (ids only), a short last block
+    const text = (n: number): Buffer => Buffer.from(Array.from({ length: 3000 }, (_, k) => `line ${k * n} of block ${n}: ${'abcdefghij'.repeat(k % 7)}\n`).join('')).subarray(0, BS)
+    for (let b = 0; b < 12; b++) await fh.write(b % 3 === 0 ? randomBytes(b, BS) : text(b), 0, BS, b * BS)
+    await fh.write(text(99).subarray(0, 5000), 0, 5000, 12 * BS)
+    await fh.close()
+    const copy = join(w.dir, 'copy.raw')
+    await writeFile(copy, await readFile(disk))
+    const entries = async (vault: TestWorld['vault'], pointId: string): Promise<string[]> => {
+      const out: string[] = []
+      for await (const e of vault.readBlockMap(pointId, 0)) out.push(e.kind === 'data' ? `${e.chunkId.toString('hex')}:${e.checksum.toString('hex')}` : e.kind)
+      return out
+    }
+    // the first backup hashes one piece per call in JavaScript (the addon switched off)…
+    process.env.TRESOR_NO_NATIVE_DIGEST = '1'
+    const ma = addMachine(w.catalog, { name: 'bindings', disks: [{ path: disk }] })
+    let ra
+    try {
+      ra = await runBackup(ma, w.world, { policy, snapshot: 'read' })
+    } finally {
+      delete process.env.TRESOR_NO_NATIVE_DIGEST
+    }
+    expect(ra.result.bytesNew).toBe(12 * BS + 5000)
+    await w.vault.close()
+    // …the second, of the same bytes as another machine in a vault opened again, uses the addon:
+    // every block and part id is found, nothing new is stored, and the block maps are equal
+    const vault = await openVault(w.vaultDir, w.masterKey)
+    try {
+      const mb = addMachine(w.catalog, { name: 'native', disks: [{ path: copy }] })
+      const rb = await runBackup(mb, { ...w.world, vault }, { policy, snapshot: 'read' })
+      expect(rb.result.bytesRead).toBe(12 * BS + 5000)
+      expect(rb.result.bytesNew).toBe(0)
+      const a = await entries(vault, ra.result.pointId)
+      expect(a.filter((e) => e.includes(':'))).toHaveLength(13)
+      expect(await entries(vault, rb.result.pointId)).toEqual(a)
+      const sha = createHash('sha256').update(await readFile(disk)).digest('hex')
+      expect(await pointDiskSha256(vault, ra.result.pointId, 0)).toBe(sha)
+      expect(await pointDiskSha256(vault, rb.result.pointId, 0)).toBe(sha)
+    } finally {
+      await vault.close()
+    }
   })
 
   it("an unchanged disk's block map is copied segment by segment: every entry equal, over two segments", async () => {

@@ -9,7 +9,7 @@ import { WorkerPool } from '../../../electron/engine/workers/pool.js'
 import { chunkTaskHandler } from '../../../electron/engine/vault/chunkHandler.js'
 import { chunkIdOf, deriveKeys } from '../../../electron/engine/vault/crypto.js'
 import { looksIncompressible } from '../../../electron/engine/vault/chunkCodec.js'
-import { SEAL_INCOMPRESSIBLE, SEAL_SAMPLED } from '../../../electron/engine/vault/chunkTasks.js'
+import { SEAL_INCOMPRESSIBLE, SEAL_SAMPLED, type ChunkTaskResult } from '../../../electron/engine/vault/chunkTasks.js'
 import type { LocalVault } from '../../../electron/engine/vault/index.js'
 
 const cleanups: Array<() => Promise<void>> = []
@@ -78,6 +78,38 @@ describe('cut tasks over shared memory', () => {
     const [sampledBit, randomBit] = [SEAL_SAMPLED, SEAL_SAMPLED | SEAL_INCOMPRESSIBLE]
     expect([...r.sampled]).toEqual([...blocks.slice(0, 3).map((b) => (looksIncompressible(b) ? randomBit : sampledBit)), 0])
     expect([...r.sampled]).toEqual([randomBit, sampledBit, sampledBit, 0])
+  })
+
+  it('gives the same ids, parts and checksums with the native digest addon as one piece at a time (TRESOR_NO_NATIVE_DIGEST=1)', async () => {
+    const keys = deriveKeys(randomBytes(32), 'ab'.repeat(16))
+    // log-like text that varies line by line (a repeated line has no content-defined cuts)
+    const text = (n: number): Buffer =>
+      Buffer.from(Array.from({ length: 4000 }, (_, k) => `${n}: event ${k * 7919 + n} at ${(k * 31) % 997} ${'abcdefghij'.repeat(k % 7)}\n`).join('')).subarray(0, BLOCK)
+    const blocks = [text(11), makeBlock(12, 'random'), text(13), text(14).subarray(0, BLOCK / 3)]
+    const input = Buffer.concat(blocks)
+    const cut = async (): Promise<Extract<ChunkTaskResult, { kind: 'cut' }>> => {
+      const handler = chunkTaskHandler({ dataKey: keys.data, chunkIdKey: keys.chunkId, blockSize: BLOCK, compressionLevel: 1 })
+      const r = (await handler({ kind: 'cut', input: input.buffer.slice(input.byteOffset, input.byteOffset + input.length), lengths: blocks.map((b) => b.length), blockSize: BLOCK })).value
+      if (r.kind !== 'cut') throw new Error('not a cut reply')
+      return r
+    }
+    const native = await cut()
+    process.env.TRESOR_NO_NATIVE_DIGEST = '1'
+    let bindings
+    try {
+      bindings = await cut()
+    } finally {
+      delete process.env.TRESOR_NO_NATIVE_DIGEST
+    }
+    // the text blocks were cut into parts, and every digest is the one its bytes give
+    expect(native.partCounts[0]).toBeGreaterThan(1)
+    expect(native.partCounts[2]).toBeGreaterThan(1)
+    blocks.forEach((b, i) => expect(Buffer.from(native.ids.subarray(i * 32, (i + 1) * 32)).equals(chunkIdOf(keys.chunkId, b)), `block ${i}`).toBe(true))
+    for (const field of ['ids', 'partCounts', 'ends', 'partIds', 'sums', 'partSums', 'sampled'] as const) {
+      expect(Buffer.from(native[field].buffer, native[field].byteOffset, native[field].byteLength).toString('hex'), field).toBe(
+        Buffer.from(bindings[field].buffer, bindings[field].byteOffset, bindings[field].byteLength).toString('hex'),
+      )
+    }
   })
 
   /** Blocks copied into one shared buffer, and their views there (a backup's read buffer). */

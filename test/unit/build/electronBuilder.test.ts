@@ -60,7 +60,7 @@ describe('electron-builder configuration', () => {
 
   it('unpacks the native modules from the asar and rebuilds them for Electron when packaging', () => {
     expect(config.asar).toBe(true)
-    for (const mod of ['better-sqlite3', 'keytar', 'tresor-memory']) expect(config.asarUnpack.some((p) => p.includes(mod)), mod).toBe(true)
+    for (const mod of ['better-sqlite3', 'keytar', 'tresor-memory', 'tresor-digest']) expect(config.asarUnpack.some((p) => p.includes(mod)), mod).toBe(true)
     expect(config.asarUnpack).toContain('**/*.node')
     expect(config.npmRebuild).toBe(true)
   })

@@ -1,0 +1,103 @@
+/**
+ * Chunk ids (keyed BLAKE3-256) and block checksums (XXH3-128) of many pieces of one buffer in one
+ * call: a block and its content-defined parts (format 3) in the cut task.
+ *
+ * The JavaScript bindings hash one input per call: BLAKE3's reset, update and digest plus a new
+ * Buffer cost ~2.5 µs, as long as hashing an 8 KiB part, and XXH3's call ~0.45 µs more. A full
+ * backup of the bench's 4 GiB disk hashes ~160,000 inputs. The `tresor-digest` addon (native/digest,
+ * built by `npm ci` from the BLAKE3 team's C code in @c4312/blake3-native and xxHash's in
+ * xxhash-addon) hashes all the pieces of a block in one call and writes the digests straight into
+ * the caller's arrays. Without it (a failed build, or `TRESOR_NO_NATIVE_DIGEST=1`) the same digests
+ * come from the bindings one piece at a time (test/unit/vault/pieceDigests.test.ts checks both
+ * against each other).
+ */
+import { createRequire } from 'node:module'
+import { CHECKSUM_BYTES, createBlockHasher } from '../backup/checksum.js'
+import { CHUNK_ID_BYTES, ChunkIdHasher } from './crypto.js'
+import { EngineError } from '../errors.js'
+
+/** The addon's calls (native/digest/index.d.ts). */
+type Addon = typeof import('tresor-digest')
+/** `digestPieces`'s arguments after the key, which a digester holds. */
+type PieceArgs = Parameters<Addon['digestPieces']> extends [unknown, ...infer Rest] ? Rest : never
+
+let addon: Addon | null | undefined
+
+function load(): Addon | null {
+  try {
+    return createRequire(import.meta.url)('tresor-digest') as Addon
+  } catch {
+    return null
+  }
+}
+
+/** Whether the addon is here (built by `npm ci` from native/digest) and not turned off. */
+export function nativeDigestLoaded(): boolean {
+  return nativeDigestState().pieces === 'native, a block per call'
+}
+
+/** What `tresor vault info` tells about the addon, so that its absence is not silent. */
+export interface NativeDigestState {
+  /** The addon loads. */
+  addon: boolean
+  /** How chunk ids and checksums of a block's pieces are computed. */
+  pieces: 'native, a block per call' | 'one per call: TRESOR_NO_NATIVE_DIGEST=1' | 'one per call: no native addon'
+}
+
+export function nativeDigestState(): NativeDigestState {
+  addon ??= load()
+  if (addon === null) return { addon: false, pieces: 'one per call: no native addon' }
+  if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1' }
+  return { addon: true, pieces: 'native, a block per call' }
+}
+
+/**
+ * Digests consecutive pieces of a buffer. Piece k of a call runs from the end of piece k − 1 (0 for
+ * the first) to `ends[endsAt + k]`; its chunk id goes to `ids[idsAt + 32k, + 32)` and, when `sums`
+ * is given, its checksum to `sums[sumsAt + 16k, + 16)`.
+ */
+export interface PieceDigester {
+  /** Whether the native addon does the work (else the bindings, one piece at a time). */
+  readonly native: boolean
+  digest(...args: PieceArgs): void
+}
+
+/**
+ * A digester for chunk ids under `key` (the vault's 32-byte chunk id key): native when the addon is
+ * here, unless `preferNative` is false (tests compare both).
+ */
+export function createPieceDigester(key: Uint8Array, preferNative = true): PieceDigester {
+  if (key.length !== 32) throw new EngineError('INVALID_INPUT', 'The chunk id key must be 32 bytes.')
+  const native = preferNative && nativeDigestLoaded() ? addon! : null
+  if (native) {
+    const own = Uint8Array.from(key)
+    return {
+      native: true,
+      digest(...args) {
+        native.digestPieces(own, ...args)
+      },
+    }
+  }
+  const idHasher = new ChunkIdHasher(key)
+  const sumHasher = createBlockHasher()
+  return {
+    native: false,
+    digest(data, ends, endsAt, count, ids, idsAt, sums, sumsAt) {
+      if (ends.length < endsAt + count || ids.length < idsAt + count * CHUNK_ID_BYTES || (sums && sums.length < sumsAt + count * CHECKSUM_BYTES)) {
+        throw new RangeError('digest: the pieces do not fit the ends, ids or sums given')
+      }
+      for (let k = 0, from = 0; k < count; k++) {
+        const end = ends[endsAt + k]!
+        if (end < from || end > data.length) throw new RangeError('digest: the ends go backwards or past the data')
+        from = end
+      }
+      for (let k = 0, from = 0; k < count; k++) {
+        const end = ends[endsAt + k]!
+        const piece = data.subarray(from, end)
+        ids.set(idHasher.of(piece), idsAt + k * CHUNK_ID_BYTES)
+        if (sums) sums.set(sumHasher.checksum(piece), sumsAt + k * CHECKSUM_BYTES)
+        from = end
+      }
+    },
+  }
+}
