@@ -19,7 +19,7 @@ import { boundedAll } from '../io/bounded.js'
  * longer than a 1 % change keeps one worker busy (~0.1–0.2 s on the bench disk, which one worker
  * seals sooner than two), shorter than the start of a worker's share of a large change is worth.
  */
-export const GROW_AFTER_MS = 250
+const GROW_AFTER_MS = 250
 
 export interface DamagedPack {
   hex: string
