@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { applyOps, createImage, requireQemu } from '../../helpers/qemu.js'
-import { cliEnv, tresor, tresorJson } from '../keys/fixtures/cli.js'
+import { cliEnv, ROOT, tresor, tresorJson } from '../keys/fixtures/cli.js'
 import { openCatalog } from '../../../electron/engine/catalog/index.js'
 
 const base = mkdtempSync(join(tmpdir(), 'tresor-backup-cli-'))
@@ -66,6 +67,36 @@ describe('tresor machine / backup / points', () => {
     expect(list.find((m) => m.id === machineId)).toMatchObject({ name: 'db-vm', source: 'libvirt', disks: [{ name: 'vda' }] })
     const queued = await tresorJson<{ jobId: string; state: string }>(['backup', 'db-vm', '--detach', '--json'], env)
     expect(queued.state).toBe('queued')
+  })
+
+  it('without its native addons (a failed build) says so, and backs up and restores all the same', async () => {
+    // tresor-digest and tresor-memory fail to load in the CLI and its worker threads
+    const hidden = { ...env, NODE_OPTIONS: `--require ${join(ROOT, 'test', 'helpers', 'hideModules.cjs')}`, TRESOR_TEST_HIDE_MODULES: 'tresor-digest,tresor-memory' }
+    const disk = join(base, 'plain.raw')
+    const text = (n: number): Buffer =>
+      Buffer.from(Array.from({ length: 4000 }, (_, k) => `${n}: request ${k * 7919 + n} took ${(k * 31) % 997} ms ${'abcdefghij'.repeat(k % 7)}\n`).join('')).subarray(0, 65536)
+    writeFileSync(disk, Buffer.concat(Array.from({ length: 24 }, (_, b) => (b % 4 === 3 ? Buffer.alloc(65536) : b % 4 === 1 ? randomBytes(65536) : text(b)))))
+    await tresorJson(['machine', 'add', 'plain', disk, '--json'], env)
+    await tresorJson(['machine', 'add', 'plain-again', disk, '--json'], env)
+
+    const info = await tresorJson<{ memory: { addon: boolean }; digest: { addon: boolean; pieces: string } }>(['vault', 'info', '--json'], hidden)
+    expect(info.memory.addon).toBe(false)
+    expect(info.digest).toEqual({ addon: false, pieces: 'one per call: no native addon' })
+    const text1 = await tresor(['vault', 'info'], hidden)
+    expect(text1.stdout).toMatch(/^Memory {5}native addon tresor-memory missing \(rebuild it with "npm rebuild tresor-memory"\)/m)
+    expect(text1.stdout).toMatch(/^Hashing {4}native addon tresor-digest missing \(rebuild it with "npm rebuild tresor-digest"\)/m)
+
+    const r1 = await tresorJson<{ pointId: string; bytesNew: number }>(['backup', 'plain', '--json'], hidden)
+    expect(r1.bytesNew).toBe(18 * 65536)
+    // the same bytes backed up with the addons find every id the fallback stored
+    const r2 = await tresorJson<{ pointId: string; bytesNew: number; bytesRead: number }>(['backup', 'plain-again', '--json'], env)
+    expect(r2).toMatchObject({ bytesRead: 24 * 65536, bytesNew: 0 })
+    for (const [point, e] of [[r1.pointId, hidden], [r2.pointId, env]] as const) {
+      const out = join(base, `plain-${point}.raw`)
+      const restored = await tresor(['restore', point, '--to', out, '--format', 'raw'], e)
+      expect(restored.code, restored.stderr).toBe(0)
+      expect(readFileSync(out).equals(readFileSync(disk)), `restore of ${point}`).toBe(true)
+    }
   })
 
   it('exits 1 with a message for an unknown machine and 2 for a usage error', async () => {
