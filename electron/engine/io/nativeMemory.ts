@@ -17,7 +17,7 @@
  * to Buffer.copy without the addon.
  */
 import { readFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { loadOptionalAddon } from './optionalAddon.js'
 
 interface Addon {
   adviseHugePages(view: Uint8Array): boolean
@@ -26,17 +26,9 @@ interface Addon {
 
 let addon: Addon | null | undefined
 
-function load(): Addon | null {
-  try {
-    return createRequire(import.meta.url)('tresor-memory') as Addon
-  } catch {
-    return null
-  }
-}
-
 /** Whether the addon is here (built by `npm ci` from native/memory). */
 export function nativeMemoryLoaded(): boolean {
-  addon ??= load()
+  addon ??= loadOptionalAddon<Addon>('tresor-memory')
   return addon !== null
 }
 

@@ -170,17 +170,15 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
         errors.push(copied)
         return
       }
-      // its id, and its checksum in the same pass (kept only if the block passes)
+      // its id, and its checksum in the same pass (a failed block's is never read: the reader throws)
       wholeEnd[0] = plain.length
-      if (plain.length === b.length) digester!.digest(plain, wholeEnd, 0, 1, id, 0, checksums, j * CHECKSUM_BYTES)
+      digester!.digest(plain, wholeEnd, 0, 1, id, 0, checksums, j * CHECKSUM_BYTES)
       if (plain.length !== b.length || !Buffer.from(id.buffer).equals(Buffer.from(b.chunkId.buffer, b.chunkId.byteOffset, b.chunkId.byteLength))) {
-        checksums.fill(0, j * CHECKSUM_BYTES, (j + 1) * CHECKSUM_BYTES)
         errors.push('assembled from its parts does not match its id')
         return
       }
       const filled = copyParts(b.fill, shared, cache)
       if (filled !== null) {
-        checksums.fill(0, j * CHECKSUM_BYTES, (j + 1) * CHECKSUM_BYTES)
         errors.push(filled)
         return
       }

@@ -11,10 +11,10 @@
  * come from the bindings one piece at a time (test/unit/vault/pieceDigests.test.ts checks both
  * against each other).
  */
-import { createRequire } from 'node:module'
 import { CHECKSUM_BYTES, createBlockHasher } from '../backup/checksum.js'
 import { CHUNK_ID_BYTES, ChunkIdHasher } from './crypto.js'
 import { EngineError } from '../errors.js'
+import { loadOptionalAddon } from '../io/optionalAddon.js'
 
 /** The addon's calls (native/digest/index.d.ts). */
 type Addon = typeof import('tresor-digest')
@@ -22,14 +22,6 @@ type Addon = typeof import('tresor-digest')
 type PieceArgs = Parameters<Addon['digestPieces']> extends [unknown, ...infer Rest] ? Rest : never
 
 let addon: Addon | null | undefined
-
-function load(): Addon | null {
-  try {
-    return createRequire(import.meta.url)('tresor-digest') as Addon
-  } catch {
-    return null
-  }
-}
 
 /** Whether the addon is here (built by `npm ci` from native/digest) and not turned off. */
 export function nativeDigestLoaded(): boolean {
@@ -45,7 +37,7 @@ export interface NativeDigestState {
 }
 
 export function nativeDigestState(): NativeDigestState {
-  addon ??= load()
+  addon ??= loadOptionalAddon<Addon>('tresor-digest')
   if (addon === null) return { addon: false, pieces: 'one per call: no native addon' }
   if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1' }
   return { addon: true, pieces: 'native, a block per call' }
