@@ -17,3 +17,25 @@ export function digestPieces(
   sums: Uint8Array | null,
   sumsAt: number,
 ): number
+
+/**
+ * Cuts `data` (one block) into content-defined parts as vault/parts.ts `cutBounds` and `cutParts`
+ * define: each part but the last is longer than `minBytes` and at most `maxBytes` long; from
+ * `minBytes` into a part a gear hash (`h = 2h + gear[byte]`, 32 bits, fresh for each part) runs
+ * until it has no bit of `strictMask` set before `avgBytes` into the part, or none of `looseMask`
+ * after. Writes the end offset of each part, ascending, the last `data.length`, to
+ * `ends[endsAt …]` and returns their count (0 for empty data). `gear` holds 256 values; `ends`
+ * needs room for `floor(data.length / (minBytes + 1)) + 1` ends from `endsAt`. Every argument is
+ * checked before anything is written: a TypeError or RangeError otherwise.
+ */
+export function cutParts(
+  gear: Uint32Array,
+  data: Uint8Array,
+  minBytes: number,
+  avgBytes: number,
+  maxBytes: number,
+  strictMask: number,
+  looseMask: number,
+  ends: Uint32Array,
+  endsAt: number,
+): number

@@ -383,8 +383,9 @@ function memoryText(m: NativeMemoryState): string {
 }
 
 function digestText(d: NativeDigestState): string {
-  if (!d.addon) return `native addon tresor-digest missing (rebuild it with "npm rebuild tresor-digest"); chunk ids one per call, slower`
-  return `native addon loaded; chunk ids and checksums ${d.pieces}`
+  if (!d.addon) return `native addon tresor-digest missing (rebuild it with "npm rebuild tresor-digest"); chunk ids one per call, parts cut in ${d.cuts}, slower`
+  const cuts = d.cuts === 'native' ? 'natively' : `in ${d.cuts}`
+  return `native addon loaded; chunk ids and checksums ${d.pieces}; parts cut ${cuts}`
 }
 
 function parseSize(text: string): number {

@@ -7,8 +7,8 @@
 import { CheckSpans, recordCheck } from './recordCheck.js'
 import { ChunkCodec, FLAG_CONTAINER, FLAG_ZSTD, incompressibleByEntropy, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
 import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenEntry, OpenTask, SealTask } from './chunkTasks.js'
-import { compressibleByEntropy, cutParts, gearTable, PART_MIN_BYTES, sampledEntropy } from './parts.js'
-import { PartCutter } from './partCutter.js'
+import { compressibleByEntropy, gearTable, PART_MIN_BYTES, sampledEntropy } from './parts.js'
+import { createBlockCutter, type BlockCutter } from './partCutter.js'
 import { createPieceDigester, type PieceDigester } from './pieceDigests.js'
 import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
@@ -91,18 +91,13 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     return { value: { kind: 'open', errors, lengths, plain: undefined, checksums, zeroMaps } }
   }
 
-  /** Cuts a block into `ends`: in WebAssembly (partCutter.ts, ~3× as fast), else `cutParts`; the same cuts. */
-  let cut: ((block: Uint8Array) => number) | undefined
-  const ends: number[] = []
+  /** Cuts a block into parts: natively, in WebAssembly or in JavaScript (partCutter.ts); the same cuts. */
+  let cutter: BlockCutter | undefined
 
   /** CutTask: chunk ids, and parts of the full blocks that look compressible. */
   function cutBlocks(task: CutTask): TaskReply<ChunkTaskResult> {
     digester ??= createPieceDigester(config.chunkIdKey)
-    if (!cut) {
-      const gear = gearTable(config.chunkIdKey)
-      const cutter = PartCutter.available ? new PartCutter(gear) : undefined
-      cut = cutter ? (block) => cutter.cut(block, ends) : (block) => cutParts(block, gear, ends)
-    }
+    cutter ??= createBlockCutter(gearTable(config.chunkIdKey))
     const input = task.input ? Buffer.from(task.input) : undefined
     const shared = task.shared ? Buffer.from(task.shared.sab) : undefined
     if (!input && !(shared && task.shared!.positions.length === task.lengths.length)) throw new EngineError('INTERNAL', 'A cut task names no blocks.')
@@ -131,11 +126,10 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       if (length === task.blockSize) {
         const bits = sampledEntropy(block)
         sampled[i] = SEAL_SAMPLED | (incompressibleByEntropy(length, bits) ? SEAL_INCOMPRESSIBLE : 0)
-        if (compressibleByEntropy(bits)) n = cut!(block)
+        if (compressibleByEntropy(bits)) n = cutter!.cut(block, allEnds, parts)
       }
       if (n < 2) return
       partCounts[i] = n
-      for (let k = 0; k < n; k++) allEnds[parts + k] = ends[k]!
       digester!.digest(block, allEnds, parts, n, partIds, parts * 32, partSums, parts * CHECKSUM_BYTES)
       parts += n
     })

@@ -9,12 +9,13 @@
  * xxhash-addon) hashes all the pieces of a block in one call and writes the digests straight into
  * the caller's arrays. Without it (a failed build, or `TRESOR_NO_NATIVE_DIGEST=1`) the same digests
  * come from the bindings one piece at a time (test/unit/vault/pieceDigests.test.ts checks both
- * against each other).
+ * against each other). The addon also cuts blocks into their parts (partCutter.ts `createBlockCutter`).
  */
 import { CHECKSUM_BYTES, createBlockHasher } from '../backup/checksum.js'
 import { CHUNK_ID_BYTES, ChunkIdHasher } from './crypto.js'
 import { EngineError } from '../errors.js'
 import { loadOptionalAddon } from '../io/optionalAddon.js'
+import { wasm } from '../io/wasm.js'
 
 /** The addon's calls (native/digest/index.d.ts). */
 type Addon = typeof import('tresor-digest')
@@ -28,19 +29,30 @@ export function nativeDigestLoaded(): boolean {
   return nativeDigestState().pieces === 'native, a block per call'
 }
 
+/** The addon when it loads and is not turned off (`TRESOR_NO_NATIVE_DIGEST=1`), else null. */
+export function digestAddon(): Addon | null {
+  return nativeDigestLoaded() ? addon! : null
+}
+
+/** Where blocks are cut into parts: the addon, else the WebAssembly cutter, else JavaScript (partCutter.ts). */
+export type CutWay = 'native' | 'WebAssembly' | 'JavaScript'
+
 /** What `tresor vault info` tells about the addon, so that its absence is not silent. */
 export interface NativeDigestState {
   /** The addon loads. */
   addon: boolean
   /** How chunk ids and checksums of a block's pieces are computed. */
   pieces: 'native, a block per call' | 'one per call: TRESOR_NO_NATIVE_DIGEST=1' | 'one per call: no native addon'
+  /** How blocks are cut into parts (the same cuts every way). */
+  cuts: CutWay
 }
 
 export function nativeDigestState(): NativeDigestState {
   addon ??= loadOptionalAddon<Addon>('tresor-digest')
-  if (addon === null) return { addon: false, pieces: 'one per call: no native addon' }
-  if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1' }
-  return { addon: true, pieces: 'native, a block per call' }
+  const fallback: CutWay = wasm ? 'WebAssembly' : 'JavaScript'
+  if (addon === null) return { addon: false, pieces: 'one per call: no native addon', cuts: fallback }
+  if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: fallback }
+  return { addon: true, pieces: 'native, a block per call', cuts: 'native' }
 }
 
 /**
