@@ -25,7 +25,7 @@ export function digestPieces(
  * until it has no bit of `strictMask` set before `avgBytes` into the part, or none of `looseMask`
  * after. Writes the end offset of each part, ascending, the last `data.length`, to
  * `ends[endsAt …]` and returns their count (0 for empty data). `gear` holds 256 values; `ends`
- * needs room for `floor(data.length / (minBytes + 1)) + 1` ends from `endsAt`. Every argument is
+ * needs room for `floor(data.length / (minBytes + 1)) + 1` ends from `endsAt` (none for empty data). Every argument is
  * checked before anything is written: a TypeError or RangeError otherwise.
  */
 export function cutParts(

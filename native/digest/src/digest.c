@@ -188,8 +188,9 @@ static napi_value cut_parts(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "cutParts: the data must be shorter than 4 GiB");
     return NULL;
   }
-  /* every part but the last is longer than minBytes: at most data / (min + 1) + 1 ends */
-  if (ends_at > ends_length || ends_length - ends_at < data_length / ((size_t)min_bytes + 1) + 1) {
+  /* every part but the last is longer than minBytes: at most data / (min + 1) + 1 ends, none for no data */
+  size_t most = data_length == 0 ? 0 : data_length / ((size_t)min_bytes + 1) + 1;
+  if (ends_at > ends_length || ends_length - ends_at < most) {
     napi_throw_range_error(env, NULL, "cutParts: the ends do not fit the array given");
     return NULL;
   }

@@ -160,5 +160,8 @@ describe('createBlockCutter', () => {
     ]
     for (const [a, type] of cases) expect(() => addon.cutParts(...a)).toThrow(type)
     expect(untouched.every((v) => v === 7)).toBe(true)
+    // empty data has no parts and needs no room
+    expect(addon.cutParts(...args({ data: new Uint8Array(0), ends: new Uint32Array(0) }))).toBe(0)
+    expect(addon.cutParts(...args({ data: new Uint8Array(1), ends: new Uint32Array(4), at: 3 }))).toBe(1)
   })
 })
