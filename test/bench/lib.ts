@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { prng as uint32Prng } from '../helpers/qemu.js'
 import { closeSync, existsSync, writeFileSync, ftruncateSync, mkdirSync, openSync, readSync, realpathSync, rmSync, truncateSync, writeSync, fsyncSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { filefragBlockSize, filefragExtent } from '../../electron/engine/formats/raw/index.js'
 
 export const MiB = 1024 * 1024
 export const GiB = 1024 * MiB
@@ -105,17 +106,17 @@ export function writeMixedDisk(path: string, sizeBytes: number, seed: number): v
 
 /**
  * The data extents of `path` as [offset, end) byte ranges, from the file system's map (FIEMAP,
- * through `filefrag -e`; `-s` syncs the file first). Preallocated extents count as data.
+ * through `filefrag -e`, parsed as the raw format reads it; `-s` syncs the file first).
+ * Preallocated extents count as data.
  */
-export function dataExtents(path: string): Array<[number, number]> {
-  const out = sh('filefrag', ['-s', '-e', path], { LC_ALL: 'C' })
-  const unit = Number(/\((\d+) blocks? of (\d+) bytes\)/.exec(out)?.[2])
+function dataExtents(path: string): Array<[number, number]> {
+  const lines = sh('filefrag', ['-s', '-e', path], { LC_ALL: 'C' }).split('\n')
+  const unit = lines.map(filefragBlockSize).find((n) => n !== undefined) ?? 0
   if (!(unit > 0)) throw new Error(`filefrag printed no block size for ${path}`)
   const extents: Array<[number, number]> = []
-  for (const line of out.split('\n')) {
-    const m = /^\s*\d+:\s+(\d+)\.\.\s*(\d+):/.exec(line)
-    if (!m) continue
-    const [from, to] = [Number(m[1]) * unit, (Number(m[2]) + 1) * unit]
+  for (const e of lines.map(filefragExtent)) {
+    if (!e) continue
+    const [from, to] = [e.first * unit, (e.last + 1) * unit]
     const last = extents.at(-1)
     if (last && last[1] === from) last[1] = to
     else extents.push([from, to])
@@ -138,8 +139,9 @@ export function copyAllocated(from: string, to: string): void {
   try {
     ftruncateSync(dst, size)
     for (const [start, end] of dataExtents(from)) {
-      for (let at = start; at < Math.min(end, size); ) {
-        const n = readSync(src, buf, 0, Math.min(buf.length, Math.min(end, size) - at), at)
+      const stop = Math.min(end, size)
+      for (let at = start; at < stop; ) {
+        const n = readSync(src, buf, 0, Math.min(buf.length, stop - at), at)
         if (n <= 0) throw new Error(`short read of ${from} at ${at}`)
         writeSync(dst, buf, 0, n, at)
         at += n

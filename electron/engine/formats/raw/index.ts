@@ -168,6 +168,18 @@ async function mapsDelayedAllocation(path: string): Promise<boolean> {
 
 const FILEFRAG_EXTENT = /^\s*(\d+):\s+(\d+)\.\.\s*(\d+):\s+\d+\.\.\s*\d+:\s+\d+:\s*(?:\d+:)?\s*(\S*)\s*$/
 
+/** The block size (bytes) a line of `filefrag -e` output states, if it is the size line. */
+export function filefragBlockSize(line: string): number | undefined {
+  const m = /\((\d+) blocks? of (\d+) bytes\)/.exec(line)
+  return m ? Number(m[2]) : undefined
+}
+
+/** One extent line of `filefrag -e` output: its index, logical first and last block, and flags. */
+export function filefragExtent(line: string): { index: number; first: number; last: number; flags: string[] } | undefined {
+  const m = FILEFRAG_EXTENT.exec(line)
+  return m ? { index: Number(m[1]), first: Number(m[2]), last: Number(m[3]), flags: (m[4] ?? '').split(',') } : undefined
+}
+
 /**
  * Data extents of `path` from FIEMAP via `filefrag -e` (`-s` first syncs the file), merged, clipped
  * to `size` and to what follows `progress.end` (a second pass resumes there). Returns 'complete'
@@ -197,9 +209,9 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
   const lineReader = createInterface({ input: child.stdout })
   try {
     for await (const line of lineReader) {
-      const sizeLine = /\((\d+) blocks? of (\d+) bytes\)/.exec(line)
-      if (sizeLine && blockSize === 0) {
-        blockSize = Number(sizeLine[2])
+      const stated = filefragBlockSize(line)
+      if (stated !== undefined && blockSize === 0) {
+        blockSize = stated
         continue
       }
       if (/^\s*ext:\s+logical_offset:/.test(line)) {
@@ -211,18 +223,18 @@ async function* fiemapExtents(path: string, size: number, progress: { end: numbe
         count = Number(found[1])
         continue
       }
-      const m = FILEFRAG_EXTENT.exec(line)
-      if (!m) continue
-      if (!sawHeader || blockSize <= 0 || Number(m[1]) !== expectedIndex) {
+      const e = filefragExtent(line)
+      if (!e) continue
+      if (!sawHeader || blockSize <= 0 || e.index !== expectedIndex) {
         ok = false
         break
       }
       expectedIndex++
       lines++
-      const flags = (m[4] ?? '').split(',')
+      const flags = e.flags
       lastFlag = flags.includes('last')
-      const logicalStart = Number(m[2]) * blockSize
-      const logicalEnd = (Number(m[3]) + 1) * blockSize
+      const logicalStart = e.first * blockSize
+      const logicalEnd = (e.last + 1) * blockSize
       if (logicalStart < previousEnd) {
         ok = false // not in increasing order: do not trust the map
         break
