@@ -19,6 +19,26 @@ export function digestPieces(
 ): number
 
 /**
+ * `digestPieces` for pieces anywhere in `data`: piece k runs from `starts[at + k]` to `ends[at + k]`
+ * (pieces may lie apart, in any order, or overlap). Its digests go where `digestPieces` puts piece
+ * k's. Many short pieces in one call (the parts of many blocks) are hashed side by side, chunk
+ * position by chunk position: ~1.7× faster than one block's parts at a time. The same checks and
+ * errors; a piece must not end before it starts. Returns `count`.
+ */
+export function digestRanges(
+  key: Uint8Array,
+  data: Uint8Array,
+  starts: Uint32Array,
+  ends: Uint32Array,
+  at: number,
+  count: number,
+  ids: Uint8Array,
+  idsAt: number,
+  sums: Uint8Array | null,
+  sumsAt: number,
+): number
+
+/**
  * Cuts `data` (one block) into content-defined parts as vault/parts.ts `cutBounds` and `cutParts`
  * define: each part but the last is longer than `minBytes` and at most `maxBytes` long; from
  * `minBytes` into a part a gear hash (`h = 2h + gear[byte]`, 32 bits, fresh for each part) runs

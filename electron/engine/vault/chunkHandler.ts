@@ -109,12 +109,16 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
     const partIds = new Uint8Array(most * 32)
     const sums = new Uint8Array(task.lengths.length * CHECKSUM_BYTES)
     const partSums = new Uint8Array(most * CHECKSUM_BYTES)
+    // where each part lies in the task's buffer: every block's parts are digested in one call
+    const partStarts = new Uint32Array(most)
+    const partEnds = new Uint32Array(most)
     const sampled = new Uint16Array(task.lengths.length)
+    const source = shared ?? input!
+    if (source.length > 0xffffffff) throw new EngineError('INTERNAL', 'A cut task came with a buffer over 4 GiB.')
     let parts = 0
     let at = 0
     task.lengths.forEach((length, i) => {
       const from = shared ? task.shared!.positions[i]! : at
-      const source = shared ?? input!
       if (!(from >= 0 && length > 0 && from + length <= source.length)) throw new EngineError('INTERNAL', 'A cut task names a block outside its buffer.')
       const block = source.subarray(from, from + length)
       at += length
@@ -130,9 +134,13 @@ export function chunkTaskHandler(config: CodecConfig): ChunkTaskHandler {
       }
       if (n < 2) return
       partCounts[i] = n
-      digester!.digest(block, allEnds, parts, n, partIds, parts * 32, partSums, parts * CHECKSUM_BYTES)
+      for (let k = 0; k < n; k++) {
+        partStarts[parts + k] = from + (k > 0 ? allEnds[parts + k - 1]! : 0)
+        partEnds[parts + k] = from + allEnds[parts + k]!
+      }
       parts += n
     })
+    digester.ranges(source, partStarts, partEnds, 0, parts, partIds, 0, partSums, 0)
     const value: ChunkTaskResult = {
       kind: 'cut',
       input: task.input,

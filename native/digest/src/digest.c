@@ -5,7 +5,9 @@
  * (~8 KiB each): on the bench's 4 GiB disk ~160,000 inputs. The JavaScript bindings take one call
  * per input: BLAKE3's reset, update and digest plus a new Buffer (~2.5 µs, as long as hashing the
  * 8 KiB itself), then XXH3's call and Buffer (~0.45 µs). This addon takes one call per block for
- * all of its pieces and writes the digests straight into the caller's arrays.
+ * all of its pieces (`digestPieces`), or for the parts of all the blocks of a cut task
+ * (`digestRanges`, hashed side by side: `keyed_pieces`), and writes the digests straight into the
+ * caller's arrays.
  *
  * It also cuts a block into its content-defined parts (`cutParts`, the definition is
  * electron/engine/vault/parts.ts): the same gear-hash search as the WebAssembly cutter, written
@@ -19,7 +21,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include "blake3.h"
+#include "blake3_impl.h"
 #include "xxhash.h"
 #if defined(TRESOR_XXH_DISPATCH)
 #include "xxh_x86dispatch.h"
@@ -57,68 +62,248 @@ static bool index_of(napi_env env, napi_value value, const char *what, size_t *o
   return true;
 }
 
-/* digestPieces(key, data, ends, endsAt, count, ids, idsAt, sums | null, sumsAt): count (see index.d.ts). */
-static napi_value digest_pieces(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value argv[9];
+/*
+ * Keyed BLAKE3 of many short pieces at once.
+ *
+ * BLAKE3 hashes 1 KiB chunks side by side (up to 16 at a time with AVX-512) only within one input,
+ * and only in power-of-two runs of whole chunks: a content-defined part of ~8 KiB, of any length,
+ * leaves about half its bytes to one-chunk-at-a-time code (a run of 2 or 1 chunks, then its partial
+ * last chunk). Its chunks do not depend on each other, nor on the other parts': only a chunk's
+ * position in its own piece (the counter) and the key enter it. So chunk j of every piece is hashed
+ * in one `blake3_hash_many` call (counter j for all of them), then the parent nodes of all pieces
+ * level by level (a BLAKE3 tree pairs neighbours left to right and lifts an odd last node unchanged),
+ * the roots in a call of their own (the ROOT flag). Only a piece's partial last chunk is compressed
+ * block by block. The digests are BLAKE3's (test/unit/vault/pieceDigests.test.ts compares them with
+ * the reference hasher on pieces of every length class); the compression functions are the BLAKE3
+ * team's, only their order is chosen here.
+ *
+ * Pieces of more than BATCH_MOST_CHUNKS chunks (a whole block) go through blake3_hasher, which
+ * already hashes their chunks 16 at a time.
+ */
+#define BATCH_MOST_CHUNKS 16
+
+/* One chunk of `length` ≤ 1024 bytes, block by block: its chaining value, or a root's digest. */
+static void chunk_serial(const uint32_t key_words[8], const uint8_t *input, size_t length, uint64_t counter, bool root, uint8_t out[BLAKE3_OUT_LEN]) {
+  uint32_t cv[8];
+  memcpy(cv, key_words, sizeof cv);
+  size_t blocks = length == 0 ? 1 : (length + BLAKE3_BLOCK_LEN - 1) / BLAKE3_BLOCK_LEN;
+  for (size_t b = 0; b < blocks; b++) {
+    size_t block_length = b + 1 < blocks ? BLAKE3_BLOCK_LEN : length - b * BLAKE3_BLOCK_LEN;
+    const uint8_t *block = input + b * BLAKE3_BLOCK_LEN;
+    uint8_t padded[BLAKE3_BLOCK_LEN];
+    if (block_length < BLAKE3_BLOCK_LEN) {
+      memset(padded, 0, sizeof padded);
+      if (block_length > 0) memcpy(padded, block, block_length);
+      block = padded;
+    }
+    uint8_t flags = KEYED_HASH | (b == 0 ? CHUNK_START : 0) | (b + 1 == blocks ? CHUNK_END | (root ? ROOT : 0) : 0);
+    blake3_compress_in_place(cv, block, (uint8_t)block_length, counter, flags);
+  }
+  store_cv_words(out, cv);
+}
+
+static void keyed_one(const uint8_t key[BLAKE3_KEY_LEN], const uint8_t *input, size_t length, uint8_t out[BLAKE3_OUT_LEN]) {
+  blake3_hasher hasher;
+  blake3_hasher_init_keyed(&hasher, key);
+  blake3_hasher_update(&hasher, input, length);
+  blake3_hasher_finalize(&hasher, out, BLAKE3_OUT_LEN);
+}
+
+/* Where piece k starts: starts[k], or where piece k − 1 ended when the pieces are consecutive. */
+static inline size_t start_of(const uint32_t *starts, const uint32_t *ends, size_t k) {
+  return starts ? starts[k] : k > 0 ? ends[k - 1] : 0;
+}
+
+/*
+ * The keyed BLAKE3 of `count` pieces of `data` (piece k from start_of(k) to ends[k]) into
+ * ids[32k…]. Fewer than BATCH_LEAST pieces to batch give too few lanes per call (a block's ~8 parts:
+ * slower than blake3_hasher's runs of 8 chunks); then each piece is hashed on its own.
+ */
+#define BATCH_LEAST 16
+static void keyed_pieces(const uint8_t key[BLAKE3_KEY_LEN], const uint8_t *data, const uint32_t *starts, const uint32_t *ends, size_t count, uint8_t *ids) {
+  if (count == 0) return;
+  size_t total = 0, batched = 0;
+  for (size_t k = 0; k < count; k++) {
+    size_t from = start_of(starts, ends, k);
+    size_t length = ends[k] - from;
+    size_t chunks = length == 0 ? 1 : (length + BLAKE3_CHUNK_LEN - 1) / BLAKE3_CHUNK_LEN;
+    if (chunks <= BATCH_MOST_CHUNKS) {
+      total += chunks;
+      batched++;
+    }
+  }
+  /* per piece: first node, node count, chunk count, start; nodes twice (a level's input and output) */
+  size_t *meta = batched >= BATCH_LEAST ? malloc(count * 4 * sizeof(size_t)) : NULL;
+  uint8_t *nodes = meta ? malloc(total * BLAKE3_OUT_LEN * 3) : NULL;
+  const uint8_t **inputs = nodes ? malloc(total * sizeof(uint8_t *)) : NULL;
+  size_t *dest = inputs ? malloc(total * sizeof(size_t)) : NULL;
+  if (!dest) {
+    /* too few pieces to batch, or no memory: one piece at a time */
+    free(meta), free(nodes), free(inputs);
+    for (size_t k = 0; k < count; k++) {
+      size_t from = start_of(starts, ends, k);
+      keyed_one(key, data + from, ends[k] - from, ids + k * BLAKE3_OUT_LEN);
+    }
+    return;
+  }
+  uint8_t *level = nodes, *next = nodes + total * BLAKE3_OUT_LEN, *out = next + total * BLAKE3_OUT_LEN;
+  uint32_t key_words[8];
+  load_key_words(key, key_words);
+  size_t most = 0;
+  for (size_t k = 0, first = 0; k < count; k++) {
+    size_t from = start_of(starts, ends, k);
+    size_t length = ends[k] - from;
+    size_t chunks = length == 0 ? 1 : (length + BLAKE3_CHUNK_LEN - 1) / BLAKE3_CHUNK_LEN;
+    size_t *m = meta + 4 * k;
+    m[3] = from;
+    if (chunks > BATCH_MOST_CHUNKS) {
+      keyed_one(key, data + from, length, ids + k * BLAKE3_OUT_LEN);
+      m[1] = 0; /* done */
+      continue;
+    }
+    m[0] = first, m[1] = chunks, m[2] = chunks;
+    first += chunks;
+    if (chunks > most) most = chunks;
+    /* a partial last chunk, or the only chunk (the root), block by block */
+    size_t last = length - (chunks - 1) * BLAKE3_CHUNK_LEN;
+    if (chunks == 1) {
+      chunk_serial(key_words, data + from, length, 0, true, ids + k * BLAKE3_OUT_LEN);
+      m[1] = 0;
+    } else if (last < BLAKE3_CHUNK_LEN) {
+      chunk_serial(key_words, data + from + (chunks - 1) * BLAKE3_CHUNK_LEN, last, chunks - 1, false, level + (m[0] + chunks - 1) * BLAKE3_OUT_LEN);
+    }
+  }
+  /* whole chunks at position j of every piece of two chunks or more, in one call per position */
+  for (size_t j = 0; j < most; j++) {
+    size_t n = 0;
+    for (size_t k = 0; k < count; k++) {
+      size_t *m = meta + 4 * k;
+      if (m[1] < 2 || j >= m[2]) continue;
+      size_t from = m[3];
+      if (j + 1 == m[2] && ends[k] - from < m[2] * BLAKE3_CHUNK_LEN) continue; /* partial: done above */
+      inputs[n] = data + from + j * BLAKE3_CHUNK_LEN;
+      dest[n++] = m[0] + j;
+    }
+    if (n == 0) continue;
+    blake3_hash_many(inputs, n, BLAKE3_CHUNK_LEN / BLAKE3_BLOCK_LEN, key_words, j, false, KEYED_HASH, CHUNK_START, CHUNK_END, out);
+    for (size_t i = 0; i < n; i++) memcpy(level + dest[i] * BLAKE3_OUT_LEN, out + i * BLAKE3_OUT_LEN, BLAKE3_OUT_LEN);
+  }
+  /* parent nodes, a level at a time: neighbours paired, an odd last node lifted; two nodes left: the root */
+  for (;;) {
+    size_t n = 0, roots = 0;
+    for (size_t k = 0; k < count; k++) {
+      size_t *m = meta + 4 * k;
+      if (m[1] != 2) continue;
+      inputs[n + roots] = level + m[0] * BLAKE3_OUT_LEN;
+      dest[n + roots] = k;
+      roots++;
+    }
+    if (roots > 0) {
+      blake3_hash_many(inputs, roots, 1, key_words, 0, false, KEYED_HASH | PARENT | ROOT, 0, 0, out);
+      for (size_t i = 0; i < roots; i++) {
+        memcpy(ids + dest[i] * BLAKE3_OUT_LEN, out + i * BLAKE3_OUT_LEN, BLAKE3_OUT_LEN);
+        meta[4 * dest[i] + 1] = 0;
+      }
+    }
+    for (size_t k = 0; k < count; k++) {
+      size_t *m = meta + 4 * k;
+      if (m[1] < 3) continue;
+      size_t pairs = m[1] / 2;
+      for (size_t i = 0; i < pairs; i++) {
+        inputs[n] = level + (m[0] + 2 * i) * BLAKE3_OUT_LEN;
+        dest[n++] = m[0] + i;
+      }
+      if (m[1] % 2) memcpy(next + (m[0] + pairs) * BLAKE3_OUT_LEN, level + (m[0] + m[1] - 1) * BLAKE3_OUT_LEN, BLAKE3_OUT_LEN);
+      m[1] = pairs + m[1] % 2;
+    }
+    if (n == 0) break;
+    blake3_hash_many(inputs, n, 1, key_words, 0, false, KEYED_HASH | PARENT, 0, 0, out);
+    for (size_t i = 0; i < n; i++) memcpy(next + dest[i] * BLAKE3_OUT_LEN, out + i * BLAKE3_OUT_LEN, BLAKE3_OUT_LEN);
+    uint8_t *swap = level;
+    level = next, next = swap;
+  }
+  free(meta), free(nodes), free(inputs), free(dest);
+}
+
+/*
+ * digestPieces(key, data, ends, endsAt, count, ids, idsAt, sums | null, sumsAt) and
+ * digestRanges(key, data, starts, ends, at, count, ids, idsAt, sums | null, sumsAt): count (see
+ * index.d.ts). One body: `ranges` says whether a Uint32Array of starts comes after the data (each
+ * piece then starts there) or the pieces follow each other.
+ */
+static napi_value digest_common(napi_env env, napi_callback_info info, bool ranges) {
+  const char *name = ranges ? "digestRanges" : "digestPieces";
+  const size_t want = ranges ? 10 : 9, s = ranges ? 1 : 0; /* s: where the arguments after `ends` moved */
+  size_t argc = 10;
+  napi_value argv[10];
   uint8_t *key = NULL, *data = NULL, *ids = NULL, *sums = NULL;
-  uint32_t *ends = NULL;
-  size_t key_length = 0, data_length = 0, ends_length = 0, ids_length = 0, sums_length = 0;
+  uint32_t *ends = NULL, *starts = NULL;
+  size_t key_length = 0, data_length = 0, starts_length = 0, ends_length = 0, ids_length = 0, sums_length = 0;
   size_t ends_at = 0, count = 0, ids_at = 0, sums_at = 0;
   napi_valuetype sums_type;
   napi_value result;
+  char what[112];
+#define WHAT(text) (snprintf(what, sizeof what, "%s" text, name), what)
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  if (argc < 9) {
-    napi_throw_type_error(env, NULL, "digestPieces expects (key, data, ends, endsAt, count, ids, idsAt, sums, sumsAt)");
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, ranges ? "digestRanges expects (key, data, starts, ends, at, count, ids, idsAt, sums, sumsAt)"
+                                            : "digestPieces expects (key, data, ends, endsAt, count, ids, idsAt, sums, sumsAt)");
     return NULL;
   }
-  if (!typed_of(env, argv[0], napi_uint8_array, "digestPieces expects a Uint8Array key", (void **)&key, &key_length)) return NULL;
-  if (!typed_of(env, argv[1], napi_uint8_array, "digestPieces expects Uint8Array data", (void **)&data, &data_length)) return NULL;
-  if (!typed_of(env, argv[2], napi_uint32_array, "digestPieces expects a Uint32Array of ends", (void **)&ends, &ends_length)) return NULL;
-  if (!index_of(env, argv[3], "digestPieces: endsAt is not a whole non-negative number", &ends_at)) return NULL;
-  if (!index_of(env, argv[4], "digestPieces: count is not a whole non-negative number", &count)) return NULL;
-  if (!typed_of(env, argv[5], napi_uint8_array, "digestPieces expects a Uint8Array for ids", (void **)&ids, &ids_length)) return NULL;
-  if (!index_of(env, argv[6], "digestPieces: idsAt is not a whole non-negative number", &ids_at)) return NULL;
-  if (napi_typeof(env, argv[7], &sums_type) != napi_ok) return NULL;
+  if (!typed_of(env, argv[0], napi_uint8_array, WHAT(" expects a Uint8Array key"), (void **)&key, &key_length)) return NULL;
+  if (!typed_of(env, argv[1], napi_uint8_array, WHAT(" expects Uint8Array data"), (void **)&data, &data_length)) return NULL;
+  if (ranges && !typed_of(env, argv[2], napi_uint32_array, WHAT(" expects a Uint32Array of starts"), (void **)&starts, &starts_length)) return NULL;
+  if (!typed_of(env, argv[2 + s], napi_uint32_array, WHAT(" expects a Uint32Array of ends"), (void **)&ends, &ends_length)) return NULL;
+  if (!index_of(env, argv[3 + s], ranges ? "digestRanges: at is not a whole non-negative number" : "digestPieces: endsAt is not a whole non-negative number", &ends_at)) return NULL;
+  if (!index_of(env, argv[4 + s], WHAT(": count is not a whole non-negative number"), &count)) return NULL;
+  if (!typed_of(env, argv[5 + s], napi_uint8_array, WHAT(" expects a Uint8Array for ids"), (void **)&ids, &ids_length)) return NULL;
+  if (!index_of(env, argv[6 + s], WHAT(": idsAt is not a whole non-negative number"), &ids_at)) return NULL;
+  if (napi_typeof(env, argv[7 + s], &sums_type) != napi_ok) return NULL;
   if (sums_type != napi_null &&
-      !typed_of(env, argv[7], napi_uint8_array, "digestPieces expects a Uint8Array or null for sums", (void **)&sums, &sums_length)) return NULL;
-  if (!index_of(env, argv[8], "digestPieces: sumsAt is not a whole non-negative number", &sums_at)) return NULL;
+      !typed_of(env, argv[7 + s], napi_uint8_array, WHAT(" expects a Uint8Array or null for sums"), (void **)&sums, &sums_length)) return NULL;
+  if (!index_of(env, argv[8 + s], WHAT(": sumsAt is not a whole non-negative number"), &sums_at)) return NULL;
   if (key_length != BLAKE3_KEY_LEN) {
-    napi_throw_range_error(env, NULL, "digestPieces: the key must be 32 bytes");
+    napi_throw_range_error(env, NULL, WHAT(": the key must be 32 bytes"));
     return NULL;
   }
   /* sizes stay far below 2^53, so these sums cannot wrap */
-  if (ends_at + count > ends_length || ids_at + count * BLAKE3_OUT_LEN > ids_length ||
+  if (ends_at + count > ends_length || (ranges && ends_at + count > starts_length) || ids_at + count * BLAKE3_OUT_LEN > ids_length ||
       (sums != NULL && sums_at + count * 16 > sums_length)) {
-    napi_throw_range_error(env, NULL, "digestPieces: the pieces do not fit the ends, ids or sums given");
+    napi_throw_range_error(env, NULL, ranges ? "digestRanges: the pieces do not fit the starts, ends, ids or sums given"
+                                             : "digestPieces: the pieces do not fit the ends, ids or sums given");
     return NULL;
   }
-  /* every end checked before any digest is written */
-  size_t from = 0;
+  if (starts) starts += ends_at;
+  ends += ends_at;
+  /* every piece checked before any digest is written */
   for (size_t k = 0; k < count; k++) {
-    size_t end = ends[ends_at + k];
+    size_t from = start_of(starts, ends, k), end = ends[k];
     if (end < from || end > data_length) {
-      napi_throw_range_error(env, NULL, "digestPieces: the ends go backwards or past the data");
+      napi_throw_range_error(env, NULL, ranges ? "digestRanges: a piece ends before it starts or past the data"
+                                               : "digestPieces: the ends go backwards or past the data");
       return NULL;
     }
-    from = end;
   }
-  blake3_hasher hasher;
-  from = 0;
-  for (size_t k = 0; k < count; k++) {
-    size_t end = ends[ends_at + k];
-    blake3_hasher_init_keyed(&hasher, key);
-    blake3_hasher_update(&hasher, data + from, end - from);
-    blake3_hasher_finalize(&hasher, ids + ids_at + k * BLAKE3_OUT_LEN, BLAKE3_OUT_LEN);
-    if (sums != NULL) {
+#undef WHAT
+  keyed_pieces(key, data, starts, ends, count, ids + ids_at);
+  if (sums != NULL) {
+    for (size_t k = 0; k < count; k++) {
+      size_t from = start_of(starts, ends, k);
       XXH128_canonical_t canonical;
-      XXH128_canonicalFromHash(&canonical, XXH3_128(data + from, end - from));
+      XXH128_canonicalFromHash(&canonical, XXH3_128(data + from, ends[k] - from));
       memcpy(sums + sums_at + k * 16, canonical.digest, 16);
     }
-    from = end;
   }
   if (napi_create_uint32(env, (uint32_t)count, &result) != napi_ok) return NULL;
   return result;
+}
+
+static napi_value digest_pieces(napi_env env, napi_callback_info info) {
+  return digest_common(env, info, false);
+}
+
+static napi_value digest_ranges(napi_env env, napi_callback_info info) {
+  return digest_common(env, info, true);
 }
 
 /* A whole number below 2^32, or false after throwing (TypeError or RangeError) with `what`. */
@@ -214,6 +399,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "digestPieces", NAPI_AUTO_LENGTH, digest_pieces, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "digestPieces", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "digestRanges", NAPI_AUTO_LENGTH, digest_ranges, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "digestRanges", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "cutParts", NAPI_AUTO_LENGTH, cut_parts, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "cutParts", fn) != napi_ok) return NULL;
   return exports;

@@ -2,8 +2,9 @@
  * Chunk ids and checksums of many pieces in one call (vault/pieceDigests.ts, native/digest): the
  * addon is built and loads; its digests equal independent implementations (@napi-rs/blake-hash's
  * keyed BLAKE3 in Rust, @node-rs/xxhash's XXH3-128) and the fallback's, for pieces of every size
- * the SIMD paths split differently, at offsets inside larger arrays; bad arguments throw before any
- * byte is written.
+ * the SIMD paths split differently, at offsets inside larger arrays, one at a time and many side by
+ * side (the batched path), consecutive or anywhere in the data (`ranges`); bad arguments throw
+ * before any byte is written.
  */
 import { createRequire } from 'node:module'
 import { randomBytes } from 'node:crypto'
@@ -92,6 +93,67 @@ describe('piece digests', () => {
     expect(Buffer.from(ids.subarray(32)).toString('hex')).toBe(keyedBlake3(key, shared.subarray(30_000)))
   })
 
+  it('hashes many pieces side by side (the batched path) as BLAKE3 does, consecutive or anywhere', () => {
+    // the addon batches when a call has 16 pieces or more of at most 16 chunks: chunk position by
+    // position, then the parents level by level; every length class, many times over
+    for (const seed of [1, 2, 3]) {
+      const key = bytes(32, 40 + seed)
+      const lengths: number[] = []
+      for (let r = 0; r < 3; r++) lengths.push(...LENGTHS)
+      const pick = bytes(400, 90 + seed)
+      for (let i = 0; i < 100; i++) lengths.push(pick.readUInt16LE(2 * i) % 20_000)
+      for (let i = 0; i < 20; i++) lengths.push(1024 * (1 + (pick[200 + i]! % 16)))
+      const total = lengths.reduce((a, b) => a + b, 0)
+      const data = bytes(total, 50 + seed)
+      const count = lengths.length
+      const ends = new Uint32Array(count)
+      let at = 0
+      lengths.forEach((length, k) => (ends[k] = at += length))
+      // the same pieces in another order, apart and overlapping: start k from anywhere in the data
+      const starts = new Uint32Array(count)
+      const rangeEnds = new Uint32Array(count)
+      lengths.forEach((length, k) => {
+        starts[k] = (pick.readUInt32LE(240 + (k % 40) * 4) + k * 7919) % (total - length + 1)
+        rangeEnds[k] = starts[k]! + length
+      })
+      for (const preferNative of [true, false]) {
+        const d = createPieceDigester(key, preferNative)
+        const ids = new Uint8Array(count * 32 + 32).fill(0xaa)
+        const sums = new Uint8Array(count * 16 + 16).fill(0xbb)
+        d.digest(data, ends, 0, count, ids, 0, sums, 0)
+        const rangeIds = new Uint8Array(count * 32)
+        const rangeSums = new Uint8Array(count * 16)
+        d.ranges(data, starts, rangeEnds, 0, count, rangeIds, 0, rangeSums, 0)
+        expect(ids.subarray(count * 32).every((b) => b === 0xaa) && sums.subarray(count * 16).every((b) => b === 0xbb)).toBe(true)
+        let from = 0
+        lengths.forEach((length, k) => {
+          const piece = data.subarray(from, from + length)
+          from += length
+          const label = `${preferNative ? 'native' : 'fallback'}, seed ${seed}, piece ${k} (${length} B)`
+          expect(Buffer.from(ids.subarray(k * 32, k * 32 + 32)).toString('hex'), label).toBe(keyedBlake3(key, piece))
+          expect(Buffer.from(sums.subarray(k * 16, k * 16 + 16)).toString('hex'), label).toBe(xxh128Hex(piece))
+          const ranged = data.subarray(starts[k]!, rangeEnds[k]!)
+          expect(Buffer.from(rangeIds.subarray(k * 32, k * 32 + 32)).toString('hex'), `range: ${label}`).toBe(keyedBlake3(key, ranged))
+          expect(Buffer.from(rangeSums.subarray(k * 16, k * 16 + 16)).toString('hex'), `range: ${label}`).toBe(xxh128Hex(ranged))
+        })
+      }
+    }
+  })
+
+  it('batches pieces of one chunk, of two and of exactly sixteen (roots at every level)', () => {
+    const key = bytes(32, 77)
+    for (const length of [1, 1000, 1024, 2048, 3000, 16 * 1024]) {
+      const count = 40
+      const data = bytes(length * count, length)
+      const ends = Uint32Array.from({ length: count }, (_, k) => (k + 1) * length)
+      const ids = new Uint8Array(count * 32)
+      createPieceDigester(key).digest(data, ends, 0, count, ids, 0, null, 0)
+      for (let k = 0; k < count; k++) {
+        expect(Buffer.from(ids.subarray(k * 32, k * 32 + 32)).toString('hex'), `${length} B, piece ${k}`).toBe(keyedBlake3(key, data.subarray(k * length, (k + 1) * length)))
+      }
+    }
+  })
+
   it('rejects bad arguments before writing anything, natively and in the fallback', () => {
     const key = bytes(32, 1)
     const data = bytes(1000, 2)
@@ -105,6 +167,11 @@ describe('piece digests', () => {
       expect(() => d.digest(data, Uint32Array.of(500), 0, 2, ids, 0, sums, 0)).toThrow(RangeError)
       expect(() => d.digest(data, Uint32Array.of(100, 200, 300), 0, 3, ids, 1, sums, 0)).toThrow(RangeError)
       expect(() => d.digest(data, Uint32Array.of(100, 200, 300), 0, 3, ids, 0, sums, 1)).toThrow(RangeError)
+      // ranges: a piece ending before it starts or past the data, fewer starts than pieces
+      expect(() => d.ranges(data, Uint32Array.of(0, 600, 10), Uint32Array.of(100, 500, 20), 0, 3, ids, 0, sums, 0)).toThrow(RangeError)
+      expect(() => d.ranges(data, Uint32Array.of(0, 900), Uint32Array.of(100, 1001), 0, 2, ids, 0, sums, 0)).toThrow(RangeError)
+      expect(() => d.ranges(data, Uint32Array.of(0), Uint32Array.of(100, 200), 0, 2, ids, 0, sums, 0)).toThrow(RangeError)
+      expect(() => d.ranges(data, Uint32Array.of(0, 0, 0), Uint32Array.of(1, 2, 3), 1, 3, ids, 0, sums, 0)).toThrow(RangeError)
       expect(ids.every((b) => b === 0) && sums.every((b) => b === 0)).toBe(true)
     }
     expect(() => createPieceDigester(new Uint8Array(31))).toThrow(/32 bytes/)
@@ -121,5 +188,10 @@ describe('piece digests', () => {
     expect(() => addon.digestPieces(key, new Uint8Array(2), Uint32Array.of(1), 0, 1, ids, 0, 'x', 0)).toThrow(TypeError)
     expect(() => addon.digestPieces(new Uint8Array(16), new Uint8Array(2), Uint32Array.of(1), 0, 1, ids, 0, null, 0)).toThrow(RangeError)
     expect(addon.digestPieces(key, new Uint8Array(2), Uint32Array.of(1), 0, 1, ids, 0, null, 0)).toBe(1)
+    const ranges = (createRequire(import.meta.url)('tresor-digest') as { digestRanges: (...args: unknown[]) => number }).digestRanges
+    expect(() => ranges(key, new Uint8Array(2), [0], Uint32Array.of(1), 0, 1, ids, 0, null, 0)).toThrow(TypeError)
+    expect(() => ranges(key, new Uint8Array(2), Uint32Array.of(0), Uint32Array.of(1), 0.5, 1, ids, 0, null, 0)).toThrow(RangeError)
+    expect(() => ranges(key, new Uint8Array(2), Uint32Array.of(0), Uint32Array.of(1), 0, 1, ids, 0, null)).toThrow(TypeError)
+    expect(ranges(key, new Uint8Array(2), Uint32Array.of(1), Uint32Array.of(2), 0, 1, ids, 0, null, 0)).toBe(1)
   })
 })
