@@ -10,6 +10,7 @@
       "target_name": "digest",
       "sources": [
         "src/digest.c",
+        "src/aead.c",
         "<(blake3)/blake3.c",
         "<(blake3)/blake3_dispatch.c",
         "<(blake3)/blake3_portable.c",

@@ -59,3 +59,37 @@ export function cutParts(
   ends: Uint32Array,
   endsAt: number,
 ): number
+
+/** A key's AES-256-GCM context, made by `aesGcmKey` (freed with the handle). */
+export interface AesGcmKey {
+  readonly __aesGcmKey: unique symbol
+}
+
+/**
+ * Schedules a 32-byte key for AES-256-GCM once; each `aesGcm` call with the handle then only sets
+ * its nonce (OpenSSL's EVP, as node:crypto uses it). A RangeError unless the key is 32 bytes.
+ */
+export function aesGcmKey(key: Uint8Array): AesGcmKey
+
+/**
+ * AES-256-GCM of `source[sourceAt, + length)` into `target[targetAt, + length)` under `key`, with the
+ * 12-byte nonce at `nonce[nonceAt]`, associated data `aad`, and the 16-byte tag at `tag[tagAt]`:
+ * written there when encrypting, checked when decrypting. Returns `length`. Source and target are
+ * the same bytes or apart. Arguments are checked before anything is written (TypeError,
+ * RangeError); a tag that does not match throws an Error with code AUTHENTICATION_FAILED and leaves
+ * zeros in the target, never unauthenticated plaintext.
+ */
+export function aesGcm(
+  key: AesGcmKey,
+  encrypt: boolean,
+  nonce: Uint8Array,
+  nonceAt: number,
+  source: Uint8Array,
+  sourceAt: number,
+  length: number,
+  target: Uint8Array,
+  targetAt: number,
+  aad: Uint8Array,
+  tag: Uint8Array,
+  tagAt: number,
+): number

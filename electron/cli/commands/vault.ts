@@ -383,9 +383,10 @@ function memoryText(m: NativeMemoryState): string {
 }
 
 function digestText(d: NativeDigestState): string {
-  if (!d.addon) return `native addon tresor-digest missing (rebuild it with "npm rebuild tresor-digest"); chunk ids one per call, parts cut in ${d.cuts}, slower`
+  if (!d.addon) return `native addon tresor-digest missing (rebuild it with "npm rebuild tresor-digest"); chunk ids one per call, parts cut in ${d.cuts}, AES-GCM ${d.cipher}, slower`
   const cuts = d.cuts === 'native' ? 'natively' : `in ${d.cuts}`
-  return `native addon loaded; chunk ids and checksums ${d.pieces}; parts cut ${cuts}`
+  const cipher = d.cipher === 'native, a context per key' ? 'natively, a context per key' : d.cipher
+  return `native addon loaded; chunk ids and checksums ${d.pieces}; parts cut ${cuts}; AES-GCM ${cipher}`
 }
 
 function parseSize(text: string): number {

@@ -12,8 +12,9 @@
  * reseal: open, then encrypt the same stored body for a new pack and position (repack: no recompression).
  * Buffers are reused: one compression scratch and one decompression scratch per codec.
  *
- * AES-256-GCM runs through @ronomon/crypto-async's zero-copy call (OpenSSL's EVP, the same library
- * node:crypto uses, so the bytes are identical): it encrypts into our buffers. node:crypto's
+ * AES-256-GCM runs through the tresor-digest addon (one OpenSSL context per key), else
+ * @ronomon/crypto-async's zero-copy call (`RecordCipher`; OpenSSL's EVP, the same library
+ * node:crypto uses, so the bytes are identical): both encrypt into our buffers. node:crypto's
  * `update` returns a fresh buffer per call, and filling fresh memory (page faults, zeroing, a copy)
  * cost 4–6× the cipher itself: 0.35–0.59 GB/s against 2.27 GB/s for 128 KiB records here
  * (test/bench/vaultSeal.ts prints both).
@@ -22,6 +23,7 @@ import { createRequire } from 'node:module'
 import { randomFillSync } from 'node:crypto'
 import zstd from 'zstd-napi/binding.js'
 import { CHUNK_AAD_BYTES, ChunkIdHasher, FLAG_CONTAINER, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, chunkAad } from './crypto.js'
+import { digestAddon } from './pieceDigests.js'
 
 /** The zero-copy cipher call of @ronomon/crypto-async (synchronous form: 19 arguments). Throws on a failed tag. */
 export interface ZeroCopyCipher {
@@ -38,6 +40,40 @@ export interface ZeroCopyCipher {
 }
 
 export const zeroCopy = createRequire(import.meta.url)('@ronomon/crypto-async') as ZeroCopyCipher
+
+/**
+ * AES-256-GCM of records laid out as FORMAT.md "Chunk record" says: nonce, ciphertext, tag. The
+ * tresor-digest addon keeps one OpenSSL context per key and only sets each call's nonce;
+ * @ronomon/crypto-async (without the addon, or with `TRESOR_NO_NATIVE_DIGEST=1`) makes a context,
+ * looks the cipher up by name and schedules the key on every call, ~1.5 µs more per call (two calls
+ * per record in a backup: the seal and I9's open). Both write the same bytes (test/unit/vault/aead.test.ts).
+ */
+export interface RecordCipher {
+  /** Whether the addon does the work. */
+  readonly native: boolean
+  /** Encrypts `body` into `out` after the nonce at out[0, NONCE_BYTES); the tag follows the ciphertext. Returns its length. */
+  seal(body: Buffer, out: Buffer, aad: Buffer): number
+  /** Decrypts the `ctLength` bytes of ciphertext of `record` (its tag last) into `target`; throws when the tag does not match. */
+  open(record: Buffer, ctLength: number, target: Buffer, aad: Buffer): number
+}
+
+export function createRecordCipher(key: Buffer, preferNative = true): RecordCipher {
+  const addon = preferNative ? digestAddon() : null
+  if (addon) {
+    const k = addon.aesGcmKey(key)
+    return {
+      native: true,
+      seal: (body, out, aad) => addon.aesGcm(k, true, out, 0, body, 0, body.length, out, NONCE_BYTES, aad, out, NONCE_BYTES + body.length),
+      open: (record, ctLength, target, aad) => addon.aesGcm(k, false, record, 0, record, NONCE_BYTES, ctLength, target, 0, aad, record, record.length - TAG_BYTES),
+    }
+  }
+  return {
+    native: false,
+    seal: (body, out, aad) => zeroCopy.cipher('aes-256-gcm', 1, key, 0, 32, out, 0, NONCE_BYTES, body, 0, body.length, out, NONCE_BYTES, aad, 0, aad.length, out, NONCE_BYTES + body.length, TAG_BYTES),
+    open: (record, ctLength, target, aad) =>
+      zeroCopy.cipher('aes-256-gcm', 0, key, 0, 32, record, 0, NONCE_BYTES, record, NONCE_BYTES, ctLength, target, 0, aad, 0, aad.length, record, record.length - TAG_BYTES, TAG_BYTES),
+  }
+}
 
 /** Store compressed only when it saves at least this fraction of the plaintext. */
 export const MIN_COMPRESSION_GAIN = 0.03
@@ -82,7 +118,7 @@ export interface SealOutcome {
 }
 
 export class ChunkCodec {
-  private readonly dataKey: Buffer
+  private readonly cipher: RecordCipher
   private readonly ids: ChunkIdHasher
   private readonly cctx = new zstd.CCtx()
   private readonly dctx = new zstd.DCtx()
@@ -104,7 +140,7 @@ export class ChunkCodec {
   private checkScratch: Buffer | undefined
 
   constructor(private readonly config: CodecConfig) {
-    this.dataKey = Buffer.from(config.dataKey)
+    this.cipher = createRecordCipher(Buffer.from(config.dataKey))
     this.ids = new ChunkIdHasher(config.chunkIdKey)
     this.compressScratch = Buffer.allocUnsafe(zstd.compressBound(config.blockSize))
     this.plainScratch = Buffer.allocUnsafe(config.blockSize)
@@ -162,7 +198,7 @@ export class ChunkCodec {
     let n: number
     try {
       const aad = chunkAad(packId, ordinal, flags, chunkId, this.aad)
-      n = zeroCopy.cipher('aes-256-gcm', 0, this.dataKey, 0, 32, record, 0, NONCE_BYTES, record, NONCE_BYTES, expected.length, this.checkScratch, 0, aad, 0, aad.length, record, record.length - TAG_BYTES, TAG_BYTES)
+      n = this.cipher.open(record, expected.length, this.checkScratch, aad)
     } catch {
       return 'failed authentication (altered, truncated or moved)'
     }
@@ -179,7 +215,7 @@ export class ChunkCodec {
     this.noncePool.fill(0, this.noncePos, this.noncePos + NONCE_BYTES)
     this.noncePos += NONCE_BYTES
     const aad = chunkAad(packId, ordinal, flags, chunkId, this.aad)
-    const ctLength = zeroCopy.cipher('aes-256-gcm', 1, this.dataKey, 0, 32, out, 0, NONCE_BYTES, body, 0, body.length, out, NONCE_BYTES, aad, 0, aad.length, out, NONCE_BYTES + body.length, TAG_BYTES)
+    const ctLength = this.cipher.seal(body, out, aad)
     return { storedLength: NONCE_BYTES + ctLength + TAG_BYTES, flags }
   }
 
@@ -251,7 +287,7 @@ export class ChunkCodec {
     let body: Buffer
     try {
       const aad = chunkAad(packId, ordinal, flags, chunkId, this.aad)
-      const n = zeroCopy.cipher('aes-256-gcm', 0, this.dataKey, 0, 32, record, 0, NONCE_BYTES, record, NONCE_BYTES, ctLength, target, 0, aad, 0, aad.length, record, record.length - TAG_BYTES, TAG_BYTES)
+      const n = this.cipher.open(record, ctLength, target, aad)
       body = target.subarray(0, n)
     } catch {
       return 'failed authentication (altered, truncated or moved)'

@@ -9,7 +9,8 @@
  * xxhash-addon) hashes all the pieces of a block in one call and writes the digests straight into
  * the caller's arrays. Without it (a failed build, or `TRESOR_NO_NATIVE_DIGEST=1`) the same digests
  * come from the bindings one piece at a time (test/unit/vault/pieceDigests.test.ts checks both
- * against each other). The addon also cuts blocks into their parts (partCutter.ts `createBlockCutter`).
+ * against each other). The addon also cuts blocks into their parts (partCutter.ts `createBlockCutter`)
+ * and encrypts records with one AES-256-GCM context per key (chunkCodec.ts `createRecordCipher`).
  */
 import { CHECKSUM_BYTES, createBlockHasher } from '../backup/checksum.js'
 import { CHUNK_ID_BYTES, ChunkIdHasher } from './crypto.js'
@@ -47,14 +48,16 @@ export interface NativeDigestState {
   pieces: 'native, a block per call' | 'one per call: TRESOR_NO_NATIVE_DIGEST=1' | 'one per call: no native addon'
   /** How blocks are cut into parts (the same cuts every way). */
   cuts: CutWay
+  /** How records are encrypted and opened (AES-256-GCM, the same bytes either way: chunkCodec.ts `RecordCipher`). */
+  cipher: 'native, a context per key' | 'a context per call'
 }
 
 export function nativeDigestState(): NativeDigestState {
   addon ??= loadOptionalAddon<Addon>('tresor-digest')
   const fallback: CutWay = wasm ? 'WebAssembly' : 'JavaScript'
-  if (addon === null) return { addon: false, pieces: 'one per call: no native addon', cuts: fallback }
-  if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: fallback }
-  return { addon: true, pieces: 'native, a block per call', cuts: 'native' }
+  if (addon === null) return { addon: false, pieces: 'one per call: no native addon', cuts: fallback, cipher: 'a context per call' }
+  if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: fallback, cipher: 'a context per call' }
+  return { addon: true, pieces: 'native, a block per call', cuts: 'native', cipher: 'native, a context per key' }
 }
 
 /**

@@ -395,6 +395,10 @@ static napi_value cut_parts(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* aead.c */
+napi_value aes_gcm_key(napi_env env, napi_callback_info info);
+napi_value aes_gcm(napi_env env, napi_callback_info info);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "digestPieces", NAPI_AUTO_LENGTH, digest_pieces, NULL, &fn) != napi_ok) return NULL;
@@ -403,6 +407,10 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_set_named_property(env, exports, "digestRanges", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "cutParts", NAPI_AUTO_LENGTH, cut_parts, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "cutParts", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "aesGcmKey", NAPI_AUTO_LENGTH, aes_gcm_key, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "aesGcmKey", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "aesGcm", NAPI_AUTO_LENGTH, aes_gcm, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "aesGcm", fn) != napi_ok) return NULL;
   return exports;
 }
 

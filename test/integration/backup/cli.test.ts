@@ -81,10 +81,10 @@ describe('tresor machine / backup / points', () => {
 
     const info = await tresorJson<{ memory: { addon: boolean }; digest: { addon: boolean; pieces: string } }>(['vault', 'info', '--json'], hidden)
     expect(info.memory.addon).toBe(false)
-    expect(info.digest).toEqual({ addon: false, pieces: 'one per call: no native addon', cuts: 'WebAssembly' })
+    expect(info.digest).toEqual({ addon: false, pieces: 'one per call: no native addon', cuts: 'WebAssembly', cipher: 'a context per call' })
     const text1 = await tresor(['vault', 'info'], hidden)
     expect(text1.stdout).toMatch(/^Memory {5}native addon tresor-memory missing \(rebuild it with "npm rebuild tresor-memory"\)/m)
-    expect(text1.stdout).toMatch(/^Hashing {4}native addon tresor-digest missing \(rebuild it with "npm rebuild tresor-digest"\); chunk ids one per call, parts cut in WebAssembly, slower$/m)
+    expect(text1.stdout).toMatch(/^Hashing {4}native addon tresor-digest missing \(rebuild it with "npm rebuild tresor-digest"\); chunk ids one per call, parts cut in WebAssembly, AES-GCM a context per call, slower$/m)
 
     const r1 = await tresorJson<{ pointId: string; bytesNew: number }>(['backup', 'plain', '--json'], hidden)
     expect(r1.bytesNew).toBe(18 * 65536)

@@ -53,12 +53,12 @@ describe('vault open, catalog rebuild, info', () => {
     expect(info.memory.hugePages).toMatch(/^(on|off: transparent huge pages are disabled in the kernel)$/)
     const switchedOff = await tresorJson(['--json', 'vault', 'info'], { ...v.env, TRESOR_NO_HUGE_PAGES: '1' })
     expect(switchedOff.memory).toEqual({ addon: true, hugePages: 'off: TRESOR_NO_HUGE_PAGES=1' })
-    expect(info.digest).toEqual({ addon: true, pieces: 'native, a block per call', cuts: 'native' })
+    expect(info.digest).toEqual({ addon: true, pieces: 'native, a block per call', cuts: 'native', cipher: 'native, a context per key' })
     const digestOff = await tresorJson(['--json', 'vault', 'info'], { ...v.env, TRESOR_NO_NATIVE_DIGEST: '1' })
-    expect(digestOff.digest).toEqual({ addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: 'WebAssembly' })
+    expect(digestOff.digest).toEqual({ addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: 'WebAssembly', cipher: 'a context per call' })
     const text = await tresor(['vault', 'info'], v.env)
     expect(text.stdout).toMatch(/^Memory {5}native addon loaded; huge pages for direct I\/O (on|off)/m)
-    expect(text.stdout).toMatch(/^Hashing {4}native addon loaded; chunk ids and checksums native, a block per call; parts cut natively$/m)
+    expect(text.stdout).toMatch(/^Hashing {4}native addon loaded; chunk ids and checksums native, a block per call; parts cut natively; AES-GCM natively, a context per key$/m)
 
     // Lost catalog: rebuilt from the vault alone.
     for (const f of readdirSync(v.home)) rmSync(join(v.home, f))
