@@ -60,6 +60,14 @@ export function cutParts(
   endsAt: number,
 ): number
 
+/**
+ * The order-0 entropy, in bits per byte, of `most` bytes spread evenly over `data` (every
+ * floor(length / most)-th byte from the first; all of them when the data is shorter): vault/parts.ts
+ * `sampledEntropy`, with `table[c]` = c·log2(c) for c = 0 … most, so the result is the same double.
+ * 0 for empty data. A TypeError or RangeError for bad arguments (most < 1, a table too short).
+ */
+export function sampledEntropy(table: Float64Array, data: Uint8Array, most: number): number
+
 /** A key's AES-256-GCM context, made by `aesGcmKey` (freed with the handle). */
 export interface AesGcmKey {
   readonly __aesGcmKey: unique symbol

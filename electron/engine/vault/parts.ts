@@ -15,6 +15,7 @@
  */
 import { createHmac } from 'node:crypto'
 import { EngineError } from '../errors.js'
+import { digestAddon } from './pieceDigests.js'
 
 export const PART_MIN_BYTES = 2048
 export const PART_AVG_BYTES = 8192
@@ -100,6 +101,15 @@ const MAX_ENTROPY_BITS = 7
  * ~7.8 on such a sample (7.74–7.87 over 1,024 random 64 KiB blocks), text and code well below.
  */
 export function sampledEntropy(block: Uint8Array): number {
+  nativeEntropy ??= digestAddon()?.sampledEntropy ?? null
+  return nativeEntropy ? nativeEntropy(C_LOG2_C, block, MAX_SAMPLES) : sampledEntropyInJs(block)
+}
+
+/** The addon's `sampledEntropy` (one call instead of ~3 µs of JavaScript a block), looked up on first use. */
+let nativeEntropy: ((table: Float64Array, data: Uint8Array, most: number) => number) | null | undefined
+
+/** `sampledEntropy` in JavaScript: the definition, and the way without the addon. */
+export function sampledEntropyInJs(block: Uint8Array): number {
   histogram.fill(0)
   const step = Math.max(1, Math.floor(block.length / MAX_SAMPLES))
   let n = 0

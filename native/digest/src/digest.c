@@ -395,6 +395,44 @@ static napi_value cut_parts(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * sampledEntropy(table, data, most): the order-0 entropy, in bits per byte, of `most` bytes spread
+ * evenly over `data` (all of them when it is shorter), as vault/parts.ts `sampledEntropy` computes
+ * it: `table[c]` holds c·log2(c) (JavaScript's values, so the sum is the same double, added in the
+ * same order). One call per block instead of ~3 µs of JavaScript.
+ */
+static napi_value sampled_entropy(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], result;
+  double *table = NULL;
+  uint8_t *data = NULL;
+  size_t table_length = 0, data_length = 0, most = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "sampledEntropy expects (table, data, most)");
+    return NULL;
+  }
+  if (!typed_of(env, argv[0], napi_float64_array, "sampledEntropy expects a Float64Array table", (void **)&table, &table_length)) return NULL;
+  if (!typed_of(env, argv[1], napi_uint8_array, "sampledEntropy expects Uint8Array data", (void **)&data, &data_length)) return NULL;
+  if (!index_of(env, argv[2], "sampledEntropy: most is not a whole non-negative number", &most)) return NULL;
+  if (most < 1 || table_length < most + 1) {
+    napi_throw_range_error(env, NULL, "sampledEntropy: most must be at least 1 and the table hold most + 1 values");
+    return NULL;
+  }
+  uint32_t histogram[256] = {0};
+  size_t step = data_length / most > 1 ? data_length / most : 1;
+  size_t n = 0;
+  for (size_t i = 0; i < data_length && n < most; i += step, n++) histogram[data[i]]++;
+  double bits = 0;
+  if (n > 0) {
+    double sum = 0;
+    for (int b = 0; b < 256; b++) sum += table[histogram[b]];
+    bits = (table[n] - sum) / (double)n;
+  }
+  if (napi_create_double(env, bits, &result) != napi_ok) return NULL;
+  return result;
+}
+
 /* aead.c */
 napi_value aes_gcm_key(napi_env env, napi_callback_info info);
 napi_value aes_gcm(napi_env env, napi_callback_info info);
@@ -407,6 +445,8 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_set_named_property(env, exports, "digestRanges", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "cutParts", NAPI_AUTO_LENGTH, cut_parts, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "cutParts", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "sampledEntropy", NAPI_AUTO_LENGTH, sampled_entropy, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "sampledEntropy", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "aesGcmKey", NAPI_AUTO_LENGTH, aes_gcm_key, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "aesGcmKey", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "aesGcm", NAPI_AUTO_LENGTH, aes_gcm, NULL, &fn) != napi_ok) return NULL;

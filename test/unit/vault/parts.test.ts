@@ -7,6 +7,7 @@
  * every run (the ≥ 70 % shift bound and the all-zero case depend on the key's gear values).
  */
 import { createHash, randomBytes } from 'node:crypto'
+import { createRequire } from 'node:module'
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import {
@@ -16,6 +17,8 @@ import {
   gearTable,
   looksCompressible,
   PART_AVG_BYTES,
+  sampledEntropy,
+  sampledEntropyInJs,
   PART_MAX_BYTES,
   PART_MIN_BYTES,
   type RecipePart,
@@ -165,6 +168,26 @@ describe('looksCompressible', () => {
     expect(looksCompressible(new Uint8Array(64 * KiB))).toBe(true)
     expect(looksCompressible(randomBytes(64 * KiB))).toBe(false)
     expect(looksCompressible(randomBytes(4 * MiB))).toBe(false)
+  })
+
+  it('samples the same entropy natively as in JavaScript, to the last bit, on any length and content (property)', () => {
+    const addon = createRequire(import.meta.url)('tresor-digest') as { sampledEntropy: (t: Float64Array, d: Uint8Array, n: number) => number }
+    const table = Float64Array.from({ length: 1025 }, (_, c) => (c > 0 ? c * Math.log2(c) : 0))
+    for (const block of [new Uint8Array(0), new Uint8Array(1), logText(8, 64 * KiB), randomBytes(64 * KiB), randomBytes(64 * KiB + 13), new Uint8Array(64 * KiB)]) {
+      expect(sampledEntropy(block)).toBe(sampledEntropyInJs(block))
+      expect(addon.sampledEntropy(table, block, 1024)).toBe(sampledEntropyInJs(block))
+    }
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 70_000 }), fc.integer({ min: 0, max: 255 }), (data, bias) => {
+        // skewed bytes too, so the sums are not all alike
+        const skewed = data.map((b) => (b < bias ? b & 0x0f : b))
+        expect(addon.sampledEntropy(table, skewed, 1024)).toBe(sampledEntropyInJs(skewed))
+      }),
+      { numRuns: 300 },
+    )
+    expect(() => addon.sampledEntropy(table, new Uint8Array(10), 0)).toThrow(RangeError)
+    expect(() => addon.sampledEntropy(table.subarray(0, 1024), new Uint8Array(10), 1024)).toThrow(RangeError)
+    expect(() => addon.sampledEntropy(new Float32Array(1025) as unknown as Float64Array, new Uint8Array(10), 1024)).toThrow(TypeError)
   })
 })
 
