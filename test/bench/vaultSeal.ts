@@ -102,7 +102,7 @@ for (let round = 0; round < 3; round++) {
     }
   }))
   aesZero.push(measure(aesRounds * rec, () => {
-    for (let i = 0; i < aesRounds; i++) zeroCopy.cipher('aes-256-gcm', 1, keys.data, 0, 32, nonce, 0, 12, aesIn, 0, rec, aesOut, 0, aad, 0, aad.length, aesOut, rec, 16)
+    for (let i = 0; i < aesRounds; i++) zeroCopy().cipher('aes-256-gcm', 1, keys.data, 0, 32, nonce, 0, 12, aesIn, 0, rec, aesOut, 0, aad, 0, aad.length, aesOut, rec, 16)
   }))
 }
 let t = 0

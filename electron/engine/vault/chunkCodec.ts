@@ -39,7 +39,12 @@ export interface ZeroCopyCipher {
   ): number
 }
 
-export const zeroCopy = createRequire(import.meta.url)('@ronomon/crypto-async') as ZeroCopyCipher
+let ronomon: ZeroCopyCipher | undefined
+/** @ronomon/crypto-async, loaded on first use: with the addon a worker never loads it. */
+export function zeroCopy(): ZeroCopyCipher {
+  ronomon ??= createRequire(import.meta.url)('@ronomon/crypto-async') as ZeroCopyCipher
+  return ronomon
+}
 
 /**
  * AES-256-GCM of records laid out as FORMAT.md "Chunk record" says: nonce, ciphertext, tag. The
@@ -67,11 +72,12 @@ export function createRecordCipher(key: Buffer, preferNative = true): RecordCiph
       open: (record, ctLength, target, aad) => addon.aesGcm(k, false, record, 0, record, NONCE_BYTES, ctLength, target, 0, aad, record, record.length - TAG_BYTES),
     }
   }
+  const zc = zeroCopy()
   return {
     native: false,
-    seal: (body, out, aad) => zeroCopy.cipher('aes-256-gcm', 1, key, 0, 32, out, 0, NONCE_BYTES, body, 0, body.length, out, NONCE_BYTES, aad, 0, aad.length, out, NONCE_BYTES + body.length, TAG_BYTES),
+    seal: (body, out, aad) => zc.cipher('aes-256-gcm', 1, key, 0, 32, out, 0, NONCE_BYTES, body, 0, body.length, out, NONCE_BYTES, aad, 0, aad.length, out, NONCE_BYTES + body.length, TAG_BYTES),
     open: (record, ctLength, target, aad) =>
-      zeroCopy.cipher('aes-256-gcm', 0, key, 0, 32, record, 0, NONCE_BYTES, record, NONCE_BYTES, ctLength, target, 0, aad, 0, aad.length, record, record.length - TAG_BYTES, TAG_BYTES),
+      zc.cipher('aes-256-gcm', 0, key, 0, 32, record, 0, NONCE_BYTES, record, NONCE_BYTES, ctLength, target, 0, aad, 0, aad.length, record, record.length - TAG_BYTES, TAG_BYTES),
   }
 }
 
