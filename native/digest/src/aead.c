@@ -10,6 +10,7 @@
  * (test/unit/vault/aead.test.ts).
  */
 #include <node_api.h>
+#include "args.h"
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <limits.h>
@@ -33,33 +34,14 @@ static void aead_key_free(napi_env env, void *data, void *hint) {
   free(k);
 }
 
-/* The bytes of a Uint8Array (any typed array of bytes), or false after throwing a TypeError. */
+/* A Uint8Array argument. */
 static bool bytes_of(napi_env env, napi_value value, const char *what, uint8_t **data, size_t *length) {
-  bool is_typed = false;
-  napi_typedarray_type type;
-  void *ptr = NULL;
-  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, value, &type, length, &ptr, NULL, NULL) != napi_ok || type != napi_uint8_array) {
-    napi_throw_type_error(env, NULL, what);
-    return false;
-  }
-  *data = ptr;
-  return true;
+  return typed_of(env, value, napi_uint8_array, what, (void **)data, length);
 }
 
-/* A whole non-negative number that fits an int (OpenSSL's lengths), or false after throwing. */
+/* A whole non-negative number that fits an int (OpenSSL's lengths). */
 static bool int_of(napi_env env, napi_value value, const char *what, size_t *out) {
-  double v;
-  if (napi_get_value_double(env, value, &v) != napi_ok) {
-    napi_throw_type_error(env, NULL, what);
-    return false;
-  }
-  if (!(v >= 0 && v <= (double)INT_MAX && v == (double)(int)v)) {
-    napi_throw_range_error(env, NULL, what);
-    return false;
-  }
-  *out = (size_t)v;
-  return true;
+  return whole_of(env, value, (double)INT_MAX, what, out);
 }
 
 /* aesGcmKey(key): a handle holding the key's cipher context (see index.d.ts). */

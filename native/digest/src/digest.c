@@ -23,6 +23,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "args.h"
 #include "blake3.h"
 #include "blake3_impl.h"
 #include "xxhash.h"
@@ -32,35 +33,6 @@
 #else
 #define XXH3_128 XXH3_128bits
 #endif
-
-/* A typed array argument of type `want`, or false after throwing a TypeError with `what`. */
-static bool typed_of(napi_env env, napi_value value, napi_typedarray_type want, const char *what, void **data, size_t *length) {
-  bool is_typed = false;
-  napi_typedarray_type type;
-  void *ptr = NULL;
-  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, value, &type, length, &ptr, NULL, NULL) != napi_ok || type != want) {
-    napi_throw_type_error(env, NULL, what);
-    return false;
-  }
-  *data = ptr;
-  return true;
-}
-
-/* A whole non-negative number below 2^53, or false after throwing (TypeError or RangeError) with `what`. */
-static bool index_of(napi_env env, napi_value value, const char *what, size_t *out) {
-  double v;
-  if (napi_get_value_double(env, value, &v) != napi_ok) {
-    napi_throw_type_error(env, NULL, what);
-    return false;
-  }
-  if (!(v >= 0 && v <= 9007199254740991.0 && v == (double)(uint64_t)v)) {
-    napi_throw_range_error(env, NULL, what);
-    return false;
-  }
-  *out = (size_t)v;
-  return true;
-}
 
 /*
  * Keyed BLAKE3 of many short pieces at once.
@@ -309,11 +281,7 @@ static napi_value digest_ranges(napi_env env, napi_callback_info info) {
 /* A whole number below 2^32, or false after throwing (TypeError or RangeError) with `what`. */
 static bool u32_of(napi_env env, napi_value value, const char *what, uint32_t *out) {
   size_t v;
-  if (!index_of(env, value, what, &v)) return false;
-  if (v > 0xffffffffu) {
-    napi_throw_range_error(env, NULL, what);
-    return false;
-  }
+  if (!whole_of(env, value, 4294967295.0, what, &v)) return false;
   *out = (uint32_t)v;
   return true;
 }
@@ -438,19 +406,18 @@ napi_value aes_gcm_key(napi_env env, napi_callback_info info);
 napi_value aes_gcm(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
-  napi_value fn;
-  if (napi_create_function(env, "digestPieces", NAPI_AUTO_LENGTH, digest_pieces, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "digestPieces", fn) != napi_ok) return NULL;
-  if (napi_create_function(env, "digestRanges", NAPI_AUTO_LENGTH, digest_ranges, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "digestRanges", fn) != napi_ok) return NULL;
-  if (napi_create_function(env, "cutParts", NAPI_AUTO_LENGTH, cut_parts, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "cutParts", fn) != napi_ok) return NULL;
-  if (napi_create_function(env, "sampledEntropy", NAPI_AUTO_LENGTH, sampled_entropy, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "sampledEntropy", fn) != napi_ok) return NULL;
-  if (napi_create_function(env, "aesGcmKey", NAPI_AUTO_LENGTH, aes_gcm_key, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "aesGcmKey", fn) != napi_ok) return NULL;
-  if (napi_create_function(env, "aesGcm", NAPI_AUTO_LENGTH, aes_gcm, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "aesGcm", fn) != napi_ok) return NULL;
+  static const struct {
+    const char *name;
+    napi_callback call;
+  } calls[] = {
+      {"digestPieces", digest_pieces}, {"digestRanges", digest_ranges}, {"cutParts", cut_parts},
+      {"sampledEntropy", sampled_entropy}, {"aesGcmKey", aes_gcm_key}, {"aesGcm", aes_gcm},
+  };
+  for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+    napi_value fn;
+    if (napi_create_function(env, calls[i].name, NAPI_AUTO_LENGTH, calls[i].call, NULL, &fn) != napi_ok ||
+        napi_set_named_property(env, exports, calls[i].name, fn) != napi_ok) return NULL;
+  }
   return exports;
 }
 
