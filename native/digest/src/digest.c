@@ -21,7 +21,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include "args.h"
 #include "blake3.h"
@@ -204,7 +203,6 @@ static void keyed_pieces(const uint8_t key[BLAKE3_KEY_LEN], const uint8_t *data,
  * piece then starts there) or the pieces follow each other.
  */
 static napi_value digest_common(napi_env env, napi_callback_info info, bool ranges) {
-  const char *name = ranges ? "digestRanges" : "digestPieces";
   const size_t want = ranges ? 10 : 9, s = ranges ? 1 : 0; /* s: where the arguments after `ends` moved */
   size_t argc = 10;
   napi_value argv[10];
@@ -214,8 +212,8 @@ static napi_value digest_common(napi_env env, napi_callback_info info, bool rang
   size_t ends_at = 0, count = 0, ids_at = 0, sums_at = 0;
   napi_valuetype sums_type;
   napi_value result;
-  char what[112];
-#define WHAT(text) (snprintf(what, sizeof what, "%s" text, name), what)
+/* the message for this call's name, chosen among string literals (nothing is formatted unless thrown) */
+#define WHAT(text) (ranges ? "digestRanges" text : "digestPieces" text)
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   if (argc < want) {
     napi_throw_type_error(env, NULL, ranges ? "digestRanges expects (key, data, starts, ends, at, count, ids, idsAt, sums, sumsAt)"
