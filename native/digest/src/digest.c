@@ -365,7 +365,7 @@ static napi_value cut_parts(napi_env env, napi_callback_info info) {
  * sampledEntropy(table, data, most): the order-0 entropy, in bits per byte, of `most` bytes spread
  * evenly over `data` (all of them when it is shorter), as vault/parts.ts `sampledEntropy` computes
  * it: `table[c]` holds c·log2(c) (JavaScript's values, so the sum is the same double, added in the
- * same order). One call per block instead of ~3 µs of JavaScript.
+ * same order). 1.0–1.6 µs a block in cache, against 1.6–2.6 µs in JavaScript.
  */
 static napi_value sampled_entropy(napi_env env, napi_callback_info info) {
   size_t argc = 3;
