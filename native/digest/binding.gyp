@@ -3,6 +3,8 @@
   # xxhash-addon (both dependencies of this package); neither is copied into Tresor.
   "variables": {
     "blake3": "<!(node -p \"const p = require('path'); p.relative('.', p.join(p.dirname(require.resolve('@c4312/blake3-native/package.json')), 'c')).split(p.sep).join('/')\")",
+    # Intel's ipsec-mb (Debian's libipsec-mb-dev): AES-GCM in VAES where the CPU has it (src/aead.c)
+    "ipsec_mb": "<!(node -p \"require('fs').existsSync('/usr/include/intel-ipsec-mb.h') ? 1 : 0\")",
     "xxhash": "<!(node -p \"const p = require('path'); p.relative('.', p.join(p.dirname(require.resolve('xxhash-addon/package.json')), 'xxHash')).split(p.sep).join('/')\")"
   },
   "targets": [
@@ -40,6 +42,11 @@
             "<(xxhash)/xxh_x86dispatch.c"
           ],
           "defines": ["TRESOR_XXH_DISPATCH=1"]
+        }],
+        # the library is opened with dlopen at run time: the addon loads without it
+        ["target_arch=='x64' and OS=='linux' and ipsec_mb==1", {
+          "defines": ["TRESOR_IPSEC_MB=1"],
+          "libraries": ["-ldl", "-lpthread"]
         }],
         ["target_arch=='arm64'", { "sources": ["<(blake3)/blake3_neon.c"] }],
         ["target_arch!='x64' and target_arch!='arm64'", {

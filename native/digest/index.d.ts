@@ -68,16 +68,25 @@ export function cutParts(
  */
 export function sampledEntropy(table: Float64Array, data: Uint8Array, most: number): number
 
+/**
+ * The AES-256-GCM engines this process can use, the fastest first: "ipsec-mb" (Intel's library,
+ * opened at run time, only where the CPU runs its VAES code) when present, then "openssl" (always).
+ * Both write the same bytes.
+ */
+export function aesGcmEngines(): Array<'ipsec-mb' | 'openssl'>
+
 /** A key's AES-256-GCM context, made by `aesGcmKey` (freed with the handle). */
 export interface AesGcmKey {
   readonly __aesGcmKey: unique symbol
 }
 
 /**
- * Schedules a 32-byte key for AES-256-GCM once; each `aesGcm` call with the handle then only sets
- * its nonce (OpenSSL's EVP, as node:crypto uses it). A RangeError unless the key is 32 bytes.
+ * Schedules a 32-byte key for AES-256-GCM once, for `engine` (by default the first of
+ * `aesGcmEngines()`); each `aesGcm` call with the handle then only sets its nonce. A RangeError
+ * unless the key is 32 bytes and the engine one `aesGcmEngines()` offers; a TypeError for an engine
+ * that is not a string.
  */
-export function aesGcmKey(key: Uint8Array): AesGcmKey
+export function aesGcmKey(key: Uint8Array, engine?: 'ipsec-mb' | 'openssl'): AesGcmKey
 
 /**
  * AES-256-GCM of `source[sourceAt, + length)` into `target[targetAt, + length)` under `key`, with the

@@ -385,7 +385,7 @@ function memoryText(m: NativeMemoryState): string {
 function digestText(d: NativeDigestState): string {
   if (!d.addon) return `native addon tresor-digest missing (rebuild it with "npm rebuild tresor-digest"); chunk ids one per call, parts cut in ${d.cuts}, AES-GCM ${d.cipher}, slower`
   const cuts = d.cuts === 'native' ? 'natively' : `in ${d.cuts}`
-  const cipher = d.cipher === 'native, a context per key' ? 'natively, a context per key' : d.cipher
+  const cipher = d.cipher.startsWith('native, ') ? `natively${d.cipher.slice('native'.length)}` : d.cipher
   return `native addon loaded; chunk ids and checksums ${d.pieces}; parts cut ${cuts}; AES-GCM ${cipher}`
 }
 

@@ -12,9 +12,9 @@
  * reseal: open, then encrypt the same stored body for a new pack and position (repack: no recompression).
  * Buffers are reused: one compression scratch and one decompression scratch per codec.
  *
- * AES-256-GCM runs through the tresor-digest addon (one OpenSSL context per key), else
- * @ronomon/crypto-async's zero-copy call (`RecordCipher`; OpenSSL's EVP, the same library
- * node:crypto uses, so the bytes are identical): both encrypt into our buffers. node:crypto's
+ * AES-256-GCM runs through the tresor-digest addon (a key schedule per key: Intel's ipsec-mb where
+ * the CPU has VAES, else OpenSSL), else @ronomon/crypto-async's zero-copy call (`RecordCipher`;
+ * OpenSSL's EVP, the library node:crypto uses): all write the same bytes into our buffers. node:crypto's
  * `update` returns a fresh buffer per call, and filling fresh memory (page faults, zeroing, a copy)
  * cost 4–6× the cipher itself: 0.35–0.59 GB/s against 2.27 GB/s for 128 KiB records here
  * (test/bench/vaultSeal.ts prints both).
@@ -23,7 +23,7 @@ import { createRequire } from 'node:module'
 import { randomFillSync } from 'node:crypto'
 import zstd from 'zstd-napi/binding.js'
 import { CHUNK_AAD_BYTES, ChunkIdHasher, FLAG_CONTAINER, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, chunkAad } from './crypto.js'
-import { digestAddon } from './pieceDigests.js'
+import { type CipherEngine, cipherEngines, digestAddon } from './pieceDigests.js'
 
 /** The zero-copy cipher call of @ronomon/crypto-async (synchronous form: 19 arguments). Throws on a failed tag. */
 export interface ZeroCopyCipher {
@@ -48,33 +48,36 @@ export function zeroCopy(): ZeroCopyCipher {
 
 /**
  * AES-256-GCM of records laid out as FORMAT.md "Chunk record" says: nonce, ciphertext, tag. The
- * tresor-digest addon keeps one OpenSSL context per key and only sets each call's nonce;
+ * tresor-digest addon schedules each key once and only sets each call's nonce, through Intel's
+ * ipsec-mb where the CPU has VAES (2.8× OpenSSL's speed here) or else through OpenSSL;
  * @ronomon/crypto-async (without the addon, or with `TRESOR_NO_NATIVE_DIGEST=1`) makes a context,
  * looks the cipher up by name and schedules the key on every call, ~1.5 µs more per call (two calls
- * per record in a backup: the seal and I9's open). Both write the same bytes (test/unit/vault/aead.test.ts).
+ * per record in a backup: the seal and I9's open). All write the same bytes (test/unit/vault/aead.test.ts).
  */
 export interface RecordCipher {
-  /** Whether the addon does the work. */
-  readonly native: boolean
+  /** Who does the work. */
+  readonly engine: CipherEngine
   /** Encrypts `body` into `out` after the nonce at out[0, NONCE_BYTES); the tag follows the ciphertext. Returns its length. */
   seal(body: Buffer, out: Buffer, aad: Buffer): number
   /** Decrypts the `ctLength` bytes of ciphertext of `record` (its tag last) into `target`; throws when the tag does not match. */
   open(record: Buffer, ctLength: number, target: Buffer, aad: Buffer): number
 }
 
-export function createRecordCipher(key: Buffer, preferNative = true): RecordCipher {
-  const addon = preferNative ? digestAddon() : null
-  if (addon) {
-    const k = addon.aesGcmKey(key)
+/** A cipher for `key` through `engine` (one of `cipherEngines()`; by default the fastest). */
+export function createRecordCipher(key: Buffer, engine: CipherEngine = cipherEngines()[0]!): RecordCipher {
+  const addon = engine === 'ronomon' ? null : digestAddon()
+  if (engine !== 'ronomon') {
+    if (!addon) throw new Error(`AES-GCM engine ${engine} needs the tresor-digest addon`)
+    const k = addon.aesGcmKey(key, engine)
     return {
-      native: true,
+      engine,
       seal: (body, out, aad) => addon.aesGcm(k, true, out, 0, body, 0, body.length, out, NONCE_BYTES, aad, out, NONCE_BYTES + body.length),
       open: (record, ctLength, target, aad) => addon.aesGcm(k, false, record, 0, record, NONCE_BYTES, ctLength, target, 0, aad, record, record.length - TAG_BYTES),
     }
   }
   const zc = zeroCopy()
   return {
-    native: false,
+    engine,
     seal: (body, out, aad) => zc.cipher('aes-256-gcm', 1, key, 0, 32, out, 0, NONCE_BYTES, body, 0, body.length, out, NONCE_BYTES, aad, 0, aad.length, out, NONCE_BYTES + body.length, TAG_BYTES),
     open: (record, ctLength, target, aad) =>
       zc.cipher('aes-256-gcm', 0, key, 0, 32, record, 0, NONCE_BYTES, record, NONCE_BYTES, ctLength, target, 0, aad, 0, aad.length, record, record.length - TAG_BYTES, TAG_BYTES),

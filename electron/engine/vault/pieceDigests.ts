@@ -10,7 +10,8 @@
  * the caller's arrays. Without it (a failed build, or `TRESOR_NO_NATIVE_DIGEST=1`) the same digests
  * come from the bindings one piece at a time (test/unit/vault/pieceDigests.test.ts checks both
  * against each other). The addon also cuts blocks into their parts (partCutter.ts `createBlockCutter`)
- * and encrypts records with one AES-256-GCM context per key (chunkCodec.ts `createRecordCipher`).
+ * and encrypts records with one AES-256-GCM key schedule per key (chunkCodec.ts `createRecordCipher`),
+ * through Intel's ipsec-mb where it runs its VAES code, else through OpenSSL.
  */
 import { CHECKSUM_BYTES, createBlockHasher } from '../backup/checksum.js'
 import { CHUNK_ID_BYTES, ChunkIdHasher } from './crypto.js'
@@ -48,16 +49,46 @@ export interface NativeDigestState {
   pieces: 'native, a block per call' | 'one per call: TRESOR_NO_NATIVE_DIGEST=1' | 'one per call: no native addon'
   /** How blocks are cut into parts (the same cuts every way). */
   cuts: CutWay
-  /** How records are encrypted and opened (AES-256-GCM, the same bytes either way: chunkCodec.ts `RecordCipher`). */
-  cipher: 'native, a context per key' | 'a context per call'
+  /** How records are encrypted and opened (AES-256-GCM, the same bytes every way: chunkCodec.ts `RecordCipher`). */
+  cipher: CipherState
+}
+
+/**
+ * Who does records' AES-256-GCM: the addon through Intel's ipsec-mb (VAES, ~2.8× OpenSSL here) or
+ * through OpenSSL, a key schedule per key either way; else @ronomon/crypto-async, a context per call.
+ */
+export type CipherEngine = 'ipsec-mb' | 'openssl' | 'ronomon'
+
+/** `NativeDigestState.cipher` for each engine (`tresor vault info --json`). */
+const CIPHER_STATES = {
+  'ipsec-mb': 'native, ipsec-mb (VAES), a schedule per key',
+  openssl: 'native, a context per key',
+  ronomon: 'a context per call',
+} as const satisfies Record<CipherEngine, string>
+export type CipherState = (typeof CIPHER_STATES)[CipherEngine]
+
+let addonEngines: ReadonlyArray<'ipsec-mb' | 'openssl'> | undefined
+
+/**
+ * The engines this process can use, the fastest first: the addon's (`aesGcmEngines`; ipsec-mb only
+ * where the library is installed and the CPU has VAES, and not with `TRESOR_NO_IPSEC_MB=1`), then
+ * @ronomon/crypto-async, always there.
+ */
+export function cipherEngines(): CipherEngine[] {
+  const native = digestAddon()
+  if (!native) return ['ronomon']
+  addonEngines ??= native.aesGcmEngines()
+  return [...addonEngines.filter((e) => e !== 'ipsec-mb' || process.env.TRESOR_NO_IPSEC_MB !== '1'), 'ronomon']
 }
 
 export function nativeDigestState(): NativeDigestState {
   addon ??= loadOptionalAddon<Addon>('tresor-digest')
   const fallback: CutWay = wasm ? 'WebAssembly' : 'JavaScript'
-  if (addon === null) return { addon: false, pieces: 'one per call: no native addon', cuts: fallback, cipher: 'a context per call' }
-  if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: fallback, cipher: 'a context per call' }
-  return { addon: true, pieces: 'native, a block per call', cuts: 'native', cipher: 'native, a context per key' }
+  if (addon === null) return { addon: false, pieces: 'one per call: no native addon', cuts: fallback, cipher: CIPHER_STATES.ronomon }
+  if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: fallback, cipher: CIPHER_STATES.ronomon }
+  addonEngines ??= addon.aesGcmEngines()
+  const engine = addonEngines.includes('ipsec-mb') && process.env.TRESOR_NO_IPSEC_MB !== '1' ? 'ipsec-mb' : 'openssl'
+  return { addon: true, pieces: 'native, a block per call', cuts: 'native', cipher: CIPHER_STATES[engine] }
 }
 
 /**

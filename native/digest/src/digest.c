@@ -402,6 +402,7 @@ static napi_value sampled_entropy(napi_env env, napi_callback_info info) {
 /* aead.c */
 napi_value aes_gcm_key(napi_env env, napi_callback_info info);
 napi_value aes_gcm(napi_env env, napi_callback_info info);
+napi_value aes_gcm_engines(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
   static const struct {
@@ -409,7 +410,8 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_callback call;
   } calls[] = {
       {"digestPieces", digest_pieces}, {"digestRanges", digest_ranges}, {"cutParts", cut_parts},
-      {"sampledEntropy", sampled_entropy}, {"aesGcmKey", aes_gcm_key}, {"aesGcm", aes_gcm},
+      {"sampledEntropy", sampled_entropy}, {"aesGcmEngines", aes_gcm_engines},
+      {"aesGcmKey", aes_gcm_key}, {"aesGcm", aes_gcm},
   };
   for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
     napi_value fn;
