@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=4
+#!/usr/bin/env -S -u NODE_EXTRA_CA_CERTS TRESOR_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS} MALLOC_ARENA_MAX=2 node --max-semi-space-size=4
 // The `tresor` command. Runs the CLI's bundle from dist/cli (built by `npm ci` via the prepare
 // script, scripts/build.mjs); in a source checkout without a build it falls back to the TypeScript
 // sources through tsx (also with TRESOR_FROM_SOURCE set).
@@ -13,7 +13,16 @@
 // there): a heap is sized and malloc set up when the process starts, so only the command line can.
 // `node bin/tresor.js` runs without them; the installed `tresor` command, and the benchmarks, run
 // this file itself.
+//
+// It also sets NODE_EXTRA_CA_CERTS aside, so node does not parse those certificates at start (~55 ms
+// for Debian's bundle; Tresor has no TLS client), and puts it back here, first thing, so the
+// programs the command starts see it (electron/engine/workers/caCerts.ts, SAVED_CA_CERTS).
 'use strict'
+{
+  const saved = process.env.TRESOR_EXTRA_CA_CERTS
+  delete process.env.TRESOR_EXTRA_CA_CERTS
+  if (saved) process.env.NODE_EXTRA_CA_CERTS = saved
+}
 process.env.UV_THREADPOOL_SIZE ??= '8'
 
 const { existsSync } = require('node:fs')

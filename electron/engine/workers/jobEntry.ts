@@ -14,6 +14,7 @@
  * `process.send`/`'message'` (child_process.fork) at load time, so no message can be missed.
  */
 import { EngineError, toWireError } from '../errors.js'
+import { restoreExtraCaCerts } from './caCerts.js'
 import { needsChunkWorkers, prewarmChunkWorkers } from '../vault/chunkWorkers.js'
 import { releaseSpareWorkers } from './pool.js'
 import {
@@ -291,5 +292,6 @@ export function runJobProcess(pipelines: Pipelines = DEFAULT_PIPELINES): JobHand
 }
 
 if (process.env.TRESOR_JOB_PROCESS === '1' && process.env.TRESOR_JOB_ENTRY_CUSTOM !== '1') {
+  restoreExtraCaCerts() // set aside by jobEnv: the job's scripts see it again
   runJobProcess()
 }
