@@ -24,7 +24,7 @@ function run(cmd, args) {
 
 rmSync(join(root, 'dist'), { recursive: true, force: true })
 run(bin('tsc'), ['-p', 'tsconfig.build.json'])
-bundleCli()
+await bundleCli()
 for (const config of ['vite.renderer.config.ts', 'vite.preload.config.ts']) {
   if (existsSync(join(root, config))) run(bin('vite'), ['build', '--logLevel', 'warn', '-c', config])
 }
@@ -38,8 +38,9 @@ for (const config of ['vite.renderer.config.ts', 'vite.preload.config.ts']) {
  * stay external (native addons are loaded by `require` from node_modules) except zod and croner,
  * pure ES modules our own modules import (zod's ~95 files were a fifth of a command's module
  * loading); commander is CommonJS, and bundled into an ES module it would need a `require` shim.
+ * Of zod's locales only English is bundled (`zodEnglishOnly`).
  */
-function bundleCli() {
+async function bundleCli() {
   const require = createRequire(import.meta.url)
   const esbuild = require('esbuild')
   const from = join(root, 'dist', 'electron')
@@ -48,7 +49,7 @@ function bundleCli() {
   const external = Object.keys({ ...pkg.dependencies, ...pkg.devDependencies })
     .filter((name) => !inline.has(name))
     .flatMap((name) => [name, `${name}/*`])
-  esbuild.buildSync({
+  await esbuild.build({
     entryPoints: {
       main: join(from, 'cli', 'main.js'),
       chunkWorker: join(from, 'engine', 'vault', 'chunkWorker.js'),
@@ -63,7 +64,31 @@ function bundleCli() {
     chunkNames: 'shared-[hash]',
     logLevel: 'warning',
     external,
+    plugins: [zodEnglishOnly()],
   })
+}
+
+/**
+ * zod's `z` namespace re-exports all of its 64 locales (`z.locales`), so bundling `z` bundled them
+ * all: ~400 KB of the CLI's ~1.6 MB, compiled by every command on its critical path (~20 ms), and
+ * never used (error messages are English: zod configures `en` itself, and no module of ours names a
+ * locale). Its locales index resolves here to a module exporting `en` alone. The renderer's Vite
+ * bundle is not affected.
+ */
+function zodEnglishOnly() {
+  return {
+    name: 'zod-english-only',
+    setup(build) {
+      build.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+        /[\\/]node_modules[\\/]zod[\\/]/.test(args.importer) ? { path: join(args.resolveDir, '..', 'locales', 'index.js'), namespace: 'zod-locales' } : undefined,
+      )
+      build.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+        contents: 'export { default as en } from "./en.js"\n',
+        resolveDir: dirname(args.path),
+        loader: 'js',
+      }))
+    },
+  }
 }
 
 // Stamp: scripts/test-all.sh skips a rebuild when no source is newer than this file.

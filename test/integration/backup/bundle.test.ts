@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -87,5 +87,26 @@ describe('the built CLI bundle', () => {
     expect(ours).toContain(bundle + 'main.js')
     // The chunk workers (started first thing for backup, restore and verify --read-data) too.
     expect(ours).toContain(bundle + 'chunkWorker.js')
+  })
+
+  it('holds zod with its English messages only (scripts/build.mjs `zodEnglishOnly`), and they work', () => {
+    const code = readdirSync(bundleDir).filter((f) => f.endsWith('.js')).map((f) => readFileSync(join(bundleDir, f), 'utf8')).join('\n')
+    const locales = [...code.matchAll(/^\/\/ node_modules\/zod\/v4\/locales\/([\w-]+)\.js$/gm)].map((m) => m[1])
+    expect(code).toMatch(/^\/\/ node_modules\/zod\/v4\/core\/schemas\.js$/m) // zod is in the bundle, and marked as esbuild marks it
+    expect(locales).toEqual(['en'])
+    // a message from zod's English locale, through the built command: a policy it refuses
+    const policy = join(dir, 'bad-policy.json')
+    writeFileSync(policy, JSON.stringify({ retention: { daily: -1 } }))
+    tresor('machine', 'add', 'zod', join(dir, 'disk.raw'))
+    let failed: { stderr?: string } = {}
+    expect(() => {
+      try {
+        tresor('machine', 'policy', 'zod', policy)
+      } catch (err) {
+        failed = err as { stderr?: string }
+        throw err
+      }
+    }).toThrow()
+    expect(String(failed.stderr)).toContain('retention.daily: Too small: expected number to be >=0')
   })
 })
