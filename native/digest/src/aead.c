@@ -88,7 +88,10 @@ static void aead_key_free(napi_env env, void *data, void *hint) {
   aead_key *k = data;
   EVP_CIPHER_CTX_free(k->ctx);
 #ifdef TRESOR_IPSEC_MB
-  free(k->imb_key);
+  if (k->imb_key) {
+    explicit_bzero(k->imb_key, sizeof *k->imb_key); /* as EVP_CIPHER_CTX_free cleanses its copy */
+    free(k->imb_key);
+  }
 #endif
   free(k);
 }
@@ -251,10 +254,12 @@ napi_value aes_gcm(napi_env env, napi_callback_info info) {
       uint8_t differ = 0; /* in constant time */
       for (int i = 0; i < AEAD_TAG_BYTES; i++) differ |= (uint8_t)(computed[i] ^ tag[tag_at + i]);
       if (differ) {
+        explicit_bzero(&ctx, sizeof ctx);
         throw_authentication(env, out, length);
         return NULL;
       }
     }
+    explicit_bzero(&ctx, sizeof ctx); /* its last counter block and partial keystream */
     if (napi_create_uint32(env, (uint32_t)length, &result) != napi_ok) return NULL;
     return result;
   }
