@@ -24,6 +24,7 @@ import { randomFillSync } from 'node:crypto'
 import zstd from 'zstd-napi/binding.js'
 import { CHUNK_AAD_BYTES, ChunkIdHasher, FLAG_CONTAINER, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES, chunkAad } from './crypto.js'
 import { type CipherEngine, cipherEngines, digestAddon } from './pieceDigests.js'
+import { EngineError } from '../errors.js'
 
 /** The zero-copy cipher call of @ronomon/crypto-async (synchronous form: 19 arguments). Throws on a failed tag. */
 export interface ZeroCopyCipher {
@@ -65,9 +66,9 @@ export interface RecordCipher {
 
 /** A cipher for `key` through `engine` (one of `cipherEngines()`; by default the fastest). */
 export function createRecordCipher(key: Buffer, engine: CipherEngine = cipherEngines()[0]!): RecordCipher {
-  const addon = engine === 'ronomon' ? null : digestAddon()
   if (engine !== 'ronomon') {
-    if (!addon) throw new Error(`AES-GCM engine ${engine} needs the tresor-digest addon`)
+    const addon = digestAddon()
+    if (!addon) throw new EngineError('INTERNAL', `The AES-GCM engine ${engine} needs the tresor-digest addon, which is not loaded.`)
     const k = addon.aesGcmKey(key, engine)
     return {
       engine,

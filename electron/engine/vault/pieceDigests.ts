@@ -69,16 +69,19 @@ export type CipherState = (typeof CIPHER_STATES)[CipherEngine]
 
 let addonEngines: ReadonlyArray<'ipsec-mb' | 'openssl'> | undefined
 
+/** The addon's AES-GCM engines (`aesGcmEngines`, asked once), fastest first, without ipsec-mb under `TRESOR_NO_IPSEC_MB=1`. */
+function usableAddonEngines(native: Addon): Array<'ipsec-mb' | 'openssl'> {
+  addonEngines ??= native.aesGcmEngines()
+  return addonEngines.filter((e) => e !== 'ipsec-mb' || process.env.TRESOR_NO_IPSEC_MB !== '1')
+}
+
 /**
- * The engines this process can use, the fastest first: the addon's (`aesGcmEngines`; ipsec-mb only
- * where the library is installed and the CPU has VAES, and not with `TRESOR_NO_IPSEC_MB=1`), then
- * @ronomon/crypto-async, always there.
+ * The engines this process can use, the fastest first: the addon's (ipsec-mb only where the library
+ * is installed and the CPU has VAES), then @ronomon/crypto-async, always there.
  */
 export function cipherEngines(): CipherEngine[] {
   const native = digestAddon()
-  if (!native) return ['ronomon']
-  addonEngines ??= native.aesGcmEngines()
-  return [...addonEngines.filter((e) => e !== 'ipsec-mb' || process.env.TRESOR_NO_IPSEC_MB !== '1'), 'ronomon']
+  return native ? [...usableAddonEngines(native), 'ronomon'] : ['ronomon']
 }
 
 export function nativeDigestState(): NativeDigestState {
@@ -86,9 +89,7 @@ export function nativeDigestState(): NativeDigestState {
   const fallback: CutWay = wasm ? 'WebAssembly' : 'JavaScript'
   if (addon === null) return { addon: false, pieces: 'one per call: no native addon', cuts: fallback, cipher: CIPHER_STATES.ronomon }
   if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: fallback, cipher: CIPHER_STATES.ronomon }
-  addonEngines ??= addon.aesGcmEngines()
-  const engine = addonEngines.includes('ipsec-mb') && process.env.TRESOR_NO_IPSEC_MB !== '1' ? 'ipsec-mb' : 'openssl'
-  return { addon: true, pieces: 'native, a block per call', cuts: 'native', cipher: CIPHER_STATES[engine] }
+  return { addon: true, pieces: 'native, a block per call', cuts: 'native', cipher: CIPHER_STATES[usableAddonEngines(addon)[0]!] }
 }
 
 /**
