@@ -15,9 +15,14 @@
 // this file itself.
 //
 // It also sets NODE_EXTRA_CA_CERTS aside, so node does not parse those certificates at start (~55 ms
-// for Debian's bundle; Tresor has no TLS client); the CLI's main module puts it back before any
-// command runs, so the programs the command starts see it (electron/engine/workers/caCerts.ts).
+// for Debian's bundle; Tresor has no TLS client), and puts it back here, first thing, so the
+// programs the command starts see it (electron/engine/workers/caCerts.ts, SAVED_CA_CERTS).
 'use strict'
+{
+  const saved = process.env.TRESOR_EXTRA_CA_CERTS
+  delete process.env.TRESOR_EXTRA_CA_CERTS
+  if (saved) process.env.NODE_EXTRA_CA_CERTS = saved
+}
 process.env.UV_THREADPOOL_SIZE ??= '8'
 
 const { existsSync } = require('node:fs')

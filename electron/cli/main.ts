@@ -2,7 +2,6 @@ import { Command, CommanderError } from 'commander'
 import { createContext, UsageError } from './context.js'
 import { EngineError } from '../engine/errors.js'
 import { COMMAND_MODULES } from './commands/index.js'
-import { restoreExtraCaCerts } from '../engine/workers/caCerts.js'
 
 /**
  * The `tresor` command line. Exit codes: 0 success, 1 failure (message on stderr), 2 usage error.
@@ -54,7 +53,6 @@ function reportFailure(err: unknown): number {
 
 const isMain = process.argv[1] !== undefined && /[\\/](main\.[jt]s|tresor(\.js)?)$/.test(process.argv[1])
 if (isMain || process.env.TRESOR_CLI_MAIN === '1') {
-  restoreExtraCaCerts() // set aside by bin/tresor.js's first line: the programs a command starts see it
   const code = await runCli(process.argv.slice(2))
   // Let pending stdout drain, then exit (worker pools and timers must not keep the CLI alive).
   process.stdout.write('', () => process.exit(code))
