@@ -69,6 +69,17 @@ export function cutParts(
 export function sampledEntropy(table: Float64Array, data: Uint8Array, most: number): number
 
 /**
+ * One pass over a run of blocks for the backup's block loop: block j is `data[j·blockSize, + blockSize)`
+ * (the last one may be shorter). By `modes[j]`: 0 skips the block; 1 tests it for zeros; 2 tests
+ * it, and when it is not all zeros writes its XXH3-128 in canonical (big-endian) form to
+ * `sums[16j, + 16)`. A block of zeros gets mode 3 (its sum is not written); the other modes stay.
+ * Every argument is checked before anything is written: a TypeError or RangeError when one is of
+ * the wrong type, a mode is above 2, or the blocks do not all start inside `data` or do not fit
+ * `modes` or `sums`. Returns `count`.
+ */
+export function scanBlocks(data: Uint8Array, blockSize: number, modes: Uint8Array, count: number, sums: Uint8Array): number
+
+/**
  * The AES-256-GCM engines this process can use, the fastest first: "ipsec-mb" (Intel's library,
  * opened at run time, only where the CPU runs its VAES code) when present, then "openssl" (always).
  * Both write the same bytes.

@@ -22,10 +22,11 @@ import { unlink } from 'node:fs/promises'
 import type { Db } from '../catalog/types.js'
 import { EngineError, fromFsError } from '../errors.js'
 import type { DiskImage, Extent, OpenOptions } from '../formats/types.js'
-import { isAllZero, zeroFill } from '../formats/io.js'
+import { zeroFill } from '../formats/io.js'
 import { DEFAULT_POLICY, type PolicyScript, type PolicySpec } from '../policy/spec.js'
 import type { BackupSession, BlockEntry, BlockMapWriter, Consistency, FileIdentity, PointDisk, PointManifest, PutResult, Vault } from '../vault/api.js'
-import { createBlockHasher, type BlockHasher } from './checksum.js'
+import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from './checksum.js'
+import { SCAN_SKIP, SCAN_SUM, SCAN_TEST, SCAN_ZERO, createBlockScanner, sumMatches } from './blockScan.js'
 import { ExtentCursor, PreviousMap } from './cursors.js'
 import {
   latestPointRow,
@@ -667,6 +668,10 @@ async function blockLoop(a: LoopArgs): Promise<number> {
   const pending: Promise<BlockEntry[]>[] = []
   let stored = 0
   const hasher = ctx.hasher()
+  // one run's block modes and checksums (blockScan.ts), used between a run's read and its first await
+  const scan = createBlockScanner(hasher)
+  const modes = new Uint8Array(runBlocks)
+  const sums = Buffer.allocUnsafe(runBlocks * CHECKSUM_BYTES)
 
   /**
    * Zeroes `data`'s bytes [from, to) that a data block of the run holds: the holes inside blocks
@@ -709,30 +714,27 @@ async function blockLoop(a: LoopArgs): Promise<number> {
         if (at < offset + length) zeroGap(data, at - offset, length, fixed)
       }
       const session = ctx.session
-      const entries: BlockEntry[] = new Array<BlockEntry>(prevEntries.length)
+      const count = prevEntries.length
+      const entries: BlockEntry[] = new Array<BlockEntry>(count)
       // a block with no earlier data entry to compare against goes without a checksum: the vault
       // hashes it anyway and returns it (PutResult.checksum), one pass over its bytes fewer here
+      for (let j = 0; j < count; j++) modes[j] = fixed[j] ? SCAN_SKIP : prevEntries[j]?.kind === 'data' ? SCAN_SUM : SCAN_TEST
+      scan(data, blockSize, modes, count, sums) // synchronous: `modes` and `sums` are read before any await
       const puts: Array<{ data: Buffer; checksum: Buffer | undefined; at: number }> = []
-      for (let j = 0; j < prevEntries.length; j++) {
-        const known = fixed[j]
-        if (known) {
-          entries[j] = known
-          continue
+      for (let j = 0; j < count; j++) {
+        const mode = modes[j]
+        if (mode === SCAN_SKIP) entries[j] = fixed[j]!
+        else if (mode === SCAN_ZERO) entries[j] = ZERO
+        else {
+          const prevEntry = prevEntries[j]
+          // unchanged: the earlier entry is this block's entry (same id, same checksum)
+          if (mode === SCAN_SUM && prevEntry?.kind === 'data' && sumMatches(sums, j * CHECKSUM_BYTES, prevEntry.checksum)) entries[j] = prevEntry
+          else {
+            const view = data.subarray(j * blockSize, Math.min(length, (j + 1) * blockSize))
+            const checksum = mode === SCAN_SUM ? Buffer.from(sums.subarray(j * CHECKSUM_BYTES, (j + 1) * CHECKSUM_BYTES)) : undefined
+            puts.push({ data: view, checksum, at: j })
+          }
         }
-        const view = data.subarray(j * blockSize, Math.min(length, (j + 1) * blockSize))
-        if (isAllZero(view)) {
-          entries[j] = ZERO
-          continue
-        }
-        const prevEntry = prevEntries[j]
-        if (prevEntry?.kind !== 'data') {
-          puts.push({ data: view, checksum: undefined, at: j })
-          continue
-        }
-        const checksum = hasher.checksum(view)
-        // unchanged: the earlier entry is this block's entry (same id, same checksum)
-        if (prevEntry.checksum.equals(checksum)) entries[j] = prevEntry
-        else puts.push({ data: view, checksum, at: j })
       }
       if (puts.length > 0) {
         const results = session.putBlocks ? await session.putBlocks(puts) : await putEach(session, puts, hasher)

@@ -53,6 +53,9 @@
  */
 #define BATCH_MOST_CHUNKS 16
 
+/* scanBlocks' modes (index.d.ts): in 0, 1 or 2; out 3 for a block of zeros */
+enum { SCAN_SKIP = 0, SCAN_TEST = 1, SCAN_SUM = 2, SCAN_ZERO = 3 };
+
 /* One chunk of `length` ≤ 1024 bytes, block by block: its chaining value, or a root's digest. */
 static void chunk_serial(const uint32_t key_words[8], const uint8_t *input, size_t length, uint64_t counter, bool root, uint8_t out[BLAKE3_OUT_LEN]) {
   uint32_t cv[8];
@@ -399,6 +402,68 @@ static napi_value sampled_entropy(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * Whether `length` bytes at `p` are all zero: the first 16 bytes are zero and every byte equals the
+ * one 16 bytes before it (one memcmp of the buffer against itself, glibc's SIMD compare, which stops
+ * at the first difference: a block of data is settled within its first bytes).
+ */
+static bool all_zero(const uint8_t *p, size_t length) {
+  static const uint8_t zeros[16] = {0};
+  if (length <= 16) return memcmp(p, zeros, length) == 0;
+  return memcmp(p, zeros, 16) == 0 && memcmp(p, p + 16, length - 16) == 0;
+}
+
+/*
+ * scanBlocks(data, blockSize, modes, count, sums): count (see index.d.ts). The backup's block loop
+ * asks this once per run of blocks instead of a zero test, a checksum call and a new Buffer per
+ * block (pipeline.ts `processRun`).
+ */
+static napi_value scan_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], result;
+  uint8_t *data = NULL, *modes = NULL, *sums = NULL;
+  size_t data_length = 0, modes_length = 0, sums_length = 0, block_size = 0, count = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "scanBlocks expects (data, blockSize, modes, count, sums)");
+    return NULL;
+  }
+  if (!typed_of(env, argv[0], napi_uint8_array, "scanBlocks expects Uint8Array data", (void **)&data, &data_length)) return NULL;
+  if (!index_of(env, argv[1], "scanBlocks: blockSize is not a whole non-negative number", &block_size)) return NULL;
+  if (!typed_of(env, argv[2], napi_uint8_array, "scanBlocks expects a Uint8Array of modes", (void **)&modes, &modes_length)) return NULL;
+  if (!index_of(env, argv[3], "scanBlocks: count is not a whole non-negative number", &count)) return NULL;
+  if (!typed_of(env, argv[4], napi_uint8_array, "scanBlocks expects a Uint8Array for sums", (void **)&sums, &sums_length)) return NULL;
+  if (block_size < 1) {
+    napi_throw_range_error(env, NULL, "scanBlocks: blockSize must be at least 1");
+    return NULL;
+  }
+  /* every block named starts inside the data; sizes stay far below 2^53, so nothing wraps */
+  if (count > modes_length || count * 16 > sums_length || (count > 0 && (count - 1) * block_size >= data_length)) {
+    napi_throw_range_error(env, NULL, "scanBlocks: the blocks do not fit the data, modes or sums given");
+    return NULL;
+  }
+  for (size_t j = 0; j < count; j++) {
+    if (modes[j] > SCAN_SUM) {
+      napi_throw_range_error(env, NULL, "scanBlocks: a mode is not 0, 1 or 2");
+      return NULL;
+    }
+  }
+  for (size_t j = 0; j < count; j++) {
+    if (modes[j] == SCAN_SKIP) continue;
+    const uint8_t *block = data + j * block_size;
+    size_t length = data_length - j * block_size < block_size ? data_length - j * block_size : block_size;
+    if (all_zero(block, length)) {
+      modes[j] = SCAN_ZERO;
+    } else if (modes[j] == SCAN_SUM) {
+      XXH128_canonical_t canonical;
+      XXH128_canonicalFromHash(&canonical, XXH3_128(block, length));
+      memcpy(sums + j * 16, canonical.digest, 16);
+    }
+  }
+  if (napi_create_uint32(env, (uint32_t)count, &result) != napi_ok) return NULL;
+  return result;
+}
+
 /* aead.c */
 napi_value aes_gcm_key(napi_env env, napi_callback_info info);
 napi_value aes_gcm(napi_env env, napi_callback_info info);
@@ -410,7 +475,7 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_callback call;
   } calls[] = {
       {"digestPieces", digest_pieces}, {"digestRanges", digest_ranges}, {"cutParts", cut_parts},
-      {"sampledEntropy", sampled_entropy}, {"aesGcmEngines", aes_gcm_engines},
+      {"sampledEntropy", sampled_entropy}, {"scanBlocks", scan_blocks}, {"aesGcmEngines", aes_gcm_engines},
       {"aesGcmKey", aes_gcm_key}, {"aesGcm", aes_gcm},
   };
   for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
