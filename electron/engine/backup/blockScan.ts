@@ -10,6 +10,7 @@
  * block hasher one block at a time (test/unit/backup/blockScan.test.ts compares both).
  */
 import { isAllZero } from '../formats/io.js'
+import { StoredDataEntry } from '../vault/manifest.js'
 import { digestAddon } from '../vault/pieceDigests.js'
 import { CHECKSUM_BYTES, type BlockHasher } from './checksum.js'
 
@@ -51,8 +52,10 @@ export function scanner(hasher: BlockHasher): BlockScanner {
   }
 }
 
-/** Whether `sums[at, + 16)` holds the checksum `checksum` (16 bytes), compared without a view. */
-export function sumMatches(sums: Uint8Array, at: number, checksum: Uint8Array): boolean {
+/** Whether `sums[at, + 16)` holds `entry`'s checksum; an entry read from the vault is compared where it is stored. */
+export function sumMatches(sums: Uint8Array, at: number, entry: { checksum: Uint8Array }): boolean {
+  if (entry instanceof StoredDataEntry) return entry.checksumIs(sums, at)
+  const checksum = entry.checksum
   for (let k = 0; k < CHECKSUM_BYTES; k++) if (sums[at + k] !== checksum[k]) return false
   return true
 }

@@ -728,7 +728,7 @@ async function blockLoop(a: LoopArgs): Promise<number> {
         else {
           const prevEntry = prevEntries[j]
           // unchanged: the earlier entry is this block's entry (same id, same checksum)
-          if (mode === SCAN_SUM && prevEntry?.kind === 'data' && sumMatches(sums, j * CHECKSUM_BYTES, prevEntry.checksum)) entries[j] = prevEntry
+          if (mode === SCAN_SUM && prevEntry?.kind === 'data' && sumMatches(sums, j * CHECKSUM_BYTES, prevEntry)) entries[j] = prevEntry
           else {
             const view = data.subarray(j * blockSize, Math.min(length, (j + 1) * blockSize))
             const checksum = mode === SCAN_SUM ? Buffer.from(sums.subarray(j * CHECKSUM_BYTES, (j + 1) * CHECKSUM_BYTES)) : undefined
@@ -793,8 +793,9 @@ async function blockLoop(a: LoopArgs): Promise<number> {
       const start = i * blockSize
       const end = Math.min(start + blockSize, virtualSize)
       if (!cursor.holds(end)) await cursor.fill(end)
-      // Fast path: no extent before the end of this block.
-      const kind = cursor.nextStart() >= end ? 0 : cursor.classify(start, end, blockRanges)
+      // Fast paths: no extent before the end of this block; the block inside a data extent.
+      const inside = cursor.nextStart() < end && cursor.insideData(start, end)
+      const kind = inside ? 2 : cursor.nextStart() >= end ? 0 : cursor.classify(start, end, blockRanges)
       if (run && run.prevs.length >= runBlocks) await flushRun()
       if (kind !== 2) {
         if (kind === 1) { dp.bytesDone += end - start; ctx.progress.emit() }
@@ -813,15 +814,16 @@ async function blockLoop(a: LoopArgs): Promise<number> {
         } else run = { first: i, prevs: [prevEntry], fixed: [undefined], ranges: [], partial: false, dataBytes: 0, dataEnd: 0 }
         run.dataBytes += end - start
         run.dataEnd = run.prevs.length
-        let covered = 0
-        for (const [from, to] of blockRanges) {
-          covered += to - from
-          const last = run.ranges[run.ranges.length - 1]
-          // gaps within a page (sector-granular formats) are read with their neighbours
-          if (last && from - last[1] < RANGE_MERGE_GAP) last[1] = Math.max(last[1], to)
-          else run.ranges.push([from, to])
+        if (inside) addRange(run.ranges, start, end)
+        else {
+          let covered = 0
+          for (let r = 0; r < blockRanges.length; r++) {
+            const [from, to] = blockRanges[r]!
+            covered += to - from
+            addRange(run.ranges, from, to)
+          }
+          if (covered < end - start) run.partial = true
         }
-        if (covered < end - start) run.partial = true
       }
       while (pending.length >= window * runBlocks * 4) await drainOne()
     }
@@ -832,6 +834,13 @@ async function blockLoop(a: LoopArgs): Promise<number> {
     throw err
   }
   return stored
+}
+
+/** Adds [from, to) to a run's ranges (in order): gaps within a page (sector-granular formats) are read with their neighbours. */
+function addRange(ranges: Array<[number, number]>, from: number, to: number): void {
+  const last = ranges[ranges.length - 1]
+  if (last && from - last[1] < RANGE_MERGE_GAP) last[1] = Math.max(last[1], to)
+  else ranges.push([from, to])
 }
 
 /** For sessions without `putBlocks`: one put after the other, in order, each with its checksum (taken here when missing) in its result. */

@@ -113,6 +113,7 @@ export class SegmentedMapWriter implements BlockMapWriter {
     }
     if (entry.kind === 'unallocated') this.buf[this.pos++] = KIND_UNALLOCATED
     else if (entry.kind === 'zero') this.buf[this.pos++] = KIND_ZERO
+    else if (entry instanceof StoredDataEntry) this.pos = entry.encodeTo(this.buf, this.pos)
     else {
       if (entry.chunkId.length !== 32 || entry.checksum.length !== 16) throw new EngineError('INVALID_INPUT', 'A data block entry needs a 32-byte chunk id and a 16-byte checksum.')
       this.buf[this.pos++] = KIND_DATA
@@ -204,6 +205,50 @@ function entryStarts(plain: Buffer, count: number, what: string): Int32Array {
   return starts
 }
 
+/**
+ * A data entry of a stored segment: its id and checksum stay in the segment's plaintext, and are
+ * views of it only when asked for. An incremental backup looks up every data block's earlier entry
+ * and keeps most of them as they are: as plain objects with two views each, ~52,000 of them in
+ * the bench's 4 GiB disk were a good part of the job's thread's garbage collection. The block loop
+ * compares checksums in place (`checksumIs`), and the map writer copies the encoded entry
+ * (`encodeTo`).
+ */
+export class StoredDataEntry {
+  readonly kind = 'data' as const
+
+  /** `at`: where the entry (its kind byte, then the id and checksum) starts in `plain`. */
+  constructor(
+    private readonly plain: Buffer,
+    private readonly at: number,
+  ) {}
+
+  get chunkId(): Buffer {
+    return this.plain.subarray(this.at + 1, this.at + 33)
+  }
+
+  get checksum(): Buffer {
+    return this.plain.subarray(this.at + 33, this.at + DATA_ENTRY_BYTES)
+  }
+
+  /** Whether `sums[from, + 16)` holds this entry's checksum. */
+  checksumIs(sums: Uint8Array, from: number): boolean {
+    const p = this.plain
+    const at = this.at + 33
+    for (let k = 0; k < 16; k++) if (sums[from + k] !== p[at + k]) return false
+    return true
+  }
+
+  /**
+   * Writes the encoded entry (DATA_ENTRY_BYTES) at `target[pos]`; returns the position after it.
+   * Byte by byte: `Buffer.copy` from an offset makes a view of the source first.
+   */
+  encodeTo(target: Buffer, pos: number): number {
+    const p = this.plain
+    for (let k = 0, at = this.at; k < DATA_ENTRY_BYTES; k++) target[pos + k] = p[at + k]!
+    return pos + DATA_ENTRY_BYTES
+  }
+}
+
 const UNALLOCATED_ENTRY: BlockEntry = Object.freeze({ kind: 'unallocated' })
 const ZERO_ENTRY: BlockEntry = Object.freeze({ kind: 'zero' })
 
@@ -229,7 +274,7 @@ class OpenedSegment implements BlockMapSegment {
     const kind = this.plain[p]
     if (kind === KIND_UNALLOCATED) return UNALLOCATED_ENTRY
     if (kind === KIND_ZERO) return ZERO_ENTRY
-    return { kind: 'data', chunkId: this.plain.subarray(p + 1, p + 33), checksum: this.plain.subarray(p + 33, p + 49) }
+    return new StoredDataEntry(this.plain, p)
   }
 }
 

@@ -10,6 +10,7 @@ import { xxh3 } from '@node-rs/xxhash'
 import { describe, expect, it } from 'vitest'
 import { createBlockHasher } from '../../../electron/engine/backup/checksum.js'
 import { SCAN_SKIP, SCAN_SUM, SCAN_TEST, SCAN_ZERO, createBlockScanner, scanner, sumMatches, type BlockScanner } from '../../../electron/engine/backup/blockScan.js'
+import { StoredDataEntry } from '../../../electron/engine/vault/manifest.js'
 import { nativeDigestLoaded } from '../../../electron/engine/vault/pieceDigests.js'
 
 type Addon = typeof import('tresor-digest')
@@ -129,10 +130,21 @@ describe('scanning a run of blocks', () => {
 
   it('compares a checksum in place', () => {
     const sums = Buffer.from('00'.repeat(16) + 'ab'.repeat(16), 'hex')
-    expect(sumMatches(sums, 16, Buffer.from('ab'.repeat(16), 'hex'))).toBe(true)
-    expect(sumMatches(sums, 0, Buffer.from('ab'.repeat(16), 'hex'))).toBe(false)
     const near = Buffer.from('ab'.repeat(16), 'hex')
     near[15] = 0xac
-    expect(sumMatches(sums, 16, near)).toBe(false)
+    // a stored entry: kind byte, 32-byte id, then the checksum, somewhere inside a segment's plaintext
+    const plain = Buffer.concat([Buffer.alloc(7), Buffer.from([1]), Buffer.alloc(32, 5), Buffer.from('ab'.repeat(16), 'hex'), Buffer.alloc(3)])
+    const stored = new StoredDataEntry(plain, 7)
+    const nearStored = new StoredDataEntry(Buffer.concat([Buffer.from([1]), Buffer.alloc(32, 5), near]), 0)
+    for (const [entry, other] of [[{ checksum: Buffer.from('ab'.repeat(16), 'hex') }, { checksum: near }], [stored, nearStored]] as const) {
+      expect(sumMatches(sums, 16, entry)).toBe(true)
+      expect(sumMatches(sums, 0, entry)).toBe(false)
+      expect(sumMatches(sums, 16, other)).toBe(false)
+    }
+    expect(stored.checksum.toString('hex')).toBe('ab'.repeat(16))
+    expect(stored.chunkId.equals(Buffer.alloc(32, 5))).toBe(true)
+    const encoded = Buffer.alloc(60)
+    expect(stored.encodeTo(encoded, 2)).toBe(2 + 49)
+    expect(encoded.subarray(2, 51).equals(plain.subarray(7, 56))).toBe(true)
   })
 })
