@@ -11,7 +11,8 @@
  *
  * It also cuts a block into its content-defined parts (`cutParts`, the definition is
  * electron/engine/vault/parts.ts): the same gear-hash search as the WebAssembly cutter, written
- * straight into the caller's array of ends, without copying the block into a module's memory.
+ * straight into the caller's array of ends, without copying the block into a module's memory; and
+ * it tests a backup run's blocks for zeros and checksums them in one call (`scanBlocks`).
  *
  * The hash functions are not written here: BLAKE3 is the BLAKE3 team's C implementation as shipped
  * in the @c4312/blake3-native package (with its SIMD paths chosen at run time), XXH3 is xxHash as
