@@ -170,5 +170,53 @@ describe('deduplication and skipping', () => {
     expect(before.filter((k) => k === 'zero')).toHaveLength(1)
     expect(after).toEqual(before)
   }, 120_000)
-})
 
+  it('an incremental finds the same unchanged, changed, zeroed and new blocks with and without the addon scanning its runs', async () => {
+    w = await makeWorld()
+    const size = 24 * BS + 3000 // a short last block
+    // two disks of the same layout, with different bytes (each machine stores its own blocks)
+    const disks = [
+      { name: 'native', path: join(w.dir, 'native.raw'), seed: 0 },
+      { name: 'bindings', path: join(w.dir, 'bindings.raw'), seed: 1000 },
+    ]
+    const entries = async (pointId: string): Promise<string[]> => {
+      const out: string[] = []
+      for await (const e of w!.vault.readBlockMap(pointId, 0)) out.push(e.kind === 'data' ? `${e.chunkId.toString('hex')}:${e.checksum.toString('hex')}` : e.kind)
+      return out
+    }
+    const patterns: string[][] = []
+    for (const disk of disks) {
+      const fh = await open(disk.path, 'w')
+      await fh.truncate(size)
+      for (const b of [0, 1, 2, 3, 7, 8, 9, 20]) await fh.write(randomBytes(disk.seed + b, BS), 0, BS, b * BS)
+      await fh.write(randomBytes(disk.seed + 24, 3000), 0, 3000, 24 * BS)
+      await fh.close()
+      const m = addMachine(w.catalog, { name: disk.name, disks: [{ path: disk.path }] })
+      const full = await runBackup(m, w.world, { policy, snapshot: 'read' })
+      // a day of work: block 2 changed, block 8 written with zeros, block 15 new in a hole, the last
+      // byte of the short last block changed; the other data blocks as they were
+      const again = await open(disk.path, 'r+')
+      await again.write(randomBytes(disk.seed + 102, BS), 0, BS, 2 * BS)
+      await again.write(Buffer.alloc(BS), 0, BS, 8 * BS)
+      await again.write(randomBytes(disk.seed + 115, BS), 0, BS, 15 * BS)
+      await again.write(Buffer.from([0xa5]), 0, 1, 24 * BS + 2999)
+      await again.close()
+      if (disk.name === 'bindings') process.env.TRESOR_NO_NATIVE_DIGEST = '1'
+      let incremental
+      try {
+        incremental = await runBackup(m, w.world, { policy, snapshot: 'read' })
+      } finally {
+        delete process.env.TRESOR_NO_NATIVE_DIGEST
+      }
+      expect(incremental.result.bytesNew).toBe(2 * BS + 3000) // blocks 2 and 15 and the last block
+      expect(await pointDiskSha256(w.vault, incremental.result.pointId, 0)).toBe(createHash('sha256').update(await readFile(disk.path)).digest('hex'))
+      const before = await entries(full.result.pointId)
+      const after = await entries(incremental.result.pointId)
+      expect(after).toHaveLength(25)
+      patterns.push(after.map((e, i) => (e === before[i] ? 'same' : e.includes(':') ? 'data' : e)))
+    }
+    const same = 'same'
+    expect(patterns[0]).toEqual([same, same, 'data', same, same, same, same, same, 'zero', same, same, same, same, same, same, 'data', same, same, same, same, same, same, same, same, 'data'])
+    expect(patterns[1]).toEqual(patterns[0])
+  })
+})
