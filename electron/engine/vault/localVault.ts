@@ -12,7 +12,7 @@ import { bumpGeneration, readGeneration, trimGenerations } from './generation.js
 import { layoutOf, manifestPath, mapDir, packPath, POINT_ID_RE, RESERVE_BYTES } from './layout.js'
 import { VaultLock, withReadLock } from './locks.js'
 import { readManifest, readMapSegments, readSegmentedMap, type DiskMapInfo, type StoredManifest } from './manifest.js'
-import { indexHasRecipe, isSubEntry, recordBytesOf, recordsOf, type PackIndexEntry, type RecordEntry } from './pack.js'
+import { indexHasRecipe, isSubEntry, recordBytesOf, recordsOf, type PackIndexEntry, type PackWriter, type RecordEntry } from './pack.js'
 import { LocalChunkReader } from './reader.js'
 import { choosePacks, DEFAULT_MAX_UNUSED } from './prunePolicy.js'
 import { openPackRecords, PackHandles, readRecordBytes, recordItemsOf, type RecordItem } from './recordReader.js'
@@ -531,28 +531,36 @@ class LocalVaultImpl implements LocalVault {
           )
           inFlight.shift()
         }
+        let written: PackWriter[]
         try {
-          for (const [i, n] of toRepack.entries()) {
-            onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
-            const pack = table.packs[n]!
-            const keep = await liveEntries(n)
-            for (let b = 0; b < keep.length; b += REPACK_BATCH) {
-              if (inFlight.length > REPACK_READS_AHEAD) await moveOldest()
-              const batch = keep.slice(b, b + REPACK_BATCH)
-              const bytes = readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch, scratches[reads++ % scratches.length]!, handles)
-              bytes.catch(() => undefined) // awaited in `moveOldest`; meanwhile a failure must not go unhandled
-              inFlight.push({ pack, batch, bytes })
+          try {
+            for (const [i, n] of toRepack.entries()) {
+              onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
+              const pack = table.packs[n]!
+              const keep = await liveEntries(n)
+              for (let b = 0; b < keep.length; b += REPACK_BATCH) {
+                if (inFlight.length > REPACK_READS_AHEAD) await moveOldest()
+                const batch = keep.slice(b, b + REPACK_BATCH)
+                const bytes = readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch, scratches[reads++ % scratches.length]!, handles)
+                bytes.catch(() => undefined) // awaited in `moveOldest`; meanwhile a failure must not go unhandled
+                inFlight.push({ pack, batch, bytes })
+              }
             }
+            while (inFlight.length > 0) await moveOldest()
+          } catch (err) {
+            // no read into a scratch may outlive the repack
+            await Promise.all(inFlight.map((b) => b.bytes.catch(() => undefined)))
+            throw err
+          } finally {
+            await handles.closeAll()
           }
-          while (inFlight.length > 0) await moveOldest()
+          written = await session.flushPacks()
         } catch (err) {
-          // no read into a scratch may outlive the repack
-          await Promise.all(inFlight.map((b) => b.bytes.catch(() => undefined)))
+          // a failed repack (a full disk) leaves no pack half written: the session's open packs are
+          // closed and their temp files removed, not left to the garbage collector and the next prune
+          await session.abort().catch(() => undefined)
           throw err
-        } finally {
-          await handles.closeAll()
         }
-        const written = await session.flushPacks()
         for (const w of written) result.bytesFreed -= (await this.fs.stat(w.finalPath))?.size ?? 0
         result.packsRepacked = toRepack.length
         toRemove.push(...toRepack)

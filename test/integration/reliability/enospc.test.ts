@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -24,8 +24,8 @@ afterAll(() => {
   rmSync(base, { recursive: true, force: true })
 })
 
-function freeBytes(): number {
-  const s = statfsSync(mountPoint)
+function freeBytes(path = mountPoint): number {
+  const s = statfsSync(path)
   return s.bavail * s.bsize
 }
 
@@ -117,6 +117,91 @@ describe('ENOSPC: vault on a 16 MiB file system', () => {
       expect((await vault.verify({ readData: true })).ok).toBe(true)
       const points = await vault.listPoints()
       expect(points).toHaveLength(1)
+      await checkPointData(vault, points[0]!)
+    } finally {
+      await vault.close()
+    }
+  })
+})
+
+// The same on a real file system, where packs are written with O_DIRECT (tmpfs has none): a loop
+// mounted 64 MiB ext4 with no blocks reserved for root. A repack that ran out of space there left
+// its pack's two handles open (closed by the garbage collector, with node's warning) and its temp
+// file in tmp/ until the next prune.
+const extBase = mkdtempSync(join(tmpdir(), 'tresor-enospc-ext4-'))
+const extMount = join(extBase, 'fs')
+let extMounted = false
+
+describe('ENOSPC in a prune: vault on a 64 MiB ext4 (direct I/O)', () => {
+  beforeAll(() => {
+    if (process.getuid?.() !== 0) throw new Error('The ENOSPC test mounts a loop file system and must run as root (CI runs as root).')
+    mkdirSync(extMount)
+    const image = join(extBase, 'fs.img')
+    execFileSync('truncate', ['-s', '64M', image])
+    execFileSync('mkfs.ext4', ['-q', '-m', '0', image])
+    execFileSync('mount', ['-o', 'loop', image, extMount])
+    extMounted = true
+  })
+  afterAll(() => {
+    killAllChildren()
+    if (extMounted) execFileSync('umount', ['-l', extMount])
+    rmSync(extBase, { recursive: true, force: true })
+  })
+
+  it('a prune whose repack runs out of space fails with DISK_FULL, keeps no pack open or half written, and the next prune with room finishes it', async () => {
+    const { dir, key } = await newTestVault(join(extMount, 'vault'))
+    const target = { dir, keyB64: key.toString('base64') }
+    // every 4th block is shared by both points: deleting the first leaves its packs partly live
+    const ids: string[] = []
+    for (const seed of [31, 32]) {
+      const child = await startChild(target)
+      child.send({ kind: 'backup', spec: { seed, blocks: 256 } })
+      const outcome = await child.outcome
+      expect(outcome).toMatchObject({ kind: 'done' })
+      ids.push((outcome as { result: { pointId: string } }).result.pointId)
+    }
+    // the reserve already spent (an earlier prune on a full disk used it): nothing to fall back on
+    rmSync(join(dir, 'reserve'), { force: true })
+    // room for the prune's own small files, not for the ~2 MB of live records it must move
+    const filler = join(extMount, 'filler')
+    writeFileSync(filler, Buffer.alloc(Math.max(0, freeBytes(extMount) - 256 * 1024)))
+    /** This process's descriptors open on files of the vault. */
+    const openInVault = (): string[] =>
+      readdirSync('/proc/self/fd').flatMap((fd) => {
+        try {
+          const target = readlinkSync(join('/proc/self/fd', fd))
+          return target.startsWith(dir) ? [target] : []
+        } catch {
+          return [] // closed meanwhile
+        }
+      })
+    try {
+      const vault = await open(dir, key)
+      const phases = new Set<string>()
+      try {
+        const failure = await vault.prune({ deletePointIds: [ids[0]!], onProgress: (p) => phases.add(p.phase) }).then(
+          () => undefined,
+          (err: unknown) => err,
+        )
+        expect(failure).toMatchObject({ code: 'DISK_FULL' })
+        expect(phases.has('repack')).toBe(true) // it failed while moving the live records
+        // the repack's packs were closed and their temp files removed when it failed
+        expect(openInVault().filter((t) => t.includes('.pack'))).toEqual([])
+        expect(readdirSync(join(dir, 'tmp')).filter((n) => n.endsWith('.pack.tmp'))).toEqual([])
+      } finally {
+        await vault.close()
+      }
+    } finally {
+      rmSync(filler, { force: true })
+    }
+    const again = await startChild(target)
+    again.send({ kind: 'prune', deletePointIds: [] })
+    expect(await again.outcome).toMatchObject({ kind: 'done' })
+    const vault = await open(dir, key)
+    try {
+      expect((await vault.verify({ readData: true })).ok).toBe(true)
+      const points = await vault.listPoints()
+      expect(points.map((p) => p.labels.seed)).toEqual(['32'])
       await checkPointData(vault, points[0]!)
     } finally {
       await vault.close()
