@@ -32,9 +32,7 @@ export type BlockScanner = (data: Uint8Array, blockSize: number, modes: Uint8Arr
 
 /** The addon's scanner when it is here (and not turned off: `TRESOR_NO_NATIVE_DIGEST=1`), else one built on `hasher`. */
 export function createBlockScanner(hasher: BlockHasher): BlockScanner {
-  const native = digestAddon()
-  // an addon built before scanBlocks existed (a stale build) still serves everything else
-  return typeof native?.scanBlocks === 'function' ? native.scanBlocks : scanner(hasher)
+  return digestAddon()?.scanBlocks ?? scanner(hasher)
 }
 
 /** The scanner without the addon: the same results one block at a time. */

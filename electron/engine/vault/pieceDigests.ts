@@ -46,7 +46,7 @@ export interface NativeDigestState {
   /** The addon loads. */
   addon: boolean
   /** How chunk ids and checksums of a block's pieces are computed. */
-  pieces: 'native, a block per call' | 'one per call: TRESOR_NO_NATIVE_DIGEST=1' | 'one per call: no native addon'
+  pieces: 'native, a block per call' | 'one per call: TRESOR_NO_NATIVE_DIGEST=1' | 'one per call: no native addon' | typeof STALE_ADDON
   /** How blocks are cut into parts (the same cuts every way). */
   cuts: CutWay
   /** How records are encrypted and opened (AES-256-GCM, the same bytes every way: chunkCodec.ts `RecordCipher`). */
@@ -84,10 +84,29 @@ export function cipherEngines(): CipherEngine[] {
   return native ? [...usableAddonEngines(native), 'ronomon'] : ['ronomon']
 }
 
+/** Every call the engine makes of the addon. */
+const ADDON_CALLS = ['digestPieces', 'digestRanges', 'cutParts', 'sampledEntropy', 'scanBlocks', 'aesGcmEngines', 'aesGcmKey', 'aesGcm'] as const satisfies ReadonlyArray<keyof Addon>
+
+/** `NativeDigestState.pieces` for an addon built from older sources than the engine's. */
+const STALE_ADDON = 'one per call: the addon is out of date (npm rebuild tresor-digest)'
+
+/**
+ * Whether `loaded` has every call the engine makes. An addon built before a call was added (a
+ * checkout updated without `npm ci`) is used for none of them, instead of failing on the missing
+ * one in the middle of a backup.
+ */
+export function addonIsComplete(loaded: object): boolean {
+  return ADDON_CALLS.every((name) => typeof (loaded as Record<string, unknown>)[name] === 'function')
+}
+
+let complete: boolean | undefined
+
 export function nativeDigestState(): NativeDigestState {
   addon ??= loadOptionalAddon<Addon>('tresor-digest')
   const fallback: CutWay = wasm ? 'WebAssembly' : 'JavaScript'
   if (addon === null) return { addon: false, pieces: 'one per call: no native addon', cuts: fallback, cipher: CIPHER_STATES.ronomon }
+  complete ??= addonIsComplete(addon)
+  if (!complete) return { addon: true, pieces: STALE_ADDON, cuts: fallback, cipher: CIPHER_STATES.ronomon }
   if (process.env.TRESOR_NO_NATIVE_DIGEST === '1') return { addon: true, pieces: 'one per call: TRESOR_NO_NATIVE_DIGEST=1', cuts: fallback, cipher: CIPHER_STATES.ronomon }
   return { addon: true, pieces: 'native, a block per call', cuts: 'native', cipher: CIPHER_STATES[usableAddonEngines(addon)[0]!] }
 }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 import { Blake3Hasher } from '@napi-rs/blake-hash'
 import { xxh3 } from '@node-rs/xxhash'
 import { describe, expect, it } from 'vitest'
-import { createPieceDigester, nativeDigestLoaded } from '../../../electron/engine/vault/pieceDigests.js'
+import { addonIsComplete, createPieceDigester, nativeDigestLoaded } from '../../../electron/engine/vault/pieceDigests.js'
 
 /** Deterministic bytes (a seeded generator), so a failure repeats. */
 function bytes(length: number, seed: number): Buffer {
@@ -44,6 +44,14 @@ describe('piece digests', () => {
     expect(nativeDigestLoaded(), 'tresor-digest did not load: run "npm rebuild tresor-digest"').toBe(true)
     expect(createPieceDigester(randomBytes(32)).native).toBe(true)
     expect(createPieceDigester(randomBytes(32), false).native).toBe(false)
+  })
+
+  it('takes an addon built from older sources (a call missing) as no addon at all', () => {
+    const built = createRequire(import.meta.url)('tresor-digest') as Record<string, unknown>
+    expect(addonIsComplete(built)).toBe(true)
+    const { scanBlocks: _gone, ...older } = built
+    expect(addonIsComplete(older)).toBe(false)
+    expect(addonIsComplete({ ...built, aesGcm: 'not a function' })).toBe(false)
   })
 
   it('gives the BLAKE3 reference keyed hash of the empty input', () => {
