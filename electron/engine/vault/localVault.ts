@@ -533,33 +533,29 @@ class LocalVaultImpl implements LocalVault {
         }
         let written: PackWriter[]
         try {
-          try {
-            for (const [i, n] of toRepack.entries()) {
-              onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
-              const pack = table.packs[n]!
-              const keep = await liveEntries(n)
-              for (let b = 0; b < keep.length; b += REPACK_BATCH) {
-                if (inFlight.length > REPACK_READS_AHEAD) await moveOldest()
-                const batch = keep.slice(b, b + REPACK_BATCH)
-                const bytes = readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch, scratches[reads++ % scratches.length]!, handles)
-                bytes.catch(() => undefined) // awaited in `moveOldest`; meanwhile a failure must not go unhandled
-                inFlight.push({ pack, batch, bytes })
-              }
+          for (const [i, n] of toRepack.entries()) {
+            onProgress?.({ phase: 'repack', done: i, total: toRepack.length })
+            const pack = table.packs[n]!
+            const keep = await liveEntries(n)
+            for (let b = 0; b < keep.length; b += REPACK_BATCH) {
+              if (inFlight.length > REPACK_READS_AHEAD) await moveOldest()
+              const batch = keep.slice(b, b + REPACK_BATCH)
+              const bytes = readRecordBytes(this.fs, packPath(this.layout, pack.hex), batch, scratches[reads++ % scratches.length]!, handles)
+              bytes.catch(() => undefined) // awaited in `moveOldest`; meanwhile a failure must not go unhandled
+              inFlight.push({ pack, batch, bytes })
             }
-            while (inFlight.length > 0) await moveOldest()
-          } catch (err) {
-            // no read into a scratch may outlive the repack
-            await Promise.all(inFlight.map((b) => b.bytes.catch(() => undefined)))
-            throw err
-          } finally {
-            await handles.closeAll()
           }
+          while (inFlight.length > 0) await moveOldest()
           written = await session.flushPacks()
         } catch (err) {
-          // a failed repack (a full disk) leaves no pack half written: the session's open packs are
-          // closed and their temp files removed, not left to the garbage collector and the next prune
+          // no read into a scratch may outlive the repack; and a failed repack (a full disk) leaves no
+          // pack half written: the session's open packs are closed and their temp files removed, not
+          // left to the garbage collector and the next prune
+          await Promise.all(inFlight.map((b) => b.bytes.catch(() => undefined)))
           await session.abort().catch(() => undefined)
           throw err
+        } finally {
+          await handles.closeAll()
         }
         for (const w of written) result.bytesFreed -= (await this.fs.stat(w.finalPath))?.size ?? 0
         result.packsRepacked = toRepack.length

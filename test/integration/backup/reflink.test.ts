@@ -11,11 +11,11 @@ import { addMachine, listSnapshotClones, pruneSnapshotTier, runBackup, type Back
 import { parsePolicySpec } from '../../../electron/engine/policy/index.js'
 import { randomBytes } from '../../helpers/qemu.js'
 import { makeWorld, MiB, pointDiskSha256, type TestWorld } from './helpers.js'
-import { mountReflinkXfs, type ReflinkMount } from '../../helpers/xfs.js'
+import { mountReflinkXfs, type LoopMount } from '../../helpers/loopFs.js'
 
 let root = ''
 let mnt = ''
-let xfs: ReflinkMount | undefined
+let xfs: LoopMount | undefined
 let w: TestWorld
 
 beforeAll(async () => {

@@ -15,13 +15,13 @@ import { listSnapshotClones } from '../../../electron/engine/backup/index.js'
 import { createAppService } from '../../../electron/engine/app/index.js'
 import { randomBytes } from '../../helpers/qemu.js'
 import { cliEnv, tresor, tresorJson } from '../keys/fixtures/cli.js'
-import { mountReflinkXfs, type ReflinkMount } from '../../helpers/xfs.js'
+import { mountReflinkXfs, type LoopMount } from '../../helpers/loopFs.js'
 
 const MiB = 1024 * 1024
 let root = ''
 let mnt = ''
 let home = ''
-let xfs: ReflinkMount | undefined
+let xfs: LoopMount | undefined
 let env: NodeJS.ProcessEnv = {}
 
 beforeAll(async () => {

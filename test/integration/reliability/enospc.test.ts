@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { checkPointData, newTestVault, open } from './fixtures/data.js'
 import { killAllChildren, startChild } from './fixtures/child.js'
+import { mountLoopFs, type LoopMount } from '../../helpers/loopFs.js'
 
 // RELIABILITY #8: the vault lives on a 16 MiB tmpfs; a backup that does not fit fails with a clear
 // DISK_FULL error, earlier points stay intact, verify stays clean, and space can be reclaimed.
@@ -128,43 +129,34 @@ describe('ENOSPC: vault on a 16 MiB file system', () => {
 // mounted 64 MiB ext4 with no blocks reserved for root. A repack that ran out of space there left
 // its pack's two handles open (closed by the garbage collector, with node's warning) and its temp
 // file in tmp/ until the next prune.
-const extBase = mkdtempSync(join(tmpdir(), 'tresor-enospc-ext4-'))
-const extMount = join(extBase, 'fs')
-let extMounted = false
-
 describe('ENOSPC in a prune: vault on a 64 MiB ext4 (direct I/O)', () => {
-  beforeAll(() => {
-    if (process.getuid?.() !== 0) throw new Error('The ENOSPC test mounts a loop file system and must run as root (CI runs as root).')
-    mkdirSync(extMount)
-    const image = join(extBase, 'fs.img')
-    execFileSync('truncate', ['-s', '64M', image])
-    execFileSync('mkfs.ext4', ['-q', '-m', '0', image])
-    execFileSync('mount', ['-o', 'loop', image, extMount])
-    extMounted = true
+  let ext: LoopMount | undefined
+  beforeAll(async () => {
+    ext = await mountLoopFs('tresor-enospc-ext4-', 'The ENOSPC tests', { size: '64M', mkfs: ['mkfs.ext4', '-q', '-m', '0'] })
   })
-  afterAll(() => {
+  afterAll(async () => {
     killAllChildren()
-    if (extMounted) execFileSync('umount', ['-l', extMount])
-    rmSync(extBase, { recursive: true, force: true })
+    await ext?.unmount()
   })
 
   it('a prune whose repack runs out of space fails with DISK_FULL, keeps no pack open or half written, and the next prune with room finishes it', async () => {
-    const { dir, key } = await newTestVault(join(extMount, 'vault'))
+    const { dir, key } = await newTestVault(join(ext!.mnt, 'vault'))
     const target = { dir, keyB64: key.toString('base64') }
     // every 4th block is shared by both points: deleting the first leaves its packs partly live
     const ids: string[] = []
     for (const seed of [31, 32]) {
       const child = await startChild(target)
-      child.send({ kind: 'backup', spec: { seed, blocks: 256 } })
+      child.send({ kind: 'backup', spec: { seed, blocks: 512 } })
       const outcome = await child.outcome
       expect(outcome).toMatchObject({ kind: 'done' })
       ids.push((outcome as { result: { pointId: string } }).result.pointId)
     }
     // the reserve already spent (an earlier prune on a full disk used it): nothing to fall back on
     rmSync(join(dir, 'reserve'), { force: true })
-    // room for the prune's own small files, not for the ~2 MB of live records it must move
-    const filler = join(extMount, 'filler')
-    writeFileSync(filler, Buffer.alloc(Math.max(0, freeBytes(extMount) - 256 * 1024)))
+    // room for the prune's own small files, not for the ~4 MB of live records it must move: the first
+    // repacked pack fails while the next is being filled (the case that left that one open)
+    const filler = join(ext!.mnt, 'filler')
+    writeFileSync(filler, Buffer.alloc(Math.max(0, freeBytes(ext!.mnt) - 256 * 1024)))
     /** This process's descriptors open on files of the vault. */
     const openInVault = (): string[] =>
       readdirSync('/proc/self/fd').flatMap((fd) => {

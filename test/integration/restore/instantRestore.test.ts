@@ -17,11 +17,11 @@ import type { ChunkReader, Vault } from '../../../electron/engine/vault/api.js'
 import { applyOps, createImage, mixedOps, qemuCompare, qemuToRaw, randomBytes, requireQemu, sha256File } from '../../helpers/qemu.js'
 import { makeWorld, MiB, type TestWorld } from '../backup/helpers.js'
 import { cliEnv, tresorJson } from '../keys/fixtures/cli.js'
-import { mountReflinkXfs, type ReflinkMount } from '../../helpers/xfs.js'
+import { mountReflinkXfs, type LoopMount } from '../../helpers/loopFs.js'
 
 let root = ''
 let mnt = ''
-let xfs: ReflinkMount | undefined
+let xfs: LoopMount | undefined
 let w: TestWorld
 
 beforeAll(async () => {
