@@ -51,9 +51,7 @@ export function scanner(hasher: BlockHasher): BlockScanner {
 }
 
 /** Whether `sums[at, + 16)` holds `entry`'s checksum; an entry read from the vault is compared where it is stored. */
-export function sumMatches(sums: Uint8Array, at: number, entry: { checksum: Uint8Array }): boolean {
+export function sumMatches(sums: Buffer, at: number, entry: { checksum: Uint8Array }): boolean {
   if (entry instanceof StoredDataEntry) return entry.checksumIs(sums, at)
-  const checksum = entry.checksum
-  for (let k = 0; k < CHECKSUM_BYTES; k++) if (sums[at + k] !== checksum[k]) return false
-  return true
+  return sums.compare(entry.checksum, 0, CHECKSUM_BYTES, at, at + CHECKSUM_BYTES) === 0
 }
