@@ -33,7 +33,7 @@ describe('chunk codec', () => {
   })
 
   it('does not try zstd on a block that samples as random, and still compresses one that is only mostly random', () => {
-    const compress = vi.spyOn(zstd.CCtx.prototype, 'compress')
+    const compress = vi.spyOn(zstd.CCtx.prototype, 'compress2')
     try {
       const rnd = randomBytes(BS)
       expect(looksIncompressible(rnd)).toBe(true)
@@ -57,7 +57,7 @@ describe('chunk codec', () => {
   })
 
   it("takes the caller's sampling verdict when it has one, and samples only without it", () => {
-    const compress = vi.spyOn(zstd.CCtx.prototype, 'compress')
+    const compress = vi.spyOn(zstd.CCtx.prototype, 'compress2')
     try {
       const text = Buffer.from('sampled once '.repeat(BS / 13 + 1)).subarray(0, BS)
       const out = Buffer.alloc(BS + 28)
@@ -174,6 +174,42 @@ describe('chunk codec', () => {
     expect(Buffer.from(codec.open(rec, id, pack, 9, 0) as Buffer)).toEqual(other)
     rec[NONCE_BYTES + 5]! ^= 0x01
     expect(codec.open(rec, id, pack, 9, 0)).toMatch(/authentication/)
+  })
+
+  it("at level 1 a whole block's frame is zstd's own level-1 frame, and a part is compressed with the whole block's minimum match (6), not the small-input 5", () => {
+    const level1 = new ChunkCodec({ dataKey: keys.data, chunkIdKey: keys.chunkId, blockSize: BS, compressionLevel: 1 })
+    // text-like bytes: words of a small vocabulary with numbers, from a fixed seed
+    const words = ['vault', 'block', 'record', 'pack', 'disk', 'point', 'index', 'table', 'part', 'seal']
+    let seed = 12345
+    const next = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31)
+    let text = ''
+    while (text.length < BS) text += `${words[next() % words.length]} ${next() % 1000} `
+    const bodyOf = (plain: Buffer, ordinal: number): Buffer => {
+      const out = Buffer.alloc(BS + 28)
+      const id = chunkIdOf(keys.chunkId, plain)
+      const r = level1.seal(plain, out, id, pack, ordinal)
+      expect(r.flags).toBe(FLAG_ZSTD)
+      const d = createDecipheriv('aes-256-gcm', keys.data, out.subarray(0, NONCE_BYTES))
+      d.setAAD(chunkAad(pack, ordinal, r.flags, id))
+      d.setAuthTag(out.subarray(r.storedLength - TAG_BYTES, r.storedLength))
+      const body = Buffer.concat([d.update(out.subarray(NONCE_BYTES, r.storedLength - TAG_BYTES)), d.final()])
+      expect(Buffer.from(level1.open(Buffer.from(out.subarray(0, r.storedLength)), id, pack, ordinal, r.flags) as Buffer)).toEqual(plain)
+      return body
+    }
+    const frame = (plain: Buffer, minMatch?: number): Buffer => {
+      const c = new zstd.CCtx()
+      const out = Buffer.alloc(zstd.compressBound(plain.length))
+      if (minMatch === undefined) return Buffer.from(out.subarray(0, c.compress(out, plain, 1)))
+      c.setParameter(zstd.CParameter.compressionLevel, 1)
+      c.setParameter(zstd.CParameter.minMatch, minMatch)
+      return Buffer.from(out.subarray(0, c.compress2(out, plain)))
+    }
+    const block = Buffer.from(text).subarray(0, BS)
+    expect(bodyOf(block, 0)).toEqual(frame(block))
+    const part = block.subarray(0, 8 * 1024)
+    const partBody = bodyOf(part, 1)
+    expect(partBody).toEqual(frame(part, 6))
+    expect(partBody).not.toEqual(frame(part))
   })
 
   it('never repeats a nonce (10k seals)', () => {
