@@ -108,7 +108,7 @@ const INCOMPRESSIBLE_BITS = 7.75
  * an input of 16 KiB or less, which is what a block's parts mostly are (FORMAT.md "Recipe", ~8 KiB
  * on average). Pinned to 6, a part compresses ~20 % faster and to the same size on the bench's
  * disk (1.7 % larger on real files' parts alone), and a whole block's frame is byte for byte what
- * it was (chunkCodec.test). Other levels keep zstd's own choice.
+ * it was (codec.test). Other levels keep zstd's own choice.
  */
 const LEVEL_1_MIN_MATCH = 6
 

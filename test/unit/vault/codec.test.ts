@@ -176,40 +176,45 @@ describe('chunk codec', () => {
     expect(codec.open(rec, id, pack, 9, 0)).toMatch(/authentication/)
   })
 
-  it("at level 1 a whole block's frame is zstd's own level-1 frame, and a part is compressed with the whole block's minimum match (6), not the small-input 5", () => {
-    const level1 = new ChunkCodec({ dataKey: keys.data, chunkIdKey: keys.chunkId, blockSize: BS, compressionLevel: 1 })
+  it("a whole block's frame is zstd's own for the vault's level (1 and 3), and at level 1 a part is compressed with the whole block's minimum match (6), not the small-input 5", () => {
     // text-like bytes: words of a small vocabulary with numbers, from a fixed seed
     const words = ['vault', 'block', 'record', 'pack', 'disk', 'point', 'index', 'table', 'part', 'seal']
     let seed = 12345
-    const next = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31)
+    const next = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 1)
     let text = ''
     while (text.length < BS) text += `${words[next() % words.length]} ${next() % 1000} `
-    const bodyOf = (plain: Buffer, ordinal: number): Buffer => {
+    const block = Buffer.from(text).subarray(0, BS)
+    const part = block.subarray(0, 8 * 1024)
+    /** The zstd frame `codec` stores for `plain`, taken out of its record with node:crypto. */
+    const bodyOf = (c: ChunkCodec, plain: Buffer, ordinal: number): Buffer => {
       const out = Buffer.alloc(BS + 28)
       const id = chunkIdOf(keys.chunkId, plain)
-      const r = level1.seal(plain, out, id, pack, ordinal)
+      const r = c.seal(plain, out, id, pack, ordinal)
       expect(r.flags).toBe(FLAG_ZSTD)
       const d = createDecipheriv('aes-256-gcm', keys.data, out.subarray(0, NONCE_BYTES))
       d.setAAD(chunkAad(pack, ordinal, r.flags, id))
       d.setAuthTag(out.subarray(r.storedLength - TAG_BYTES, r.storedLength))
       const body = Buffer.concat([d.update(out.subarray(NONCE_BYTES, r.storedLength - TAG_BYTES)), d.final()])
-      expect(Buffer.from(level1.open(Buffer.from(out.subarray(0, r.storedLength)), id, pack, ordinal, r.flags) as Buffer)).toEqual(plain)
+      expect(Buffer.from(c.open(Buffer.from(out.subarray(0, r.storedLength)), id, pack, ordinal, r.flags) as Buffer)).toEqual(plain)
       return body
     }
-    const frame = (plain: Buffer, minMatch?: number): Buffer => {
+    /** zstd's frame at `level`, with its own parameters or with `minMatch` set. */
+    const frame = (plain: Buffer, level: number, minMatch?: number): Buffer => {
       const c = new zstd.CCtx()
       const out = Buffer.alloc(zstd.compressBound(plain.length))
-      if (minMatch === undefined) return Buffer.from(out.subarray(0, c.compress(out, plain, 1)))
-      c.setParameter(zstd.CParameter.compressionLevel, 1)
+      if (minMatch === undefined) return Buffer.from(out.subarray(0, c.compress(out, plain, level)))
+      c.setParameter(zstd.CParameter.compressionLevel, level)
       c.setParameter(zstd.CParameter.minMatch, minMatch)
       return Buffer.from(out.subarray(0, c.compress2(out, plain)))
     }
-    const block = Buffer.from(text).subarray(0, BS)
-    expect(bodyOf(block, 0)).toEqual(frame(block))
-    const part = block.subarray(0, 8 * 1024)
-    const partBody = bodyOf(part, 1)
-    expect(partBody).toEqual(frame(part, 6))
-    expect(partBody).not.toEqual(frame(part))
+    const level1 = new ChunkCodec({ dataKey: keys.data, chunkIdKey: keys.chunkId, blockSize: BS, compressionLevel: 1 })
+    expect(bodyOf(level1, block, 0)).toEqual(frame(block, 1))
+    const partBody = bodyOf(level1, part, 1)
+    expect(partBody).toEqual(frame(part, 1, 6))
+    expect(partBody).not.toEqual(frame(part, 1))
+    // level 3 (vaults made before 1.0): zstd's own parameters at every size
+    expect(bodyOf(codec, block, 2)).toEqual(frame(block, 3))
+    expect(bodyOf(codec, part, 3)).toEqual(frame(part, 3))
   })
 
   it('never repeats a nonce (10k seals)', () => {
