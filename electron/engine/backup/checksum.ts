@@ -24,12 +24,25 @@ interface XXHash128Static {
   hash(data: Buffer): Buffer
 }
 
+let loaded: XXHash128Static | undefined
+
+/** xxhash-addon's XXH3-128, loaded on the first call. */
+function xxhash128(): XXHash128Static {
+  loaded ??= (createRequire(import.meta.url)('xxhash-addon') as { XXHash128: XXHash128Static }).XXHash128
+  return loaded
+}
+
+/** Loads xxhash-addon now (a chunk worker, before its first task: chunkHandler.ts `preloadChunkModules`). */
+export function preloadBlockHasher(): void {
+  xxhash128()
+}
+
 /**
  * Creates a hasher. The native module is loaded on first use, not with this module: an unchanged
  * disk never needs it.
  */
 export function createBlockHasher(): BlockHasher {
-  const { XXHash128 } = createRequire(import.meta.url)('xxhash-addon') as { XXHash128: XXHash128Static }
+  const XXHash128 = xxhash128()
   return {
     checksum(data) {
       const view = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)

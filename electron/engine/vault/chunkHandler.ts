@@ -4,14 +4,14 @@
  * `inline`). Seal buffers come back in the reply (`transfer`), so the caller's buffer pool
  * circulates; open tasks read their records from shared memory (nothing to return).
  */
-import { CheckSpans, recordCheck } from './recordCheck.js'
+import { CheckSpans, preloadRecordCheck, recordCheck } from './recordCheck.js'
 import { ChunkCodec, FLAG_CONTAINER, FLAG_ZSTD, incompressibleByEntropy, SEAL_OVERHEAD, type CodecConfig, type SealOutcome } from './chunkCodec.js'
 import type { CheckTask, ChunkTask, ChunkTaskResult, CutTask, InPlace, OpenEntry, OpenTask, SealTask } from './chunkTasks.js'
 import { compressibleByEntropy, gearTable, PART_MIN_BYTES, sampledEntropy } from './parts.js'
 import { createBlockCutter, type BlockCutter } from './partCutter.js'
 import { createPieceDigester, nativeDigestState, type PieceDigester } from './pieceDigests.js'
 import { preloadBlake3 } from './crypto.js'
-import { CHECKSUM_BYTES, createBlockHasher, type BlockHasher } from '../backup/checksum.js'
+import { CHECKSUM_BYTES, createBlockHasher, preloadBlockHasher, type BlockHasher } from '../backup/checksum.js'
 import type { TaskReply } from '../workers/pool.js'
 import { EngineError } from '../errors.js'
 import { SEAL_INCOMPRESSIBLE, SEAL_ITEM_WORDS, SEAL_SAMPLED, unpackOpenEntries, zeroMapBytes } from './chunkTasks.js'
@@ -35,8 +35,8 @@ export type ChunkTaskHandler = (task: ChunkTask) => Promise<TaskReply<ChunkTaskR
  */
 export function preloadChunkModules(): void {
   preloadBlake3()
-  recordCheck(new Uint8Array(0))
-  createBlockHasher()
+  preloadRecordCheck()
+  preloadBlockHasher()
   nativeDigestState()
 }
 

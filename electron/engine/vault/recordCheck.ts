@@ -24,12 +24,23 @@ interface Xxh3Hasher {
 
 let hasher: Xxh3Hasher | undefined
 
+/** This thread's hasher, its module loaded on the first call. */
+function xxh3Hasher(): Xxh3Hasher {
+  hasher ??= (createRequire(import.meta.url)('@node-rs/xxhash') as { xxh3: { Xxh3: { withSeed(seed?: bigint): Xxh3Hasher } } }).xxh3.Xxh3.withSeed(0n)
+  return hasher
+}
+
+/** Loads @node-rs/xxhash now (a chunk worker, before its first task: chunkHandler.ts `preloadChunkModules`). */
+export function preloadRecordCheck(): void {
+  xxh3Hasher()
+}
+
 /** XXH3-64 (seed 0) of `data`. Not for use across threads at once (one hasher per thread). */
 export function recordCheck(data: Uint8Array): bigint {
-  hasher ??= (createRequire(import.meta.url)('@node-rs/xxhash') as { xxh3: { Xxh3: { withSeed(seed?: bigint): Xxh3Hasher } } }).xxh3.Xxh3.withSeed(0n)
-  hasher.reset()
-  hasher.update(data)
-  return hasher.digest()
+  const h = xxh3Hasher()
+  h.reset()
+  h.update(data)
+  return h.digest()
 }
 
 /**
