@@ -35,10 +35,18 @@ export function createBlockScanner(hasher: BlockHasher): BlockScanner {
   return digestAddon()?.scanBlocks ?? scanner(hasher)
 }
 
-/** The scanner without the addon: the same results one block at a time. */
+/**
+ * The scanner without the addon: the same results one block at a time, and the addon's checks of
+ * its arguments (index.d.ts `scanBlocks`) before anything is written.
+ */
 export function scanner(hasher: BlockHasher): BlockScanner {
   return (data, blockSize, modes, count, sums) => {
-    if (count > 0 && (count - 1) * blockSize >= data.length) throw new RangeError('scanBlocks: the blocks do not fit the data, modes or sums given')
+    if (!(Number.isInteger(blockSize) && blockSize >= 1)) throw new RangeError('scanBlocks: blockSize must be at least 1')
+    if (!(Number.isInteger(count) && count >= 0)) throw new RangeError('scanBlocks: count is not a whole non-negative number')
+    if (count > modes.length || count * CHECKSUM_BYTES > sums.length || (count > 0 && (count - 1) * blockSize >= data.length)) {
+      throw new RangeError('scanBlocks: the blocks do not fit the data, modes or sums given')
+    }
+    for (let j = 0; j < count; j++) if (modes[j]! > SCAN_SUM) throw new RangeError('scanBlocks: a mode is not 0, 1 or 2')
     for (let j = 0; j < count; j++) {
       const mode = modes[j]
       if (mode === SCAN_SKIP) continue

@@ -101,7 +101,23 @@ describe('scanning a run of blocks', () => {
     })
   }
 
-  it('the addon checks every argument before writing anything', () => {
+  it('the addon refuses arguments of the wrong type', () => {
+    const data = Buffer.alloc(2 * BLOCK, 1)
+    const modes = Uint8Array.of(SCAN_SUM, SCAN_SUM)
+    const sums = Buffer.alloc(32)
+    const call = (...args: unknown[]): unknown => (addon.scanBlocks as (...a: unknown[]) => number)(...args)
+    expect(() => call(data, BLOCK, modes, 2)).toThrow(TypeError)
+    expect(() => call([1, 2], BLOCK, modes, 2, sums)).toThrow(TypeError)
+    expect(() => call(data, BLOCK, new Uint16Array(2), 2, sums)).toThrow(TypeError)
+    expect(() => call(data, BLOCK, modes, 2, new Uint32Array(8))).toThrow(TypeError)
+    expect([...modes]).toEqual([SCAN_SUM, SCAN_SUM])
+    expect(sums.equals(Buffer.alloc(32))).toBe(true)
+  })
+
+  for (const [name, make] of [
+    ['the addon', () => addon.scanBlocks],
+    ['the fallback', () => scanner(createBlockHasher())],
+  ] as const) it(`${name} checks every argument before writing anything`, () => {
     const data = Buffer.alloc(2 * BLOCK, 1)
     const modes = Uint8Array.of(SCAN_SUM, SCAN_SUM)
     const sums = Buffer.alloc(32)
@@ -109,11 +125,7 @@ describe('scanning a run of blocks', () => {
       expect([...modes]).toEqual([SCAN_SUM, SCAN_SUM])
       expect(sums.equals(Buffer.alloc(32))).toBe(true)
     }
-    const call = (...args: unknown[]): unknown => (addon.scanBlocks as (...a: unknown[]) => number)(...args)
-    expect(() => call(data, BLOCK, modes, 2)).toThrow(TypeError)
-    expect(() => call([1, 2], BLOCK, modes, 2, sums)).toThrow(TypeError)
-    expect(() => call(data, BLOCK, new Uint16Array(2), 2, sums)).toThrow(TypeError)
-    expect(() => call(data, BLOCK, modes, 2, new Uint32Array(8))).toThrow(TypeError)
+    const call = make()
     expect(() => call(data, -1, modes, 2, sums)).toThrow(RangeError)
     expect(() => call(data, 0, modes, 2, sums)).toThrow(RangeError)
     expect(() => call(data, 1.5, modes, 2, sums)).toThrow(RangeError)
