@@ -794,8 +794,9 @@ async function blockLoop(a: LoopArgs): Promise<number> {
       const end = Math.min(start + blockSize, virtualSize)
       if (!cursor.holds(end)) await cursor.fill(end)
       // Fast paths: no extent before the end of this block; the block inside a data extent.
-      const inside = cursor.nextStart() < end && cursor.insideData(start, end)
-      const kind = inside ? 2 : cursor.nextStart() >= end ? 0 : cursor.classify(start, end, blockRanges)
+      const untouched = cursor.nextStart() >= end
+      const inside = !untouched && cursor.insideData(start, end)
+      const kind = untouched ? 0 : inside ? 2 : cursor.classify(start, end, blockRanges)
       if (run && run.prevs.length >= runBlocks) await flushRun()
       if (kind !== 2) {
         if (kind === 1) { dp.bytesDone += end - start; ctx.progress.emit() }
